@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+DEMO_DATA ?= data/demo
+DEMO_LOGS ?= logs
+DEMO_NAME ?= demo
+DEMO_SELECTION ?= dissect-mome
+DEMO_EPOCHS ?= 5
+DEMO_RATIO ?= 0.5
+DEMO_FLAGS ?= --model dissect-vit-tiny --precision fp32 --batch-size 128 --lr 1e-3 --wd 0.1 \
+	--warmup 50 --workers 1 --seed 0 --log-every-n-steps 50
+
+.PHONY: venv demo demo-data test clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+$(DEMO_DATA)/manifest.json: | $(STAMP)
+	$(VENV)/bin/open-clip-dissect make-data --out $(DEMO_DATA) --train-size 20000 --val-size 1000 \
+		--noise-rate 0.4 --noise-kind shuffle --seed 0
+
+demo-data: $(DEMO_DATA)/manifest.json
+
+demo: $(STAMP) $(DEMO_DATA)/manifest.json
+	rm -rf $(DEMO_LOGS)/$(DEMO_NAME)
+	$(PY) -m open_clip_dissect.main $(DEMO_FLAGS) --epochs $(DEMO_EPOCHS) \
+		--train-data '$(DEMO_DATA)/train/{00000..00019}.tar' --val-data '$(DEMO_DATA)/val/00000.tar' \
+		--dataset-type webdataset --selection $(DEMO_SELECTION) --ratio $(DEMO_RATIO) \
+		--logs $(DEMO_LOGS) --name $(DEMO_NAME)
+	$(VENV)/bin/open-clip-dissect summary $(DEMO_LOGS)/$(DEMO_NAME)
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) logs data .pytest_cache

@@ -1,0 +1,147 @@
+"""``open-clip-dissect`` command: ``train``, ``make-data`` and ``summary`` sub-commands."""
+import argparse
+import json
+import os
+import sys
+
+
+def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.ArgumentParser:
+    from open_clip_dissect import synthetic
+
+    p = argparse.ArgumentParser(prog=prog, description=(
+        "Write a synthetic image-text data set (webdataset shards, optional CSV) with noisy "
+        "correspondence injected into the training split."))
+    p.add_argument("--out", required=True, help="Output directory (required).")
+    p.add_argument("--train-size", type=int, default=20000, help="Training pairs (default: 20000).")
+    p.add_argument("--val-size", type=int, default=1000, help="Clean validation pairs (default: 1000).")
+    p.add_argument("--seed", type=int, default=0, help="Seed; same seed, same bytes (default: 0).")
+    p.add_argument("--noise-rate", type=float, default=0.4,
+                   help="Fraction of training pairs with a wrong caption, in [0, 1] (default: 0.4).")
+    p.add_argument("--noise-kind", choices=synthetic.NOISE_KINDS, default="shuffle",
+                   help="shuffle: another sample's caption; partial: one or two wrong attributes "
+                        "(default: shuffle).")
+    p.add_argument("--shard-size", type=int, default=1000, help="Samples per shard (default: 1000).")
+    p.add_argument("--image-size", type=int, default=64, help="Image side in pixels (default: 64).")
+    p.add_argument("--image-format", choices=("png", "jpg"), default="png",
+                   help="Image encoding (default: png).")
+    p.add_argument("--csv", action="store_true",
+                   help="Also write <out>/<split>.csv (tab-separated, OpenCLIP's filepath/title "
+                        "columns plus key and noisy) with images as files (default: off).")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="Processes writing shards (default: number of CPUs).")
+    p.add_argument("--force", action="store_true",
+                   help="Overwrite an existing data set in --out (default: refuse).")
+    p.add_argument("--quiet", action="store_true", help="No progress bars (default: show them).")
+    return p
+
+
+def make_data(argv) -> int:
+    from open_clip_dissect import synthetic
+
+    args = make_data_parser().parse_args(argv)
+    manifest_path = os.path.join(args.out, "manifest.json")
+    if os.path.exists(manifest_path) and not args.force:
+        print(f"{manifest_path} exists: the data set is already there (use --force to rewrite it).")
+        return 0
+    try:
+        manifest = synthetic.make_dataset(
+            args.out, args.train_size, args.val_size, args.seed, args.noise_rate, args.noise_kind,
+            args.shard_size, args.image_size, args.image_format, args.csv, args.workers,
+            progress=not args.quiet)
+    except ValueError as exn:
+        print(f"make-data: {exn}", file=sys.stderr)
+        return 2
+    for split, info in manifest["splits"].items():
+        print(f"{split}: {info['num_samples']} samples ({info['num_noisy']} noisy) in "
+              f"{info['num_shards']} shards: {info['pattern']}")
+    return 0
+
+
+def read_results(run_dir: str) -> list:
+    """The evaluation records OpenCLIP appended to ``<run>/checkpoints/results.jsonl``."""
+    path = os.path.join(run_dir, "checkpoints", "results.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no evaluation results at {path} (was the run given --val-data?)")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_selection(run_dir: str) -> list:
+    """Per-epoch selection summaries (audit included) from ``<run>/selection.jsonl``, if any."""
+    path = os.path.join(run_dir, "selection.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def retrieval_summary(record: dict) -> dict:
+    """Retrieval recalls in percent; R@sum = IR@1 + IR@10 + TR@1 + TR@10 as in the DISSect paper.
+
+    OpenCLIP's ``text_to_image`` is image retrieval (IR), ``image_to_text`` text retrieval (TR).
+    """
+    out = {}
+    for name, prefix in (("IR", "text_to_image"), ("TR", "image_to_text")):
+        for k in (1, 5, 10):
+            out[f"{name}@{k}"] = 100.0 * record[f"{prefix}_R@{k}"]
+    out["R@sum"] = out["IR@1"] + out["IR@10"] + out["TR@1"] + out["TR@10"]
+    return out
+
+
+def summary(argv) -> int:
+    p = argparse.ArgumentParser(prog="open-clip-dissect summary",
+                                description="Print the validation retrieval metrics of a run.")
+    p.add_argument("run_dir", help="The run's directory: <--logs>/<--name>.")
+    args = p.parse_args(argv)
+    try:
+        records = read_results(args.run_dir)
+    except FileNotFoundError as exn:
+        print(f"summary: {exn}", file=sys.stderr)
+        return 2
+    audits = {a["epoch"]: a for a in read_selection(args.run_dir)}
+    audit_columns = ("kept", "precision", "random", "AUROC") if any(
+        "audit_kept_precision" in a for a in audits.values()) else ()
+    print(f"Validation retrieval of {args.run_dir} (percent; IR = text->image, TR = image->text)")
+    if audit_columns:
+        print("Selection audit: kept = fraction of candidates trained on; precision = clean fraction "
+              "of the kept set; random = clean fraction of all candidates; AUROC of the ranking "
+              "score for clean vs noisy")
+    header = list(retrieval_summary(records[-1])) + list(audit_columns)
+    print(f"{'epoch':>5} " + " ".join(f"{c:>9}" for c in header))
+    for record in records:
+        row = list(retrieval_summary(record).values())
+        a = audits.get(record.get("epoch"), {})
+        if audit_columns:
+            row += [a.get("kept", float("nan")) / max(a.get("candidates", 0), 1) if a else float("nan"),
+                    a.get("audit_kept_precision", float("nan")), a.get("audit_random_precision", float("nan")),
+                    a.get("audit_auroc", float("nan"))]
+        print(f"{record.get('epoch', '?'):>5} " + " ".join(
+            f"{v:9.2f}" if i < 7 else f"{v:9.3f}" for i, v in enumerate(row)))
+    return 0
+
+
+def train(argv) -> int:
+    from open_clip_dissect.main import main as train_main
+
+    return train_main(argv)
+
+
+COMMANDS = {
+    "train": (train, "train: same as python -m open_clip_dissect.main (OpenCLIP flags + ours)"),
+    "make-data": (make_data, "make-data: write the synthetic noisy image-text data set"),
+    "summary": (summary, "summary RUN_DIR: print a run's validation retrieval metrics"),
+}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: open-clip-dissect {" + ",".join(COMMANDS) + "} ...\n")
+        print("\n".join("  " + help_ for _, help_ in COMMANDS.values()))
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, _ = COMMANDS[argv[0]]
+    return command(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Training data that carries sample keys: every training batch is ``(images, texts, keys, noisy)``.
+
+``keys`` is a list of strings, one per sample, that names the sample in the selection history:
+- webdataset: ``<shard url>/<__key__>`` (or the bare ``__key__`` with ``--sample-key key``);
+- csv: the row index, or the value of the ``--csv-key-key`` column;
+- synthetic: the index.
+
+``noisy`` is an int8 tensor: 1 for a pair known to be mismatched, 0 for a clean one, -1 where
+unknown. It is read from the sample's ``.json`` (``"noisy": true/false``, as the synthetic
+generator writes) or a csv ``noisy`` column; it feeds the noise audit and nothing else.
+
+Validation and ImageNet loaders are OpenCLIP's, untouched (they yield ``(images, texts)``).
+
+Differences from ``open_clip_train.data`` (open_clip_torch 3.3.0) in the webdataset pipeline:
+- the end-of-shard marker ``{}`` that webdataset >= 1.0 yields is treated as a shard boundary
+  (upstream's ``group_by_keys_nothrow`` dies on it with ``KeyError: 'fname'``);
+- the sample shuffle buffer (and shard resampling) is seeded from ``--seed``, the epoch, the
+  rank and the dataloader worker only, so two runs with the same seed see the same samples in
+  the same order (upstream seeds the sample buffer from the process id and time);
+- a dropped sample (no caption or image, undecodable image) is logged with its key and shard.
+"""
+import copy
+import functools
+import logging
+import math
+import os
+import random
+
+import numpy as np
+import pandas as pd
+import torch
+import webdataset as wds
+from torch.utils.data import get_worker_info
+from webdataset.autodecode import Decoder, imagehandler
+from webdataset.filters import _shuffle
+from webdataset.tariterators import base_plus_ext, tar_file_expander, url_opener, valid_sample
+
+import open_clip_train.data as upstream
+
+from open_clip_dissect.patching import swapped
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- keys
+
+def make_sample_key(url: str, key: str, mode: str = "url+key") -> str:
+    """The history key of a webdataset sample (see ``--sample-key``)."""
+    return key if mode == "key" else f"{url}/{key}"
+
+
+# ----------------------------------------------------------------------------- seeding
+
+def worker_seed(seed: int, epoch: int, repeat: int = 0) -> int:
+    """A seed that depends on --seed, the epoch, the rank, the dataloader worker and how many
+    times this worker has restarted its pipeline within the epoch (``repeat``) only."""
+    rank, _, worker, _ = wds.utils.pytorch_worker_info()
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, rank, worker, repeat]).generate_state(1)
+    return int(state[0])
+
+
+class SeededShuffle(wds.PipelineStage):
+    """Sample shuffle buffer seeded by ``worker_seed``; replaces upstream's unseeded ``wds.shuffle``.
+
+    ``with_epoch`` restarts the pipeline when a worker's shards run out before the epoch's batch
+    count; each restart gets its own seed so the repeated samples come in a new order.
+    """
+
+    def __init__(self, bufsize: int, initial: int, seed: int, shared_epoch: upstream.SharedEpoch):
+        self.bufsize, self.initial, self.seed, self.shared_epoch = bufsize, initial, seed, shared_epoch
+        self._epoch, self._repeat = None, 0
+
+    def run(self, src):
+        epoch = self.shared_epoch.get_value()
+        self._repeat = self._repeat + 1 if epoch == self._epoch else 0
+        self._epoch = epoch
+        seed = worker_seed(self.seed, epoch, self._repeat)
+        if get_worker_info() is not None:
+            # Augmentations (random crops) draw from the worker's torch RNG: seed it the same
+            # way, so a resumed run sees the same crops as an uninterrupted one.
+            torch.manual_seed(seed)
+        return _shuffle(src, self.bufsize, self.initial, random.Random(seed))
+
+
+def _resampling_seed(seed: int) -> int:
+    # ResampledShards2 adds the epoch itself: seed = worker_seed() + epoch.
+    return worker_seed(seed, 0)
+
+
+# ----------------------------------------------------------------------------- tar reading
+
+def log_shard_error(exn: Exception) -> bool:
+    """webdataset handler: log a shard-level error (webdataset appends the shard url) and go on."""
+    message = exn.args[0] if exn.args else repr(exn)
+    url = next((a for a in reversed(exn.args[1:]) if isinstance(a, str)), None)
+    log.warning(f"Skipping the rest of shard {url}: {message}" if url else f"Shard error: {message}")
+    return True
+
+
+def group_by_keys_nothrow(data, keys=base_plus_ext, lcase=True, suffixes=None, handler=None):
+    """Group tar members into samples.
+
+    Mirrors ``open_clip_train.data.group_by_keys_nothrow`` (open_clip_torch 3.3.0); the one
+    difference is that webdataset's end-of-shard marker ``{}`` closes the current sample, so
+    samples never merge across shards (upstream raises ``KeyError: 'fname'`` on it).
+    """
+    current_sample = None
+    for filesample in data:
+        assert isinstance(filesample, dict)
+        if not filesample:  # end-of-shard marker
+            if valid_sample(current_sample):
+                yield current_sample
+            current_sample = None
+            continue
+        fname, value = filesample["fname"], filesample["data"]
+        prefix, suffix = keys(fname)
+        if prefix is None:
+            continue
+        if lcase:
+            suffix = suffix.lower()
+        if current_sample is None or prefix != current_sample["__key__"] or suffix in current_sample:
+            if valid_sample(current_sample):
+                yield current_sample
+            current_sample = dict(__key__=prefix, __url__=filesample["__url__"])
+        if suffixes is None or suffix in suffixes:
+            current_sample[suffix] = value
+    if valid_sample(current_sample):
+        yield current_sample
+
+
+def tarfile_to_samples_nothrow(src, handler=log_shard_error):
+    """Mirrors ``open_clip_train.data.tarfile_to_samples_nothrow`` with the grouping above."""
+    streams = url_opener(src, handler=handler)
+    files = tar_file_expander(streams, handler=handler)
+    return group_by_keys_nothrow(files, handler=handler)
+
+
+def drop_incomplete_samples(src):
+    """Keep samples with a caption and an image; log the others by key and shard."""
+    for sample in src:
+        if upstream.filter_no_caption_or_no_image(sample):
+            yield sample
+        else:
+            found = sorted(k for k in sample if not k.startswith("__"))
+            log.warning(
+                f"Skipping sample {sample.get('__key__')} in {sample.get('__url__')}: it needs a "
+                f".txt caption and a .jpg/.jpeg/.png/.webp image, found {found}")
+
+
+def decode_or_skip(src, decoder=Decoder([imagehandler("pilrgb")])):
+    """Decode images to RGB PIL images; a sample that fails is logged by key and shard and dropped."""
+    for sample in src:
+        try:
+            yield decoder(sample)
+        except Exception as exn:  # noqa: BLE001 - any decoder failure means "skip this sample"
+            log.warning(f"Skipping sample {sample.get('__key__')} in {sample.get('__url__')}: "
+                        f"cannot decode it ({exn!r})")
+
+
+def noisy_flag(value) -> int:
+    """1 / 0 for a known noisy / clean pair, -1 when the sample does not say."""
+    return -1 if value is None or (isinstance(value, float) and math.isnan(value)) else int(bool(value))
+
+
+def attach_key_and_label(mode: str):
+    """Add ``key`` (see ``--sample-key``) and ``noisy`` (from the decoded ``.json``, if any)."""
+    def _attach(src):
+        for sample in src:
+            sample["key"] = make_sample_key(sample["__url__"], sample["__key__"], mode)
+            meta = sample.get("json")
+            sample["noisy"] = noisy_flag(meta.get("noisy") if isinstance(meta, dict) else None)
+            yield sample
+    return _attach
+
+
+def collate_keyed(samples):
+    """Batch ``(image, text, key, noisy)`` tuples: stacked tensors, a list of keys, int8 labels."""
+    images, texts, keys, noisy = zip(*samples)
+    return torch.stack(images), torch.stack(texts), list(keys), torch.tensor(noisy, dtype=torch.int8)
+
+
+def check_local_shards(urls, flag: str = "--train-data") -> None:
+    """Fail before training, naming the flag and file, when a local shard does not exist."""
+    local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+    missing = [u for u in local if not os.path.isfile(u)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{flag}: shard not found: {missing[0]}{more}")
+
+
+# ----------------------------------------------------------------------------- loaders
+
+def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=False, tokenizer=None):
+    """Training webdataset loader yielding ``(images, texts, keys)``.
+
+    Mirrors the training branch of ``open_clip_train.data.get_wds_dataset`` (open_clip_torch
+    3.3.0): same shard resampling/splitting, ``num_samples``/``num_batches`` rounding and
+    ``with_epoch``; the differing stages are listed in this module's docstring.
+    """
+    assert is_train, "validation data uses OpenCLIP's own loader"
+    input_shards = args.train_data
+    resampled = getattr(args, "dataset_resampled", False)
+    urls, _ = upstream.expand_urls(input_shards)
+    check_local_shards(urls)
+
+    num_shards = None
+    if args.train_num_samples is not None:
+        num_samples = args.train_num_samples
+    else:
+        num_samples, num_shards = upstream.get_dataset_size(input_shards)
+        if not num_samples:
+            raise RuntimeError(
+                "--train-num-samples: the number of training samples is needed for webdataset "
+                f"training and no sizes.json or __len__ file was found next to {urls[0]}.")
+
+    shared_epoch = upstream.SharedEpoch(epoch=epoch)
+    if args.train_data_upsampling_factors is not None and not resampled:
+        raise SystemExit("--train-data-upsampling-factors is only supported with --dataset-resampled.")
+
+    if resampled:
+        pipeline = [upstream.ResampledShards2(
+            input_shards,
+            weights=args.train_data_upsampling_factors,
+            deterministic=True,
+            worker_seed=functools.partial(_resampling_seed, args.seed),
+            epoch=shared_epoch,
+        )]
+    else:
+        pipeline = [
+            wds.SimpleShardList(input_shards),
+            upstream.detshuffle2(
+                bufsize=upstream._SHARD_SHUFFLE_SIZE,
+                initial=upstream._SHARD_SHUFFLE_INITIAL,
+                seed=args.seed,
+                epoch=shared_epoch,
+            ),
+            wds.split_by_node,
+            wds.split_by_worker,
+        ]
+    pipeline.extend([
+        tarfile_to_samples_nothrow,
+        SeededShuffle(upstream._SAMPLE_SHUFFLE_SIZE, upstream._SAMPLE_SHUFFLE_INITIAL,
+                      seed=args.seed, shared_epoch=shared_epoch),
+        drop_incomplete_samples,
+        decode_or_skip,
+        attach_key_and_label(args.sample_key),
+        wds.rename(image="jpg;png;jpeg;webp", text="txt"),
+        wds.map_dict(image=preprocess_img, text=lambda text: tokenizer(text)[0]),
+        wds.to_tuple("image", "text", "key", "noisy"),
+        wds.batched(args.batch_size, partial=False, collation_fn=collate_keyed),
+    ])
+    dataset = wds.DataPipeline(*pipeline)
+
+    if not resampled:
+        num_shards = num_shards or len(urls)
+        if num_shards < args.workers * args.world_size:
+            raise SystemExit(
+                f"--workers: {num_shards} shards cannot feed {args.workers} workers x "
+                f"{args.world_size} processes; use fewer workers or --dataset-resampled.")
+    round_fn = math.floor if floor else math.ceil
+    global_batch_size = args.batch_size * args.world_size
+    num_batches = round_fn(num_samples / global_batch_size)
+    num_workers = max(1, args.workers)
+    num_worker_batches = round_fn(num_batches / num_workers)
+    num_batches = num_worker_batches * num_workers
+    num_samples = num_batches * global_batch_size
+    dataset = dataset.with_epoch(num_worker_batches)
+
+    dataloader = wds.WebLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )
+    dataloader.num_batches = num_batches
+    dataloader.num_samples = num_samples
+    return upstream.DataInfo(dataloader=dataloader, shared_epoch=shared_epoch)
+
+
+class KeyedCsvDataset(upstream.CsvDataset):
+    """OpenCLIP's CsvDataset whose items also carry the sample key (row index or a column) and
+    the ``noisy`` label when the file has a ``noisy`` column."""
+
+    def __init__(self, input_filename, transforms, img_key, caption_key, sep="\t", tokenizer=None,
+                 key_column=None):
+        if not os.path.isfile(input_filename):
+            raise FileNotFoundError(f"--train-data: csv file not found: {input_filename}")
+        header = pd.read_csv(input_filename, sep=sep, nrows=0).columns
+        for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key),
+                             ("--csv-key-key", key_column)):
+            if column is not None and column not in header:
+                raise SystemExit(f"{flag}: column {column!r} not in {input_filename} "
+                                 f"(columns: {list(header)}; separator {sep!r}, see --csv-separator)")
+        super().__init__(input_filename, transforms, img_key, caption_key, sep=sep, tokenizer=tokenizer)
+        extra = [c for c in (key_column, "noisy") if c is not None and c in header]
+        columns = pd.read_csv(input_filename, sep=sep, usecols=extra, dtype={key_column: str}) \
+            if extra else {}
+        n = len(self.captions)
+        self.keys = columns[key_column].tolist() if key_column else [str(i) for i in range(n)]
+        self.noisy = [noisy_flag(v) for v in columns["noisy"]] if "noisy" in extra else [-1] * n
+
+    def __getitem__(self, idx):
+        images, texts = super().__getitem__(idx)
+        return images, texts, self.keys[idx], self.noisy[idx]
+
+
+class KeyedSyntheticDataset(upstream.SyntheticDataset):
+    """OpenCLIP's SyntheticDataset whose items also carry their index as key."""
+
+    def __getitem__(self, idx):
+        images, texts = super().__getitem__(idx)
+        return images, texts, str(idx), -1
+
+
+def get_keyed_csv_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer=None):
+    """``open_clip_train.data.get_csv_dataset`` building a KeyedCsvDataset."""
+    cls = functools.partial(KeyedCsvDataset, key_column=args.csv_key_key)
+    with swapped(upstream, CsvDataset=cls):
+        return upstream.get_csv_dataset(args, preprocess_fn, is_train, epoch, tokenizer)
+
+
+def get_keyed_synthetic_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer=None):
+    """``open_clip_train.data.get_synthetic_dataset`` building a KeyedSyntheticDataset."""
+    with swapped(upstream, SyntheticDataset=KeyedSyntheticDataset):
+        return upstream.get_synthetic_dataset(args, preprocess_fn, is_train, epoch, tokenizer)
+
+
+_KEYED = {
+    upstream.get_wds_dataset: get_keyed_wds_dataset,
+    upstream.get_csv_dataset: get_keyed_csv_dataset,
+    upstream.get_synthetic_dataset: get_keyed_synthetic_dataset,
+}
+
+
+def get_data(args, preprocess_fns, epoch=0, tokenizer=None, train_batch_size=None):
+    """``open_clip_train.data.get_data`` with a key-carrying training loader, which draws
+    ``train_batch_size`` samples per batch when given (default: ``--batch-size``)."""
+    preprocess_train, preprocess_val = preprocess_fns
+    data = {}
+    if args.train_data or args.dataset_type == "synthetic":
+        upstream_fn = upstream.get_dataset_fn(args.train_data, args.dataset_type)
+        train_args = args
+        if train_batch_size is not None and train_batch_size != args.batch_size:
+            train_args = copy.copy(args)
+            train_args.batch_size = train_batch_size
+        data["train"] = _KEYED[upstream_fn](
+            train_args, preprocess_train, is_train=True, epoch=epoch, tokenizer=tokenizer)
+    if args.val_data:
+        data["val"] = upstream.get_dataset_fn(args.val_data, args.dataset_type)(
+            args, preprocess_val, is_train=False, tokenizer=tokenizer)
+    if args.imagenet_val is not None:
+        data["imagenet-val"] = upstream.get_imagenet(args, preprocess_fns, "val")
+    if args.imagenet_v2 is not None:
+        data["imagenet-v2"] = upstream.get_imagenet(args, preprocess_fns, "v2")
+    return data

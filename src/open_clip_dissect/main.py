@@ -1,0 +1,51 @@
+"""Drop-in replacement for ``python -m open_clip_train.main``.
+
+``python -m open_clip_dissect.main [OpenCLIP flags] [--selection ...]`` runs OpenCLIP's own
+``main`` with four names in ``open_clip_train.main`` swapped for the duration of the run:
+``parse_args`` (adds our flags), ``get_data`` (key-carrying training loader) and
+``train_one_epoch`` (select-then-backprop) and ``setup_logging`` (quieter torch). Nothing is patched by ``import open_clip_dissect``.
+"""
+import logging
+import sys
+
+import open_clip_train.logger as upstream_logger
+
+from open_clip_dissect import params, train
+from open_clip_dissect.patching import swapped
+
+
+def setup_logging(log_file, level, include_host=False):
+    """``open_clip_train.logger.setup_logging``, then torch's own loggers back to WARNING.
+
+    Upstream sets every logger that exists, torch's internals included, to ``level``; torch then
+    prints TorchDynamo statistics at exit of every run.
+    """
+    upstream_logger.setup_logging(log_file, level, include_host)
+    for name in list(logging.root.manager.loggerDict):
+        if name == "torch" or name.startswith("torch."):
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+def patched_open_clip_train():
+    """Our functions swapped into ``open_clip_train.main`` for the duration of a ``with`` block."""
+    import open_clip_train.main as upstream_main
+
+    session = train.TrainingSession()
+    return swapped(
+        upstream_main,
+        parse_args=params.parse_args,
+        get_data=session.get_data,
+        train_one_epoch=session.train_one_epoch,
+        setup_logging=setup_logging,
+    )
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with patched_open_clip_train() as upstream_main:
+        status = upstream_main.main(argv)
+    return 1 if status == -1 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

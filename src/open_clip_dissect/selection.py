@@ -1,0 +1,239 @@
+"""Select-then-backprop: the selection engine and its OpenCLIP adapter.
+
+``Selector`` (strategy + history store + RNG) decides which samples of a candidate batch to
+keep. ``SelectingLoader`` wraps the key-carrying training loader: for each candidate batch it
+runs a no-grad scoring pass of the model being trained (eval mode, so BatchNorm statistics and
+dropout are untouched; same autocast as training), asks the selector, and hands OpenCLIP's own
+``train_one_epoch`` only the kept ``(images, texts)``. Gradient accumulation, distillation,
+gradient checkpointing, the LR schedule and logging all stay upstream's.
+"""
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from open_clip import get_input_dtype
+from open_clip_train.precision import get_autocast
+
+from open_clip_dissect import audit as audit_lib
+from open_clip_dissect import strategies
+from open_clip_dissect.history import HistoryStore, hash_keys
+
+log = logging.getLogger(__name__)
+STATE_SUFFIX = ".dissect-state"  # never ".pt": OpenCLIP's --resume latest globs *.pt
+STATE_FORMAT = 1
+
+
+class Selector:
+    """Strategy + history + RNG: ranks one candidate batch and updates the history."""
+
+    def __init__(self, strategy: strategies.Strategy, ratio: float, batch_mode: str = "shrink",
+                 train_batch_size: Optional[int] = None, store: Optional[HistoryStore] = None,
+                 seed: int = 0, clipscore_scale: float = 100.0):
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"--ratio must be in (0, 1], got {ratio}")
+        self.strategy, self.ratio, self.batch_mode = strategy, ratio, batch_mode
+        self.train_batch_size = train_batch_size
+        self.store = store if store is not None else HistoryStore()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.clipscore_scale = clipscore_scale
+
+    def num_kept(self, candidates: int) -> int:
+        if self.batch_mode == "fixed":
+            return min(candidates, self.train_batch_size)
+        return strategies.num_kept(candidates, self.ratio)
+
+    def decide(self, hashes: torch.Tensor, scores: strategies.BatchScores, epoch: int) -> strategies.Decision:
+        history = None
+        if self.strategy.needs_history:
+            seen, score, _, _ = self.store.get(hashes)
+            history = strategies.History(score.to(scores.curr.device), seen.to(scores.curr.device))
+        decision = self.strategy.decide(scores, history, self.num_kept(len(hashes)), epoch, self.generator)
+        if self.strategy.needs_history:
+            self.store.update(hashes, decision.new_history, epoch, decision.store_mask)
+        return decision
+
+    def state_dict(self) -> dict:
+        return {"strategy": self.strategy.name, "ratio": self.ratio, "batch_mode": self.batch_mode,
+                "store": self.store.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict, source: str = "state") -> None:
+        if state.get("strategy") != self.strategy.name:
+            raise SystemExit(f"--resume: {source} holds selection state of strategy "
+                             f"{state.get('strategy')!r}, but --selection is {self.strategy.name!r}")
+        self.store.load_state_dict(state["store"])
+        self.generator.set_state(state["generator"])
+
+
+# ----------------------------------------------------------------------------- epoch records
+
+@dataclass
+class EpochRecord:
+    """Every decision of one epoch, for the audit, the record file and the plots."""
+    keep_keys: bool = False
+    keys: List[str] = field(default_factory=list)
+    parts: dict = field(default_factory=lambda: {n: [] for n in ("curr", "hist", "delta", "kept", "noisy")})
+
+    def add(self, keys, curr, hist, delta, kept_mask, noisy):
+        if self.keep_keys:
+            self.keys.extend(keys)
+        for name, value in (("curr", curr), ("hist", hist), ("delta", delta), ("kept", kept_mask),
+                            ("noisy", noisy)):
+            self.parts[name].append(value.detach().to("cpu", non_blocking=True))
+
+    def columns(self) -> dict:
+        return {n: torch.cat(v) if v else torch.empty(0) for n, v in self.parts.items()}
+
+
+def nan_stats(x: torch.Tensor):
+    x = x[~torch.isnan(x)]
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    return float(x.mean()), float(x.std()) if len(x) > 1 else 0.0
+
+
+# ----------------------------------------------------------------------------- adapter
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+class SelectingLoader:
+    """The training loader as OpenCLIP's ``train_one_epoch`` sees it: kept ``(images, texts)``."""
+
+    def __init__(self, loader, selector: Selector, model, args, epoch: int, record: EpochRecord,
+                 tb_writer=None, noisy_keys: Optional[audit_lib.NoisyKeyList] = None):
+        self.loader, self.selector, self.model, self.args = loader, selector, model, args
+        self.noisy_keys = noisy_keys
+        self.epoch, self.record, self.tb_writer = epoch, record, tb_writer
+        self.num_batches = loader.num_batches
+        # Upstream's progress counter adds len(images) per step: count trained samples.
+        per_step = selector.num_kept(args.selection_candidates)
+        self.num_samples = loader.num_batches * per_step * args.world_size
+        self.candidates_seen = 0
+        self.time_scoring = 0.0
+        self.time_training = 0.0
+
+    def __len__(self):
+        return self.num_batches
+
+    def _score(self, images, texts):
+        model = _unwrap(self.model)
+        was_training = model.training
+        model.eval()  # no BatchNorm statistics update, no dropout
+        try:
+            with torch.no_grad(), self.autocast():
+                image_features = model.encode_image(images, normalize=True)
+                text_features = model.encode_text(texts, normalize=True)
+                logit_scale = model.logit_scale.exp() if self.selector.strategy.needs_loss else None
+        finally:
+            model.train(was_training)
+        return strategies.BatchScores.from_features(
+            image_features, text_features, logit_scale, self.selector.clipscore_scale)
+
+    def __iter__(self):
+        args = self.args
+        device = torch.device(args.device)
+        self.autocast = get_autocast(args.precision, device_type=device.type)
+        input_dtype = get_input_dtype(args.precision)
+        steps_per_epoch = self.num_batches // args.accum_freq
+        window = []
+        for i, (images, texts, keys, noisy) in enumerate(self.loader):
+            start = time.perf_counter()
+            images = images.to(device=device, dtype=input_dtype, non_blocking=True)
+            texts = texts.to(device=device, non_blocking=True)
+            scores = self._score(images, texts)
+            hashes = hash_keys(keys)
+            if self.noisy_keys is not None:
+                noisy = self.noisy_keys.label(hashes)
+            decision = self.selector.decide(hashes, scores, self.epoch)
+            step = steps_per_epoch * self.epoch + i // args.accum_freq
+            bad = torch.isnan(decision.rank)
+            if bool(bad.any()):
+                key = keys[int(bad.nonzero()[0, 0])]
+                raise FloatingPointError(
+                    f"--selection {args.selection}: NaN selection score at step {step} "
+                    f"(epoch {self.epoch}, batch {i}) for sample {key}")
+            kept_mask = torch.zeros(len(keys), dtype=torch.bool, device=decision.rank.device)
+            kept_mask[decision.kept] = True
+            self.record.add(keys, scores.curr, decision.hist, decision.rank, kept_mask,
+                            torch.as_tensor(noisy, dtype=torch.int8))
+            window.append((scores.curr, decision.hist, decision.rank, len(decision.kept), len(keys)))
+            self.candidates_seen += len(keys)
+            kept = decision.kept
+            self.time_scoring += time.perf_counter() - start
+
+            start = time.perf_counter()
+            yield images[kept], texts[kept]
+            self.time_training += time.perf_counter() - start
+
+            last_micro = (i + 1) % args.accum_freq == 0
+            i_accum = i // args.accum_freq
+            if last_micro and (i_accum % args.log_every_n_steps == 0 or i_accum + 1 == steps_per_epoch):
+                self._log(window, step)
+                window = []
+
+    def _log(self, window, step):
+        args = self.args
+        curr = torch.cat([w[0] for w in window]).float().cpu()
+        hist = torch.cat([w[1] for w in window]).float().cpu()
+        delta = torch.cat([w[2] for w in window]).float().cpu()
+        kept = sum(w[3] for w in window)
+        seen = sum(w[4] for w in window)
+        stats = {"kept_fraction": kept / max(seen, 1),
+                 "time_scoring": self.time_scoring, "time_training": self.time_training,
+                 "candidates_seen": self.candidates_seen * args.world_size}
+        for name, values in (("curr", curr), ("hist", hist), ("delta", delta)):
+            stats[f"{name}_mean"], stats[f"{name}_std"] = nan_stats(values)
+        if args.rank == 0:
+            log.info(
+                f"Selection {args.selection} epoch {self.epoch} step {step}: kept "
+                f"{stats['kept_fraction']:.3f} of {stats['candidates_seen']} candidates so far | curr "
+                f"{stats['curr_mean']:.2f}±{stats['curr_std']:.2f} hist {stats['hist_mean']:.2f}"
+                f"±{stats['hist_std']:.2f} delta {stats['delta_mean']:.3f}±{stats['delta_std']:.3f} | "
+                f"time scoring {self.time_scoring:.1f}s training {self.time_training:.1f}s")
+            report(args, self.tb_writer, {f"selection/{k}": v for k, v in stats.items()}, step)
+
+
+def report(args, tb_writer, values: dict, step: int) -> None:
+    """Send scalars to TensorBoard and wandb (when the run uses them)."""
+    finite = {k: v for k, v in values.items() if not (isinstance(v, float) and math.isnan(v))}
+    if tb_writer is not None:
+        for name, value in finite.items():
+            tb_writer.add_scalar(name, value, step)
+    if getattr(args, "wandb", False):
+        import wandb
+
+        wandb.log(finite, step=step)
+
+
+# ----------------------------------------------------------------------------- state files
+
+def state_path(checkpoint_path: str) -> str:
+    """Selection state that belongs to an OpenCLIP checkpoint: ``epoch_3.pt`` ->
+    ``epoch_3.dissect-state`` in the same folder (found from the checkpoint, whatever --name)."""
+    base = checkpoint_path[:-3] if checkpoint_path.endswith(".pt") else checkpoint_path
+    return base + STATE_SUFFIX
+
+
+def save_state(path: str, state: dict) -> None:
+    """Write atomically: a temp file in the same folder, then rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save({"format": STATE_FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise SystemExit(
+            f"--resume: the checkpoint has no selection state (expected {path}). Resume with the "
+            f"--selection it was trained with, or pass --selection-reset-history to start the "
+            f"history afresh.")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("format") != STATE_FORMAT:
+        raise SystemExit(f"--resume: {path} has selection-state format {state.get('format')}, "
+                         f"expected {STATE_FORMAT}")
+    return state

@@ -1,0 +1,269 @@
+"""Synthetic image-text data with controlled noisy correspondence.
+
+Each image shows one to three coloured shapes on a plain background, each shape at a named
+position of a 3x3 grid and of a named size; the caption describes them. Noise is injected into
+the training split only:
+
+- ``shuffle``: the caption is another sample's caption (the protocol of noisy-correspondence
+  papers): a random derangement of the captions of the chosen samples;
+- ``partial``: one or two attributes (colour, shape or position of one shape) are wrong in the
+  caption, which is closer to web noise and not trivially separable by loss.
+
+Every sample's ``.json`` records ``noisy`` and the ``true_caption``. Output is deterministic in
+``seed``: the same arguments write byte-identical shards.
+"""
+import hashlib
+import io
+import json
+import os
+import random
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from typing import List, Optional
+
+from PIL import Image, ImageDraw
+
+COLORS = {
+    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
+    "yellow": (235, 210, 40), "purple": (140, 60, 180), "orange": (245, 140, 30),
+}
+BACKGROUNDS = {"white": (245, 245, 245), "black": (20, 20, 20), "gray": (128, 128, 128)}
+SHAPES = ("circle", "square", "triangle", "diamond")
+SIZES = {"small": 0.28, "large": 0.45}  # extent as a fraction of a grid cell's double size
+POSITIONS = {
+    "top left": (0, 0), "top": (0, 1), "top right": (0, 2),
+    "left": (1, 0), "center": (1, 1), "right": (1, 2),
+    "bottom left": (2, 0), "bottom": (2, 1), "bottom right": (2, 2),
+}
+NOISE_KINDS = ("shuffle", "partial")
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Shape:
+    shape: str
+    color: str
+    size: str
+    position: str
+
+    def describe(self) -> str:
+        where = {"center": "in the center", "left": "on the left", "right": "on the right"}
+        return f"a {self.size} {self.color} {self.shape} {where.get(self.position, 'at the ' + self.position)}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    background: str
+    shapes: tuple
+
+    def caption(self) -> str:
+        parts = [s.describe() for s in self.shapes]
+        body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        return f"{body}, on a {self.background} background"
+
+
+def random_scene(rng: random.Random) -> Scene:
+    n = rng.randint(1, 3)
+    positions = rng.sample(sorted(POSITIONS), n)
+    shapes = tuple(
+        Shape(rng.choice(SHAPES), rng.choice(sorted(COLORS)), rng.choice(sorted(SIZES)), pos)
+        for pos in positions)
+    return Scene(rng.choice(sorted(BACKGROUNDS)), shapes)
+
+
+def corrupt_scene(scene: Scene, rng: random.Random) -> Scene:
+    """One or two wrong attributes (colour, shape or position) of the scene's shapes."""
+    shapes = list(scene.shapes)
+    for _ in range(rng.randint(1, 2)):
+        i = rng.randrange(len(shapes))
+        attribute = rng.choice(("color", "shape", "position"))
+        if attribute == "color":
+            value = rng.choice([c for c in sorted(COLORS) if c != shapes[i].color])
+        elif attribute == "shape":
+            value = rng.choice([s for s in SHAPES if s != shapes[i].shape])
+        else:
+            taken = {s.position for s in shapes}
+            value = rng.choice([p for p in sorted(POSITIONS) if p not in taken])
+        shapes[i] = replace(shapes[i], **{attribute: value})
+    return Scene(scene.background, tuple(shapes))
+
+
+def render(scene: Scene, size: int) -> Image.Image:
+    image = Image.new("RGB", (size, size), BACKGROUNDS[scene.background])
+    draw = ImageDraw.Draw(image)
+    cell = size / 3
+    for s in scene.shapes:
+        row, col = POSITIONS[s.position]
+        cx, cy = (col + 0.5) * cell, (row + 0.5) * cell
+        r = SIZES[s.size] * cell
+        color = COLORS[s.color]
+        if s.shape == "circle":
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=color)
+        elif s.shape == "square":
+            draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=color)
+        elif s.shape == "triangle":
+            draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=color)
+        else:  # diamond
+            draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=color)
+    return image
+
+
+@dataclass
+class Sample:
+    key: str
+    uid: str
+    scene: Scene
+    caption: str
+    noisy: bool
+
+
+def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
+                 noise_kind: str = "shuffle") -> List[Sample]:
+    """The samples of one split (scenes and captions, no pixels); noise only for ``train``."""
+    if not 0.0 <= noise_rate <= 1.0:
+        raise ValueError(f"--noise-rate must be in [0, 1], got {noise_rate}")
+    if noise_kind not in NOISE_KINDS:
+        raise ValueError(f"--noise-kind must be one of {NOISE_KINDS}, got {noise_kind!r}")
+    samples = []
+    for i in range(n):
+        tag = f"{seed}:{split}:{i}"
+        scene = random_scene(random.Random(tag))
+        uid = hashlib.md5(tag.encode()).hexdigest()
+        samples.append(Sample(f"{i:08d}", uid, scene, scene.caption(), False))
+    if split != "train" or noise_rate == 0.0 or n == 0:
+        return samples
+
+    rng = random.Random(f"{seed}:{split}:noise")
+    chosen = sorted(rng.sample(range(n), round(noise_rate * n)))
+    if noise_kind == "shuffle":
+        order = chosen[:]
+        rng.shuffle(order)
+        # Rotating a random order by one is a derangement: nobody keeps its own caption.
+        new_captions = {order[j]: samples[order[(j + 1) % len(order)]].caption for j in range(len(order))}
+    else:
+        new_captions = {i: corrupt_scene(samples[i].scene, random.Random(f"{seed}:{split}:{i}:noise")).caption()
+                        for i in chosen}
+    for i, caption in new_captions.items():
+        samples[i].caption = caption
+        # Two scenes can share a description; such a sample is not mislabelled after all.
+        samples[i].noisy = caption != samples[i].scene.caption()
+    return samples
+
+
+def _encode(image: Image.Image, image_format: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG" if image_format == "png" else "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(payload), 0, 0o644  # fixed metadata: reproducible bytes
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def sample_record(sample: Sample, split: str, noise_kind: Optional[str]) -> dict:
+    return {
+        "key": sample.key, "uid": sample.uid, "split": split, "caption": sample.caption,
+        "true_caption": sample.scene.caption(), "noisy": sample.noisy,
+        "noise_kind": noise_kind if sample.noisy else None,
+        "background": sample.scene.background,
+        "shapes": [vars(s) for s in sample.scene.shapes],
+    }
+
+
+def write_shard(path: str, samples: List[Sample], split: str, image_size: int, image_format: str,
+                noise_kind: Optional[str], image_dir: Optional[str] = None) -> int:
+    """Write one webdataset shard atomically; with ``image_dir`` also write the images as files."""
+    tmp = path + ".tmp"
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            image = _encode(render(sample.scene, image_size), image_format)
+            _add_member(tar, f"{sample.key}.{image_format}", image)
+            _add_member(tar, f"{sample.key}.txt", sample.caption.encode())
+            record = sample_record(sample, split, noise_kind)
+            _add_member(tar, f"{sample.key}.json", json.dumps(record, sort_keys=True).encode())
+            if image_dir is not None:
+                with open(os.path.join(image_dir, f"{sample.key}.{image_format}"), "wb") as f:
+                    f.write(image)
+    os.replace(tmp, path)
+    return len(samples)
+
+
+def write_split(out_dir: str, split: str, samples: List[Sample], shard_size: int = 1000,
+                image_size: int = 64, image_format: str = "png", noise_kind: Optional[str] = None,
+                csv: bool = False, workers: int = 1, progress: bool = True) -> List[str]:
+    """Write ``out_dir/<split>/NNNNN.tar`` plus ``sizes.json`` (read by OpenCLIP) and optionally
+    ``out_dir/<split>.csv`` with the images under ``out_dir/<split>_images/``."""
+    from tqdm import tqdm
+
+    if image_format not in ("png", "jpg"):
+        raise ValueError(f"--image-format must be png or jpg, got {image_format!r}")
+    split_dir = os.path.join(out_dir, split)
+    os.makedirs(split_dir, exist_ok=True)
+    image_dir = os.path.abspath(os.path.join(out_dir, f"{split}_images")) if csv else None
+    if image_dir:
+        os.makedirs(image_dir, exist_ok=True)
+    chunks = [samples[i:i + shard_size] for i in range(0, len(samples), shard_size)]
+    names = [f"{i:05d}.tar" for i in range(len(chunks))]
+    jobs = [(os.path.join(split_dir, name), chunk, split, image_size, image_format, noise_kind, image_dir)
+            for name, chunk in zip(names, chunks)]
+    bar = tqdm(total=len(samples), desc=f"{split} shards", unit="sample", disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for count in pool.map(write_shard, *zip(*jobs)):
+                bar.update(count)
+    else:
+        for job in jobs:
+            bar.update(write_shard(*job))
+    bar.close()
+    _write_json(os.path.join(split_dir, "sizes.json"), {n: len(c) for n, c in zip(names, chunks)})
+    if csv:
+        import pandas as pd
+
+        frame = pd.DataFrame({
+            "filepath": [os.path.join(image_dir, f"{s.key}.{image_format}") for s in samples],
+            "title": [s.caption for s in samples],
+            "key": [s.key for s in samples],
+            "noisy": [s.noisy for s in samples],
+        })
+        tmp = os.path.join(out_dir, f"{split}.csv.tmp")
+        frame.to_csv(tmp, sep="\t", index=False)
+        os.replace(tmp, os.path.join(out_dir, f"{split}.csv"))
+    return [os.path.join(split_dir, n) for n in names]
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def shard_pattern(out_dir: str, split: str, num_shards: int) -> str:
+    """The brace pattern OpenCLIP's ``--train-data``/``--val-data`` take for a split."""
+    last = max(num_shards - 1, 0)
+    return os.path.join(out_dir, split, f"{{00000..{last:05d}}}.tar")
+
+
+def make_dataset(out_dir: str, train_size: int = 20000, val_size: int = 1000, seed: int = 0,
+                 noise_rate: float = 0.4, noise_kind: str = "shuffle", shard_size: int = 1000,
+                 image_size: int = 64, image_format: str = "png", csv: bool = False,
+                 workers: int = 1, progress: bool = True) -> dict:
+    """Write the train (noisy) and val (clean) splits; return and save a manifest."""
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    manifest = {"seed": seed, "noise_rate": noise_rate, "noise_kind": noise_kind,
+                "image_size": image_size, "image_format": image_format, "splits": {}}
+    for split, n in (("train", train_size), ("val", val_size)):
+        samples = make_samples(split, n, seed, noise_rate if split == "train" else 0.0, noise_kind)
+        shards = write_split(out_dir, split, samples, shard_size, image_size, image_format,
+                             noise_kind if split == "train" else None, csv, workers, progress)
+        manifest["splits"][split] = {
+            "num_samples": n, "num_noisy": sum(s.noisy for s in samples), "num_shards": len(shards),
+            "pattern": shard_pattern(out_dir, split, len(shards)),
+            "csv": os.path.join(out_dir, f"{split}.csv") if csv else None,
+        }
+    _write_json(os.path.join(out_dir, "manifest.json"), manifest)
+    return manifest

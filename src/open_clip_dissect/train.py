@@ -1,0 +1,132 @@
+"""The training-loop adapter: OpenCLIP's ``train_one_epoch`` fed from a key-carrying loader.
+
+Upstream's loop unpacks ``images, texts = batch``; our loaders yield ``(images, texts, keys,
+noisy)``. ``TrainingSession.train_one_epoch`` hands upstream a view of the loader that yields
+what it expects: with ``--selection none`` every batch as is (so every step is OpenCLIP's own),
+otherwise the kept part of every candidate batch (``selection.SelectingLoader``).
+"""
+import dataclasses
+import json
+import logging
+import math
+import os
+
+import open_clip_train.train as upstream_train
+
+from open_clip_dissect import data as data_lib
+from open_clip_dissect import record as record_lib
+from open_clip_dissect import strategies
+from open_clip_dissect.audit import NoisyKeyList, audit
+from open_clip_dissect.history import HistoryStore
+from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, load_state, report,
+                                         save_state, state_path)
+
+log = logging.getLogger(__name__)
+
+
+class WithoutKeys:
+    """Iterable over a keyed loader that yields ``(images, texts)``; keeps the loader's
+    ``num_batches``/``num_samples`` that upstream reads for its schedule and logs."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.num_batches = loader.num_batches
+        self.num_samples = loader.num_samples
+
+    def __len__(self):
+        return self.num_batches
+
+    def __iter__(self):
+        for images, texts, *_ in self.loader:
+            yield images, texts
+
+
+class TrainingSession:
+    """Per-run glue between OpenCLIP's ``main`` and the selection engine; its ``get_data`` and
+    ``train_one_epoch`` replace upstream's for the run."""
+
+    def __init__(self):
+        self.selector = None
+        self.noisy_keys = None
+
+    def get_data(self, args, preprocess_fns, epoch=0, tokenizer=None):
+        """Key-carrying data; in ``fixed`` batch mode the training loader draws ceil(B / r)
+        candidates per step so that B samples are trained on."""
+        args.selection_candidates = args.batch_size
+        if args.selection != "none" and args.selection_batch_mode == "fixed":
+            args.selection_candidates = math.ceil(args.batch_size / args.ratio)
+        return data_lib.get_data(args, preprocess_fns, epoch, tokenizer,
+                                 train_batch_size=args.selection_candidates)
+
+    def train_one_epoch(self, model, data, loss, epoch, optimizer, scaler, scheduler, dist_model,
+                        args, tb_writer=None):
+        """Same signature as ``open_clip_train.train.train_one_epoch`` (open_clip_torch 3.3.0)."""
+        train = data["train"]
+        if args.selection == "none":
+            view = WithoutKeys(train.dataloader)
+        else:
+            if self.selector is None:
+                self.selector = self._start(args, epoch)
+            record = EpochRecord(keep_keys=bool(args.selection_record))
+            view = SelectingLoader(train.dataloader, self.selector, model, args, epoch, record,
+                                   tb_writer, self.noisy_keys)
+        upstream_train.train_one_epoch(
+            model, {**data, "train": dataclasses.replace(train, dataloader=view)}, loss, epoch,
+            optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
+        if args.selection != "none":
+            self._end_epoch(args, epoch, view, record, tb_writer)
+
+    def _start(self, args, epoch):
+        strategy = strategies.make_strategy(args.selection, args.dissect_momentum, args.dissect_warmup_epochs)
+        selector = Selector(strategy, args.ratio, args.selection_batch_mode, args.batch_size,
+                            HistoryStore(args.history_device), seed=args.seed + args.rank,
+                            clipscore_scale=args.clipscore_scale)
+        if args.noisy_keys:
+            self.noisy_keys = NoisyKeyList(args.noisy_keys)
+            log.info(f"Noise audit: {len(self.noisy_keys)} noisy keys listed in {args.noisy_keys}")
+        resumed = args.resume is not None and epoch > 0
+        if resumed and not args.selection_reset_history:
+            path = state_path(args.resume)
+            selector.load_state_dict(load_state(path), source=path)
+            log.info(f"Selection state restored from {path} ({len(selector.store)} samples in history)")
+        return selector
+
+    def _end_epoch(self, args, epoch, view, record, tb_writer):
+        columns = record.columns()
+        completed = epoch + 1
+        summary = {"epoch": completed, "selection": args.selection, "ratio": args.ratio,
+                   "candidates": view.candidates_seen * args.world_size,
+                   "kept": int(columns["kept"].sum()) * args.world_size,
+                   "time_scoring": view.time_scoring, "time_training": view.time_training,
+                   "history_size": len(self.selector.store)}
+        summary.update({f"audit_{k}": v for k, v in audit(columns["delta"], columns["kept"], columns["noisy"]).items()})
+        if args.rank != 0:
+            return
+        if "audit_kept_precision" in summary:
+            log.info(f"Selection audit epoch {epoch}: kept-set precision {summary['audit_kept_precision']:.3f} "
+                     f"(random would keep {summary['audit_random_precision']:.3f}), clean recall "
+                     f"{summary['audit_clean_recall']:.3f}, AUROC {summary['audit_auroc']:.3f}")
+        steps = view.num_batches // args.accum_freq
+        report(args, tb_writer, {f"selection_epoch/{k}": v for k, v in summary.items()
+                                 if isinstance(v, (int, float)) and k != "epoch"}, steps * completed)
+        if args.save_logs:
+            with open(os.path.join(args.logs, args.name, "selection.jsonl"), "a") as f:
+                f.write(json.dumps(summary) + "\n")
+        if args.selection_record:
+            record_lib.write_epoch(args.selection_record, epoch, record.keys, columns)
+            record_lib.plot_distributions(args.selection_record)
+        if args.save_logs:
+            self._save_state(args, completed)
+
+    def _save_state(self, args, completed):
+        """Mirror the checkpoint files ``open_clip_train.main`` writes after this epoch."""
+        state = self.selector.state_dict()
+        ckpt = lambda name: os.path.join(args.checkpoint_path, name)  # noqa: E731
+        if completed == args.epochs or (args.save_frequency > 0 and completed % args.save_frequency == 0):
+            save_state(state_path(ckpt(f"epoch_{completed}.pt")), state)
+        if args.delete_previous_checkpoint:
+            previous = state_path(ckpt(f"epoch_{completed - 1}.pt"))
+            if os.path.exists(previous):
+                os.remove(previous)
+        if args.save_most_recent:
+            save_state(state_path(ckpt("epoch_latest.pt")), state)

@@ -1,0 +1,91 @@
+"""The selection adapter in-process: scoring pass side effects, NaN handling, state files."""
+from types import SimpleNamespace
+
+import open_clip
+import pytest
+import torch
+
+from open_clip_dissect import strategies
+from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, load_state,
+                                         save_state, state_path)
+
+
+class ListLoader(list):
+    num_batches = 2
+    num_samples = 16
+
+
+def _args(**kw):
+    base = dict(device="cpu", precision="fp32", accum_freq=1, log_every_n_steps=1, rank=0,
+                world_size=1, selection="dissect-mome", selection_candidates=8, wandb=False)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def _batches(n=2, size=8, image_size=32):
+    tok = open_clip.get_tokenizer("dissect-rn-tiny")
+    g = torch.Generator().manual_seed(0)
+    return ListLoader(
+        (torch.randn(size, 3, image_size, image_size, generator=g),
+         tok([f"caption {b} {i}" for i in range(size)]),
+         [f"s{b}-{i}" for i in range(size)],
+         torch.tensor([i % 2 for i in range(size)], dtype=torch.int8))
+        for b in range(n))
+
+
+def test_scoring_pass_leaves_batchnorm_statistics_and_mode_alone():
+    model = open_clip.create_model("dissect-rn-tiny", output_dict=True)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    selector = Selector(strategies.make_strategy("dissect-mome"), ratio=0.5)
+    loader = SelectingLoader(_batches(), selector, model, _args(), epoch=0, record=EpochRecord(keep_keys=True))
+    out = list(loader)
+    assert [len(images) for images, _ in out] == [4, 4] and loader.num_samples == 8
+    assert model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running stats untouched
+    assert len(selector.store) == 16
+    cols = loader.record.columns()
+    assert int(cols["kept"].sum()) == 8 and loader.record.keys[:2] == ["s0-0", "s0-1"]
+
+
+def test_fixed_mode_trains_the_asked_batch_size():
+    model = open_clip.create_model("dissect-vit-tiny", output_dict=True)
+    selector = Selector(strategies.make_strategy("clipscore"), ratio=0.5, batch_mode="fixed",
+                        train_batch_size=4)
+    loader = SelectingLoader(_batches(size=8), selector, model, _args(), 0, EpochRecord())
+    assert [len(images) for images, _ in loader] == [4, 4]
+
+
+class NaNModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.logit_scale = torch.nn.Parameter(torch.tensor(1.0))
+
+    def encode_image(self, images, normalize=True):
+        out = torch.ones(len(images), 4)
+        out[3] = float("nan")
+        return out
+
+    def encode_text(self, texts, normalize=True):
+        return torch.ones(len(texts), 4)
+
+
+def test_nan_score_fails_with_step_and_key():
+    selector = Selector(strategies.make_strategy("clipscore"), ratio=0.5)
+    loader = SelectingLoader(_batches(), selector, NaNModel(), _args(selection="clipscore"), 0, EpochRecord())
+    with pytest.raises(FloatingPointError, match=r"step 0 .* sample s0-3"):
+        list(loader)
+
+
+def test_state_files_are_atomic_and_not_pt(tmp_path):
+    path = state_path(str(tmp_path / "checkpoints" / "epoch_3.pt"))
+    assert path.endswith("epoch_3.dissect-state") and not path.endswith(".pt")
+    (tmp_path / "checkpoints").mkdir()
+    selector = Selector(strategies.make_strategy("dissect-mome"), ratio=0.5)
+    save_state(path, selector.state_dict())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_3.dissect-state"]
+    other = Selector(strategies.make_strategy("dissect-warmup"), ratio=0.5)
+    with pytest.raises(SystemExit, match="strategy 'dissect-mome'"):
+        other.load_state_dict(load_state(path), source=path)
+    with pytest.raises(SystemExit, match="no selection state"):
+        load_state(str(tmp_path / "missing.dissect-state"))

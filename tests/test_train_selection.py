@@ -1,0 +1,115 @@
+"""Every strategy end to end through ``python -m open_clip_dissect.main`` on the synthetic set."""
+import glob
+import os
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from open_clip_dissect import synthetic
+from open_clip_dissect.strategies import STRATEGIES
+
+from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def _train(data, logs, name, *extra, epochs=1, env=None):
+    flags = [*TINY_TRAIN_FLAGS, "--train-data", data.train, "--dataset-type", "webdataset",
+             "--workers", "1", "--logs", str(logs), "--name", name, "--epochs", str(epochs), *extra]
+    return run_module("open_clip_dissect.main", flags, env=env)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_runs_with_audit_and_state(strategy, tiny_data, tmp_path):
+    extra = ["--selection", strategy, "--ratio", "0.25", "--dissect-warmup-epochs", "1",
+             "--report-to", "tensorboard"]
+    epochs = 2 if strategy == "dissect-warmup" else 1  # warm-up phase, then the differential
+    _ok(_train(tiny_data, tmp_path, "run", *extra, epochs=epochs))
+    run = tmp_path / "run"
+    summaries = read_jsonl(run / "selection.jsonl")
+    assert [s["epoch"] for s in summaries] == list(range(1, epochs + 1))
+    last = summaries[-1]
+    assert last["candidates"] == 512 and last["kept"] == 16 * 8  # k = round(0.25 * 32)
+    for key in ("audit_kept_precision", "audit_clean_recall", "audit_auroc"):
+        assert 0.0 <= last[key] <= 1.0
+    assert last["audit_random_precision"] == pytest.approx(1 - 205 / 512, abs=0.01)
+    assert os.path.isfile(run / "checkpoints" / f"epoch_{epochs}.dissect-state")
+    assert not [p for p in os.listdir(run / "checkpoints") if p.endswith(".pt") and "state" in p]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    tags = events.Tags()["scalars"]
+    assert "selection/kept_fraction" in tags and "selection/delta_mean" in tags
+    assert "selection_epoch/audit_kept_precision" in tags
+
+
+@pytest.fixture(scope="session")
+def learnable_data(tmp_path_factory):
+    """2048 pairs, 40% shuffled captions: enough for a tiny model to learn in one epoch."""
+    out = str(tmp_path_factory.mktemp("learnable"))
+    manifest = synthetic.make_dataset(out, train_size=2048, val_size=64, seed=1, noise_rate=0.4,
+                                      shard_size=512, progress=False)
+    return type("D", (), {"train": manifest["splits"]["train"]["pattern"]})
+
+
+def test_small_loss_keeps_a_cleaner_set_than_random(learnable_data, tmp_path):
+    precision = {}
+    for strategy in ("random", "small-loss"):
+        _ok(_train(learnable_data, tmp_path, strategy, "--selection", strategy, "--batch-size", "64",
+                   epochs=2))
+        second = read_jsonl(tmp_path / strategy / "selection.jsonl")[1]
+        precision[strategy] = second["audit_kept_precision"]
+    assert precision["small-loss"] > precision["random"] + 0.05, precision
+
+
+def test_resume_selects_exactly_as_an_uninterrupted_run(tiny_data, tmp_path):
+    common = ["--selection", "dissect-mome", "--ratio", "0.5"]
+    _ok(_train(tiny_data, tmp_path, "full", *common, "--selection-record", str(tmp_path / "rec_full"),
+               epochs=2))
+    # Resume the same schedule after its first epoch, under another --name: the state is found
+    # next to the resumed checkpoint.
+    checkpoint = str(tmp_path / "full" / "checkpoints" / "epoch_1.pt")
+    _ok(_train(tiny_data, tmp_path, "second", *common, "--resume", checkpoint,
+               "--selection-record", str(tmp_path / "rec_resumed"), epochs=2))
+    full = pd.read_parquet(tmp_path / "rec_full" / "epoch_1.parquet")
+    resumed = pd.read_parquet(tmp_path / "rec_resumed" / "epoch_1.parquet")
+    assert list(full.columns) == ["key", "epoch", "curr", "hist", "delta", "kept", "noisy"]
+    pd.testing.assert_frame_equal(full, resumed)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "epoch_2.pt", map_location="cpu")["state_dict"]
+    b = torch.load(tmp_path / "second" / "checkpoints" / "epoch_2.pt", map_location="cpu")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # The wrong strategy, or a missing state file, fails before training, naming the file.
+    wrong = _train(tiny_data, tmp_path, "wrong", "--selection", "clipscore", "--resume", checkpoint, epochs=2)
+    assert wrong.returncode != 0 and "epoch_1.dissect-state" in wrong.stderr and "'dissect-mome'" in wrong.stderr
+    os.makedirs(tmp_path / "bare")
+    shutil.copy(checkpoint, tmp_path / "bare" / "epoch_1.pt")
+    missing = _train(tiny_data, tmp_path, "missing", *common, "--resume", str(tmp_path / "bare" / "epoch_1.pt"), epochs=2)
+    assert missing.returncode != 0 and "no selection state" in missing.stderr
+    _ok(_train(tiny_data, tmp_path, "reset", *common, "--resume", str(tmp_path / "bare" / "epoch_1.pt"),
+               "--selection-reset-history", epochs=2))
+
+
+def test_fixed_mode_siglip_accumulation_and_wandb(tiny_data, tmp_path):
+    noisy = tmp_path / "noisy.txt"  # the user-supplied list takes over from the .json labels
+    noisy.write_text("\n".join(f"{tiny_data.root}/train/00000.tar/{i:08d}" for i in range(128)))
+    result = _train(tiny_data, tmp_path, "fixed", "--selection", "big-loss", "--ratio", "0.5",
+                    "--noisy-keys", str(noisy),
+                    "--selection-batch-mode", "fixed", "--siglip", "--accum-freq", "2",
+                    "--grad-checkpointing",
+                    "--report-to", "wandb", epochs=1, env={"WANDB_DIR": str(tmp_path)})
+    _ok(result)
+    summary = read_jsonl(tmp_path / "fixed" / "selection.jsonl")[0]
+    # 64 candidates per step to train 32: 512 / 64 = 8 loader batches, 4 optimizer steps.
+    assert summary["candidates"] == 512 and summary["kept"] == 8 * 32
+    assert summary["audit_random_precision"] == pytest.approx(384 / 512)
+    with open(tmp_path / "fixed" / "out.log") as f:
+        log = f.read()
+    assert "[256/256 (100%)]" in log  # upstream's progress counts trained samples
+    runs = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(runs) == 1
+    with open(runs[0], "rb") as f:
+        assert b"selection/kept_fraction" in f.read()  # our scalars reached wandb (offline)
