@@ -92,6 +92,12 @@ def test_resume_selects_exactly_as_an_uninterrupted_run(tiny_data, tmp_path):
     _ok(_train(tiny_data, tmp_path, "reset", *common, "--resume", str(tmp_path / "bare" / "epoch_1.pt"),
                "--selection-reset-history", epochs=2))
 
+    # Distillation sees the kept samples too (the teacher is the checkpoint trained above).
+    _ok(_train(tiny_data, tmp_path, "distill", "--selection", "clipscore", "--distill-model",
+               "dissect-vit-tiny", "--distill-pretrained", checkpoint, epochs=1))
+    with open(tmp_path / "distill" / "out.log") as f:
+        assert "Distill_loss" in f.read()
+
 
 def test_fixed_mode_siglip_accumulation_and_wandb(tiny_data, tmp_path):
     noisy = tmp_path / "noisy.txt"  # the user-supplied list takes over from the .json labels
