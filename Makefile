@@ -13,7 +13,7 @@ DEMO_RATIO ?= 0.5
 DEMO_FLAGS ?= --model dissect-vit-tiny --precision fp32 --batch-size 128 --lr 1e-3 --wd 0.1 \
 	--warmup 50 --workers 1 --seed 0 --log-every-n-steps 50
 
-.PHONY: venv demo demo-data test clean
+.PHONY: venv demo demo-data test bench clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,12 @@ demo: $(STAMP) $(DEMO_DATA)/manifest.json
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# make bench [PROFILE=quick|smoke|full]: writes bench/results/<profile>/ and prints the table.
+PROFILE ?= quick
+BENCH_OUT ?= bench/results/$(PROFILE)
+bench: $(STAMP)
+	$(PY) scripts/bench.py --profile $(PROFILE) --out $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) logs data .pytest_cache

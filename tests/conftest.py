@@ -17,14 +17,18 @@ TINY_TRAIN_FLAGS = ["--model", TINY, "--precision", "fp32", "--batch-size", "32"
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
-    """512 noisy training pairs in 4 shards (+ CSV), 64 clean validation pairs."""
+    """512 noisy training pairs in 4 shards (+ CSV), 64 clean validation pairs, 32 retrieval
+    test images with 3 captions each."""
     out = str(tmp_path_factory.mktemp("synthetic"))
     manifest = synthetic.make_dataset(out, train_size=512, val_size=64, seed=0, noise_rate=0.4,
-                                      noise_kind="shuffle", shard_size=128, csv=True, progress=False)
+                                      noise_kind="shuffle", shard_size=128, csv=True, progress=False,
+                                      test_size=32, test_captions=3)
     return SimpleNamespace(
         root=out,
         train=manifest["splits"]["train"]["pattern"],
         val=manifest["splits"]["val"]["pattern"],
+        test=manifest["splits"]["test"]["pattern"],
+        test_csv=manifest["splits"]["test"]["csv"],
         train_csv=manifest["splits"]["train"]["csv"],
         val_csv=manifest["splits"]["val"]["csv"],
         manifest=manifest,

@@ -1,9 +1,11 @@
 """End-to-end runs of ``python -m open_clip_dissect.main`` against stock OpenCLIP."""
+import json
 import os
 import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
@@ -47,7 +49,7 @@ def test_selection_none_is_stock_openclip(tiny_data, tmp_path):
 def test_webdataset_run_checkpoint_resume_and_summary(tiny_data, tmp_path):
     flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--val-data", tiny_data.val,
              "--dataset-type", "webdataset", "--workers", "1", "--logs", str(tmp_path),
-             "--name", "run"]
+             "--name", "run", "--retrieval-data", tiny_data.test]
     _ok(run_module("open_clip_dissect.main", [*flags, "--epochs", "1"]))
     run = tmp_path / "run"
     assert sorted(os.listdir(run / "checkpoints")) == ["epoch_1.pt", "results.jsonl"]
@@ -58,9 +60,22 @@ def test_webdataset_run_checkpoint_resume_and_summary(tiny_data, tmp_path):
         log = f.read()
     assert "resuming checkpoint" in log and "(epoch 1)" in log
     assert [e for e, _, _ in _losses(run / "out.log")] == ["0"] * 16 + ["1"] * 16
-    assert [r["epoch"] for r in read_jsonl(run / "checkpoints" / "results.jsonl")] == [1, 2]
+    results = read_jsonl(run / "checkpoints" / "results.jsonl")
+    assert [r["epoch"] for r in results] == [1, 1, 2, 2]  # ours (retrieval) and OpenCLIP's (val)
+    retrieval = [r for r in results if "retrieval_R@sum" in r]
+    assert [(r["retrieval_images"], r["retrieval_captions"]) for r in retrieval] == [(32, 96)] * 2
     assert os.path.isfile(run / "checkpoints" / "epoch_2.pt")
 
     summary = run_module("open_clip_dissect.cli", ["summary", str(run)])
     _ok(summary)
     assert "R@sum" in summary.stdout and len(summary.stdout.strip().splitlines()) == 4
+    last = summary.stdout.strip().splitlines()[-1].split()
+    assert float(last[7]) == pytest.approx(retrieval[-1]["retrieval_R@sum"], abs=0.01)
+
+    evaluated = run_module("open_clip_dissect.cli", [
+        "eval", "--model", "dissect-vit-tiny", "--checkpoint", str(run / "checkpoints" / "epoch_2.pt"),
+        "--data", tiny_data.test_csv, "--out", str(tmp_path / "eval.json")])
+    _ok(evaluated)
+    with open(tmp_path / "eval.json") as f:
+        offline = json.load(f)
+    assert offline["captions"] == 96 and offline["R@sum"] == pytest.approx(retrieval[-1]["retrieval_R@sum"], abs=0.01)

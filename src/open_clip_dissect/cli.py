@@ -14,6 +14,10 @@ def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.Argu
     p.add_argument("--out", required=True, help="Output directory (required).")
     p.add_argument("--train-size", type=int, default=20000, help="Training pairs (default: 20000).")
     p.add_argument("--val-size", type=int, default=1000, help="Clean validation pairs (default: 1000).")
+    p.add_argument("--test-size", type=int, default=0,
+                   help="Images in the clean retrieval split 'test' (default: 0, none).")
+    p.add_argument("--test-captions", type=int, default=5,
+                   help="Differently worded captions per test image (default: 5).")
     p.add_argument("--seed", type=int, default=0, help="Seed; same seed, same bytes (default: 0).")
     p.add_argument("--noise-rate", type=float, default=0.4,
                    help="Fraction of training pairs with a wrong caption, in [0, 1] (default: 0.4).")
@@ -47,7 +51,7 @@ def make_data(argv) -> int:
         manifest = synthetic.make_dataset(
             args.out, args.train_size, args.val_size, args.seed, args.noise_rate, args.noise_kind,
             args.shard_size, args.image_size, args.image_format, args.csv, args.workers,
-            progress=not args.quiet)
+            progress=not args.quiet, test_size=args.test_size, test_captions=args.test_captions)
     except ValueError as exn:
         print(f"make-data: {exn}", file=sys.stderr)
         return 2
@@ -58,12 +62,19 @@ def make_data(argv) -> int:
 
 
 def read_results(run_dir: str) -> list:
-    """The evaluation records OpenCLIP appended to ``<run>/checkpoints/results.jsonl``."""
+    """Evaluation records of ``<run>/checkpoints/results.jsonl`` (OpenCLIP's val metrics and our
+    ``--retrieval-data`` metrics), one merged dict per epoch."""
     path = os.path.join(run_dir, "checkpoints", "results.jsonl")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no evaluation results at {path} (was the run given --val-data?)")
+        raise FileNotFoundError(f"no evaluation results at {path} (was the run given --val-data "
+                                f"or --retrieval-data?)")
+    by_epoch = {}
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                by_epoch.setdefault(record.get("epoch"), {}).update(record)
+    return list(by_epoch.values())
 
 
 def read_selection(run_dir: str) -> list:
@@ -78,8 +89,13 @@ def read_selection(run_dir: str) -> list:
 def retrieval_summary(record: dict) -> dict:
     """Retrieval recalls in percent; R@sum = IR@1 + IR@10 + TR@1 + TR@10 as in the DISSect paper.
 
-    OpenCLIP's ``text_to_image`` is image retrieval (IR), ``image_to_text`` text retrieval (TR).
+    Uses the multi-caption ``--retrieval-data`` metrics (``retrieval_*``) when the record has
+    them, else OpenCLIP's val metrics, whose ``text_to_image`` is image retrieval (IR) and
+    ``image_to_text`` text retrieval (TR).
     """
+    if "retrieval_R@sum" in record:
+        return {k: record[f"retrieval_{k}"] for k in
+                ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10", "R@sum")}
     out = {}
     for name, prefix in (("IR", "text_to_image"), ("TR", "image_to_text")):
         for k in (1, 5, 10):
@@ -120,6 +136,51 @@ def summary(argv) -> int:
     return 0
 
 
+def evaluate(argv) -> int:
+    p = argparse.ArgumentParser(prog="open-clip-dissect eval", description=(
+        "Zero-shot retrieval (IR/TR Recall@1/5/10, R@sum) of a checkpoint, several captions "
+        "per image."))
+    p.add_argument("--model", required=True, help="OpenCLIP model config (anything create_model takes).")
+    p.add_argument("--checkpoint", default=None,
+                   help="Local checkpoint path (OpenCLIP training checkpoint or state dict) "
+                        "(default: None, random weights).")
+    p.add_argument("--data", required=True,
+                   help="Retrieval data: webdataset shards (brace pattern) or a .csv/.tsv file.")
+    p.add_argument("--batch-size", type=int, default=256, help="Batch size (default: 256).")
+    p.add_argument("--device", default="cpu", help="Device (default: cpu).")
+    p.add_argument("--precision", default="fp32", help="OpenCLIP precision (default: fp32).")
+    p.add_argument("--csv-img-key", default="filepath", help="csv image column (default: filepath).")
+    p.add_argument("--csv-caption-key", default="title", help="csv caption column (default: title).")
+    p.add_argument("--csv-separator", default="\t", help="csv separator (default: tab).")
+    p.add_argument("--out", default=None, help="Also write the metrics as JSON here (default: None).")
+    args = p.parse_args(argv)
+
+    import open_clip
+    import torch
+    from open_clip_train.precision import get_autocast
+
+    from open_clip_dissect.retrieval import evaluate_retrieval
+
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        args.model, precision=args.precision, device=args.device, output_dict=True)
+    if args.checkpoint:
+        if not os.path.isfile(args.checkpoint):
+            print(f"eval: --checkpoint not found: {args.checkpoint}", file=sys.stderr)
+            return 2
+        open_clip.load_checkpoint(model, args.checkpoint, weights_only=False)
+    metrics = evaluate_retrieval(
+        model, preprocess, open_clip.get_tokenizer(args.model), args.data, args.device,
+        args.batch_size, get_autocast(args.precision, torch.device(args.device).type),
+        open_clip.get_input_dtype(args.precision), img_key=args.csv_img_key,
+        caption_key=args.csv_caption_key, sep=args.csv_separator)
+    print(json.dumps(metrics, indent=1))
+    if args.out:
+        with open(args.out + ".tmp", "w") as f:
+            json.dump(metrics, f, indent=1)
+        os.replace(args.out + ".tmp", args.out)
+    return 0
+
+
 def train(argv) -> int:
     from open_clip_dissect.main import main as train_main
 
@@ -130,6 +191,7 @@ COMMANDS = {
     "train": (train, "train: same as python -m open_clip_dissect.main (OpenCLIP flags + ours)"),
     "make-data": (make_data, "make-data: write the synthetic noisy image-text data set"),
     "summary": (summary, "summary RUN_DIR: print a run's validation retrieval metrics"),
+    "eval": (evaluate, "eval: zero-shot retrieval of a checkpoint, several captions per image"),
 }
 
 

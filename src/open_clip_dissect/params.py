@@ -98,6 +98,14 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
              "the checkpoint's .dissect-state file (default: off).",
     )
     group.add_argument(
+        "--retrieval-data",
+        type=str,
+        default=None,
+        help="Zero-shot retrieval data with several captions per image (webdataset shards or a "
+             "csv), evaluated every --val-frequency epochs: IR/TR Recall@1/5/10 and R@sum into "
+             "results.jsonl, TensorBoard and wandb (default: None).",
+    )
+    group.add_argument(
         "--sample-key",
         choices=SAMPLE_KEY_CHOICES,
         default="url+key",

@@ -37,7 +37,7 @@ POSITIONS = {
     "bottom left": (2, 0), "bottom": (2, 1), "bottom right": (2, 2),
 }
 NOISE_KINDS = ("shuffle", "partial")
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")  # test: the retrieval split, several captions per image
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,33 @@ class Scene:
         parts = [s.describe() for s in self.shapes]
         body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
         return f"{body}, on a {self.background} background"
+
+    def paraphrase(self, rng: random.Random) -> str:
+        """Another wording of the same scene: shape order, prepositions, joins and background
+        phrase vary; the vocabulary stays that of the training captions."""
+        shapes = list(self.shapes)
+        rng.shuffle(shapes)
+        parts = []
+        for s in shapes:
+            where = rng.choice(["at the", "in the"]) + " " + s.position
+            parts.append(rng.choice([f"a {s.size} {s.color} {s.shape} {where}",
+                                     f"{where} a {s.size} {s.color} {s.shape}"]))
+        joiner = rng.choice([", ", " and ", "; "])
+        body = joiner.join(parts)
+        background = rng.choice([f"on a {self.background} background", f"{self.background} background",
+                                 f"the background is {self.background}"])
+        return rng.choice([f"{body}, {background}", f"{background}: {body}"])
+
+    def captions(self, n: int, rng: random.Random) -> List[str]:
+        """``n`` distinct-as-possible captions, the canonical one first."""
+        out = [self.caption()]
+        for _ in range(20 * n):
+            if len(out) == n:
+                break
+            candidate = self.paraphrase(rng)
+            if candidate not in out:
+                out.append(candidate)
+        return out + [self.paraphrase(rng) for _ in range(n - len(out))]
 
 
 def random_scene(rng: random.Random) -> Scene:
@@ -116,11 +143,13 @@ class Sample:
     scene: Scene
     caption: str
     noisy: bool
+    captions: Optional[List[str]] = None  # retrieval split: several wordings of the scene
 
 
 def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
-                 noise_kind: str = "shuffle") -> List[Sample]:
-    """The samples of one split (scenes and captions, no pixels); noise only for ``train``."""
+                 noise_kind: str = "shuffle", captions_per_image: int = 1) -> List[Sample]:
+    """The samples of one split (scenes and captions, no pixels); noise only for ``train``;
+    ``captions_per_image`` > 1 gives each sample that many wordings (retrieval split)."""
     if not 0.0 <= noise_rate <= 1.0:
         raise ValueError(f"--noise-rate must be in [0, 1], got {noise_rate}")
     if noise_kind not in NOISE_KINDS:
@@ -130,7 +159,9 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
         tag = f"{seed}:{split}:{i}"
         scene = random_scene(random.Random(tag))
         uid = hashlib.md5(tag.encode()).hexdigest()
-        samples.append(Sample(f"{i:08d}", uid, scene, scene.caption(), False))
+        captions = scene.captions(captions_per_image, random.Random(tag + ":captions")) \
+            if captions_per_image > 1 else None
+        samples.append(Sample(f"{i:08d}", uid, scene, scene.caption(), False, captions))
     if split != "train" or noise_rate == 0.0 or n == 0:
         return samples
 
@@ -164,7 +195,8 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 
 
 def sample_record(sample: Sample, split: str, noise_kind: Optional[str]) -> dict:
-    return {
+    extra = {"captions": sample.captions} if sample.captions else {}
+    return {**extra,
         "key": sample.key, "uid": sample.uid, "split": split, "caption": sample.caption,
         "true_caption": sample.scene.caption(), "noisy": sample.noisy,
         "noise_kind": noise_kind if sample.noisy else None,
@@ -181,7 +213,8 @@ def write_shard(path: str, samples: List[Sample], split: str, image_size: int, i
         for sample in samples:
             image = _encode(render(sample.scene, image_size), image_format)
             _add_member(tar, f"{sample.key}.{image_format}", image)
-            _add_member(tar, f"{sample.key}.txt", sample.caption.encode())
+            text = "\n".join(sample.captions) if sample.captions else sample.caption
+            _add_member(tar, f"{sample.key}.txt", text.encode())
             record = sample_record(sample, split, noise_kind)
             _add_member(tar, f"{sample.key}.json", json.dumps(record, sort_keys=True).encode())
             if image_dir is not None:
@@ -222,12 +255,9 @@ def write_split(out_dir: str, split: str, samples: List[Sample], shard_size: int
     if csv:
         import pandas as pd
 
-        frame = pd.DataFrame({
-            "filepath": [os.path.join(image_dir, f"{s.key}.{image_format}") for s in samples],
-            "title": [s.caption for s in samples],
-            "key": [s.key for s in samples],
-            "noisy": [s.noisy for s in samples],
-        })
+        rows = [(os.path.join(image_dir, f"{s.key}.{image_format}"), caption, s.key, s.noisy)
+                for s in samples for caption in (s.captions or [s.caption])]
+        frame = pd.DataFrame(rows, columns=["filepath", "title", "key", "noisy"])
         tmp = os.path.join(out_dir, f"{split}.csv.tmp")
         frame.to_csv(tmp, sep="\t", index=False)
         os.replace(tmp, os.path.join(out_dir, f"{split}.csv"))
@@ -250,14 +280,19 @@ def shard_pattern(out_dir: str, split: str, num_shards: int) -> str:
 def make_dataset(out_dir: str, train_size: int = 20000, val_size: int = 1000, seed: int = 0,
                  noise_rate: float = 0.4, noise_kind: str = "shuffle", shard_size: int = 1000,
                  image_size: int = 64, image_format: str = "png", csv: bool = False,
-                 workers: int = 1, progress: bool = True) -> dict:
-    """Write the train (noisy) and val (clean) splits; return and save a manifest."""
+                 workers: int = 1, progress: bool = True, test_size: int = 0,
+                 test_captions: int = 5) -> dict:
+    """Write the train (noisy), val (clean) and, with ``test_size``, the test (retrieval: clean,
+    ``test_captions`` wordings per image) splits; return and save a manifest."""
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     manifest = {"seed": seed, "noise_rate": noise_rate, "noise_kind": noise_kind,
                 "image_size": image_size, "image_format": image_format, "splits": {}}
-    for split, n in (("train", train_size), ("val", val_size)):
-        samples = make_samples(split, n, seed, noise_rate if split == "train" else 0.0, noise_kind)
+    for split, n in (("train", train_size), ("val", val_size), ("test", test_size)):
+        if split == "test" and n == 0:
+            continue
+        samples = make_samples(split, n, seed, noise_rate if split == "train" else 0.0, noise_kind,
+                               test_captions if split == "test" else 1)
         shards = write_split(out_dir, split, samples, shard_size, image_size, image_format,
                              noise_kind if split == "train" else None, csv, workers, progress)
         manifest["splits"][split] = {

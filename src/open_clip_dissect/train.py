@@ -10,14 +10,19 @@ import json
 import logging
 import math
 import os
+import time
 
 import open_clip_train.train as upstream_train
+import torch
+from open_clip import get_input_dtype
+from open_clip_train.precision import get_autocast
 
 from open_clip_dissect import data as data_lib
 from open_clip_dissect import record as record_lib
 from open_clip_dissect import strategies
 from open_clip_dissect.audit import NoisyKeyList, audit
 from open_clip_dissect.history import HistoryStore
+from open_clip_dissect.retrieval import evaluate_retrieval
 from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, load_state, report,
                                          save_state, state_path)
 
@@ -48,10 +53,13 @@ class TrainingSession:
     def __init__(self):
         self.selector = None
         self.noisy_keys = None
+        self.preprocess_val = self.tokenizer = None
+        self.train_seconds = 0.0  # wall-clock inside training epochs (evaluation excluded)
 
     def get_data(self, args, preprocess_fns, epoch=0, tokenizer=None):
         """Key-carrying data; in ``fixed`` batch mode the training loader draws ceil(B / r)
         candidates per step so that B samples are trained on."""
+        self.preprocess_val, self.tokenizer = preprocess_fns[1], tokenizer
         args.selection_candidates = args.batch_size
         if args.selection != "none" and args.selection_batch_mode == "fixed":
             args.selection_candidates = math.ceil(args.batch_size / args.ratio)
@@ -61,6 +69,7 @@ class TrainingSession:
     def train_one_epoch(self, model, data, loss, epoch, optimizer, scaler, scheduler, dist_model,
                         args, tb_writer=None):
         """Same signature as ``open_clip_train.train.train_one_epoch`` (open_clip_torch 3.3.0)."""
+        started = time.perf_counter()
         train = data["train"]
         if args.selection == "none":
             view = WithoutKeys(train.dataloader)
@@ -73,8 +82,30 @@ class TrainingSession:
         upstream_train.train_one_epoch(
             model, {**data, "train": dataclasses.replace(train, dataloader=view)}, loss, epoch,
             optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
+        self.train_seconds += time.perf_counter() - started  # records and state files excluded
         if args.selection != "none":
             self._end_epoch(args, epoch, view, record, tb_writer)
+        completed = epoch + 1
+        if args.retrieval_data and args.rank == 0 and args.val_frequency and (
+                completed % args.val_frequency == 0 or completed == args.epochs):
+            self._evaluate_retrieval(model, args, completed, view.num_batches // args.accum_freq, tb_writer)
+
+    def _evaluate_retrieval(self, model, args, completed, steps_per_epoch, tb_writer):
+        """Multi-caption retrieval after an epoch (OpenCLIP's ``evaluate`` covers --val-data)."""
+        device = torch.device(args.device)
+        metrics = evaluate_retrieval(
+            model, self.preprocess_val, self.tokenizer, args.retrieval_data, device, args.batch_size,
+            get_autocast(args.precision, device_type=device.type), get_input_dtype(args.precision),
+            img_key=args.csv_img_key, caption_key=args.csv_caption_key, sep=args.csv_separator)
+        log.info(f"Retrieval epoch {completed}: " + " ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+        if tb_writer is not None:
+            for name, value in metrics.items():
+                tb_writer.add_scalar(f"retrieval/{name}", value, completed)
+        report(args, None, {f"retrieval/{k}": v for k, v in metrics.items()}, steps_per_epoch * completed)
+        if args.save_logs:
+            with open(os.path.join(args.checkpoint_path, "results.jsonl"), "a+") as f:
+                f.write(json.dumps({"epoch": completed, "train_seconds": self.train_seconds,
+                                    **{f"retrieval_{k}": v for k, v in metrics.items()}}) + "\n")
 
     def _start(self, args, epoch):
         strategy = strategies.make_strategy(args.selection, args.dissect_momentum, args.dissect_warmup_epochs)

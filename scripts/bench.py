@@ -1,0 +1,348 @@
+#!/usr/bin/env python
+"""``make bench``: time to accuracy, noise audit and step overhead of every strategy.
+
+Profiles: ``smoke`` (a few steps of each part, run by the test suite), ``quick`` (CPU, about
+25 minutes on 2 cores) and ``full`` (GPU). Writes ``bench/results/<profile>/``: ``results.md``
+(also printed), ``time_to_accuracy.csv``, ``audit.csv``, ``step_overhead.csv`` and PNG plots.
+
+Part 1 trains every strategy at every ratio, and ``none`` (full data), through
+``python -m open_clip_dissect.main`` on the synthetic set in two regimes:
+  (a) ``learning``: 40% ``shuffle`` noise, enough data that the model is still learning;
+  (b) ``memorising``: 40% ``partial`` noise on a small set trained for many epochs.
+Retrieval (R@sum, several captions per image) is measured after every epoch with the wall-clock
+spent training so far, so each run reports when it first reaches the full-data run's final R@sum.
+Part 2 times, for one model and batch: a stock OpenCLIP step on B, the no-grad scoring pass on
+B, a training step on k = rB and the full selection step (scoring + selection + history +
+training on k).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STRATEGIES = ("random", "small-loss", "big-loss", "clipscore", "dissect-warmup", "dissect-mome")
+
+PROFILES = {
+    "smoke": dict(
+        regimes={"learning": dict(train=256, test=32, noise="shuffle", epochs=1, batch=32)},
+        strategies=("random", "dissect-mome"), ratios=(0.5,), seeds=(0,), warmup_epochs=1,
+        model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
+        overhead=dict(batch=32, reps=3, warmup=1)),
+    "quick": dict(
+        regimes={
+            "learning": dict(train=3000, test=200, noise="shuffle", epochs=2, batch=64),
+            "memorising": dict(train=512, test=200, noise="partial", epochs=12, batch=64),
+        },
+        strategies=STRATEGIES, ratios=(0.3, 0.5, 0.7), seeds=(0,), warmup_epochs=1,
+        model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
+        overhead=dict(batch=128, reps=15, warmup=3)),
+    "full": dict(
+        regimes={
+            "learning": dict(train=200000, test=1000, noise="shuffle", epochs=10, batch=512),
+            "memorising": dict(train=20000, test=1000, noise="partial", epochs=60, batch=512),
+        },
+        strategies=STRATEGIES, ratios=(0.3, 0.5, 0.7), seeds=(0, 1), warmup_epochs=5,
+        model="dissect-vit-tiny", precision="amp", workers=8, lr=1e-3,
+        overhead=dict(batch=512, reps=30, warmup=5)),
+}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- part 1
+
+def make_data(root, name, spec, seed=0):
+    from open_clip_dissect import synthetic
+
+    out = os.path.join(root, "data", name)
+    manifest_path = os.path.join(out, "manifest.json")
+    if os.path.isfile(manifest_path):
+        with open(manifest_path) as f:
+            return json.load(f)
+    shard = max(64, spec["train"] // 8)
+    return synthetic.make_dataset(out, train_size=spec["train"], val_size=0, seed=seed, noise_rate=0.4,
+                                  noise_kind=spec["noise"], shard_size=shard, test_size=spec["test"],
+                                  test_captions=5, workers=os.cpu_count() or 1, progress=False)
+
+
+def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir=None):
+    run_dir = os.path.join(logs, name)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "open_clip_dissect.main", "--model", cfg["model"],
+           "--precision", cfg["precision"], "--batch-size", str(spec["batch"]), "--lr", str(cfg["lr"]),
+           "--warmup", "10", "--seed", str(seed), "--workers", str(cfg["workers"]),
+           "--epochs", str(spec["epochs"]), "--dataset-type", "webdataset",
+           "--train-data", manifest["splits"]["train"]["pattern"],
+           "--retrieval-data", manifest["splits"]["test"]["pattern"],
+           "--logs", logs, "--name", name, "--save-frequency", "0", "--log-every-n-steps", "1000",
+           "--selection", strategy, "--ratio", str(ratio),
+           "--dissect-warmup-epochs", str(cfg["warmup_epochs"])]
+    if record_dir:
+        cmd += ["--selection-record", record_dir]
+    started = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    results = [json.loads(x) for x in open(os.path.join(run_dir, "checkpoints", "results.jsonl"))]
+    selection_path = os.path.join(run_dir, "selection.jsonl")
+    audit = [json.loads(x) for x in open(selection_path)] if os.path.isfile(selection_path) else []
+    return {"curve": [(r["epoch"], r["train_seconds"], r["retrieval_R@sum"]) for r in results],
+            "audit": audit, "process_seconds": time.perf_counter() - started}
+
+
+def time_to_accuracy(cfg, root):
+    rows, audit_rows, curves = [], [], {}
+    logs = os.path.join(root, "logs")
+    for regime, spec in cfg["regimes"].items():
+        manifest = make_data(root, regime, spec)
+        for seed in cfg["seeds"]:
+            runs = [("none", 1.0)] + [(s, r) for r in cfg["ratios"] for s in cfg["strategies"]]
+            for strategy, ratio in runs:
+                name = f"{regime}-{strategy}-r{ratio}-s{seed}"
+                record = os.path.join(root, "records", name) if (
+                    strategy == "dissect-mome" and ratio == 0.5 and seed == cfg["seeds"][0]) else None
+                log(f"[bench] {name} ...")
+                out = train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record)
+                curves[(regime, strategy, ratio, seed)] = out["curve"]
+                for a in out["audit"]:
+                    audit_rows.append({"regime": regime, "strategy": strategy, "ratio": ratio, "seed": seed,
+                                       "epoch": a["epoch"], "kept_precision": a.get("audit_kept_precision"),
+                                       "random_precision": a.get("audit_random_precision"),
+                                       "auroc": a.get("audit_auroc")})
+                if record:
+                    shutil.copy(os.path.join(record, "distributions.png"),
+                                os.path.join(root, f"distributions_{regime}_dissect-mome.png"))
+            full = curves[(regime, "none", 1.0, seed)]
+            target, full_seconds = full[-1][2], full[-1][1]
+            for (reg, strategy, ratio, s), curve in curves.items():
+                if reg != regime or s != seed:
+                    continue
+                reached = next((t for _, t, r in curve if r >= target), None)
+                rows.append({
+                    "regime": regime, "strategy": strategy, "ratio": ratio, "seed": seed,
+                    "final_rsum": curve[-1][2], "best_rsum": max(r for _, _, r in curve),
+                    "train_seconds": curve[-1][1], "seconds_to_full_final": reached,
+                    "speedup": (full_seconds / reached) if reached else None,
+                })
+    return rows, audit_rows, curves
+
+
+# ----------------------------------------------------------------------------- part 2
+
+def step_overhead(cfg):
+    import open_clip
+    import torch
+    from open_clip_train.precision import get_autocast
+
+    import open_clip_dissect  # noqa: F401  (registers the tiny configs)
+    from open_clip_dissect import strategies
+    from open_clip_dissect.selection import EpochRecord, SelectingLoader, Selector
+
+    spec = cfg["overhead"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = cfg["precision"] if device == "cuda" else "fp32"
+    autocast = get_autocast(precision, device_type=device)
+    input_dtype = open_clip.get_input_dtype(precision)
+    torch.manual_seed(0)
+    model = open_clip.create_model(cfg["model"], output_dict=True).to(device)
+    loss_fn = open_clip.ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device=device) if precision == "amp" else None
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    B = spec["batch"]
+    tokens = open_clip.get_tokenizer(cfg["model"])([f"a small red circle number {i}" for i in range(B)])
+    images = torch.randn(B, 3, size, size)
+    keys = [f"/data/shards/{i // 1000:05d}.tar/{i:09d}" for i in range(B)]
+    noisy = torch.zeros(B, dtype=torch.int8)
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def train_step(x, t):
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            out = model(x.to(device=device, dtype=input_dtype), t.to(device))
+            loss = loss_fn(**out)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+
+    def timed(fn, reps=spec["reps"], warmup=spec["warmup"]):
+        times = []
+        for i in range(warmup + reps):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    args = argparse.Namespace(device=device, precision=precision, accum_freq=1, log_every_n_steps=10**9,
+                              rank=0, world_size=1, selection="dissect-mome", selection_candidates=B,
+                              wandb=False)
+    rows = []
+    stock = timed(lambda: train_step(images, tokens))
+    selector = Selector(strategies.make_strategy("dissect-mome"), ratio=0.5)
+    probe = SelectingLoader(_Repeat(None), selector, model, args, 0, EpochRecord())
+    probe.autocast = autocast
+    scoring = timed(lambda: probe._score(images.to(device=device, dtype=input_dtype), tokens.to(device)))
+    for ratio in (0.3, 0.5, 0.7):
+        k = strategies.num_kept(B, ratio)
+        train_k = timed(lambda: train_step(images[:k], tokens[:k]))
+        selector = Selector(strategies.make_strategy("dissect-mome"), ratio=ratio)
+        batches = iter(SelectingLoader(_Repeat((images, tokens, keys, noisy)), selector, model, args, 1,
+                                       EpochRecord()))
+        full = timed(lambda: train_step(*next(batches)))
+        rows.append({"device": device, "batch": B, "ratio": ratio, "k": k, "stock_step": stock,
+                     "scoring_pass": scoring, "train_step_k": train_k, "selection_step": full,
+                     "overhead_over_floor": full / (scoring + train_k), "vs_stock": full / stock})
+    return rows
+
+
+class _Repeat:
+    """An endless loader repeating one keyed batch (for timing)."""
+    num_batches = 10**9
+    num_samples = 10**9
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __iter__(self):
+        while True:
+            yield self.batch
+
+
+# ----------------------------------------------------------------------------- report
+
+def fmt(v, digits=2):
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def plots(root, curves, audit_rows, cfg):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for regime in cfg["regimes"]:
+        fig, axes = plt.subplots(1, len(cfg["ratios"]), figsize=(5 * len(cfg["ratios"]), 4), squeeze=False)
+        for ax, ratio in zip(axes[0], cfg["ratios"]):
+            full = curves[(regime, "none", 1.0, cfg["seeds"][0])]
+            ax.plot([t for _, t, _ in full], [r for _, _, r in full], "k--o", label="none (full)")
+            for strategy in cfg["strategies"]:
+                c = curves.get((regime, strategy, ratio, cfg["seeds"][0]))
+                if c:
+                    ax.plot([t for _, t, _ in c], [r for _, _, r in c], "-o", ms=3, label=strategy)
+            ax.set(title=f"{regime}, r = {ratio}", xlabel="training wall-clock (s)", ylabel="R@sum")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(root, f"rsum_vs_time_{regime}.png"), dpi=90)
+        plt.close(fig)
+
+        fig, axes = plt.subplots(1, len(cfg["ratios"]), figsize=(5 * len(cfg["ratios"]), 4), squeeze=False)
+        for ax, ratio in zip(axes[0], cfg["ratios"]):
+            for strategy in cfg["strategies"]:
+                pts = [(a["epoch"], a["kept_precision"]) for a in audit_rows if a["regime"] == regime
+                       and a["strategy"] == strategy and a["ratio"] == ratio and a["seed"] == cfg["seeds"][0]]
+                if pts:
+                    ax.plot(*zip(*pts), "-o", ms=3, label=strategy)
+            base = [a["random_precision"] for a in audit_rows if a["regime"] == regime]
+            if base:
+                ax.axhline(statistics.mean(base), color="k", ls="--", label="clean fraction")
+            ax.set(title=f"{regime}, r = {ratio}", xlabel="epoch", ylabel="kept-set precision")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(root, f"kept_precision_{regime}.png"), dpi=90)
+        plt.close(fig)
+
+
+def write_report(root, profile, rows, audit_rows, overhead, started):
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(os.path.join(root, "time_to_accuracy.csv"), index=False)
+    pd.DataFrame(audit_rows).to_csv(os.path.join(root, "audit.csv"), index=False)
+    pd.DataFrame(overhead).to_csv(os.path.join(root, "step_overhead.csv"), index=False)
+    last_audit = {}
+    for a in audit_rows:
+        last_audit[(a["regime"], a["strategy"], a["ratio"], a["seed"])] = a
+    lines = [f"# Benchmark, profile `{profile}`", "",
+             f"Command: `make bench PROFILE={profile}`; machine: {machine()}; "
+             f"{time.strftime('%Y-%m-%d')}; total {time.time() - started:.0f} s.", "",
+             "## Time to accuracy", "",
+             "`seconds to full` = training wall-clock at the end of the first epoch whose R@sum reaches "
+             "the full-data run's final R@sum; `speed-up` = full-data wall-clock / that. `precision` = "
+             "kept-set precision in the last epoch (clean fraction of all candidates in brackets).", "",
+             "| regime | strategy | r | seed | final R@sum | best R@sum | train s | s to full | speed-up | precision | AUROC |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        a = last_audit.get((r["regime"], r["strategy"], r["ratio"], r["seed"]), {})
+        prec = f"{fmt(a.get('kept_precision'), 3)} ({fmt(a.get('random_precision'), 3)})" if a else "-"
+        lines.append(f"| {r['regime']} | {r['strategy']} | {r['ratio']} | {r['seed']} | {fmt(r['final_rsum'], 1)} | "
+                     f"{fmt(r['best_rsum'], 1)} | {fmt(r['train_seconds'], 1)} | {fmt(r['seconds_to_full_final'], 1)} | "
+                     f"{fmt(r['speedup'])} | {prec} | {fmt(a.get('auroc'), 3)} |")
+    lines += ["", "## Step overhead (medians)", "",
+              "`over floor` = selection step / (scoring pass + training step on k), target <= 1.05; "
+              "`vs stock` = selection step / stock OpenCLIP step on B.", "",
+              "| device | B | r | k | stock step s | scoring s | train on k s | selection step s | over floor | vs stock |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for o in overhead:
+        lines.append(f"| {o['device']} | {o['batch']} | {o['ratio']} | {o['k']} | {o['stock_step']:.4f} | "
+                     f"{o['scoring_pass']:.4f} | {o['train_step_k']:.4f} | {o['selection_step']:.4f} | "
+                     f"{o['overhead_over_floor']:.3f} | {o['vs_stock']:.3f} |")
+    lines += ["", "Plots: " + ", ".join(sorted(p for p in os.listdir(root) if p.endswith(".png")))]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(root, "results.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+def machine():
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {gpu}, torch {torch.__version__}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="Profile (default: quick).")
+    p.add_argument("--out", default=None, help="Output folder (default: bench/results/<profile>).")
+    p.add_argument("--parts", default="accuracy,overhead",
+                   help="Comma-separated parts to run (default: accuracy,overhead).")
+    args = p.parse_args(argv)
+    cfg = PROFILES[args.profile]
+    root = os.path.abspath(args.out or os.path.join(REPO, "bench", "results", args.profile))
+    os.makedirs(root, exist_ok=True)
+    started = time.time()
+    parts = set(args.parts.split(","))
+    rows, audit_rows, curves, overhead = [], [], {}, []
+    if "accuracy" in parts:
+        rows, audit_rows, curves = time_to_accuracy(cfg, root)
+        plots(root, curves, audit_rows, cfg)
+    if "overhead" in parts:
+        log("[bench] step overhead ...")
+        overhead = step_overhead(cfg)
+    print(write_report(root, args.profile, rows, audit_rows, overhead, started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Zero-shot image-text retrieval with several captions per image (COCO / Flickr30K protocol).
+
+- image retrieval IR@k (text queries): a caption is a hit if its image is in the top k images;
+  averaged over all captions;
+- text retrieval TR@k (image queries): an image is a hit if *any* of its captions is in the top
+  k captions; averaged over images;
+- R@sum = IR@1 + IR@10 + TR@1 + TR@10 in percent, as in the DISSect paper.
+
+Ties count against the query: a candidate that scores *equal* to the best correct one ranks
+ahead of it, so a collapsed model (all scores equal) gets no credit.
+
+Data: webdataset shards (one image per sample; captions from the ``.json`` ``captions`` list,
+else the ``.txt`` lines) or a CSV (rows sharing an image path form one image's captions). The
+loaders never shuffle: positions index the ground truth.
+"""
+import logging
+import os
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+KS = (1, 5, 10)
+
+
+def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
+                      text_image: torch.Tensor, ks: Sequence[int] = KS, chunk: int = 1024) -> Dict[str, float]:
+    """Recall@k both ways in percent; ``text_image[t]`` is the index of caption t's image."""
+    image_features = image_features.float()
+    text_features = text_features.float()
+    text_image = text_image.long()
+    n_images, n_texts = len(image_features), len(text_features)
+    ir_rank = torch.empty(n_texts, dtype=torch.long)
+    for start in range(0, n_texts, chunk):
+        sims = text_features[start:start + chunk] @ image_features.T          # [t, I]
+        rows = torch.arange(len(sims))
+        correct = sims[rows, text_image[start:start + chunk]]
+        ir_rank[start:start + chunk] = (sims >= correct[:, None]).sum(1) - 1   # others >= correct
+    tr_rank = torch.empty(n_images, dtype=torch.long)
+    for start in range(0, n_images, chunk):
+        sims = image_features[start:start + chunk] @ text_features.T           # [i, T]
+        own = text_image[None, :] == torch.arange(start, start + len(sims))[:, None]
+        best = torch.where(own, sims, torch.full_like(sims, -float("inf"))).max(1).values
+        tr_rank[start:start + chunk] = ((sims >= best[:, None]) & ~own).sum(1)  # other captions >= best own
+    out = {}
+    for k in ks:
+        out[f"IR@{k}"] = 100.0 * float((ir_rank < k).double().mean())
+        out[f"TR@{k}"] = 100.0 * float((tr_rank < k).double().mean())
+    if 1 in ks and 10 in ks:
+        out["R@sum"] = out["IR@1"] + out["IR@10"] + out["TR@1"] + out["TR@10"]
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+
+def _captions_of(sample) -> List[str]:
+    meta = sample.get("json")
+    if isinstance(meta, dict) and meta.get("captions"):
+        return [str(c) for c in meta["captions"]]
+    text = sample.get("txt", "")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def iter_webdataset(urls: Sequence[str]) -> Iterator[Tuple[object, List[str]]]:
+    """(PIL image, captions) per sample, in shard order."""
+    import webdataset as wds
+
+    from open_clip_dissect.data import check_local_shards, tarfile_to_samples_nothrow
+
+    check_local_shards(urls, flag="--retrieval-data")
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(list(urls)), tarfile_to_samples_nothrow,
+        wds.decode("pilrgb"), wds.rename(image="jpg;png;jpeg;webp", keep=True))
+    for sample in pipeline:
+        captions = _captions_of(sample)
+        if "image" not in sample or not captions:
+            log.warning(f"Retrieval data: skipping {sample.get('__key__')} in {sample.get('__url__')} "
+                        f"(needs an image and at least one caption)")
+            continue
+        yield sample["image"], captions
+
+
+def iter_csv(path: str, img_key: str = "filepath", caption_key: str = "title",
+             sep: str = "\t") -> Iterator[Tuple[object, List[str]]]:
+    """(PIL image, captions) per distinct image path, in order of first appearance."""
+    import pandas as pd
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--retrieval-data: csv file not found: {path}")
+    frame = pd.read_csv(path, sep=sep)
+    for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key)):
+        if column not in frame.columns:
+            raise SystemExit(f"{flag}: column {column!r} not in {path} (columns: {list(frame.columns)})")
+    for image_path, group in frame.groupby(img_key, sort=False):
+        with Image.open(image_path) as image:
+            yield image.convert("RGB"), group[caption_key].astype(str).tolist()
+
+
+def iter_retrieval_data(path: str, img_key="filepath", caption_key="title", sep="\t"):
+    if path.endswith((".csv", ".tsv")):
+        return iter_csv(path, img_key, caption_key, sep)
+    from open_clip_train.data import expand_urls
+
+    return iter_webdataset(expand_urls(path)[0])
+
+
+# ----------------------------------------------------------------------------- model
+
+@torch.no_grad()
+def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", batch_size=256,
+                         autocast=None, input_dtype=None):
+    """Image and text features (L2-normalised, CPU) and the caption -> image index."""
+    from contextlib import suppress
+
+    autocast = autocast or suppress
+    model = model.module if hasattr(model, "module") else model
+    was_training = model.training
+    model.eval()
+    image_features, text_features, text_image, captions, pending = [], [], [], [], []
+
+    def flush_images():
+        if pending:
+            batch = torch.stack(pending).to(device=device, dtype=input_dtype)
+            with autocast():
+                image_features.append(model.encode_image(batch, normalize=True).float().cpu())
+            pending.clear()
+
+    try:
+        for index, (image, image_captions) in enumerate(samples):
+            pending.append(preprocess(image))
+            captions.extend(image_captions)
+            text_image.extend([index] * len(image_captions))
+            if len(pending) == batch_size:
+                flush_images()
+        flush_images()
+        for start in range(0, len(captions), batch_size):
+            tokens = tokenizer(captions[start:start + batch_size]).to(device)
+            with autocast():
+                text_features.append(model.encode_text(tokens, normalize=True).float().cpu())
+    finally:
+        model.train(was_training)
+    if not image_features:
+        raise ValueError("retrieval data holds no usable sample")
+    return torch.cat(image_features), torch.cat(text_features), torch.as_tensor(np.asarray(text_image))
+
+
+def evaluate_retrieval(model, preprocess, tokenizer, path, device="cpu", batch_size=256,
+                       autocast=None, input_dtype=None, **csv_kwargs) -> Dict[str, float]:
+    images, texts, text_image = embed_retrieval_data(
+        model, preprocess, tokenizer, iter_retrieval_data(path, **csv_kwargs), device, batch_size,
+        autocast, input_dtype)
+    metrics = retrieval_metrics(images, texts, text_image)
+    metrics.update({"images": float(len(images)), "captions": float(len(texts))})
+    return metrics
