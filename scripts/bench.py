@@ -32,7 +32,8 @@ PROFILES = {
         regimes={"learning": dict(train=256, test=32, noise="shuffle", epochs=1, batch=32)},
         strategies=("random", "dissect-mome"), ratios=(0.5,), seeds=(0,), warmup_epochs=1,
         model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
-        overhead=dict(batch=32, reps=3, warmup=1)),
+        overhead=dict(batch=32, reps=3, warmup=1),
+        history=dict(sizes=(10**5,), batch=1024, steps=5, dict_max=10**5)),
     "quick": dict(
         regimes={
             "learning": dict(train=3000, test=200, noise="shuffle", epochs=2, batch=64),
@@ -40,7 +41,8 @@ PROFILES = {
         },
         strategies=STRATEGIES, ratios=(0.3, 0.5, 0.7), seeds=(0,), warmup_epochs=1,
         model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
-        overhead=dict(batch=128, reps=15, warmup=3)),
+        overhead=dict(batch=128, reps=15, warmup=3),
+        history=dict(sizes=(10**6, 10**7, 10**8), batch=1024, steps=30, dict_max=10**7)),
     "full": dict(
         regimes={
             "learning": dict(train=200000, test=1000, noise="shuffle", epochs=10, batch=512),
@@ -48,7 +50,8 @@ PROFILES = {
         },
         strategies=STRATEGIES, ratios=(0.3, 0.5, 0.7), seeds=(0, 1), warmup_epochs=5,
         model="dissect-vit-tiny", precision="amp", workers=8, lr=1e-3,
-        overhead=dict(batch=512, reps=30, warmup=5)),
+        overhead=dict(batch=512, reps=30, warmup=5),
+        history=dict(sizes=(10**6, 10**7, 10**8), batch=4096, steps=30, dict_max=10**7)),
 }
 
 
@@ -213,6 +216,140 @@ def step_overhead(cfg):
     return rows
 
 
+def history_throughput(cfg):
+    """Batch get+update of the HistoryStore at several sizes vs a Python dict keyed by string
+    doing the same work per sample (what the paper's code does). Keys are 12-digit strings; the
+    store is pre-filled through ``load_state_dict`` with their hashes, computed here without
+    building the strings (FNV-1a over digit columns, checked against ``hash_keys``)."""
+    import numpy as np
+    import torch
+
+    from open_clip_dissect.history import HistoryStore, hash_keys
+    from open_clip_dissect.history import _merge_sorted as _merge
+
+    spec = cfg["history"]
+    width, B = 12, spec["batch"]
+
+    def digit_hashes(ids):
+        h = np.full(len(ids), 0xCBF29CE484222325, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for j in range(width):
+                digit = (ids // 10 ** (width - 1 - j)) % 10 + ord("0")
+                h = (h ^ digit.astype(np.uint64)) * np.uint64(0x100000001B3)
+        return torch.from_numpy(h.view(np.int64))
+
+    sample = np.array([0, 7, 123456789, 10**11 + 5], dtype=np.int64)
+    assert torch.equal(digit_hashes(sample), hash_keys([f"{i:012d}" for i in sample]))
+    rows = []
+    rng = np.random.default_rng(0)
+    for n in spec["sizes"]:
+        ids = np.arange(n, dtype=np.int64)
+        hashes = torch.sort(digit_hashes(ids)).values
+        store = HistoryStore()
+        store.load_state_dict({"hash": hashes, "score": torch.zeros(n), "epoch": torch.zeros(n, dtype=torch.int16),
+                               "visits": torch.zeros(n, dtype=torch.int16)})
+        del hashes
+        batches = []
+        for _ in range(spec["steps"]):
+            known = rng.integers(0, n, size=B - B // 10)
+            new = rng.integers(n, 2 * n + 10**6, size=B // 10)
+            batches.append([f"{i:012d}" for i in np.concatenate([known, new])])
+        scores = torch.rand(B)
+
+        def store_step(keys):
+            h = hash_keys(keys)
+            store.get(h)
+            store.update(h, scores, 1, batch_size=B)
+
+        store_step(batches[0])
+        start = time.perf_counter()
+        for keys in batches[1:]:
+            store_step(keys)
+        store_s = (time.perf_counter() - start) / (len(batches) - 1)
+        # The fresh run is merged into the main one when it outgrows sqrt(2 n B): time one such
+        # merge and spread it over the batches that fill the fresh run.
+        limit = int((2.0 * n * B) ** 0.5)
+        fresh = {"hash": torch.sort(digit_hashes(np.arange(n, n + limit, dtype=np.int64))).values,
+                 "score": torch.zeros(limit), "epoch": torch.zeros(limit, dtype=torch.int16),
+                 "visits": torch.zeros(limit, dtype=torch.int16)}
+        start = time.perf_counter()
+        merged = _merge(store.main, fresh)
+        merge_s = time.perf_counter() - start
+        del merged, fresh
+        amortised = merge_s * (B // 10) / limit
+        row = {"keys": n, "batch": B, "store_s_per_batch": store_s + amortised, "merge_s": merge_s,
+               "store_keys_per_s": B / (store_s + amortised),
+               "store_bytes_per_key": store.nbytes / len(store), "dict_s_per_batch": None, "dict_vs_store": None}
+        store_s += amortised
+        if n <= spec["dict_max"]:
+            table = {f"{i:012d}": (0.0, 0, 0) for i in range(n)}
+            values = scores.tolist()
+
+            def dict_step(keys):
+                for key, value in zip(keys, values):
+                    old = table.get(key)
+                    if old is None:
+                        table[key] = (value, 1, 1)
+                    else:
+                        table[key] = (0.9 * old[0] + 0.1 * value, 1, old[2] + 1)
+
+            start = time.perf_counter()
+            for keys in batches[1:]:
+                dict_step(keys)
+            dict_s = (time.perf_counter() - start) / (len(batches) - 1)
+            row.update(dict_s_per_batch=dict_s, dict_vs_store=dict_s / store_s)
+            del table
+        rows.append(row)
+        log(f"[bench] history store at {n} keys: {store_s * 1e3:.2f} ms per batch of {B}")
+        del store
+    return rows
+
+
+def exchange_throughput(cfg, root):
+    """Sharded get+update with 2 gloo processes on this machine (one step = both collectives)."""
+    import torch.multiprocessing as mp
+
+    spec = cfg["history"]
+    out = os.path.join(root, "exchange.json")
+    mp.spawn(_exchange_worker, args=(2, os.path.join(root, "exchange-init"), out, spec["batch"],
+                                     spec["sizes"][0], spec["steps"]), nprocs=2, join=True)
+    os.remove(os.path.join(root, "exchange-init")) if os.path.exists(os.path.join(root, "exchange-init")) else None
+    with open(out) as f:
+        return json.load(f)
+
+
+def _exchange_worker(rank, world, init_file, out, B, n, steps):
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    from open_clip_dissect.history import hash_keys
+    from open_clip_dissect.sharded_history import ShardedHistoryStore
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        store = ShardedHistoryStore(rank=rank, world_size=world)
+        rng = np.random.default_rng(rank)
+        batches = [hash_keys([f"{i:012d}" for i in rng.integers(0, n, size=B)]) for _ in range(steps)]
+        scores = torch.rand(B)
+        times = []
+        for h in batches:
+            dist.barrier()
+            start = time.perf_counter()
+            store.get(h)
+            store.update(h, scores, 0)
+            times.append(time.perf_counter() - start)
+        if rank == 0:
+            step = statistics.median(times[len(times) // 3:])  # after the store has filled up
+            with open(out, "w") as f:
+                json.dump({"keys": n, "batch": B, "exchange": True, "store_s_per_batch": step,
+                           "store_keys_per_s": B / step, "store_bytes_per_key": store.nbytes / max(len(store), 1),
+                           "local_keys": len(store)}, f)
+    finally:
+        dist.destroy_process_group()
+
+
 class _Repeat:
     """An endless loader repeating one keyed batch (for timing)."""
     num_batches = 10**9
@@ -272,12 +409,13 @@ def plots(root, curves, audit_rows, cfg):
         plt.close(fig)
 
 
-def write_report(root, profile, rows, audit_rows, overhead, started):
+def write_report(root, profile, rows, audit_rows, overhead, history, started):
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(os.path.join(root, "time_to_accuracy.csv"), index=False)
     pd.DataFrame(audit_rows).to_csv(os.path.join(root, "audit.csv"), index=False)
     pd.DataFrame(overhead).to_csv(os.path.join(root, "step_overhead.csv"), index=False)
+    pd.DataFrame(history).to_csv(os.path.join(root, "history_store.csv"), index=False)
     last_audit = {}
     for a in audit_rows:
         last_audit[(a["regime"], a["strategy"], a["ratio"], a["seed"])] = a
@@ -296,6 +434,13 @@ def write_report(root, profile, rows, audit_rows, overhead, started):
         lines.append(f"| {r['regime']} | {r['strategy']} | {r['ratio']} | {r['seed']} | {fmt(r['final_rsum'], 1)} | "
                      f"{fmt(r['best_rsum'], 1)} | {fmt(r['train_seconds'], 1)} | {fmt(r['seconds_to_full_final'], 1)} | "
                      f"{fmt(r['speedup'])} | {prec} | {fmt(a.get('auroc'), 3)} |")
+    if len({r["seed"] for r in rows}) > 1:
+        frame = pd.DataFrame(rows)
+        spread = frame.groupby(["regime", "strategy", "ratio"], sort=False)["final_rsum"].agg(["mean", "std", "count"])
+        lines += ["", "### Seed spread of the final R@sum", "", "| regime | strategy | r | mean | std | seeds |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for (regime, strategy, ratio), g in spread.iterrows():
+            lines.append(f"| {regime} | {strategy} | {ratio} | {g['mean']:.1f} | {g['std']:.1f} | {int(g['count'])} |")
     lines += ["", "## Step overhead (medians)", "",
               "`over floor` = selection step / (scoring pass + training step on k), target <= 1.05; "
               "`vs stock` = selection step / stock OpenCLIP step on B.", "",
@@ -305,6 +450,21 @@ def write_report(root, profile, rows, audit_rows, overhead, started):
         lines.append(f"| {o['device']} | {o['batch']} | {o['ratio']} | {o['k']} | {o['stock_step']:.4f} | "
                      f"{o['scoring_pass']:.4f} | {o['train_step_k']:.4f} | {o['selection_step']:.4f} | "
                      f"{o['overhead_over_floor']:.3f} | {o['vs_stock']:.3f} |")
+    lines += ["", "## History store (single process, CPU)", "",
+              "Batch = hash the string keys, get, update (90% known keys, 10% new), plus the amortised "
+              "share of merging the fresh run into the main one (`merge s`: one merge). The dict "
+              "baseline does the same work per sample in Python (the paper's code); skipped where it "
+              "would not fit in memory. `exchange` rows: 2 gloo processes, one sharded get+update per step.", "",
+              "| keys | batch | store ms/batch | merge s | store keys/s | bytes/key | dict ms/batch | dict / store |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for h in history:
+        dict_ms = f"{h['dict_s_per_batch'] * 1e3:.2f}" if h.get("dict_s_per_batch") else "-"
+        ratio = f"{h['dict_vs_store']:.2f}" if h.get("dict_vs_store") else "-"
+        merge = f"{h['merge_s']:.3f}" if h.get("merge_s") is not None else "-"
+        label = f"exchange, 2 processes, keys drawn from {h['keys']:,}" if h.get("exchange") else f"{h['keys']:,}"
+        lines.append(f"| {label} | {h['batch']} | "
+                     f"{h['store_s_per_batch'] * 1e3:.2f} | {merge} | {h['store_keys_per_s']:,.0f} | "
+                     f"{h['store_bytes_per_key']:.1f} | {dict_ms} | {ratio} |")
     lines += ["", "Plots: " + ", ".join(sorted(p for p in os.listdir(root) if p.endswith(".png")))]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(root, "results.md"), "w") as f:
@@ -325,22 +485,24 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="Profile (default: quick).")
     p.add_argument("--out", default=None, help="Output folder (default: bench/results/<profile>).")
-    p.add_argument("--parts", default="accuracy,overhead",
-                   help="Comma-separated parts to run (default: accuracy,overhead).")
+    p.add_argument("--parts", default="accuracy,overhead,history",
+                   help="Comma-separated parts to run (default: accuracy,overhead,history).")
     args = p.parse_args(argv)
     cfg = PROFILES[args.profile]
     root = os.path.abspath(args.out or os.path.join(REPO, "bench", "results", args.profile))
     os.makedirs(root, exist_ok=True)
     started = time.time()
     parts = set(args.parts.split(","))
-    rows, audit_rows, curves, overhead = [], [], {}, []
+    rows, audit_rows, curves, overhead, history = [], [], {}, [], []
     if "accuracy" in parts:
         rows, audit_rows, curves = time_to_accuracy(cfg, root)
         plots(root, curves, audit_rows, cfg)
     if "overhead" in parts:
         log("[bench] step overhead ...")
         overhead = step_overhead(cfg)
-    print(write_report(root, args.profile, rows, audit_rows, overhead, started))
+    if "history" in parts:
+        history = history_throughput(cfg) + [exchange_throughput(cfg, root)]
+    print(write_report(root, args.profile, rows, audit_rows, overhead, history, started))
     return 0
 
 

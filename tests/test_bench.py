@@ -12,7 +12,8 @@ def test_bench_smoke_profile(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "## Time to accuracy" in result.stdout and "## Step overhead" in result.stdout
-    for name in ("results.md", "time_to_accuracy.csv", "audit.csv", "step_overhead.csv",
+    assert "## History store" in result.stdout
+    for name in ("results.md", "time_to_accuracy.csv", "audit.csv", "step_overhead.csv", "history_store.csv",
                  "rsum_vs_time_learning.png", "kept_precision_learning.png",
                  "distributions_learning_dissect-mome.png"):
         assert os.path.getsize(out / name) > 0, name

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from open_clip_dissect import strategies
-from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, load_state,
-                                         save_state, state_path)
+from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, save_state,
+                                         state_files, state_path)
 
 
 class ListLoader(list):
@@ -80,12 +80,12 @@ def test_nan_score_fails_with_step_and_key():
 def test_state_files_are_atomic_and_not_pt(tmp_path):
     path = state_path(str(tmp_path / "checkpoints" / "epoch_3.pt"))
     assert path.endswith("epoch_3.dissect-state") and not path.endswith(".pt")
-    (tmp_path / "checkpoints").mkdir()
     selector = Selector(strategies.make_strategy("dissect-mome"), ratio=0.5)
-    save_state(path, selector.state_dict())
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_3.dissect-state"]
+    written = save_state(path, selector.state_dict())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_3.dissect-state.rank0-of-1"]
+    assert state_files(path) == [written]
     other = Selector(strategies.make_strategy("dissect-warmup"), ratio=0.5)
     with pytest.raises(SystemExit, match="strategy 'dissect-mome'"):
-        other.load_state_dict(load_state(path), source=path)
+        other.load_state_files(state_files(path), rank=0)
     with pytest.raises(SystemExit, match="no selection state"):
-        load_state(str(tmp_path / "missing.dissect-state"))
+        state_files(str(tmp_path / "missing.dissect-state"))

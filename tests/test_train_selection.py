@@ -37,7 +37,7 @@ def test_strategy_runs_with_audit_and_state(strategy, tiny_data, tmp_path):
     for key in ("audit_kept_precision", "audit_clean_recall", "audit_auroc"):
         assert 0.0 <= last[key] <= 1.0
     assert last["audit_random_precision"] == pytest.approx(1 - 205 / 512, abs=0.01)
-    assert os.path.isfile(run / "checkpoints" / f"epoch_{epochs}.dissect-state")
+    assert os.path.isfile(run / "checkpoints" / f"epoch_{epochs}.dissect-state.rank0-of-1")
     assert not [p for p in os.listdir(run / "checkpoints") if p.endswith(".pt") and "state" in p]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(run / "tensorboard")).Reload()

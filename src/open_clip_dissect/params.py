@@ -50,6 +50,14 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
              "the contrastive batch size (default: shrink).",
     )
     group.add_argument(
+        "--selection-scope",
+        choices=("local", "global"),
+        default="local",
+        help="local: each rank keeps the top k of its own batch (the paper's setting); global: "
+             "the ranks rank the gathered global batch, keep k x world samples and exchange them "
+             "so every rank trains on k (default: local).",
+    )
+    group.add_argument(
         "--clipscore-scale",
         type=float,
         default=100.0,

@@ -20,7 +20,9 @@ from open_clip_train.precision import get_autocast
 
 from open_clip_dissect import audit as audit_lib
 from open_clip_dissect import strategies
+from open_clip_dissect.exchange import RankExchange
 from open_clip_dissect.history import HistoryStore, hash_keys
+from open_clip_dissect.sharded_history import ShardedHistoryStore, rank_file, saved_rank_files
 
 log = logging.getLogger(__name__)
 STATE_SUFFIX = ".dissect-state"  # never ".pt": OpenCLIP's --resume latest globs *.pt
@@ -32,14 +34,17 @@ class Selector:
 
     def __init__(self, strategy: strategies.Strategy, ratio: float, batch_mode: str = "shrink",
                  train_batch_size: Optional[int] = None, store: Optional[HistoryStore] = None,
-                 seed: int = 0, clipscore_scale: float = 100.0):
+                 seed: int = 0, clipscore_scale: float = 100.0, exchange: Optional[RankExchange] = None):
+        """``exchange`` set: global scope; every rank ranks the gathered global batch (the RNG
+        must then be seeded the same on every rank) and keeps ``k x world`` samples."""
         if not 0.0 < ratio <= 1.0:
             raise ValueError(f"--ratio must be in (0, 1], got {ratio}")
         self.strategy, self.ratio, self.batch_mode = strategy, ratio, batch_mode
         self.train_batch_size = train_batch_size
-        self.store = store if store is not None else HistoryStore()
+        self.store = store if store is not None else ShardedHistoryStore(HistoryStore())
         self.generator = torch.Generator().manual_seed(seed)
         self.clipscore_scale = clipscore_scale
+        self.exchange = exchange
 
     def num_kept(self, candidates: int) -> int:
         if self.batch_mode == "fixed":
@@ -51,21 +56,59 @@ class Selector:
         if self.strategy.needs_history:
             seen, score, _, _ = self.store.get(hashes)
             history = strategies.History(score.to(scores.curr.device), seen.to(scores.curr.device))
-        decision = self.strategy.decide(scores, history, self.num_kept(len(hashes)), epoch, self.generator)
+        if self.exchange is None:
+            decision = self.strategy.decide(scores, history, self.num_kept(len(hashes)), epoch, self.generator)
+        else:
+            decision = self._decide_global(len(hashes), scores, history, epoch)
         if self.strategy.needs_history:
             self.store.update(hashes, decision.new_history, epoch, decision.store_mask)
         return decision
+
+    def _decide_global(self, n, scores, history, epoch):
+        """Rank the gathered global batch; return this rank's rows (``kept``: its candidates
+        that were kept globally, any number; ``SelectingLoader`` rebalances)."""
+        ex = self.exchange
+        g_scores = strategies.BatchScores(
+            ex.gather(scores.curr), None if scores.loss is None else ex.gather(scores.loss))
+        g_history = None if history is None else strategies.History(
+            ex.gather(history.score), ex.gather(history.seen))
+        g = self.strategy.decide(g_scores, g_history, self.num_kept(n) * ex.world_size, epoch, self.generator)
+        bad = torch.isnan(g.rank).nonzero()
+        if len(bad) and int(bad[0, 0]) // n != ex.rank:  # the owning rank names the sample
+            raise FloatingPointError(f"NaN selection score on rank {int(bad[0, 0]) // n}")
+        rows = slice(ex.rank * n, (ex.rank + 1) * n)
+        kept = torch.zeros(len(g.rank), dtype=torch.bool, device=g.rank.device)
+        kept[g.kept] = True
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return strategies.Decision(kept[rows].nonzero().squeeze(1), g.rank[rows], g.hist[rows],
+                                   pick(g.new_history), pick(g.store_mask))
 
     def state_dict(self) -> dict:
         return {"strategy": self.strategy.name, "ratio": self.ratio, "batch_mode": self.batch_mode,
                 "store": self.store.state_dict(), "generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict, source: str = "state") -> None:
+    def check_strategy(self, state: dict, source: str) -> None:
         if state.get("strategy") != self.strategy.name:
             raise SystemExit(f"--resume: {source} holds selection state of strategy "
                              f"{state.get('strategy')!r}, but --selection is {self.strategy.name!r}")
+
+    def load_state_dict(self, state: dict, source: str = "state") -> None:
+        self.check_strategy(state, source)
         self.store.load_state_dict(state["store"])
         self.generator.set_state(state["generator"])
+
+    def load_state_files(self, files: list, rank: int) -> None:
+        """Resume from the rank files of a saved state. Same world size: this rank's file, exact.
+        Another world size (elastic): the history keys this rank now owns, from every file;
+        the RNG of the same rank if it existed, else a fresh one."""
+        first = load_state(files[min(rank, len(files) - 1)])
+        self.check_strategy(first, files[0])
+        if len(files) == self.store.world_size:
+            self.load_state_dict(first, source=files[rank])
+            return
+        self.store.load_rank_files(files)
+        if rank < len(files):
+            self.generator.set_state(first["generator"])
 
 
 # ----------------------------------------------------------------------------- epoch records
@@ -114,6 +157,7 @@ class SelectingLoader:
         per_step = selector.num_kept(args.selection_candidates)
         self.num_samples = loader.num_batches * per_step * args.world_size
         self.candidates_seen = 0
+        self.trained = 0
         self.time_scoring = 0.0
         self.time_training = 0.0
 
@@ -163,11 +207,16 @@ class SelectingLoader:
                             torch.as_tensor(noisy, dtype=torch.int8))
             window.append((scores.curr, decision.hist, decision.rank, len(decision.kept), len(keys)))
             self.candidates_seen += len(keys)
-            kept = decision.kept
+            if self.selector.exchange is None:
+                train_images, train_texts = images[decision.kept], texts[decision.kept]
+            else:
+                train_images, train_texts = self.selector.exchange.rebalance(
+                    images, texts, decision.kept, self.selector.num_kept(len(keys)))
+            self.trained += len(train_images)
             self.time_scoring += time.perf_counter() - start
 
             start = time.perf_counter()
-            yield images[kept], texts[kept]
+            yield train_images, train_texts
             self.time_training += time.perf_counter() - start
 
             last_micro = (i + 1) % args.accum_freq == 0
@@ -214,24 +263,39 @@ def report(args, tb_writer, values: dict, step: int) -> None:
 
 def state_path(checkpoint_path: str) -> str:
     """Selection state that belongs to an OpenCLIP checkpoint: ``epoch_3.pt`` ->
-    ``epoch_3.dissect-state`` in the same folder (found from the checkpoint, whatever --name)."""
+    ``epoch_3.dissect-state`` in the same folder (found from the checkpoint, whatever --name).
+    Each rank writes its own file ``epoch_3.dissect-state.rank<r>-of-<W>``."""
     base = checkpoint_path[:-3] if checkpoint_path.endswith(".pt") else checkpoint_path
     return base + STATE_SUFFIX
 
 
-def save_state(path: str, state: dict) -> None:
-    """Write atomically: a temp file in the same folder, then rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save({"format": STATE_FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+def save_state(path: str, state: dict, rank: int = 0, world_size: int = 1) -> str:
+    """Write this rank's file atomically: a temp file in the same folder, then rename."""
+    target = rank_file(path, rank, world_size)
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    torch.save({"format": STATE_FORMAT, "rank": rank, "world_size": world_size, **state}, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def remove_state(path: str) -> None:
+    for name in saved_rank_files(path, check=False):
+        os.remove(name)
+
+
+def state_files(path: str) -> list:
+    """The rank files of a saved state; a clear error when there are none."""
+    files = saved_rank_files(path)
+    if not files:
+        raise SystemExit(
+            f"--resume: the checkpoint has no selection state (expected {rank_file(path, 0, 1)} or "
+            f"its per-rank siblings). Resume with the --selection it was trained with, or pass "
+            f"--selection-reset-history to start the history afresh.")
+    return files
 
 
 def load_state(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise SystemExit(
-            f"--resume: the checkpoint has no selection state (expected {path}). Resume with the "
-            f"--selection it was trained with, or pass --selection-reset-history to start the "
-            f"history afresh.")
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("format") != STATE_FORMAT:
         raise SystemExit(f"--resume: {path} has selection-state format {state.get('format')}, "

@@ -21,10 +21,12 @@ from open_clip_dissect import data as data_lib
 from open_clip_dissect import record as record_lib
 from open_clip_dissect import strategies
 from open_clip_dissect.audit import NoisyKeyList, audit
+from open_clip_dissect.exchange import RankExchange
 from open_clip_dissect.history import HistoryStore
 from open_clip_dissect.retrieval import evaluate_retrieval
-from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, load_state, report,
-                                         save_state, state_path)
+from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, remove_state,
+                                         report, save_state, state_files, state_path)
+from open_clip_dissect.sharded_history import ShardedHistoryStore
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +111,25 @@ class TrainingSession:
 
     def _start(self, args, epoch):
         strategy = strategies.make_strategy(args.selection, args.dissect_momentum, args.dissect_warmup_epochs)
-        selector = Selector(strategy, args.ratio, args.selection_batch_mode, args.batch_size,
-                            HistoryStore(args.history_device), seed=args.seed + args.rank,
-                            clipscore_scale=args.clipscore_scale)
+        comm_device = args.device if torch.device(args.device).type == "cuda" else "cpu"
+        store = ShardedHistoryStore(HistoryStore(args.history_device), args.rank, args.world_size,
+                                    comm_device=comm_device)
+        exchange = None
+        if args.selection_scope == "global" and args.world_size > 1:
+            exchange = RankExchange(args.rank, args.world_size)
+        # Global scope: every rank takes the same decision, so the RNG is seeded alike.
+        seed = args.seed if exchange is not None else args.seed + args.rank
+        selector = Selector(strategy, args.ratio, args.selection_batch_mode, args.batch_size, store,
+                            seed=seed, clipscore_scale=args.clipscore_scale, exchange=exchange)
         if args.noisy_keys:
             self.noisy_keys = NoisyKeyList(args.noisy_keys)
             log.info(f"Noise audit: {len(self.noisy_keys)} noisy keys listed in {args.noisy_keys}")
         resumed = args.resume is not None and epoch > 0
         if resumed and not args.selection_reset_history:
-            path = state_path(args.resume)
-            selector.load_state_dict(load_state(path), source=path)
-            log.info(f"Selection state restored from {path} ({len(selector.store)} samples in history)")
+            files = state_files(state_path(args.resume))
+            selector.load_state_files(files, args.rank)
+            log.info(f"Selection state restored from {len(files)} rank file(s) of {state_path(args.resume)} "
+                     f"({len(selector.store)} samples in this rank's history)")
         return selector
 
     def _end_epoch(self, args, epoch, view, record, tb_writer):
@@ -127,10 +137,12 @@ class TrainingSession:
         completed = epoch + 1
         summary = {"epoch": completed, "selection": args.selection, "ratio": args.ratio,
                    "candidates": view.candidates_seen * args.world_size,
-                   "kept": int(columns["kept"].sum()) * args.world_size,
+                   "kept": view.trained * args.world_size,
                    "time_scoring": view.time_scoring, "time_training": view.time_training,
                    "history_size": len(self.selector.store)}
         summary.update({f"audit_{k}": v for k, v in audit(columns["delta"], columns["kept"], columns["noisy"]).items()})
+        if args.logs and args.logs.lower() != "none":
+            self._save_state(args, completed)  # every rank writes its own file
         if args.rank != 0:
             return
         if "audit_kept_precision" in summary:
@@ -146,18 +158,14 @@ class TrainingSession:
         if args.selection_record:
             record_lib.write_epoch(args.selection_record, epoch, record.keys, columns)
             record_lib.plot_distributions(args.selection_record)
-        if args.save_logs:
-            self._save_state(args, completed)
 
     def _save_state(self, args, completed):
         """Mirror the checkpoint files ``open_clip_train.main`` writes after this epoch."""
         state = self.selector.state_dict()
-        ckpt = lambda name: os.path.join(args.checkpoint_path, name)  # noqa: E731
+        ckpt = lambda name: state_path(os.path.join(args.checkpoint_path, name))  # noqa: E731
         if completed == args.epochs or (args.save_frequency > 0 and completed % args.save_frequency == 0):
-            save_state(state_path(ckpt(f"epoch_{completed}.pt")), state)
+            save_state(ckpt(f"epoch_{completed}.pt"), state, args.rank, args.world_size)
         if args.delete_previous_checkpoint:
-            previous = state_path(ckpt(f"epoch_{completed - 1}.pt"))
-            if os.path.exists(previous):
-                os.remove(previous)
+            remove_state(ckpt(f"epoch_{completed - 1}.pt"))
         if args.save_most_recent:
-            save_state(state_path(ckpt("epoch_latest.pt")), state)
+            save_state(ckpt("epoch_latest.pt"), state, args.rank, args.world_size)
