@@ -191,3 +191,19 @@ def test_validation_loader_is_upstreams(tiny_data):
     val = data.get_data(args, (preprocess, preprocess), tokenizer=open_clip.get_tokenizer(TINY))["val"]
     batches = list(val.dataloader)
     assert all(len(b) == 2 for b in batches) and sum(len(b[0]) for b in batches) == 64
+
+
+def test_keep_list_restricts_training_stream(tiny_data, tmp_path):
+    kept = [f"{tiny_data.root}/train/0000{i // 128}.tar/{i:08d}" for i in range(0, 512, 3)]  # 171 keys
+    (tmp_path / "keys.txt").write_text("\n".join(kept) + "\n")
+    loader = _train_loader(_args("--train-data", tiny_data.train, "--dataset-type", "webdataset",
+                                 "--keep-list", str(tmp_path)))
+    assert loader.num_samples == 192  # 171 samples rounded up to whole batches of 32
+    keys = _keys(loader)
+    assert len(keys) == 192 and set(keys) <= set(kept)  # only listed samples
+    assert len(set(keys)) >= 160  # a full pass over the list (the rest of the epoch repeats some)
+    rows = [str(i) for i in range(0, 512, 3)]
+    (tmp_path / "rows.txt").write_text("\n".join(rows))
+    csv_keys = _keys(_train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv",
+                                         "--keep-list", str(tmp_path / "rows.txt"))))
+    assert set(csv_keys) <= set(rows) and len(csv_keys) == 160  # 171 rows, whole batches of 32

@@ -3,7 +3,7 @@ from typing import Dict
 
 import torch
 
-from open_clip_dissect.history import hash_keys
+from open_clip_dissect.keyset import KeySet
 
 
 def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
@@ -47,23 +47,14 @@ def audit(rank: torch.Tensor, kept: torch.Tensor, noisy: torch.Tensor) -> Dict[s
 
 
 class NoisyKeyList:
-    """``--noisy-keys FILE``: one key per line; listed keys are noisy, all others clean.
-    Membership is a ``searchsorted`` over the sorted key hashes (no per-sample Python)."""
+    """``--noisy-keys FILE``: one key per line; listed keys are noisy, all others clean."""
 
     def __init__(self, path: str):
-        try:
-            with open(path) as f:
-                keys = [line.strip() for line in f if line.strip()]
-        except OSError as exn:
-            raise SystemExit(f"--noisy-keys: cannot read {path}: {exn}") from None
-        self.hashes = torch.sort(hash_keys(keys)).values
+        self.keys = KeySet.from_file(path, "--noisy-keys")
 
     def __len__(self):
-        return len(self.hashes)
+        return len(self.keys)
 
     def label(self, hashes: torch.Tensor) -> torch.Tensor:
         """int8 per hash: 1 if listed (noisy), else 0."""
-        if len(self.hashes) == 0:
-            return torch.zeros(len(hashes), dtype=torch.int8)
-        pos = torch.searchsorted(self.hashes, hashes).clamp_max(len(self.hashes) - 1)
-        return (self.hashes[pos] == hashes).to(torch.int8)
+        return self.keys.contains(hashes).to(torch.int8)

@@ -181,6 +181,92 @@ def evaluate(argv) -> int:
     return 0
 
 
+def embed_command(argv) -> int:
+    p = argparse.ArgumentParser(prog="open-clip-dissect embed", description=(
+        "Image and text embeddings of a frozen (oracle) CLIP model, keyed by sample; resumable."))
+    p.add_argument("--model", required=True, help="OpenCLIP model config (anything create_model takes).")
+    p.add_argument("--checkpoint", default=None, help="Local weights file (default: None, random init).")
+    p.add_argument("--data", required=True, help="webdataset shards (brace pattern) or a .csv/.tsv.")
+    p.add_argument("--out", required=True, help="Output folder (re-running resumes it).")
+    p.add_argument("--batch-size", type=int, default=256, help="Batch size (default: 256).")
+    p.add_argument("--workers", type=int, default=1, help="Data-loader workers (default: 1).")
+    p.add_argument("--device", default="cpu", help="Device (default: cpu).")
+    p.add_argument("--precision", default="fp32", help="OpenCLIP precision (default: fp32).")
+    p.add_argument("--sample-key", choices=("url+key", "key"), default="url+key",
+                   help="Key of a webdataset sample, as in training (default: url+key).")
+    p.add_argument("--csv-img-key", default="filepath", help="csv image column (default: filepath).")
+    p.add_argument("--csv-caption-key", default="title", help="csv caption column (default: title).")
+    p.add_argument("--csv-key-key", default=None, help="csv key column (default: row index).")
+    p.add_argument("--csv-separator", default="\t", help="csv separator (default: tab).")
+    p.add_argument("--quiet", action="store_true", help="No progress bar (default: show it).")
+    args = p.parse_args(argv)
+    from open_clip_dissect.embeddings import embed
+
+    index = embed(args.model, args.checkpoint, args.data, args.out, args.batch_size, args.workers,
+                  args.device, args.precision, args.sample_key, args.csv_img_key, args.csv_caption_key,
+                  args.csv_key_key, args.csv_separator, progress=not args.quiet)
+    print(f"{sum(p['count'] for p in index['parts'].values())} samples in {len(index['parts'])} parts: {args.out}")
+    return 0
+
+
+def score_command(argv) -> int:
+    from open_clip_dissect import coreset
+
+    p = argparse.ArgumentParser(prog="open-clip-dissect score", description=(
+        "Scores of every sample from its oracle embeddings, into one parquet (key + a column each)."))
+    p.add_argument("--embeddings", required=True, help="Folder written by `embed`.")
+    p.add_argument("--scores", nargs="+", required=True, choices=coreset.SCORES, help="Scores to compute.")
+    p.add_argument("--target", default=None,
+                   help="`embed` folder of the target set (normsim2, normsiminf, vas) (default: None).")
+    p.add_argument("--out", required=True, help="Output parquet file.")
+    p.add_argument("--clipscore-scale", type=float, default=100.0, help="w of CLIPScore (default: 100).")
+    p.add_argument("--negcliploss-batch-size", type=int, default=32768,
+                   help="Batch size of the random batchings (default: 32768, as in the paper).")
+    p.add_argument("--negcliploss-repeats", type=int, default=10,
+                   help="K random batchings averaged (default: 10, as in the paper).")
+    p.add_argument("--vas-d-fraction", type=float, default=0.3,
+                   help="vas-d: fraction of the pool its rounds end at (default: 0.3).")
+    p.add_argument("--vas-d-rounds", type=int, default=5, help="vas-d: rounds (default: 5).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the batchings (default: 0).")
+    args = p.parse_args(argv)
+    from open_clip_dissect.embeddings import load_embeddings
+
+    frame, image, text, index = load_embeddings(args.embeddings)
+    target = load_embeddings(args.target)[1] if args.target else None
+    columns = coreset.compute_scores(
+        args.scores, image, text, index["tau"], target, args.clipscore_scale, args.negcliploss_batch_size,
+        args.negcliploss_repeats, args.vas_d_fraction, args.vas_d_rounds, args.seed)
+    for name, values in columns.items():
+        frame[name] = values
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    frame.to_parquet(args.out + ".tmp", index=False)
+    os.replace(args.out + ".tmp", args.out)
+    print(f"{len(frame)} samples scored ({', '.join(args.scores)}): {args.out}")
+    return 0
+
+
+def filter_command(argv) -> int:
+    from open_clip_dissect import coreset
+
+    p = argparse.ArgumentParser(prog="open-clip-dissect filter", description=(
+        "Keep-list by rules applied in order: each keeps the top fraction of the pool size among "
+        "the survivors of the previous ones."))
+    p.add_argument("--scores", required=True, help="Parquet written by `score`.")
+    p.add_argument("--keep", action="append", required=True, metavar="SCORE:FRACTION",
+                   help="A rule, e.g. negcliploss:0.3; repeat to chain (applied in order).")
+    p.add_argument("--out", required=True,
+                   help="Output folder: keys.txt (for --keep-list) and uids.npy (DataComp format) "
+                        "when the samples carry 32-hex uids.")
+    args = p.parse_args(argv)
+    import pandas as pd
+
+    frame = pd.read_parquet(args.scores)
+    rows = coreset.apply_rules(frame, coreset.parse_rules(args.keep))
+    summary = coreset.write_keep_list(frame, rows, args.out)
+    print(json.dumps(summary))
+    return 0
+
+
 def train(argv) -> int:
     from open_clip_dissect.main import main as train_main
 
@@ -192,6 +278,9 @@ COMMANDS = {
     "make-data": (make_data, "make-data: write the synthetic noisy image-text data set"),
     "summary": (summary, "summary RUN_DIR: print a run's validation retrieval metrics"),
     "eval": (evaluate, "eval: zero-shot retrieval of a checkpoint, several captions per image"),
+    "embed": (embed_command, "embed: a frozen model's embeddings of a data set, keyed by sample"),
+    "score": (score_command, "score: clipscore/negcliploss/normsim/vas scores from embeddings"),
+    "filter": (filter_command, "filter: a keep-list from score rules (--keep-list for training)"),
 }
 
 

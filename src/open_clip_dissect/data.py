@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import random
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,8 @@ from webdataset.tariterators import base_plus_ext, tar_file_expander, url_opener
 
 import open_clip_train.data as upstream
 
+from open_clip_dissect.history import hash_keys
+from open_clip_dissect.keyset import KeySet
 from open_clip_dissect.patching import swapped
 
 log = logging.getLogger(__name__)
@@ -179,6 +182,15 @@ def collate_keyed(samples):
     return torch.stack(images), torch.stack(texts), list(keys), torch.tensor(noisy, dtype=torch.int8)
 
 
+def keep_listed(keep: KeySet, mode: str):
+    """Drop samples whose key is not in ``--keep-list``, before anything is decoded."""
+    def _filter(src):
+        for sample in src:
+            if make_sample_key(sample["__url__"], sample["__key__"], mode) in keep:
+                yield sample
+    return _filter
+
+
 def check_local_shards(urls, flag: str = "--train-data") -> None:
     """Fail before training, naming the flag and file, when a local shard does not exist."""
     local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
@@ -204,8 +216,11 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
     check_local_shards(urls)
 
     num_shards = None
+    keep = KeySet.from_file(args.keep_list, "--keep-list") if args.keep_list else None
     if args.train_num_samples is not None:
         num_samples = args.train_num_samples
+    elif keep is not None:
+        num_samples = len(keep)  # an epoch is one pass over the kept samples
     else:
         num_samples, num_shards = upstream.get_dataset_size(input_shards)
         if not num_samples:
@@ -237,8 +252,10 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
             wds.split_by_node,
             wds.split_by_worker,
         ]
+    pipeline.append(tarfile_to_samples_nothrow)
+    if keep is not None:
+        pipeline.append(keep_listed(keep, args.sample_key))
     pipeline.extend([
-        tarfile_to_samples_nothrow,
         SeededShuffle(upstream._SAMPLE_SHUFFLE_SIZE, upstream._SAMPLE_SHUFFLE_INITIAL,
                       seed=args.seed, shared_epoch=shared_epoch),
         drop_incomplete_samples,
@@ -283,7 +300,7 @@ class KeyedCsvDataset(upstream.CsvDataset):
     the ``noisy`` label when the file has a ``noisy`` column."""
 
     def __init__(self, input_filename, transforms, img_key, caption_key, sep="\t", tokenizer=None,
-                 key_column=None):
+                 key_column=None, keep: Optional[KeySet] = None):
         if not os.path.isfile(input_filename):
             raise FileNotFoundError(f"--train-data: csv file not found: {input_filename}")
         header = pd.read_csv(input_filename, sep=sep, nrows=0).columns
@@ -299,6 +316,11 @@ class KeyedCsvDataset(upstream.CsvDataset):
         n = len(self.captions)
         self.keys = columns[key_column].tolist() if key_column else [str(i) for i in range(n)]
         self.noisy = [noisy_flag(v) for v in columns["noisy"]] if "noisy" in extra else [-1] * n
+        if keep is not None:  # --keep-list: only the listed rows
+            rows = keep.contains(hash_keys(self.keys)).nonzero().squeeze(1).tolist()
+            for name in ("images", "captions", "keys", "noisy"):
+                values = getattr(self, name)
+                setattr(self, name, [values[i] for i in rows])
 
     def __getitem__(self, idx):
         images, texts = super().__getitem__(idx)
@@ -315,13 +337,16 @@ class KeyedSyntheticDataset(upstream.SyntheticDataset):
 
 def get_keyed_csv_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer=None):
     """``open_clip_train.data.get_csv_dataset`` building a KeyedCsvDataset."""
-    cls = functools.partial(KeyedCsvDataset, key_column=args.csv_key_key)
+    keep = KeySet.from_file(args.keep_list, "--keep-list") if args.keep_list else None
+    cls = functools.partial(KeyedCsvDataset, key_column=args.csv_key_key, keep=keep)
     with swapped(upstream, CsvDataset=cls):
         return upstream.get_csv_dataset(args, preprocess_fn, is_train, epoch, tokenizer)
 
 
 def get_keyed_synthetic_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer=None):
     """``open_clip_train.data.get_synthetic_dataset`` building a KeyedSyntheticDataset."""
+    if args.keep_list:
+        raise SystemExit("--keep-list needs --dataset-type webdataset or csv")
     with swapped(upstream, SyntheticDataset=KeyedSyntheticDataset):
         return upstream.get_synthetic_dataset(args, preprocess_fn, is_train, epoch, tokenizer)
 

@@ -114,6 +114,15 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
              "results.jsonl, TensorBoard and wandb (default: None).",
     )
     group.add_argument(
+        "--keep-list",
+        type=str,
+        default=None,
+        help="Train only on the samples whose keys are listed (a file with one key per line, or "
+             "the folder `open-clip-dissect filter` wrote); other samples are skipped before "
+             "decoding, and without --train-num-samples an epoch is one pass over the list "
+             "(default: None, all samples).",
+    )
+    group.add_argument(
         "--sample-key",
         choices=SAMPLE_KEY_CHOICES,
         default="url+key",
@@ -165,6 +174,8 @@ def validate_args(args) -> None:
         raise SystemExit(f"--dissect-momentum must be in [0, 1), got {args.dissect_momentum}")
     if args.dissect_warmup_epochs < 0:
         raise SystemExit(f"--dissect-warmup-epochs must be >= 0, got {args.dissect_warmup_epochs}")
+    if args.keep_list is not None and not os.path.exists(args.keep_list):
+        raise SystemExit(f"--keep-list: not found: {args.keep_list}")
     if args.noisy_keys is not None and not os.path.isfile(args.noisy_keys):
         raise SystemExit(f"--noisy-keys: file not found: {args.noisy_keys}")
     if args.clipscore_scale <= 0:

@@ -33,7 +33,7 @@ class Selector:
     """Strategy + history + RNG: ranks one candidate batch and updates the history."""
 
     def __init__(self, strategy: strategies.Strategy, ratio: float, batch_mode: str = "shrink",
-                 train_batch_size: Optional[int] = None, store: Optional[HistoryStore] = None,
+                 train_batch_size: Optional[int] = None, store: Optional[ShardedHistoryStore] = None,
                  seed: int = 0, clipscore_scale: float = 100.0, exchange: Optional[RankExchange] = None):
         """``exchange`` set: global scope; every rank ranks the gathered global batch (the RNG
         must then be seeded the same on every rank) and keeps ``k x world`` samples."""
@@ -101,10 +101,11 @@ class Selector:
         """Resume from the rank files of a saved state. Same world size: this rank's file, exact.
         Another world size (elastic): the history keys this rank now owns, from every file;
         the RNG of the same rank if it existed, else a fresh one."""
-        first = load_state(files[min(rank, len(files) - 1)])
-        self.check_strategy(first, files[0])
+        source = files[min(rank, len(files) - 1)]
+        first = load_state(source)
+        self.check_strategy(first, source)
         if len(files) == self.store.world_size:
-            self.load_state_dict(first, source=files[rank])
+            self.load_state_dict(first, source=source)
             return
         self.store.load_rank_files(files)
         if rank < len(files):

@@ -1,0 +1,99 @@
+"""Offline scoring and filtering of a pool from its oracle embeddings (``score`` and ``filter``).
+
+Filter rules apply in order, each keeping the top fraction *of the pool size* among the samples
+the previous rules kept (the papers' chains: ``negcliploss:0.3`` then ``normsiminf:0.2`` keeps 30%
+of the pool by negCLIPLoss, then the best 20% of the pool among those by NormSim-inf)."""
+import math
+import os
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from open_clip_dissect import oracle_scores
+from open_clip_dissect.keyset import KEY_LIST_NAME
+
+SCORES = ("clipscore", "negcliploss", "normsim2", "normsiminf", "vas", "vas-d")
+NEEDS_TARGET = ("normsim2", "normsiminf", "vas")
+
+
+def compute_scores(names: Sequence[str], image: torch.Tensor, text: torch.Tensor, tau: float,
+                   target: torch.Tensor = None, clipscore_scale: float = 100.0,
+                   negcliploss_batch_size: int = 32768, negcliploss_repeats: int = 10,
+                   vas_d_fraction: float = 0.3, vas_d_rounds: int = 5, seed: int = 0) -> dict:
+    unknown = [n for n in names if n not in SCORES]
+    if unknown:
+        raise SystemExit(f"--scores: unknown {unknown}; choose from {list(SCORES)}")
+    if target is None and any(n in NEEDS_TARGET for n in names):
+        raise SystemExit(f"--target: needed for {[n for n in names if n in NEEDS_TARGET]}")
+    out = {}
+    for name in names:
+        if name == "clipscore":
+            out[name] = oracle_scores.clipscore(image, text, clipscore_scale)
+        elif name == "negcliploss":
+            out[name] = oracle_scores.negcliploss(image, text, tau, negcliploss_batch_size, negcliploss_repeats, seed)
+        elif name == "normsim2":
+            out[name] = oracle_scores.normsim(image, target, p=2)
+        elif name == "normsiminf":
+            out[name] = oracle_scores.normsim(image, target, p=math.inf)
+        elif name == "vas":
+            out[name] = oracle_scores.vas(image, target)
+        else:
+            out[name] = oracle_scores.vas_d(image, vas_d_fraction, vas_d_rounds)
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def parse_rules(rules: Sequence[str]) -> List[Tuple[str, float]]:
+    parsed = []
+    for rule in rules:
+        name, _, fraction = rule.partition(":")
+        try:
+            value = float(fraction)
+        except ValueError:
+            raise SystemExit(f"--keep: {rule!r} is not SCORE:FRACTION") from None
+        if not 0.0 < value <= 1.0:
+            raise SystemExit(f"--keep: fraction in {rule!r} must be in (0, 1]")
+        parsed.append((name, value))
+    return parsed
+
+
+def apply_rules(frame: pd.DataFrame, rules: Sequence[Tuple[str, float]]) -> np.ndarray:
+    """Row indices kept by the chain (each step: top fraction of the pool size among survivors)."""
+    alive = np.arange(len(frame))
+    for name, fraction in rules:
+        if name not in frame.columns:
+            raise SystemExit(f"--keep: no score column {name!r} (columns: {list(frame.columns)})")
+        count = min(len(alive), max(1, round(fraction * len(frame))))
+        order = np.argsort(-frame[name].to_numpy()[alive], kind="stable")
+        alive = np.sort(alive[order[:count]])
+    return alive
+
+
+def datacomp_uids(uids: Sequence[str]) -> np.ndarray:
+    """DataComp keep-list: each 32-hex uid as two uint64 (first/last 16 digits), sorted."""
+    pairs = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in uids],
+                     dtype=np.dtype("u8,u8"))
+    return np.sort(pairs)
+
+
+def write_keep_list(frame: pd.DataFrame, rows: np.ndarray, out_dir: str) -> dict:
+    os.makedirs(out_dir, exist_ok=True)
+    kept = frame.iloc[rows]
+    tmp = os.path.join(out_dir, KEY_LIST_NAME + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("\n".join(kept["key"].astype(str)) + "\n")
+    os.replace(tmp, os.path.join(out_dir, KEY_LIST_NAME))
+    summary = {"pool": len(frame), "kept": len(kept)}
+    uids = kept["uid"].astype(str) if "uid" in kept else pd.Series([], dtype=str)
+    if len(uids) and uids.str.fullmatch(r"[0-9a-fA-F]{32}").all():
+        with open(os.path.join(out_dir, "uids.npy.tmp"), "wb") as f:
+            np.save(f, datacomp_uids(uids.tolist()))
+        os.replace(os.path.join(out_dir, "uids.npy.tmp"), os.path.join(out_dir, "uids.npy"))
+        summary["uids"] = "uids.npy"
+    if "noisy" in frame and (frame["noisy"] >= 0).any():
+        known = frame["noisy"] >= 0
+        summary["noisy_fraction_pool"] = float((frame["noisy"][known] == 1).mean())
+        k = kept["noisy"] >= 0
+        summary["noisy_fraction_kept"] = float((kept["noisy"][k] == 1).mean()) if k.any() else float("nan")
+    return summary

@@ -1,0 +1,175 @@
+"""``open-clip-dissect embed``: a frozen CLIP model's image and text embeddings, keyed by sample.
+
+Output folder: one part per input shard (or per ``part_size`` csv rows), each written atomically
+as ``part-NNNNN.image.npy``, ``part-NNNNN.text.npy`` (float32, L2-normalised) and
+``part-NNNNN.keys.parquet`` (``key`` as in training records, ``uid`` when the sample has one,
+``noisy`` when known), plus ``index.json`` (model, checkpoint, the model's temperature, parts
+done). A re-run skips the parts already in the index, so an interrupted run resumes.
+"""
+import json
+import logging
+import os
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+log = logging.getLogger(__name__)
+INDEX = "index.json"
+
+
+def _write_json(path, obj):
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def _save_npy(path, array):
+    with open(path + ".tmp", "wb") as f:
+        np.save(f, array)
+    os.replace(path + ".tmp", path)
+
+
+def _wds_part(url, preprocess, tokenizer, batch_size, workers, sample_key):
+    """Batches ``(images, texts, keys, uids, noisy)`` of one shard, in shard order."""
+    import webdataset as wds
+
+    from open_clip_dissect import data
+
+    def uid_of(sample):
+        meta = sample.get("json")
+        sample["uid"] = str(meta.get("uid", "")) if isinstance(meta, dict) else ""
+        return sample
+
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList([url]), data.tarfile_to_samples_nothrow, data.drop_incomplete_samples,
+        data.decode_or_skip, data.attach_key_and_label(sample_key), wds.map(uid_of),
+        wds.rename(image="jpg;png;jpeg;webp", text="txt"),
+        wds.map_dict(image=preprocess, text=lambda text: tokenizer(text)[0]),
+        wds.to_tuple("image", "text", "key", "uid", "noisy"),
+        wds.batched(batch_size, partial=True, collation_fn=_collate))
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=min(workers, 1))
+
+
+def _collate(samples):
+    images, texts, keys, uids, noisy = zip(*samples)
+    return torch.stack(images), torch.stack(texts), list(keys), list(uids), torch.tensor(noisy, dtype=torch.int8)
+
+
+class _CsvRows(torch.utils.data.Dataset):
+    def __init__(self, frame, img_key, caption_key, preprocess, tokenizer):
+        self.frame, self.img_key, self.caption_key = frame, img_key, caption_key
+        self.preprocess, self.tokenizer = preprocess, tokenizer
+
+    def __len__(self):
+        return len(self.frame)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        row = self.frame.iloc[i]
+        with Image.open(row[self.img_key]) as image:
+            pixels = self.preprocess(image.convert("RGB"))
+        from open_clip_dissect.data import noisy_flag
+
+        return (pixels, self.tokenizer([str(row[self.caption_key])])[0], row["__key__"],
+                str(row["uid"]) if "uid" in row.index else "", noisy_flag(row.get("noisy")))
+
+
+def _csv_parts(path, part_size, img_key, caption_key, key_column, sep):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--data: csv file not found: {path}")
+    frame = pd.read_csv(path, sep=sep, dtype={key_column: str} if key_column else None)
+    for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key), ("--csv-key-key", key_column)):
+        if column is not None and column not in frame.columns:
+            raise SystemExit(f"{flag}: column {column!r} not in {path}")
+    frame["__key__"] = frame[key_column].astype(str) if key_column else [str(i) for i in range(len(frame))]
+    for start in range(0, len(frame), part_size):
+        yield f"{path}[{start}:{start + part_size}]", frame.iloc[start:start + part_size]
+
+
+def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, batch_size: int = 256,
+          workers: int = 1, device: str = "cpu", precision: str = "fp32", sample_key: str = "url+key",
+          img_key: str = "filepath", caption_key: str = "title", key_column: Optional[str] = None,
+          sep: str = "\t", part_size: int = 100_000, progress: bool = True) -> dict:
+    import open_clip
+    from open_clip_train.data import expand_urls
+    from open_clip_train.precision import get_autocast
+    from tqdm import tqdm
+
+    os.makedirs(out_dir, exist_ok=True)
+    index_path = os.path.join(out_dir, INDEX)
+    index = {"model": model_name, "checkpoint": checkpoint, "data": data, "parts": {}}
+    if os.path.isfile(index_path):
+        with open(index_path) as f:
+            previous = json.load(f)
+        if (previous["model"], previous["checkpoint"]) != (model_name, checkpoint):
+            raise SystemExit(f"--out: {out_dir} holds embeddings of {previous['model']} / "
+                             f"{previous['checkpoint']}; use another folder")
+        index = previous
+    if checkpoint and not os.path.isfile(checkpoint):
+        raise SystemExit(f"--checkpoint: not found: {checkpoint}")
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        model_name, precision=precision, device=device, output_dict=True)
+    if checkpoint:
+        open_clip.load_checkpoint(model, checkpoint, weights_only=False)
+    model.eval()
+    index["logit_scale"] = float(model.logit_scale.exp())
+    index["tau"] = 1.0 / index["logit_scale"]
+    tokenizer = open_clip.get_tokenizer(model_name)
+    autocast = get_autocast(precision, device_type=torch.device(device).type)
+    input_dtype = open_clip.get_input_dtype(precision)
+
+    if data.endswith((".csv", ".tsv")):
+        parts = [(source, lambda frame=frame: torch.utils.data.DataLoader(
+            _CsvRows(frame, img_key, caption_key, preprocess, tokenizer), batch_size=batch_size,
+            num_workers=workers, collate_fn=_collate))
+            for source, frame in _csv_parts(data, part_size, img_key, caption_key, key_column, sep)]
+    else:
+        from open_clip_dissect.data import check_local_shards
+
+        urls = expand_urls(data)[0]
+        check_local_shards(urls, flag="--data")
+        parts = [(url, lambda url=url: _wds_part(url, preprocess, tokenizer, batch_size, workers, sample_key))
+                 for url in urls]
+    bar = tqdm(total=len(parts), desc="embed", unit="part", disable=not progress)
+    for i, (source, make_loader) in enumerate(parts):
+        name = f"part-{i:05d}"
+        if name in index["parts"]:
+            bar.update(1)
+            continue
+        images, texts, keys, uids, noisy = [], [], [], [], []
+        with torch.no_grad():
+            for batch_images, batch_texts, batch_keys, batch_uids, batch_noisy in make_loader():
+                with autocast():
+                    images.append(model.encode_image(batch_images.to(device, input_dtype), normalize=True).float().cpu())
+                    texts.append(model.encode_text(batch_texts.to(device), normalize=True).float().cpu())
+                keys += batch_keys
+                uids += batch_uids
+                noisy.append(batch_noisy)
+        if images:
+            _save_npy(os.path.join(out_dir, f"{name}.image.npy"), torch.cat(images).numpy())
+            _save_npy(os.path.join(out_dir, f"{name}.text.npy"), torch.cat(texts).numpy())
+            frame = pd.DataFrame({"key": keys, "uid": uids, "noisy": torch.cat(noisy).numpy()})
+            frame.to_parquet(os.path.join(out_dir, f"{name}.keys.parquet.tmp"), index=False)
+            os.replace(os.path.join(out_dir, f"{name}.keys.parquet.tmp"), os.path.join(out_dir, f"{name}.keys.parquet"))
+        index["parts"][name] = {"source": source, "count": len(keys)}
+        _write_json(index_path, index)
+        bar.update(1)
+    bar.close()
+    return index
+
+
+def load_embeddings(directory: str):
+    """``(frame with key/uid/noisy, image [N, d], text [N, d], index)`` in part order."""
+    index_path = os.path.join(directory, INDEX)
+    if not os.path.isfile(index_path):
+        raise SystemExit(f"--embeddings: no {INDEX} in {directory} (run `open-clip-dissect embed` first)")
+    with open(index_path) as f:
+        index = json.load(f)
+    names = sorted(n for n, p in index["parts"].items() if p["count"])
+    frames = [pd.read_parquet(os.path.join(directory, f"{n}.keys.parquet")) for n in names]
+    image = torch.from_numpy(np.concatenate([np.load(os.path.join(directory, f"{n}.image.npy")) for n in names]))
+    text = torch.from_numpy(np.concatenate([np.load(os.path.join(directory, f"{n}.text.npy")) for n in names]))
+    return pd.concat(frames, ignore_index=True), image, text, index

@@ -1,0 +1,39 @@
+"""``KeySet``: a set of sample keys read from a file, held as sorted 64-bit key hashes
+(8 bytes a key, membership by ``searchsorted``). Used by ``--noisy-keys`` and ``--keep-list``."""
+import os
+from typing import Iterable
+
+import torch
+
+from open_clip_dissect.history import hash_keys
+
+KEY_LIST_NAME = "keys.txt"  # what `open-clip-dissect filter` writes into its output folder
+
+
+class KeySet:
+    def __init__(self, keys: Iterable[str]):
+        self.hashes = torch.unique(hash_keys(list(keys)))  # sorted, duplicates dropped
+
+    @classmethod
+    def from_file(cls, path: str, flag: str) -> "KeySet":
+        """One key per line; ``path`` may be a folder holding ``keys.txt`` (a filter's output)."""
+        if os.path.isdir(path):
+            path = os.path.join(path, KEY_LIST_NAME)
+        try:
+            with open(path) as f:
+                return cls(line.strip() for line in f if line.strip())
+        except OSError as exn:
+            raise SystemExit(f"{flag}: cannot read {path}: {exn}") from None
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def contains(self, hashes: torch.Tensor) -> torch.Tensor:
+        """bool per hash."""
+        if len(self.hashes) == 0:
+            return torch.zeros(len(hashes), dtype=torch.bool)
+        pos = torch.searchsorted(self.hashes, hashes).clamp_max(len(self.hashes) - 1)
+        return self.hashes[pos] == hashes
+
+    def __contains__(self, key: str) -> bool:
+        return bool(self.contains(hash_keys([key]))[0])

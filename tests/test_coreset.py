@@ -1,0 +1,87 @@
+"""embed -> score -> filter -> train with --keep-list, with a tiny oracle trained in the test."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from open_clip_dissect import coreset, synthetic
+from open_clip_dissect.audit import auroc
+
+from conftest import TINY_TRAIN_FLAGS, run_module
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    """A tiny CLIP trained on 2048 clean pairs: the 'pretrained oracle' of the tests."""
+    root = tmp_path_factory.mktemp("oracle")
+    manifest = synthetic.make_dataset(str(root / "clean"), train_size=2048, val_size=0, seed=7,
+                                      noise_rate=0.0, shard_size=512, progress=False)
+    flags = [*TINY_TRAIN_FLAGS, "--train-data", manifest["splits"]["train"]["pattern"], "--dataset-type",
+             "webdataset", "--workers", "1", "--batch-size", "64", "--epochs", "3", "--warmup", "20",
+             "--logs", str(root), "--name", "oracle"]  # (a 2-step warm-up can collapse clean-data runs)
+    _ok(run_module("open_clip_dissect.main", flags))
+    return str(root / "oracle" / "checkpoints" / "epoch_3.pt")
+
+
+def test_embed_score_filter_train(oracle, tiny_data, tmp_path):
+    emb = tmp_path / "emb"
+    embed = ["embed", "--model", "dissect-vit-tiny", "--checkpoint", oracle, "--data", tiny_data.train,
+             "--out", str(emb), "--batch-size", "64", "--quiet"]
+    _ok(run_module("open_clip_dissect.cli", embed))
+    index = json.loads((emb / "index.json").read_text())
+    assert len(index["parts"]) == 4 and sum(p["count"] for p in index["parts"].values()) == 512
+    again = run_module("open_clip_dissect.cli", embed)  # resumable: every part is skipped
+    _ok(again)
+    target = tmp_path / "target"
+    _ok(run_module("open_clip_dissect.cli", ["embed", "--model", "dissect-vit-tiny", "--checkpoint", oracle,
+                                             "--data", tiny_data.val_csv, "--out", str(target), "--quiet"]))
+
+    scores = tmp_path / "scores.parquet"
+    _ok(run_module("open_clip_dissect.cli", [
+        "score", "--embeddings", str(emb), "--target", str(target), "--out", str(scores),
+        "--scores", "clipscore", "negcliploss", "normsim2", "normsiminf", "vas", "vas-d",
+        "--negcliploss-batch-size", "128", "--negcliploss-repeats", "5"]))
+    frame = pd.read_parquet(scores)
+    assert len(frame) == 512 and frame["key"].str.contains(".tar/").all() and frame["uid"].str.len().eq(32).all()
+    clean = torch.tensor((frame["noisy"] == 0).to_numpy())
+    for name in ("clipscore", "negcliploss"):  # the oracle puts clean pairs above shuffled ones
+        assert auroc(torch.tensor(frame[name].to_numpy()), clean) > 0.75, name
+
+    keep = tmp_path / "keep"
+    result = run_module("open_clip_dissect.cli", ["filter", "--scores", str(scores), "--keep", "negcliploss:0.5",
+                                                  "--keep", "normsiminf:0.25", "--out", str(keep)])
+    _ok(result)
+    summary = json.loads(result.stdout)
+    assert summary["kept"] == 128 and summary["noisy_fraction_kept"] < summary["noisy_fraction_pool"]
+    uids = np.load(keep / "uids.npy")
+    assert uids.dtype == np.dtype("u8,u8") and len(uids) == 128 and (np.sort(uids) == uids).all()
+
+    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
+             "--workers", "1", "--logs", str(tmp_path), "--name", "kept", "--epochs", "1",
+             "--keep-list", str(keep)]
+    _ok(run_module("open_clip_dissect.main", flags))
+    with open(tmp_path / "kept" / "out.log") as f:
+        assert "[128/128 (100%)]" in f.read()  # an epoch is one pass over the 128 kept samples
+
+
+def test_filter_chain_by_hand():
+    frame = pd.DataFrame({"key": list("abcdefghij"), "a": np.arange(10.0), "b": np.arange(10.0)[::-1]})
+    # a:0.5 keeps f..j (a = 5..9); b:0.2 keeps 2 of those with the highest b: f, g
+    rows = coreset.apply_rules(frame, coreset.parse_rules(["a:0.5", "b:0.2"]))
+    assert frame["key"].iloc[rows].tolist() == ["f", "g"]
+    with pytest.raises(SystemExit, match="--keep"):
+        coreset.parse_rules(["a:1.5"])
+    with pytest.raises(SystemExit, match="no score column"):
+        coreset.apply_rules(frame, [("c", 0.5)])
+
+
+def test_datacomp_uids():
+    uids = coreset.datacomp_uids(["ffffffffffffffff0000000000000001", "00000000000000010000000000000002"])
+    assert uids.tolist() == [(1, 2), (2 ** 64 - 1, 1)]
