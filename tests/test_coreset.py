@@ -54,6 +54,24 @@ def test_embed_score_filter_train(oracle, tiny_data, tmp_path):
     for name in ("clipscore", "negcliploss"):  # the oracle puts clean pairs above shuffled ones
         assert auroc(torch.tensor(frame[name].to_numpy()), clean) > 0.75, name
 
+    # forgetting joins a run's selection records by key (here: two hand-written epochs in which
+    # every second sample falls from above to below the median)
+    from open_clip_dissect.record import write_epoch
+    up = torch.arange(512.0)
+    down = torch.where(torch.arange(512) % 2 == 0, -up, up)
+    for e, curr in enumerate((up + 1000, down)):
+        write_epoch(str(tmp_path / "rec"), e, frame["key"].tolist(),
+                    {"curr": curr, "hist": curr, "delta": curr, "kept": torch.ones(512, dtype=torch.bool),
+                     "noisy": torch.full((512,), -1, dtype=torch.int8)})
+    _ok(run_module("open_clip_dissect.cli", ["score", "--embeddings", str(emb), "--scores", "forgetting",
+                                             "--selection-record", str(tmp_path / "rec"),
+                                             "--out", str(tmp_path / "forgetting.parquet")]))
+    forgetting = pd.read_parquet(tmp_path / "forgetting.parquet")
+    assert forgetting["key"].tolist() == frame["key"].tolist()
+    learned_first = np.arange(512) >= 256  # >= the epoch-0 median
+    learned_then = (np.arange(512) % 2 == 1) & (np.arange(512) >= 256)
+    assert forgetting["forgetting"].tolist() == (learned_first & ~learned_then).astype(int).tolist()
+
     keep = tmp_path / "keep"
     result = run_module("open_clip_dissect.cli", ["filter", "--scores", str(scores), "--keep", "negcliploss:0.5",
                                                   "--keep", "normsiminf:0.25", "--out", str(keep)])
@@ -85,3 +103,33 @@ def test_filter_chain_by_hand():
 def test_datacomp_uids():
     uids = coreset.datacomp_uids(["ffffffffffffffff0000000000000001", "00000000000000010000000000000002"])
     assert uids.tolist() == [(1, 2), (2 ** 64 - 1, 1)]
+
+
+def test_online_oracle_clipscore_keeps_a_cleaner_set(oracle, tiny_data, tmp_path):
+    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
+             "--workers", "1", "--logs", str(tmp_path), "--name", "oracle-online", "--epochs", "1",
+             "--selection", "clipscore-oracle", "--oracle-model", "dissect-vit-tiny",
+             "--oracle-checkpoint", oracle]
+    _ok(run_module("open_clip_dissect.main", flags))
+    with open(tmp_path / "oracle-online" / "selection.jsonl") as f:
+        audit = json.loads(f.readline())
+    assert audit["audit_kept_precision"] > audit["audit_random_precision"] + 0.15
+    missing = run_module("open_clip_dissect.main", [*flags[:-2], "--name", "no-oracle"])
+    assert missing.returncode != 0 and "--oracle-checkpoint" in missing.stderr
+
+
+def test_forgetting_events_by_hand(tmp_path):
+    from open_clip_dissect.record import write_epoch
+
+    keys = ["a", "b", "c", "d"]
+    # epoch medians are 5.5: learned = curr >= 5.5
+    epochs = [[10.0, 1.0, 9.0, 2.0],   # learned: a, c
+              [1.0, 10.0, 9.0, 2.0],   # learned: b, c  -> a forgotten
+              [9.0, 1.0, 2.0, 10.0]]   # learned: a, d  -> b and c forgotten
+    for e, curr in enumerate(epochs):
+        t = torch.tensor(curr)
+        write_epoch(str(tmp_path), e, keys, {"curr": t, "hist": t, "delta": t,
+                                             "kept": torch.ones(4, dtype=torch.bool),
+                                             "noisy": torch.full((4,), -1, dtype=torch.int8)})
+    events = coreset.forgetting_scores(str(tmp_path)).set_index("key")["forgetting"].to_dict()
+    assert events == {"a": 1, "b": 1, "c": 1, "d": 0}

@@ -55,6 +55,11 @@ def test_loss_and_clipscore_strategies():
     assert sorted(S.make_strategy("random").decide(scores, None, 4, 0, _g()).kept.tolist()) == [0, 1, 2, 3]
 
 
+def test_oracle_clipscore_ranks_by_the_oracle():
+    scores = S.BatchScores(torch.tensor([90.0, 10.0, 50.0]), oracle=torch.tensor([5.0, 70.0, 30.0]))
+    assert sorted(S.make_strategy("clipscore-oracle").decide(scores, None, 2, 0, _g()).kept.tolist()) == [1, 2]
+
+
 def test_random_strategy_is_uniform():
     counts = torch.zeros(6)
     for seed in range(600):

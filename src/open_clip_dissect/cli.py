@@ -227,10 +227,15 @@ def score_command(argv) -> int:
     p.add_argument("--vas-d-fraction", type=float, default=0.3,
                    help="vas-d: fraction of the pool its rounds end at (default: 0.3).")
     p.add_argument("--vas-d-rounds", type=int, default=5, help="vas-d: rounds (default: 5).")
+    p.add_argument("--selection-record", default=None,
+                   help="forgetting: the --selection-record folder of an earlier run (default: None).")
     p.add_argument("--seed", type=int, default=0, help="Seed of the batchings (default: 0).")
     args = p.parse_args(argv)
     from open_clip_dissect.embeddings import load_embeddings
 
+    if "forgetting" in args.scores and not args.selection_record:
+        print("score: forgetting needs --selection-record", file=sys.stderr)
+        return 2
     frame, image, text, index = load_embeddings(args.embeddings)
     target = load_embeddings(args.target)[1] if args.target else None
     columns = coreset.compute_scores(
@@ -238,6 +243,10 @@ def score_command(argv) -> int:
         args.negcliploss_repeats, args.vas_d_fraction, args.vas_d_rounds, args.seed)
     for name, values in columns.items():
         frame[name] = values
+    if "forgetting" in args.scores:  # samples the run never scored count 0 events
+        events = coreset.forgetting_scores(args.selection_record)
+        frame = frame.merge(events, on="key", how="left")
+        frame["forgetting"] = frame["forgetting"].fillna(0).astype("int64")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     frame.to_parquet(args.out + ".tmp", index=False)
     os.replace(args.out + ".tmp", args.out)

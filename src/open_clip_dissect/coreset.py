@@ -14,7 +14,7 @@ import torch
 from open_clip_dissect import oracle_scores
 from open_clip_dissect.keyset import KEY_LIST_NAME
 
-SCORES = ("clipscore", "negcliploss", "normsim2", "normsiminf", "vas", "vas-d")
+SCORES = ("clipscore", "negcliploss", "normsim2", "normsiminf", "vas", "vas-d", "forgetting")
 NEEDS_TARGET = ("normsim2", "normsiminf", "vas")
 
 
@@ -22,6 +22,7 @@ def compute_scores(names: Sequence[str], image: torch.Tensor, text: torch.Tensor
                    target: torch.Tensor = None, clipscore_scale: float = 100.0,
                    negcliploss_batch_size: int = 32768, negcliploss_repeats: int = 10,
                    vas_d_fraction: float = 0.3, vas_d_rounds: int = 5, seed: int = 0) -> dict:
+    names = [n for n in names if n != "forgetting"]  # from selection records: see forgetting_scores
     unknown = [n for n in names if n not in SCORES]
     if unknown:
         raise SystemExit(f"--scores: unknown {unknown}; choose from {list(SCORES)}")
@@ -42,6 +43,27 @@ def compute_scores(names: Sequence[str], image: torch.Tensor, text: torch.Tensor
         else:
             out[name] = oracle_scores.vas_d(image, vas_d_fraction, vas_d_rounds)
     return {k: v.numpy() for k, v in out.items()}
+
+
+def forgetting_scores(record_dir: str) -> pd.DataFrame:
+    """Forgetting events per key from a run's ``--selection-record`` folder.
+
+    A sample counts as *learned* at a visit when its CLIPScore ``curr`` is at least the median
+    ``curr`` of that epoch's scored samples (a relative threshold: CLIPScores drift as a whole);
+    a forgetting event is a visit at which it is not learned right after one at which it was.
+    Columns: ``key``, ``forgetting`` (the count)."""
+    from open_clip_dissect.record import recorded_epochs
+
+    epochs = recorded_epochs(record_dir)
+    if not epochs:
+        raise SystemExit(f"--selection-record: no epoch_*.parquet in {record_dir}")
+    frame = pd.concat([pd.read_parquet(p, columns=["key", "epoch", "curr"]) for _, p in epochs],
+                      ignore_index=True)
+    frame["learned"] = frame["curr"] >= frame.groupby("epoch")["curr"].transform("median")
+    frame = frame.sort_values(["key", "epoch"], kind="stable")
+    previous = frame.groupby("key")["learned"].shift(1, fill_value=False)
+    frame["event"] = previous & ~frame["learned"]
+    return frame.groupby("key", as_index=False)["event"].sum().rename(columns={"event": "forgetting"})
 
 
 def parse_rules(rules: Sequence[str]) -> List[Tuple[str, float]]:

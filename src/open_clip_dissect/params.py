@@ -13,9 +13,9 @@ import open_clip_train.params as upstream_params
 
 from open_clip_dissect.patching import swapped
 
-from open_clip_dissect.strategies import STRATEGIES
+from open_clip_dissect.strategies import ORACLE_STRATEGIES, STRATEGIES
 
-SELECTION_CHOICES = ("none",) + STRATEGIES
+SELECTION_CHOICES = ("none",) + STRATEGIES + ORACLE_STRATEGIES
 SAMPLE_KEY_CHOICES = ("url+key", "key")
 
 
@@ -32,7 +32,8 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="Online sample-selection strategy; 'none' trains exactly like stock OpenCLIP. "
              "random: a uniform k; small-loss/big-loss: the k smallest/largest per-sample InfoNCE; "
              "clipscore: the k highest CLIPScores of the model being trained; dissect-warmup / "
-             "dissect-mome: DISSect with a warm-up or a momentum history (default: none).",
+             "dissect-mome: DISSect with a warm-up or a momentum history; clipscore-oracle: the k "
+             "highest CLIPScores of a frozen --oracle-model (default: none).",
     )
     group.add_argument(
         "--ratio",
@@ -76,6 +77,20 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         default=0.9,
         help="dissect-mome: beta in hist <- beta * hist + (1 - beta) * curr, in [0, 1) "
              "(default: 0.9).",
+    )
+    group.add_argument(
+        "--oracle-model",
+        type=str,
+        default=None,
+        help="clipscore-oracle: the frozen oracle's OpenCLIP config; it must take the training "
+             "images as they are (same image size) (default: None).",
+    )
+    group.add_argument(
+        "--oracle-checkpoint",
+        type=str,
+        default=None,
+        help="clipscore-oracle: local weights file of the oracle; nothing is downloaded "
+             "(default: None).",
     )
     group.add_argument(
         "--history-device",
@@ -174,6 +189,11 @@ def validate_args(args) -> None:
         raise SystemExit(f"--dissect-momentum must be in [0, 1), got {args.dissect_momentum}")
     if args.dissect_warmup_epochs < 0:
         raise SystemExit(f"--dissect-warmup-epochs must be >= 0, got {args.dissect_warmup_epochs}")
+    if args.selection in ORACLE_STRATEGIES:
+        if not args.oracle_model or not args.oracle_checkpoint:
+            raise SystemExit(f"--selection {args.selection} needs --oracle-model and --oracle-checkpoint")
+        if not os.path.isfile(args.oracle_checkpoint):
+            raise SystemExit(f"--oracle-checkpoint: not found: {args.oracle_checkpoint}")
     if args.keep_list is not None and not os.path.exists(args.keep_list):
         raise SystemExit(f"--keep-list: not found: {args.keep_list}")
     if args.noisy_keys is not None and not os.path.isfile(args.noisy_keys):

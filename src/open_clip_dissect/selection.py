@@ -149,8 +149,9 @@ class SelectingLoader:
     """The training loader as OpenCLIP's ``train_one_epoch`` sees it: kept ``(images, texts)``."""
 
     def __init__(self, loader, selector: Selector, model, args, epoch: int, record: EpochRecord,
-                 tb_writer=None, noisy_keys: Optional[audit_lib.NoisyKeyList] = None):
+                 tb_writer=None, noisy_keys: Optional[audit_lib.NoisyKeyList] = None, oracle=None):
         self.loader, self.selector, self.model, self.args = loader, selector, model, args
+        self.oracle = oracle  # frozen model for clipscore-oracle
         self.noisy_keys = noisy_keys
         self.epoch, self.record, self.tb_writer = epoch, record, tb_writer
         self.num_batches = loader.num_batches
@@ -174,10 +175,17 @@ class SelectingLoader:
                 image_features = model.encode_image(images, normalize=True)
                 text_features = model.encode_text(texts, normalize=True)
                 logit_scale = model.logit_scale.exp() if self.selector.strategy.needs_loss else None
+                oracle = None
+                if self.selector.strategy.needs_oracle:
+                    oracle = strategies.clipscore(self.oracle.encode_image(images, normalize=True),
+                                                  self.oracle.encode_text(texts, normalize=True),
+                                                  self.selector.clipscore_scale)
         finally:
             model.train(was_training)
-        return strategies.BatchScores.from_features(
+        scores = strategies.BatchScores.from_features(
             image_features, text_features, logit_scale, self.selector.clipscore_scale)
+        scores.oracle = oracle
+        return scores
 
     def __iter__(self):
         args = self.args

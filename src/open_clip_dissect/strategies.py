@@ -53,6 +53,7 @@ class BatchScores:
     """What the no-grad scoring pass measured for one candidate batch of ``B`` samples."""
     curr: torch.Tensor                    # [B] CLIPScore of the current model
     loss: Optional[torch.Tensor] = None   # [B] per-sample symmetric InfoNCE
+    oracle: Optional[torch.Tensor] = None  # [B] CLIPScore of a frozen oracle model
 
     @classmethod
     def from_features(cls, image_features, text_features, logit_scale=None, scale=100.0):
@@ -81,6 +82,7 @@ class Strategy:
     name = "base"
     needs_history = False
     needs_loss = False
+    needs_oracle = False
 
     def rank(self, scores: BatchScores, history: Optional[History], epoch: int,
              generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -121,6 +123,15 @@ class SelfClipScore(Strategy):
 
     def rank(self, scores, history, epoch, generator):
         return scores.curr
+
+
+class OracleClipScore(Strategy):
+    """The k highest CLIPScores of a frozen oracle model (the paper's CLIPScore* row)."""
+    name = "clipscore-oracle"
+    needs_oracle = True
+
+    def rank(self, scores, history, epoch, generator):
+        return scores.oracle
 
 
 class DissectMomentum(Strategy):
@@ -179,10 +190,11 @@ def make_strategy(name: str, momentum: float = 0.9, warmup_epochs: int = 5) -> S
         return DissectMomentum(momentum)
     if name == "dissect-warmup":
         return DissectWarmup(warmup_epochs)
-    simple = {cls.name: cls for cls in (RandomSelection, SmallLoss, BigLoss, SelfClipScore)}
+    simple = {cls.name: cls for cls in (RandomSelection, SmallLoss, BigLoss, SelfClipScore, OracleClipScore)}
     if name not in simple:
-        raise ValueError(f"--selection: unknown strategy {name!r}; choose from {STRATEGIES}")
+        raise ValueError(f"--selection: unknown strategy {name!r}; choose from {STRATEGIES + ORACLE_STRATEGIES}")
     return simple[name]()
 
 
 STRATEGIES = ("random", "small-loss", "big-loss", "clipscore", "dissect-warmup", "dissect-mome")
+ORACLE_STRATEGIES = ("clipscore-oracle",)  # need --oracle-model and --oracle-checkpoint

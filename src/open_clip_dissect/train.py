@@ -48,6 +48,18 @@ class WithoutKeys:
             yield images, texts
 
 
+def load_oracle(args):
+    """The frozen oracle of ``clipscore-oracle``, on the training device and precision."""
+    import open_clip
+
+    oracle = open_clip.create_model(args.oracle_model, precision=args.precision, device=args.device,
+                                    output_dict=True)
+    open_clip.load_checkpoint(oracle, args.oracle_checkpoint, weights_only=False)
+    oracle.eval().requires_grad_(False)
+    log.info(f"Oracle {args.oracle_model} loaded from {args.oracle_checkpoint}")
+    return oracle
+
+
 class TrainingSession:
     """Per-run glue between OpenCLIP's ``main`` and the selection engine; its ``get_data`` and
     ``train_one_epoch`` replace upstream's for the run."""
@@ -57,6 +69,7 @@ class TrainingSession:
         self.noisy_keys = None
         self.preprocess_val = self.tokenizer = None
         self.train_seconds = 0.0  # wall-clock inside training epochs (evaluation excluded)
+        self.oracle = None
 
     def get_data(self, args, preprocess_fns, epoch=0, tokenizer=None):
         """Key-carrying data; in ``fixed`` batch mode the training loader draws ceil(B / r)
@@ -80,7 +93,7 @@ class TrainingSession:
                 self.selector = self._start(args, epoch)
             record = EpochRecord(keep_keys=bool(args.selection_record))
             view = SelectingLoader(train.dataloader, self.selector, model, args, epoch, record,
-                                   tb_writer, self.noisy_keys)
+                                   tb_writer, self.noisy_keys, self.oracle)
         upstream_train.train_one_epoch(
             model, {**data, "train": dataclasses.replace(train, dataloader=view)}, loss, epoch,
             optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
@@ -121,6 +134,8 @@ class TrainingSession:
         seed = args.seed if exchange is not None else args.seed + args.rank
         selector = Selector(strategy, args.ratio, args.selection_batch_mode, args.batch_size, store,
                             seed=seed, clipscore_scale=args.clipscore_scale, exchange=exchange)
+        if strategy.needs_oracle:
+            self.oracle = load_oracle(args)
         if args.noisy_keys:
             self.noisy_keys = NoisyKeyList(args.noisy_keys)
             log.info(f"Noise audit: {len(self.noisy_keys)} noisy keys listed in {args.noisy_keys}")
