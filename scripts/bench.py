@@ -301,7 +301,6 @@ def history_throughput(cfg):
             del table
         rows.append(row)
         log(f"[bench] history store at {n} keys: {store_s * 1e3:.2f} ms per batch of {B}")
-        del store
     return rows
 
 

@@ -1,6 +1,5 @@
 """embed -> score -> filter -> train with --keep-list, with a tiny oracle trained in the test."""
 import json
-import os
 
 import numpy as np
 import pandas as pd

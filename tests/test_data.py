@@ -8,12 +8,10 @@ import tarfile
 import open_clip
 import pandas as pd
 import pytest
-import torch
 import open_clip_train.data as upstream_data
 from webdataset.tariterators import tar_file_expander, url_opener
 
 from open_clip_dissect import data, params
-from open_clip_dissect.synthetic import make_samples, write_split
 
 from conftest import TINY
 

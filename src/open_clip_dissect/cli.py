@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+from open_clip_dissect.atomic import atomic_output
+
 
 def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.ArgumentParser:
     from open_clip_dissect import synthetic
@@ -159,25 +161,19 @@ def evaluate(argv) -> int:
     import torch
     from open_clip_train.precision import get_autocast
 
+    from open_clip_dissect.frozen import load_frozen_model
     from open_clip_dissect.retrieval import evaluate_retrieval
 
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        args.model, precision=args.precision, device=args.device, output_dict=True)
-    if args.checkpoint:
-        if not os.path.isfile(args.checkpoint):
-            print(f"eval: --checkpoint not found: {args.checkpoint}", file=sys.stderr)
-            return 2
-        open_clip.load_checkpoint(model, args.checkpoint, weights_only=False)
+    model, preprocess, tokenizer = load_frozen_model(args.model, args.checkpoint, args.device, args.precision)
     metrics = evaluate_retrieval(
-        model, preprocess, open_clip.get_tokenizer(args.model), args.data, args.device,
+        model, preprocess, tokenizer, args.data, args.device,
         args.batch_size, get_autocast(args.precision, torch.device(args.device).type),
         open_clip.get_input_dtype(args.precision), img_key=args.csv_img_key,
         caption_key=args.csv_caption_key, sep=args.csv_separator)
     print(json.dumps(metrics, indent=1))
     if args.out:
-        with open(args.out + ".tmp", "w") as f:
+        with atomic_output(args.out) as tmp, open(tmp, "w") as f:
             json.dump(metrics, f, indent=1)
-        os.replace(args.out + ".tmp", args.out)
     return 0
 
 
@@ -248,8 +244,8 @@ def score_command(argv) -> int:
         frame = frame.merge(events, on="key", how="left")
         frame["forgetting"] = frame["forgetting"].fillna(0).astype("int64")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    frame.to_parquet(args.out + ".tmp", index=False)
-    os.replace(args.out + ".tmp", args.out)
+    with atomic_output(args.out) as tmp:
+        frame.to_parquet(tmp, index=False)
     print(f"{len(frame)} samples scored ({', '.join(args.scores)}): {args.out}")
     return 0
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect import oracle_scores
 from open_clip_dissect.keyset import KEY_LIST_NAME
 
@@ -102,16 +103,13 @@ def datacomp_uids(uids: Sequence[str]) -> np.ndarray:
 def write_keep_list(frame: pd.DataFrame, rows: np.ndarray, out_dir: str) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     kept = frame.iloc[rows]
-    tmp = os.path.join(out_dir, KEY_LIST_NAME + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_output(os.path.join(out_dir, KEY_LIST_NAME)) as tmp, open(tmp, "w") as f:
         f.write("\n".join(kept["key"].astype(str)) + "\n")
-    os.replace(tmp, os.path.join(out_dir, KEY_LIST_NAME))
     summary = {"pool": len(frame), "kept": len(kept)}
     uids = kept["uid"].astype(str) if "uid" in kept else pd.Series([], dtype=str)
     if len(uids) and uids.str.fullmatch(r"[0-9a-fA-F]{32}").all():
-        with open(os.path.join(out_dir, "uids.npy.tmp"), "wb") as f:
-            np.save(f, datacomp_uids(uids.tolist()))
-        os.replace(os.path.join(out_dir, "uids.npy.tmp"), os.path.join(out_dir, "uids.npy"))
+        with atomic_output(os.path.join(out_dir, "uids.npy")) as tmp:
+            np.save(tmp, datacomp_uids(uids.tolist()))
         summary["uids"] = "uids.npy"
     if "noisy" in frame and (frame["noisy"] >= 0).any():
         known = frame["noisy"] >= 0

@@ -15,20 +15,21 @@ import numpy as np
 import pandas as pd
 import torch
 
+from open_clip_dissect.atomic import atomic_output
+from open_clip_dissect.frozen import load_frozen_model
+
 log = logging.getLogger(__name__)
 INDEX = "index.json"
 
 
 def _write_json(path, obj):
-    with open(path + ".tmp", "w") as f:
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)
 
 
 def _save_npy(path, array):
-    with open(path + ".tmp", "wb") as f:
-        np.save(f, array)
-    os.replace(path + ".tmp", path)
+    with atomic_output(path) as tmp:
+        np.save(tmp, array)
 
 
 def _wds_part(url, preprocess, tokenizer, batch_size, workers, sample_key):
@@ -108,16 +109,9 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
             raise SystemExit(f"--out: {out_dir} holds embeddings of {previous['model']} / "
                              f"{previous['checkpoint']}; use another folder")
         index = previous
-    if checkpoint and not os.path.isfile(checkpoint):
-        raise SystemExit(f"--checkpoint: not found: {checkpoint}")
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        model_name, precision=precision, device=device, output_dict=True)
-    if checkpoint:
-        open_clip.load_checkpoint(model, checkpoint, weights_only=False)
-    model.eval()
+    model, preprocess, tokenizer = load_frozen_model(model_name, checkpoint, device, precision)
     index["logit_scale"] = float(model.logit_scale.exp())
     index["tau"] = 1.0 / index["logit_scale"]
-    tokenizer = open_clip.get_tokenizer(model_name)
     autocast = get_autocast(precision, device_type=torch.device(device).type)
     input_dtype = open_clip.get_input_dtype(precision)
 
@@ -152,8 +146,8 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
             _save_npy(os.path.join(out_dir, f"{name}.image.npy"), torch.cat(images).numpy())
             _save_npy(os.path.join(out_dir, f"{name}.text.npy"), torch.cat(texts).numpy())
             frame = pd.DataFrame({"key": keys, "uid": uids, "noisy": torch.cat(noisy).numpy()})
-            frame.to_parquet(os.path.join(out_dir, f"{name}.keys.parquet.tmp"), index=False)
-            os.replace(os.path.join(out_dir, f"{name}.keys.parquet.tmp"), os.path.join(out_dir, f"{name}.keys.parquet"))
+            with atomic_output(os.path.join(out_dir, f"{name}.keys.parquet")) as tmp:
+                frame.to_parquet(tmp, index=False)
         index["parts"][name] = {"source": source, "count": len(keys)}
         _write_json(index_path, index)
         bar.update(1)

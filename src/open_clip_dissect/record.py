@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from open_clip_dissect.atomic import atomic_output
+
 COLUMNS = ["key", "epoch", "curr", "hist", "delta", "kept", "noisy"]
 
 
@@ -25,9 +27,8 @@ def write_epoch(directory: str, epoch: int, keys, columns: dict) -> str:
     if (noisy >= 0).any():
         frame["noisy"] = pd.array(np.where(noisy >= 0, noisy == 1, None), dtype="boolean")
     path = os.path.join(directory, f"epoch_{epoch}.parquet")
-    tmp = path + ".tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return path
 
 
@@ -72,7 +73,7 @@ def plot_distributions(directory: str, max_epochs: int = 6, max_rows: int = 200_
                 ax.legend(fontsize=8)
     fig.tight_layout()
     out = os.path.join(directory, "distributions.png")
-    fig.savefig(out + ".tmp.png", dpi=90)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(out + ".tmp.png", out)
     return out

@@ -18,6 +18,7 @@ import torch
 from open_clip import get_input_dtype
 from open_clip_train.precision import get_autocast
 
+from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect import audit as audit_lib
 from open_clip_dissect import strategies
 from open_clip_dissect.exchange import RankExchange
@@ -282,9 +283,8 @@ def save_state(path: str, state: dict, rank: int = 0, world_size: int = 1) -> st
     """Write this rank's file atomically: a temp file in the same folder, then rename."""
     target = rank_file(path, rank, world_size)
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    tmp = f"{target}.tmp-{os.getpid()}"
-    torch.save({"format": STATE_FORMAT, "rank": rank, "world_size": world_size, **state}, tmp)
-    os.replace(tmp, target)
+    with atomic_output(target) as tmp:
+        torch.save({"format": STATE_FORMAT, "rank": rank, "world_size": world_size, **state}, tmp)
     return target
 
 

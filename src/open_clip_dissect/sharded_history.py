@@ -15,7 +15,6 @@ with another world size reads every file of the saved world and keeps the keys i
 per-key state is identical (elastic resume).
 """
 import glob
-import os
 import re
 from typing import Dict, List, Optional
 

@@ -24,6 +24,8 @@ from typing import List, Optional
 
 from PIL import Image, ImageDraw
 
+from open_clip_dissect.atomic import atomic_output
+
 COLORS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
     "yellow": (235, 210, 40), "purple": (140, 60, 180), "orange": (245, 140, 30),
@@ -208,8 +210,7 @@ def sample_record(sample: Sample, split: str, noise_kind: Optional[str]) -> dict
 def write_shard(path: str, samples: List[Sample], split: str, image_size: int, image_format: str,
                 noise_kind: Optional[str], image_dir: Optional[str] = None) -> int:
     """Write one webdataset shard atomically; with ``image_dir`` also write the images as files."""
-    tmp = path + ".tmp"
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic_output(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for sample in samples:
             image = _encode(render(sample.scene, image_size), image_format)
             _add_member(tar, f"{sample.key}.{image_format}", image)
@@ -220,7 +221,6 @@ def write_shard(path: str, samples: List[Sample], split: str, image_size: int, i
             if image_dir is not None:
                 with open(os.path.join(image_dir, f"{sample.key}.{image_format}"), "wb") as f:
                     f.write(image)
-    os.replace(tmp, path)
     return len(samples)
 
 
@@ -258,17 +258,14 @@ def write_split(out_dir: str, split: str, samples: List[Sample], shard_size: int
         rows = [(os.path.join(image_dir, f"{s.key}.{image_format}"), caption, s.key, s.noisy)
                 for s in samples for caption in (s.captions or [s.caption])]
         frame = pd.DataFrame(rows, columns=["filepath", "title", "key", "noisy"])
-        tmp = os.path.join(out_dir, f"{split}.csv.tmp")
-        frame.to_csv(tmp, sep="\t", index=False)
-        os.replace(tmp, os.path.join(out_dir, f"{split}.csv"))
+        with atomic_output(os.path.join(out_dir, f"{split}.csv")) as tmp:
+            frame.to_csv(tmp, sep="\t", index=False)
     return [os.path.join(split_dir, n) for n in names]
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def shard_pattern(out_dir: str, split: str, num_shards: int) -> str:

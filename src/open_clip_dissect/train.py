@@ -22,6 +22,7 @@ from open_clip_dissect import record as record_lib
 from open_clip_dissect import strategies
 from open_clip_dissect.audit import NoisyKeyList, audit
 from open_clip_dissect.exchange import RankExchange
+from open_clip_dissect.frozen import load_frozen_model
 from open_clip_dissect.history import HistoryStore
 from open_clip_dissect.retrieval import evaluate_retrieval
 from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, remove_state,
@@ -50,12 +51,8 @@ class WithoutKeys:
 
 def load_oracle(args):
     """The frozen oracle of ``clipscore-oracle``, on the training device and precision."""
-    import open_clip
-
-    oracle = open_clip.create_model(args.oracle_model, precision=args.precision, device=args.device,
-                                    output_dict=True)
-    open_clip.load_checkpoint(oracle, args.oracle_checkpoint, weights_only=False)
-    oracle.eval().requires_grad_(False)
+    oracle, _, _ = load_frozen_model(args.oracle_model, args.oracle_checkpoint, args.device,
+                                     args.precision, flag="--oracle-checkpoint")
     log.info(f"Oracle {args.oracle_model} loaded from {args.oracle_checkpoint}")
     return oracle
 
