@@ -295,6 +295,17 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
     return upstream.DataInfo(dataloader=dataloader, shared_epoch=shared_epoch)
 
 
+def check_csv_columns(path: str, present, sep: str = "\t", img_key=None, caption_key=None,
+                      key_column=None) -> None:
+    """Fail, naming the flag, when a column named by --csv-img-key / --csv-caption-key /
+    --csv-key-key (None: not asked for) is not among ``present``."""
+    for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key),
+                         ("--csv-key-key", key_column)):
+        if column is not None and column not in present:
+            raise SystemExit(f"{flag}: column {column!r} not in {path} "
+                             f"(columns: {list(present)}; separator {sep!r}, see --csv-separator)")
+
+
 class KeyedCsvDataset(upstream.CsvDataset):
     """OpenCLIP's CsvDataset whose items also carry the sample key (row index or a column) and
     the ``noisy`` label when the file has a ``noisy`` column."""
@@ -304,11 +315,7 @@ class KeyedCsvDataset(upstream.CsvDataset):
         if not os.path.isfile(input_filename):
             raise FileNotFoundError(f"--train-data: csv file not found: {input_filename}")
         header = pd.read_csv(input_filename, sep=sep, nrows=0).columns
-        for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key),
-                             ("--csv-key-key", key_column)):
-            if column is not None and column not in header:
-                raise SystemExit(f"{flag}: column {column!r} not in {input_filename} "
-                                 f"(columns: {list(header)}; separator {sep!r}, see --csv-separator)")
+        check_csv_columns(input_filename, header, sep, img_key, caption_key, key_column)
         super().__init__(input_filename, transforms, img_key, caption_key, sep=sep, tokenizer=tokenizer)
         extra = [c for c in (key_column, "noisy") if c is not None and c in header]
         columns = pd.read_csv(input_filename, sep=sep, usecols=extra, dtype={key_column: str}) \

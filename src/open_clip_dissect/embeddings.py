@@ -82,9 +82,9 @@ def _csv_parts(path, part_size, img_key, caption_key, key_column, sep):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--data: csv file not found: {path}")
     frame = pd.read_csv(path, sep=sep, dtype={key_column: str} if key_column else None)
-    for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key), ("--csv-key-key", key_column)):
-        if column is not None and column not in frame.columns:
-            raise SystemExit(f"{flag}: column {column!r} not in {path}")
+    from open_clip_dissect.data import check_csv_columns
+
+    check_csv_columns(path, frame.columns, sep, img_key, caption_key, key_column)
     frame["__key__"] = frame[key_column].astype(str) if key_column else [str(i) for i in range(len(frame))]
     for start in range(0, len(frame), part_size):
         yield f"{path}[{start}:{start + part_size}]", frame.iloc[start:start + part_size]

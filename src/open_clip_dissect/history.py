@@ -34,8 +34,6 @@ def hash_keys(keys: Sequence[str]) -> torch.Tensor:
     if len(keys) == 0:
         return torch.empty(0, dtype=torch.int64)
     raw = np.char.encode(np.asarray(keys, dtype=np.str_), "utf-8")
-    if raw.size == 0:
-        return torch.empty(0, dtype=torch.int64)
     width = raw.dtype.itemsize
     lengths = np.char.str_len(raw)
     columns = np.frombuffer(raw.tobytes(), dtype=np.uint8).reshape(len(raw), width).astype(np.uint64)

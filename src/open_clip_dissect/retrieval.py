@@ -89,10 +89,10 @@ def iter_csv(path: str, img_key: str = "filepath", caption_key: str = "title",
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--retrieval-data: csv file not found: {path}")
+    from open_clip_dissect.data import check_csv_columns
+
     frame = pd.read_csv(path, sep=sep)
-    for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key)):
-        if column not in frame.columns:
-            raise SystemExit(f"{flag}: column {column!r} not in {path} (columns: {list(frame.columns)})")
+    check_csv_columns(path, frame.columns, sep, img_key, caption_key)
     for image_path, group in frame.groupby(img_key, sort=False):
         with Image.open(image_path) as image:
             yield image.convert("RGB"), group[caption_key].astype(str).tolist()

@@ -152,11 +152,11 @@ class TrainingSession:
                    "kept": view.trained * args.world_size,
                    "time_scoring": view.time_scoring, "time_training": view.time_training,
                    "history_size": len(self.selector.store)}
-        summary.update({f"audit_{k}": v for k, v in audit(columns["delta"], columns["kept"], columns["noisy"]).items()})
         if args.logs and args.logs.lower() != "none":
             self._save_state(args, completed)  # every rank writes its own file
         if args.rank != 0:
             return
+        summary.update({f"audit_{k}": v for k, v in audit(columns["delta"], columns["kept"], columns["noisy"]).items()})
         if "audit_kept_precision" in summary:
             log.info(f"Selection audit epoch {epoch}: kept-set precision {summary['audit_kept_precision']:.3f} "
                      f"(random would keep {summary['audit_random_precision']:.3f}), clean recall "
