@@ -13,7 +13,7 @@ DEMO_RATIO ?= 0.5
 DEMO_FLAGS ?= --model dissect-vit-tiny --precision fp32 --batch-size 128 --lr 1e-3 --wd 0.1 \
 	--warmup 50 --workers 1 --seed 0 --log-every-n-steps 50
 
-.PHONY: venv demo demo-data test bench clean
+.PHONY: venv demo demo-data test bench patch patch-check clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,14 @@ PROFILE ?= quick
 BENCH_OUT ?= bench/results/$(PROFILE)
 bench: $(STAMP)
 	$(PY) scripts/bench.py --profile $(PROFILE) --out $(BENCH_OUT)
+
+# The patch for forks of open_clip_train (patches/): regenerate it, or check that it is current,
+# applies to the pinned release and trains through the patched module.
+patch: $(STAMP)
+	PY=$(PY) scripts/make_patch.sh
+
+patch-check: $(STAMP)
+	PY=$(PY) scripts/patch_check.sh
 
 clean:
 	rm -rf $(VENV) logs data .pytest_cache

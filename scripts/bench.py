@@ -25,12 +25,13 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STRATEGIES = ("random", "small-loss", "big-loss", "clipscore", "dissect-warmup", "dissect-mome")
+STRATEGIES = ("random", "small-loss", "big-loss", "clipscore", "dissect-warmup", "dissect-mome", "divbs")
+RATIO_FREE = ("infobatch", "scan")  # set their own kept counts: one run each, r = "own"
 
 PROFILES = {
     "smoke": dict(
         regimes={"learning": dict(train=256, test=32, noise="shuffle", epochs=1, batch=32)},
-        strategies=("random", "dissect-mome"), ratios=(0.5,), seeds=(0,), warmup_epochs=1,
+        strategies=("random", "dissect-mome"), ratio_free=("infobatch",), ratios=(0.5,), seeds=(0,), warmup_epochs=1,
         model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
         overhead=dict(batch=32, reps=3, warmup=1),
         history=dict(sizes=(10**5,), batch=1024, steps=5, dict_max=10**5)),
@@ -39,7 +40,7 @@ PROFILES = {
             "learning": dict(train=3000, test=200, noise="shuffle", epochs=2, batch=64),
             "memorising": dict(train=512, test=200, noise="partial", epochs=12, batch=64),
         },
-        strategies=STRATEGIES, ratios=(0.3, 0.5, 0.7), seeds=(0,), warmup_epochs=1,
+        strategies=STRATEGIES, ratio_free=RATIO_FREE, ratios=(0.3, 0.5, 0.7), seeds=(0,), warmup_epochs=1,
         model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
         overhead=dict(batch=128, reps=15, warmup=3),
         history=dict(sizes=(10**6, 10**7, 10**8), batch=1024, steps=30, dict_max=10**7)),
@@ -48,7 +49,7 @@ PROFILES = {
             "learning": dict(train=200000, test=1000, noise="shuffle", epochs=10, batch=512),
             "memorising": dict(train=20000, test=1000, noise="partial", epochs=60, batch=512),
         },
-        strategies=STRATEGIES, ratios=(0.3, 0.5, 0.7), seeds=(0, 1), warmup_epochs=5,
+        strategies=STRATEGIES, ratio_free=RATIO_FREE, ratios=(0.3, 0.5, 0.7), seeds=(0, 1), warmup_epochs=5,
         model="dissect-vit-tiny", precision="amp", workers=8, lr=1e-3,
         overhead=dict(batch=512, reps=30, warmup=5),
         history=dict(sizes=(10**6, 10**7, 10**8), batch=4096, steps=30, dict_max=10**7)),
@@ -85,8 +86,10 @@ def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir
            "--train-data", manifest["splits"]["train"]["pattern"],
            "--retrieval-data", manifest["splits"]["test"]["pattern"],
            "--logs", logs, "--name", name, "--save-frequency", "0", "--log-every-n-steps", "1000",
-           "--selection", strategy, "--ratio", str(ratio),
-           "--dissect-warmup-epochs", str(cfg["warmup_epochs"])]
+           "--selection", strategy, "--dissect-warmup-epochs", str(cfg["warmup_epochs"]),
+           "--scan-warmup-epochs", str(cfg["warmup_epochs"])]
+    if ratio != "own":
+        cmd += ["--ratio", str(ratio)]
     if record_dir:
         cmd += ["--selection-record", record_dir]
     started = time.perf_counter()
@@ -101,12 +104,13 @@ def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir
 
 
 def time_to_accuracy(cfg, root):
-    rows, audit_rows, curves = [], [], {}
+    rows, audit_rows, curves, kept = [], [], {}, {}
     logs = os.path.join(root, "logs")
     for regime, spec in cfg["regimes"].items():
         manifest = make_data(root, regime, spec)
         for seed in cfg["seeds"]:
-            runs = [("none", 1.0)] + [(s, r) for r in cfg["ratios"] for s in cfg["strategies"]]
+            runs = [("none", 1.0)] + [(s, r) for r in cfg["ratios"] for s in cfg["strategies"]] + [
+                (s, "own") for s in cfg["ratio_free"]]
             for strategy, ratio in runs:
                 name = f"{regime}-{strategy}-r{ratio}-s{seed}"
                 record = os.path.join(root, "records", name) if (
@@ -114,6 +118,9 @@ def time_to_accuracy(cfg, root):
                 log(f"[bench] {name} ...")
                 out = train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record)
                 curves[(regime, strategy, ratio, seed)] = out["curve"]
+                kept[(regime, strategy, ratio, seed)] = (
+                    sum(a["kept"] for a in out["audit"]) / sum(a["candidates"] for a in out["audit"])
+                    if out["audit"] else 1.0)
                 for a in out["audit"]:
                     audit_rows.append({"regime": regime, "strategy": strategy, "ratio": ratio, "seed": seed,
                                        "epoch": a["epoch"], "kept_precision": a.get("audit_kept_precision"),
@@ -130,7 +137,7 @@ def time_to_accuracy(cfg, root):
                 reached = next((t for _, t, r in curve if r >= target), None)
                 rows.append({
                     "regime": regime, "strategy": strategy, "ratio": ratio, "seed": seed,
-                    "final_rsum": curve[-1][2], "best_rsum": max(r for _, _, r in curve),
+                    "kept_fraction": kept[(reg, strategy, ratio, s)], "final_rsum": curve[-1][2], "best_rsum": max(r for _, _, r in curve),
                     "train_seconds": curve[-1][1], "seconds_to_full_final": reached,
                     "speedup": (full_seconds / reached) if reached else None,
                 })
@@ -381,10 +388,11 @@ def plots(root, curves, audit_rows, cfg):
         for ax, ratio in zip(axes[0], cfg["ratios"]):
             full = curves[(regime, "none", 1.0, cfg["seeds"][0])]
             ax.plot([t for _, t, _ in full], [r for _, _, r in full], "k--o", label="none (full)")
-            for strategy in cfg["strategies"]:
-                c = curves.get((regime, strategy, ratio, cfg["seeds"][0]))
+            own = [(s, "own", ":s", f"{s} (own r)") for s in cfg["ratio_free"]]
+            for strategy, r, style, label in [(s, ratio, "-o", s) for s in cfg["strategies"]] + own:
+                c = curves.get((regime, strategy, r, cfg["seeds"][0]))
                 if c:
-                    ax.plot([t for _, t, _ in c], [r for _, _, r in c], "-o", ms=3, label=strategy)
+                    ax.plot([t for _, t, _ in c], [x for _, _, x in c], style, ms=3, label=label)
             ax.set(title=f"{regime}, r = {ratio}", xlabel="training wall-clock (s)", ylabel="R@sum")
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
@@ -424,13 +432,15 @@ def write_report(root, profile, rows, audit_rows, overhead, history, started):
              "## Time to accuracy", "",
              "`seconds to full` = training wall-clock at the end of the first epoch whose R@sum reaches "
              "the full-data run's final R@sum; `speed-up` = full-data wall-clock / that. `precision` = "
-             "kept-set precision in the last epoch (clean fraction of all candidates in brackets).", "",
-             "| regime | strategy | r | seed | final R@sum | best R@sum | train s | s to full | speed-up | precision | AUROC |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "kept-set precision in the last epoch (clean fraction of all candidates in brackets); `kept` = "
+             "fraction of all candidates trained on over the run (r = `own`: the strategy sets its counts).", "",
+             "| regime | strategy | r | kept | seed | final R@sum | best R@sum | train s | s to full | speed-up | precision | AUROC |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         a = last_audit.get((r["regime"], r["strategy"], r["ratio"], r["seed"]), {})
         prec = f"{fmt(a.get('kept_precision'), 3)} ({fmt(a.get('random_precision'), 3)})" if a else "-"
-        lines.append(f"| {r['regime']} | {r['strategy']} | {r['ratio']} | {r['seed']} | {fmt(r['final_rsum'], 1)} | "
+        lines.append(f"| {r['regime']} | {r['strategy']} | {r['ratio']} | {fmt(r['kept_fraction'], 2)} | {r['seed']} | "
+                     f"{fmt(r['final_rsum'], 1)} | "
                      f"{fmt(r['best_rsum'], 1)} | {fmt(r['train_seconds'], 1)} | {fmt(r['seconds_to_full_final'], 1)} | "
                      f"{fmt(r['speedup'])} | {prec} | {fmt(a.get('auroc'), 3)} |")
     if len({r["seed"] for r in rows}) > 1:
@@ -486,8 +496,18 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="Output folder (default: bench/results/<profile>).")
     p.add_argument("--parts", default="accuracy,overhead,history",
                    help="Comma-separated parts to run (default: accuracy,overhead,history).")
+    p.add_argument("--strategies", default=None,
+                   help="Comma-separated strategies for the accuracy part; the full-data run always "
+                        "runs (default: the profile's).")
     args = p.parse_args(argv)
-    cfg = PROFILES[args.profile]
+    cfg = dict(PROFILES[args.profile])
+    if args.strategies:
+        chosen = args.strategies.split(",")
+        unknown = sorted(set(chosen) - set(STRATEGIES) - set(RATIO_FREE))
+        if unknown:
+            p.error(f"--strategies: unknown {unknown}; choose from {STRATEGIES + RATIO_FREE}")
+        cfg["strategies"] = tuple(s for s in chosen if s not in RATIO_FREE)
+        cfg["ratio_free"] = tuple(s for s in chosen if s in RATIO_FREE)
     root = os.path.abspath(args.out or os.path.join(REPO, "bench", "results", args.profile))
     os.makedirs(root, exist_ok=True)
     started = time.time()

@@ -35,6 +35,20 @@ def tiny_data(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session")
+def oracle(tmp_path_factory):
+    """A tiny CLIP trained on 2048 clean pairs: the 'pretrained oracle' of the tests."""
+    root = tmp_path_factory.mktemp("oracle")
+    manifest = synthetic.make_dataset(str(root / "clean"), train_size=2048, val_size=0, seed=7,
+                                      noise_rate=0.0, shard_size=512, progress=False)
+    flags = [*TINY_TRAIN_FLAGS, "--train-data", manifest["splits"]["train"]["pattern"], "--dataset-type",
+             "webdataset", "--workers", "1", "--batch-size", "64", "--epochs", "3", "--warmup", "20",
+             "--logs", str(root), "--name", "oracle"]  # (a 2-step warm-up can collapse clean-data runs)
+    result = run_module("open_clip_dissect.main", flags)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return str(root / "oracle" / "checkpoints" / "epoch_3.pt")
+
+
 def run_module(module, args, cwd=None, timeout=600, env=None):
     """Run ``python -m module args`` in a fresh interpreter; return the CompletedProcess."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from open_clip_dissect import coreset, synthetic
+from open_clip_dissect import coreset
 from open_clip_dissect.audit import auroc
 
 from conftest import TINY_TRAIN_FLAGS, run_module
@@ -14,19 +14,6 @@ from conftest import TINY_TRAIN_FLAGS, run_module
 
 def _ok(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
-@pytest.fixture(scope="module")
-def oracle(tmp_path_factory):
-    """A tiny CLIP trained on 2048 clean pairs: the 'pretrained oracle' of the tests."""
-    root = tmp_path_factory.mktemp("oracle")
-    manifest = synthetic.make_dataset(str(root / "clean"), train_size=2048, val_size=0, seed=7,
-                                      noise_rate=0.0, shard_size=512, progress=False)
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", manifest["splits"]["train"]["pattern"], "--dataset-type",
-             "webdataset", "--workers", "1", "--batch-size", "64", "--epochs", "3", "--warmup", "20",
-             "--logs", str(root), "--name", "oracle"]  # (a 2-step warm-up can collapse clean-data runs)
-    _ok(run_module("open_clip_dissect.main", flags))
-    return str(root / "oracle" / "checkpoints" / "epoch_3.pt")
 
 
 def test_embed_score_filter_train(oracle, tiny_data, tmp_path):

@@ -77,3 +77,18 @@ def _rebalance_worker(rank, world, init_file, out_dir):
         torch.save(mine[:, 0].long(), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def test_infobatch_pads_unequal_kept_counts_across_ranks(tiny_data, tmp_path):
+    """Each rank prunes its own random number; the ranks pad to the largest count with
+    weight-0 samples so that ClipLoss's all-gather (which needs equal sizes) goes through."""
+    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
+             "--workers", "1", "--logs", str(tmp_path), "--name", "infobatch", "--epochs", "2",
+             "--selection", "infobatch", "--infobatch-anneal", "0"]
+    torchrun(2, flags)
+    first, second = read_jsonl(tmp_path / "infobatch" / "selection.jsonl")
+    assert first["kept"] == 512 and second["kept"] < 512
+    for rank in range(2):
+        state = torch.load(tmp_path / "infobatch" / "checkpoints" / f"epoch_2.dissect-state.rank{rank}-of-2",
+                           weights_only=False)
+        assert state["strategy"] == "infobatch" and len(state["store"]["hash"]) > 150

@@ -10,6 +10,8 @@ import torch
 from open_clip_dissect import synthetic
 from open_clip_dissect.strategies import STRATEGIES
 
+BASELINES = ("infobatch", "scan", "divbs", "learnability")  # two epochs each, below
+
 from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
 
 
@@ -23,7 +25,7 @@ def _train(data, logs, name, *extra, epochs=1, env=None):
     return run_module("open_clip_dissect.main", flags, env=env)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s not in BASELINES])
 def test_strategy_runs_with_audit_and_state(strategy, tiny_data, tmp_path):
     extra = ["--selection", strategy, "--ratio", "0.25", "--dissect-warmup-epochs", "1",
              "--report-to", "tensorboard"]
@@ -44,6 +46,44 @@ def test_strategy_runs_with_audit_and_state(strategy, tiny_data, tmp_path):
     tags = events.Tags()["scalars"]
     assert "selection/kept_fraction" in tags and "selection/delta_mean" in tags
     assert "selection_epoch/audit_kept_precision" in tags
+
+
+@pytest.mark.parametrize("strategy", BASELINES)
+def test_baseline_runs_two_epochs_with_audit(strategy, tiny_data, tmp_path, request):
+    extra = {"infobatch": ["--infobatch-anneal", "0"],  # prune in the second epoch
+             "scan": ["--scan-warmup-epochs", "0", "--accum-freq", "2"],  # prepare, then prune
+             "divbs": [],
+             "learnability": ["--oracle-model", "dissect-vit-tiny", "--oracle-checkpoint",
+                              request.getfixturevalue("oracle") if strategy == "learnability" else ""]}
+    _ok(_train(tiny_data, tmp_path, "run", "--selection", strategy, *extra[strategy], epochs=2))
+    summaries = read_jsonl(tmp_path / "run" / "selection.jsonl")
+    assert [s["epoch"] for s in summaries] == [1, 2]
+    for summary in summaries:
+        assert summary["candidates"] == 512
+        for key in ("audit_kept_precision", "audit_clean_recall", "audit_auroc"):
+            assert 0.0 <= summary[key] <= 1.0
+    kept = [s["kept"] for s in summaries]
+    if strategy in ("infobatch", "scan"):  # everything in epoch 1 (no history yet), then pruning
+        assert kept[0] == 512 and 256 < kept[1] < 512, kept
+    else:
+        assert kept == [256, 256]  # k = round(0.5 * 32) of 16 batches
+    state = torch.load(tmp_path / "run" / "checkpoints" / "epoch_2.dissect-state.rank0-of-1", weights_only=False)
+    assert state["strategy"] == strategy
+    if strategy == "scan":
+        assert state["strategy_state"]["cycle_start"] == 0
+        assert set(state["store"]["score"].tolist()) == {0.0, 1.0}  # nominations
+    with open(tmp_path / "run" / "out.log") as f:
+        log = f.read()
+    assert "Selection audit epoch 1" in log and "Contrastive_loss" in log
+
+
+def test_baselines_refuse_what_they_cannot_do(tiny_data, tmp_path):
+    fixed = _train(tiny_data, tmp_path, "fixed", "--selection", "infobatch", "--selection-batch-mode", "fixed")
+    assert fixed.returncode != 0 and "--selection-batch-mode shrink" in fixed.stderr
+    siglip = _train(tiny_data, tmp_path, "siglip", "--selection", "scan", "--siglip")
+    assert siglip.returncode != 0 and "--siglip" in siglip.stderr
+    prune = _train(tiny_data, tmp_path, "prune", "--selection", "infobatch", "--infobatch-prune", "1")
+    assert prune.returncode != 0 and "--infobatch-prune must be in [0, 1)" in prune.stderr
 
 
 @pytest.fixture(scope="session")

@@ -138,6 +138,11 @@ class HistoryStore:
             if len(self.fresh["hash"]) > limit:
                 self.compact()
 
+    def score_total(self):
+        """``(sum of the stored scores, number of keys)``, the sum in float64."""
+        total = sum(run["score"].double().sum() for run in (self.main, self.fresh))
+        return float(total), len(self)
+
     def compact(self) -> None:
         """Merge the fresh run into the main one."""
         if len(self.fresh["hash"]):

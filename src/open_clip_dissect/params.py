@@ -13,7 +13,7 @@ import open_clip_train.params as upstream_params
 
 from open_clip_dissect.patching import swapped
 
-from open_clip_dissect.strategies import ORACLE_STRATEGIES, STRATEGIES
+from open_clip_dissect.strategies import ORACLE_STRATEGIES, STRATEGIES, make_strategy
 
 SELECTION_CHOICES = ("none",) + STRATEGIES + ORACLE_STRATEGIES
 SAMPLE_KEY_CHOICES = ("url+key", "key")
@@ -32,15 +32,21 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="Online sample-selection strategy; 'none' trains exactly like stock OpenCLIP. "
              "random: a uniform k; small-loss/big-loss: the k smallest/largest per-sample InfoNCE; "
              "clipscore: the k highest CLIPScores of the model being trained; dissect-warmup / "
-             "dissect-mome: DISSect with a warm-up or a momentum history; clipscore-oracle: the k "
-             "highest CLIPScores of a frozen --oracle-model (default: none).",
+             "dissect-mome: DISSect with a warm-up or a momentum history; infobatch: InfoBatch's soft "
+             "pruning of below-mean-loss samples with loss rescaling; scan: SCAN's bootstrapped "
+             "pruning of the highest- and lowest-loss pairs; divbs: diversified batch selection "
+             "(greedy orthogonal coverage of the batch's gradients); clipscore-oracle: the k "
+             "highest CLIPScores of a frozen --oracle-model; learnability: the k highest "
+             "learner-minus-reference losses, the reference being --oracle-model (RHO-LOSS/JEST) "
+             "(default: none).",
     )
     group.add_argument(
         "--ratio",
         type=float,
         default=0.5,
         help="Selection ratio r in (0, 1]: k = max(1, round(r * candidates)) samples are trained "
-             "on per step (default: 0.5).",
+             "on per step; infobatch and scan set their own (random) counts and ignore it "
+             "(default: 0.5).",
     )
     group.add_argument(
         "--selection-batch-mode",
@@ -79,18 +85,53 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
              "(default: 0.9).",
     )
     group.add_argument(
+        "--infobatch-prune",
+        type=float,
+        default=0.5,
+        help="infobatch: probability of dropping a sample whose last loss is below the mean; "
+             "kept ones of those are weighted 1 / (1 - p), in [0, 1) (default: 0.5).",
+    )
+    group.add_argument(
+        "--infobatch-anneal",
+        type=float,
+        default=0.125,
+        help="infobatch: final fraction of the epochs trained without pruning (default: 0.125).",
+    )
+    group.add_argument(
+        "--scan-nominate",
+        type=float,
+        default=0.3,
+        help="scan: fraction of each candidate batch with the highest (and the lowest) loss that "
+             "a preparation epoch nominates for pruning, in (0, 0.5] (default: 0.3).",
+    )
+    group.add_argument(
+        "--scan-warmup-improvement",
+        type=float,
+        default=0.3,
+        help="scan: full-data warm-up lasts until an epoch's mean loss improves on the previous "
+             "one by less than this relative amount (default: 0.3).",
+    )
+    group.add_argument(
+        "--scan-warmup-epochs",
+        type=int,
+        default=None,
+        help="scan: a fixed number of warm-up epochs instead of the loss criterion "
+             "(default: None, the criterion).",
+    )
+    group.add_argument(
         "--oracle-model",
         type=str,
         default=None,
-        help="clipscore-oracle: the frozen oracle's OpenCLIP config; it must take the training "
-             "images as they are (same image size) (default: None).",
+        help="clipscore-oracle / learnability: the frozen oracle's (reference model's) OpenCLIP "
+             "config; it must take the training images as they are (same image size) "
+             "(default: None).",
     )
     group.add_argument(
         "--oracle-checkpoint",
         type=str,
         default=None,
-        help="clipscore-oracle: local weights file of the oracle; nothing is downloaded "
-             "(default: None).",
+        help="clipscore-oracle / learnability: local weights file of the oracle; nothing is "
+             "downloaded (default: None).",
     )
     group.add_argument(
         "--history-device",
@@ -189,6 +230,12 @@ def validate_args(args) -> None:
         raise SystemExit(f"--dissect-momentum must be in [0, 1), got {args.dissect_momentum}")
     if args.dissect_warmup_epochs < 0:
         raise SystemExit(f"--dissect-warmup-epochs must be >= 0, got {args.dissect_warmup_epochs}")
+    try:
+        strategy = make_strategy(**strategy_options(args)) if args.selection != "none" else None
+    except ValueError as error:
+        raise SystemExit(str(error))
+    if strategy is not None and strategy.variable_kept:
+        _check_variable_kept(args)
     if args.selection in ORACLE_STRATEGIES:
         if not args.oracle_model or not args.oracle_checkpoint:
             raise SystemExit(f"--selection {args.selection} needs --oracle-model and --oracle-checkpoint")
@@ -208,3 +255,27 @@ def validate_args(args) -> None:
         logging.getLogger(__name__).warning(
             "--precision amp on a CPU device runs fp16 autocast, which is about 14x slower than "
             "fp32 on CPU; pass --precision fp32 for CPU runs.")
+
+
+def strategy_options(args) -> dict:
+    """``strategies.make_strategy`` keyword arguments from the parsed flags."""
+    return dict(name=args.selection, momentum=args.dissect_momentum, warmup_epochs=args.dissect_warmup_epochs,
+                epochs=args.epochs, infobatch_prune=args.infobatch_prune, infobatch_anneal=args.infobatch_anneal,
+                scan_nominate=args.scan_nominate, scan_warmup_improvement=args.scan_warmup_improvement,
+                scan_warmup_epochs=args.scan_warmup_epochs)
+
+
+def _check_variable_kept(args) -> None:
+    """infobatch and scan keep a random number of samples and weight their losses: that needs
+    OpenCLIP's plain contrastive loss (``WeightedClipLoss``) and per-rank decisions."""
+    name = f"--selection {args.selection}"
+    if args.selection_batch_mode != "shrink":
+        raise SystemExit(f"{name} keeps a random number of samples; it needs --selection-batch-mode shrink")
+    if args.selection_scope != "local":
+        raise SystemExit(f"{name} decides sample by sample; it needs --selection-scope local")
+    for flag, used in (("--distill-model", args.distill_model), ("--siglip", args.siglip),
+                       ("a CoCa --model", "coca" in args.model.lower()), ("--horovod", args.horovod)):
+        if used:
+            raise SystemExit(f"{name} weights OpenCLIP's CLIP loss per sample; it does not support {flag}")
+    if args.ratio != 0.5:
+        logging.getLogger(__name__).warning(f"{name} ignores --ratio (it sets its own counts)")

@@ -24,6 +24,7 @@ from open_clip_dissect import strategies
 from open_clip_dissect.exchange import RankExchange
 from open_clip_dissect.history import HistoryStore, hash_keys
 from open_clip_dissect.sharded_history import ShardedHistoryStore, rank_file, saved_rank_files
+from open_clip_dissect.weighted_loss import LossWeights
 
 log = logging.getLogger(__name__)
 STATE_SUFFIX = ".dissect-state"  # never ".pt": OpenCLIP's --resume latest globs *.pt
@@ -46,11 +47,31 @@ class Selector:
         self.generator = torch.Generator().manual_seed(seed)
         self.clipscore_scale = clipscore_scale
         self.exchange = exchange
+        if exchange is not None and strategy.variable_kept:
+            raise ValueError(f"--selection {strategy.name} keeps a random number of samples per rank; "
+                             f"it needs --selection-scope local")
+        self._loss_total = None  # [sum, count] of this epoch's scoring-pass losses on this rank
 
     def num_kept(self, candidates: int) -> int:
         if self.batch_mode == "fixed":
             return min(candidates, self.train_batch_size)
         return strategies.num_kept(candidates, self.ratio)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Epoch-level inputs of the strategy (InfoBatch: the mean stored score, all ranks)."""
+        mean = self.store.mean_score() if self.strategy.needs_history_mean else None
+        self.strategy.begin_epoch(epoch, mean)
+        self._loss_total = None
+
+    def end_epoch(self, epoch: int) -> None:
+        """Hand the strategy the epoch's mean scoring-pass loss over every rank (SCAN's warm-up)."""
+        mean = None
+        if self.strategy.needs_loss:
+            local = self._loss_total if self._loss_total is not None else torch.zeros(2, dtype=torch.float64)
+            total, count = self.store.all_reduce_sum(local.cpu()).tolist()
+            mean = total / count if count else None
+        self.strategy.end_epoch(epoch, mean)
+        self._loss_total = None
 
     def decide(self, hashes: torch.Tensor, scores: strategies.BatchScores, epoch: int) -> strategies.Decision:
         history = None
@@ -61,16 +82,19 @@ class Selector:
             decision = self.strategy.decide(scores, history, self.num_kept(len(hashes)), epoch, self.generator)
         else:
             decision = self._decide_global(len(hashes), scores, history, epoch)
-        if self.strategy.needs_history:
+        if self.strategy.needs_history and decision.new_history is not None:
             self.store.update(hashes, decision.new_history, epoch, decision.store_mask)
+        if scores.loss is not None:  # on the device: no sync per batch
+            batch = torch.stack([scores.loss.double().sum(), torch.tensor(
+                float(len(scores.loss)), dtype=torch.float64, device=scores.loss.device)])
+            self._loss_total = batch if self._loss_total is None else self._loss_total + batch
         return decision
 
     def _decide_global(self, n, scores, history, epoch):
         """Rank the gathered global batch; return this rank's rows (``kept``: its candidates
         that were kept globally, any number; ``SelectingLoader`` rebalances)."""
         ex = self.exchange
-        g_scores = strategies.BatchScores(
-            ex.gather(scores.curr), None if scores.loss is None else ex.gather(scores.loss))
+        g_scores = strategies.BatchScores(**{f: ex.gather(v) for f, v in scores.fields().items()})
         g_history = None if history is None else strategies.History(
             ex.gather(history.score), ex.gather(history.seen))
         g = self.strategy.decide(g_scores, g_history, self.num_kept(n) * ex.world_size, epoch, self.generator)
@@ -86,7 +110,8 @@ class Selector:
 
     def state_dict(self) -> dict:
         return {"strategy": self.strategy.name, "ratio": self.ratio, "batch_mode": self.batch_mode,
-                "store": self.store.state_dict(), "generator": self.generator.get_state()}
+                "store": self.store.state_dict(), "generator": self.generator.get_state(),
+                "strategy_state": self.strategy.state_dict()}
 
     def check_strategy(self, state: dict, source: str) -> None:
         if state.get("strategy") != self.strategy.name:
@@ -97,6 +122,7 @@ class Selector:
         self.check_strategy(state, source)
         self.store.load_state_dict(state["store"])
         self.generator.set_state(state["generator"])
+        self.strategy.load_state_dict(state.get("strategy_state", {}))
 
     def load_state_files(self, files: list, rank: int) -> None:
         """Resume from the rank files of a saved state. Same world size: this rank's file, exact.
@@ -109,6 +135,7 @@ class Selector:
             self.load_state_dict(first, source=source)
             return
         self.store.load_rank_files(files)
+        self.strategy.load_state_dict(first.get("strategy_state", {}))  # the same on every rank
         if rank < len(files):
             self.generator.set_state(first["generator"])
 
@@ -150,14 +177,18 @@ class SelectingLoader:
     """The training loader as OpenCLIP's ``train_one_epoch`` sees it: kept ``(images, texts)``."""
 
     def __init__(self, loader, selector: Selector, model, args, epoch: int, record: EpochRecord,
-                 tb_writer=None, noisy_keys: Optional[audit_lib.NoisyKeyList] = None, oracle=None):
+                 tb_writer=None, noisy_keys: Optional[audit_lib.NoisyKeyList] = None, oracle=None,
+                 loss_weights: Optional[LossWeights] = None):
         self.loader, self.selector, self.model, self.args = loader, selector, model, args
-        self.oracle = oracle  # frozen model for clipscore-oracle
+        self.oracle = oracle  # frozen model for clipscore-oracle and learnability
         self.noisy_keys = noisy_keys
+        self.loss_weights = loss_weights  # set: the loss is a WeightedClipLoss reading it
         self.epoch, self.record, self.tb_writer = epoch, record, tb_writer
         self.num_batches = loader.num_batches
-        # Upstream's progress counter adds len(images) per step: count trained samples.
-        per_step = selector.num_kept(args.selection_candidates)
+        # Upstream's progress counter adds len(images) per step: count trained samples
+        # (an estimate for the strategies that keep a random number).
+        per_step = args.selection_candidates if selector.strategy.variable_kept else \
+            selector.num_kept(args.selection_candidates)
         self.num_samples = loader.num_batches * per_step * args.world_size
         self.candidates_seen = 0
         self.trained = 0
@@ -169,24 +200,44 @@ class SelectingLoader:
 
     def _score(self, images, texts):
         model = _unwrap(self.model)
+        strategy = self.selector.strategy
         was_training = model.training
         model.eval()  # no BatchNorm statistics update, no dropout
         try:
             with torch.no_grad(), self.autocast():
                 image_features = model.encode_image(images, normalize=True)
                 text_features = model.encode_text(texts, normalize=True)
-                logit_scale = model.logit_scale.exp() if self.selector.strategy.needs_loss else None
-                oracle = None
-                if self.selector.strategy.needs_oracle:
-                    oracle = strategies.clipscore(self.oracle.encode_image(images, normalize=True),
-                                                  self.oracle.encode_text(texts, normalize=True),
-                                                  self.selector.clipscore_scale)
+                logit_scale = model.logit_scale.exp() if strategy.needs_loss else None
+                if strategy.needs_oracle:
+                    oracle_features = (self.oracle.encode_image(images, normalize=True),
+                                       self.oracle.encode_text(texts, normalize=True),
+                                       self.oracle.logit_scale.exp() if strategy.needs_loss else None)
         finally:
             model.train(was_training)
         scores = strategies.BatchScores.from_features(
-            image_features, text_features, logit_scale, self.selector.clipscore_scale)
-        scores.oracle = oracle
+            image_features, text_features, logit_scale, self.selector.clipscore_scale,
+            gradient=strategy.needs_gradient)
+        if strategy.needs_oracle:
+            oracle = strategies.BatchScores.from_features(*oracle_features, self.selector.clipscore_scale)
+            scores.oracle, scores.oracle_loss = oracle.curr, oracle.loss
         return scores
+
+    def _weights(self, decision, candidates: int):
+        """The kept indices and their loss weights; with several ranks, padded to the largest
+        kept count of any rank with unkept samples of weight 0 (``ClipLoss`` gathers equal-sized
+        batches). Padding samples are negatives to the others but add no loss of their own."""
+        kept = decision.kept
+        weights = decision.weights
+        if weights is None:
+            weights = torch.full((len(kept),), candidates / max(len(kept), 1), device=kept.device)
+        need = self.selector.store.all_reduce_max(len(kept)) - len(kept)
+        if need > 0:
+            draws = strategies.uniform(candidates, self.selector.generator, kept.device)
+            draws[kept] = -1.0
+            padding = torch.argsort(draws, descending=True)[:need]
+            kept = torch.cat([kept, padding])
+            weights = torch.cat([weights, torch.zeros(need, dtype=weights.dtype, device=weights.device)])
+        return kept, weights
 
     def __iter__(self):
         args = self.args
@@ -194,6 +245,7 @@ class SelectingLoader:
         self.autocast = get_autocast(args.precision, device_type=device.type)
         input_dtype = get_input_dtype(args.precision)
         steps_per_epoch = self.num_batches // args.accum_freq
+        self.selector.begin_epoch(self.epoch)
         window = []
         for i, (images, texts, keys, noisy) in enumerate(self.loader):
             start = time.perf_counter()
@@ -217,12 +269,17 @@ class SelectingLoader:
                             torch.as_tensor(noisy, dtype=torch.int8))
             window.append((scores.curr, decision.hist, decision.rank, len(decision.kept), len(keys)))
             self.candidates_seen += len(keys)
-            if self.selector.exchange is None:
+            if self.loss_weights is not None:
+                train_rows, weights = self._weights(decision, len(keys))
+                self.loss_weights.push(weights, len(keys))
+                train_images, train_texts = images[train_rows], texts[train_rows]
+            elif self.selector.exchange is None:
                 train_images, train_texts = images[decision.kept], texts[decision.kept]
             else:
                 train_images, train_texts = self.selector.exchange.rebalance(
                     images, texts, decision.kept, self.selector.num_kept(len(keys)))
-            self.trained += len(train_images)
+            # samples trained on with a weight (padding rows of weight 0 are not counted)
+            self.trained += len(decision.kept) if self.loss_weights is not None else len(train_images)
             self.time_scoring += time.perf_counter() - start
 
             start = time.perf_counter()

@@ -113,6 +113,26 @@ class ShardedHistoryStore:
         self.local.update(all_hashes[mine], all_scores[mine], epoch, all_masks[mine].bool(),
                           batch_size=batch_size or len(hashes) * self.world_size)
 
+    def mean_score(self) -> Optional[float]:
+        """Mean stored score over every key of every rank (None when the store is empty)."""
+        total, count = self.all_reduce_sum(torch.tensor(self.local.score_total(), dtype=torch.float64)).tolist()
+        return total / count if count else None
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of ``values`` over the ranks (itself with one process)."""
+        if self.world_size == 1:
+            return values
+        values = values.to(self.comm_device)
+        dist.all_reduce(values, group=self.group)
+        return values
+
+    def all_reduce_max(self, value: int) -> int:
+        if self.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=self.comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return int(t)
+
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return self.local.state_dict()
 

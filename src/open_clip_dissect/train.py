@@ -15,9 +15,11 @@ import time
 import open_clip_train.train as upstream_train
 import torch
 from open_clip import get_input_dtype
+from open_clip.loss import ClipLoss
 from open_clip_train.precision import get_autocast
 
 from open_clip_dissect import data as data_lib
+from open_clip_dissect import params
 from open_clip_dissect import record as record_lib
 from open_clip_dissect import strategies
 from open_clip_dissect.audit import NoisyKeyList, audit
@@ -28,6 +30,7 @@ from open_clip_dissect.retrieval import evaluate_retrieval
 from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, remove_state,
                                          report, save_state, state_files, state_path)
 from open_clip_dissect.sharded_history import ShardedHistoryStore
+from open_clip_dissect.weighted_loss import LossWeights, WeightedClipLoss
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class TrainingSession:
         self.preprocess_val = self.tokenizer = None
         self.train_seconds = 0.0  # wall-clock inside training epochs (evaluation excluded)
         self.oracle = None
+        self.loss_weights = self.weighted_loss = None  # for strategies that weight the loss
 
     def get_data(self, args, preprocess_fns, epoch=0, tokenizer=None):
         """Key-carrying data; in ``fixed`` batch mode the training loader draws ceil(B / r)
@@ -89,8 +93,10 @@ class TrainingSession:
             if self.selector is None:
                 self.selector = self._start(args, epoch)
             record = EpochRecord(keep_keys=bool(args.selection_record))
+            if self.selector.strategy.variable_kept:
+                loss = self._weighted(loss, args)
             view = SelectingLoader(train.dataloader, self.selector, model, args, epoch, record,
-                                   tb_writer, self.noisy_keys, self.oracle)
+                                   tb_writer, self.noisy_keys, self.oracle, self.loss_weights)
         upstream_train.train_one_epoch(
             model, {**data, "train": dataclasses.replace(train, dataloader=view)}, loss, epoch,
             optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
@@ -101,6 +107,16 @@ class TrainingSession:
         if args.retrieval_data and args.rank == 0 and args.val_frequency and (
                 completed % args.val_frequency == 0 or completed == args.epochs):
             self._evaluate_retrieval(model, args, completed, view.num_batches // args.accum_freq, tb_writer)
+
+    def _weighted(self, loss, args):
+        """OpenCLIP's ``ClipLoss`` (built by ``create_loss``) as a ``WeightedClipLoss``."""
+        if self.weighted_loss is None:
+            if type(loss) is not ClipLoss:
+                raise SystemExit(f"--selection {args.selection} weights the CLIP loss per sample; "
+                                 f"this run's loss is {type(loss).__name__}")
+            self.loss_weights = LossWeights(args.accum_freq)
+            self.weighted_loss = WeightedClipLoss.like(loss, self.loss_weights)
+        return self.weighted_loss
 
     def _evaluate_retrieval(self, model, args, completed, steps_per_epoch, tb_writer):
         """Multi-caption retrieval after an epoch (OpenCLIP's ``evaluate`` covers --val-data)."""
@@ -120,7 +136,7 @@ class TrainingSession:
                                     **{f"retrieval_{k}": v for k, v in metrics.items()}}) + "\n")
 
     def _start(self, args, epoch):
-        strategy = strategies.make_strategy(args.selection, args.dissect_momentum, args.dissect_warmup_epochs)
+        strategy = strategies.make_strategy(**params.strategy_options(args))
         comm_device = args.device if torch.device(args.device).type == "cuda" else "cpu"
         store = ShardedHistoryStore(HistoryStore(args.history_device), args.rank, args.world_size,
                                     comm_device=comm_device)
@@ -152,6 +168,7 @@ class TrainingSession:
                    "kept": view.trained * args.world_size,
                    "time_scoring": view.time_scoring, "time_training": view.time_training,
                    "history_size": len(self.selector.store)}
+        self.selector.end_epoch(epoch)  # every rank: may all-reduce
         if args.logs and args.logs.lower() != "none":
             self._save_state(args, completed)  # every rank writes its own file
         if args.rank != 0:
