@@ -66,7 +66,7 @@ class Selector:
     def end_epoch(self, epoch: int) -> None:
         """Hand the strategy the epoch's mean scoring-pass loss over every rank (SCAN's warm-up)."""
         mean = None
-        if self.strategy.needs_loss:
+        if self.strategy.needs_epoch_loss:
             local = self._loss_total if self._loss_total is not None else torch.zeros(2, dtype=torch.float64)
             total, count = self.store.all_reduce_sum(local.cpu()).tolist()
             mean = total / count if count else None
@@ -84,7 +84,7 @@ class Selector:
             decision = self._decide_global(len(hashes), scores, history, epoch)
         if self.strategy.needs_history and decision.new_history is not None:
             self.store.update(hashes, decision.new_history, epoch, decision.store_mask)
-        if scores.loss is not None:  # on the device: no sync per batch
+        if self.strategy.needs_epoch_loss:  # summed on the device: no sync per batch
             batch = torch.stack([scores.loss.double().sum(), torch.tensor(
                 float(len(scores.loss)), dtype=torch.float64, device=scores.loss.device)])
             self._loss_total = batch if self._loss_total is None else self._loss_total + batch

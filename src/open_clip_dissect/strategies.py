@@ -70,15 +70,6 @@ def num_kept(batch_size: int, ratio: float) -> int:
     return max(1, min(batch_size, round(ratio * batch_size)))
 
 
-def batch_ranks(values: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """0-based ascending rank of each value in the batch; equal values in random order."""
-    perm = torch.randperm(len(values), generator=generator, device="cpu").to(values.device)
-    order = torch.argsort(values[perm], stable=True)
-    ranks = torch.empty_like(perm)
-    ranks[perm[order]] = torch.arange(len(values), device=values.device)
-    return ranks
-
-
 def uniform(n: int, generator: Optional[torch.Generator], device) -> torch.Tensor:
     """``n`` uniform draws from the (CPU) generator, on ``device``: the same draws on CPU and CUDA."""
     return torch.rand(n, generator=generator, device="cpu").to(device)
@@ -89,6 +80,14 @@ def select_topk(score: torch.Tensor, k: int, generator: Optional[torch.Generator
     perm = torch.randperm(len(score), generator=generator, device="cpu").to(score.device)
     order = torch.argsort(score[perm], descending=True, stable=True)
     return perm[order[:k]]
+
+
+def batch_ranks(values: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """0-based ascending rank of each value in the batch; equal values in random order."""
+    n = len(values)
+    ranks = torch.empty(n, dtype=torch.long, device=values.device)
+    ranks[select_topk(values, n, generator)] = torch.arange(n - 1, -1, -1, device=values.device)
+    return ranks
 
 
 @dataclass
@@ -149,7 +148,8 @@ class Strategy:
     needs_loss = False
     needs_oracle = False
     needs_gradient = False
-    needs_history_mean = False
+    needs_history_mean = False  # begin_epoch gets the mean stored score
+    needs_epoch_loss = False    # end_epoch gets the epoch's mean loss
     variable_kept = False
 
     def begin_epoch(self, epoch: int, history_mean: Optional[float] = None) -> None:
@@ -179,7 +179,7 @@ class RandomSelection(Strategy):
     name = "random"
 
     def rank(self, scores, history, epoch, generator):
-        return torch.rand(len(scores.curr), generator=generator, device="cpu").to(scores.curr.device)
+        return uniform(len(scores.curr), generator, scores.curr.device)
 
 
 class SmallLoss(Strategy):
@@ -358,6 +358,7 @@ class Scan(Strategy):
     name = "scan"
     needs_history = True
     needs_loss = True
+    needs_epoch_loss = True
     variable_kept = True
     PRUNE_EPOCHS = 3
 
