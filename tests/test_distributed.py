@@ -92,3 +92,49 @@ def test_infobatch_pads_unequal_kept_counts_across_ranks(tiny_data, tmp_path):
         state = torch.load(tmp_path / "infobatch" / "checkpoints" / f"epoch_2.dissect-state.rank{rank}-of-2",
                            weights_only=False)
         assert state["strategy"] == "infobatch" and len(state["store"]["hash"]) > 150
+
+
+def test_weighted_clip_loss_across_two_ranks(tmp_path):
+    """Global batch (weights gathered, one loss on every rank) and --local-loss (each rank its
+    rows against every column) both equal the single-process per-sample losses, weighted."""
+    import torch.multiprocessing as mp
+
+    for local in (False, True):
+        mp.spawn(_weighted_loss_worker, args=(2, str(tmp_path / f"init{local}"), str(tmp_path), local),
+                 nprocs=2, join=True)
+        from open_clip_dissect.strategies import per_sample_infonce
+        image, text, weights = _weighted_loss_inputs()
+        per_sample = per_sample_infonce(image, text, torch.tensor(10.0))
+        for rank in range(2):
+            got = torch.load(tmp_path / f"loss{rank}.pt")
+            if local:
+                rows = slice(3 * rank, 3 * rank + 3)
+                expected = (weights[rows] * per_sample[rows]).sum() / (4 + rank)
+            else:
+                expected = (weights * per_sample).sum() / 9
+            assert torch.allclose(got, expected, atol=1e-5), (local, rank, got, expected)
+
+
+def _weighted_loss_inputs():
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(6, 4, generator=g), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(6, 4, generator=g), dim=-1)
+    return image, text, torch.tensor([2.0, 1.0, 0.0, 1.0, 2.0, 2.0])
+
+
+def _weighted_loss_worker(rank, world, init_file, out_dir, local):
+    import torch.distributed as dist
+
+    from open_clip_dissect.weighted_loss import LossWeights, WeightedClipLoss
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        image, text, weights = _weighted_loss_inputs()
+        rows = slice(3 * rank, 3 * rank + 3)
+        channel = LossWeights()
+        channel.push(weights[rows], candidates=4 + rank)  # 3 trained of 4 (rank 0) and of 5 (rank 1)
+        loss = WeightedClipLoss(channel, local_loss=local, rank=rank, world_size=world)(
+            image[rows], text[rows], torch.tensor(10.0))
+        torch.save(loss.detach(), os.path.join(out_dir, f"loss{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
