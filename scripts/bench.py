@@ -14,6 +14,9 @@ spent training so far, so each run reports when it first reaches the full-data r
 Part 2 times, for one model and batch: a stock OpenCLIP step on B, the no-grad scoring pass on
 B, a training step on k = rB and the full selection step (scoring + selection + history +
 training on k).
+The reference-model strategies (``clipscore-oracle``, ``learnability``) score with a frozen
+reference trained first, once, on clean pairs drawn with another seed (the generator's vocabulary
+is fixed, so it transfers); its own R@sum on the test split is in the report.
 """
 import argparse
 import json
@@ -25,13 +28,16 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STRATEGIES = ("random", "small-loss", "big-loss", "clipscore", "dissect-warmup", "dissect-mome", "divbs")
+STRATEGIES = ("random", "small-loss", "big-loss", "clipscore", "dissect-warmup", "dissect-mome", "divbs",
+              "clipscore-oracle", "learnability")
+NEEDS_REFERENCE = ("clipscore-oracle", "learnability")  # score with a frozen reference model
 RATIO_FREE = ("infobatch", "scan")  # set their own kept counts: one run each, r = "own"
 
 PROFILES = {
     "smoke": dict(
         regimes={"learning": dict(train=256, test=32, noise="shuffle", epochs=1, batch=32)},
-        strategies=("random", "dissect-mome"), ratio_free=("infobatch",), ratios=(0.5,), seeds=(0,), warmup_epochs=1,
+        strategies=("random", "dissect-mome", "learnability"), ratio_free=("infobatch",), ratios=(0.5,), seeds=(0,),
+        warmup_epochs=1, reference=dict(train=256, test=32, noise="shuffle", epochs=1, batch=32),
         model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
         overhead=dict(batch=32, reps=3, warmup=1),
         history=dict(sizes=(10**5,), batch=1024, steps=5, dict_max=10**5)),
@@ -41,6 +47,7 @@ PROFILES = {
             "memorising": dict(train=512, test=200, noise="partial", epochs=12, batch=64),
         },
         strategies=STRATEGIES, ratio_free=RATIO_FREE, ratios=(0.3, 0.5, 0.7), seeds=(0,), warmup_epochs=1,
+        reference=dict(train=3000, test=200, noise="shuffle", epochs=3, batch=64),
         model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
         overhead=dict(batch=128, reps=15, warmup=3),
         history=dict(sizes=(10**6, 10**7, 10**8), batch=1024, steps=30, dict_max=10**7)),
@@ -50,6 +57,7 @@ PROFILES = {
             "memorising": dict(train=20000, test=1000, noise="partial", epochs=60, batch=512),
         },
         strategies=STRATEGIES, ratio_free=RATIO_FREE, ratios=(0.3, 0.5, 0.7), seeds=(0, 1), warmup_epochs=5,
+        reference=dict(train=50000, test=1000, noise="shuffle", epochs=5, batch=512),
         model="dissect-vit-tiny", precision="amp", workers=8, lr=1e-3,
         overhead=dict(batch=512, reps=30, warmup=5),
         history=dict(sizes=(10**6, 10**7, 10**8), batch=4096, steps=30, dict_max=10**7)),
@@ -62,7 +70,7 @@ def log(msg):
 
 # ----------------------------------------------------------------------------- part 1
 
-def make_data(root, name, spec, seed=0):
+def make_data(root, name, spec, seed=0, noise_rate=0.4):
     from open_clip_dissect import synthetic
 
     out = os.path.join(root, "data", name)
@@ -71,12 +79,12 @@ def make_data(root, name, spec, seed=0):
         with open(manifest_path) as f:
             return json.load(f)
     shard = max(64, spec["train"] // 8)
-    return synthetic.make_dataset(out, train_size=spec["train"], val_size=0, seed=seed, noise_rate=0.4,
+    return synthetic.make_dataset(out, train_size=spec["train"], val_size=0, seed=seed, noise_rate=noise_rate,
                                   noise_kind=spec["noise"], shard_size=shard, test_size=spec["test"],
                                   test_captions=5, workers=os.cpu_count() or 1, progress=False)
 
 
-def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir=None):
+def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir=None, reference=None):
     run_dir = os.path.join(logs, name)
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "open_clip_dissect.main", "--model", cfg["model"],
@@ -92,6 +100,8 @@ def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir
         cmd += ["--ratio", str(ratio)]
     if record_dir:
         cmd += ["--selection-record", record_dir]
+    if strategy in NEEDS_REFERENCE:
+        cmd += ["--oracle-model", cfg["model"], "--oracle-checkpoint", reference]
     started = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
     if result.returncode != 0:
@@ -100,12 +110,26 @@ def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir
     selection_path = os.path.join(run_dir, "selection.jsonl")
     audit = [json.loads(x) for x in open(selection_path)] if os.path.isfile(selection_path) else []
     return {"curve": [(r["epoch"], r["train_seconds"], r["retrieval_R@sum"]) for r in results],
-            "audit": audit, "process_seconds": time.perf_counter() - started}
+            "audit": audit, "process_seconds": time.perf_counter() - started,
+            "checkpoint": os.path.join(run_dir, "checkpoints", f"epoch_{spec['epochs']}.pt")}
+
+
+def reference_model(cfg, root):
+    """Train the frozen reference of the reference-model strategies once; return its checkpoint
+    path and its final R@sum on its own (clean) test split."""
+    spec = cfg["reference"]
+    manifest = make_data(root, "reference", spec, seed=7, noise_rate=0.0)
+    log("[bench] reference model (clean pairs, seed 7) ...")
+    out = train_run(cfg, manifest, spec, os.path.join(root, "logs"), "reference", "none", "own", 0)
+    return out["checkpoint"], out["curve"][-1][2]
 
 
 def time_to_accuracy(cfg, root):
     rows, audit_rows, curves, kept = [], [], {}, {}
     logs = os.path.join(root, "logs")
+    reference, reference_rsum = None, None
+    if any(s in NEEDS_REFERENCE for s in cfg["strategies"]):
+        reference, reference_rsum = reference_model(cfg, root)
     for regime, spec in cfg["regimes"].items():
         manifest = make_data(root, regime, spec)
         for seed in cfg["seeds"]:
@@ -116,7 +140,7 @@ def time_to_accuracy(cfg, root):
                 record = os.path.join(root, "records", name) if (
                     strategy == "dissect-mome" and ratio == 0.5 and seed == cfg["seeds"][0]) else None
                 log(f"[bench] {name} ...")
-                out = train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record)
+                out = train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record, reference)
                 curves[(regime, strategy, ratio, seed)] = out["curve"]
                 kept[(regime, strategy, ratio, seed)] = (
                     sum(a["kept"] for a in out["audit"]) / sum(a["candidates"] for a in out["audit"])
@@ -141,7 +165,7 @@ def time_to_accuracy(cfg, root):
                     "train_seconds": curve[-1][1], "seconds_to_full_final": reached,
                     "speedup": (full_seconds / reached) if reached else None,
                 })
-    return rows, audit_rows, curves
+    return rows, audit_rows, curves, reference_rsum
 
 
 # ----------------------------------------------------------------------------- part 2
@@ -416,7 +440,7 @@ def plots(root, curves, audit_rows, cfg):
         plt.close(fig)
 
 
-def write_report(root, profile, rows, audit_rows, overhead, history, started):
+def write_report(root, profile, rows, audit_rows, overhead, history, started, reference_rsum=None):
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(os.path.join(root, "time_to_accuracy.csv"), index=False)
@@ -433,7 +457,10 @@ def write_report(root, profile, rows, audit_rows, overhead, history, started):
              "`seconds to full` = training wall-clock at the end of the first epoch whose R@sum reaches "
              "the full-data run's final R@sum; `speed-up` = full-data wall-clock / that. `precision` = "
              "kept-set precision in the last epoch (clean fraction of all candidates in brackets); `kept` = "
-             "fraction of all candidates trained on over the run (r = `own`: the strategy sets its counts).", "",
+             "fraction of all candidates trained on over the run (r = `own`: the strategy sets its counts)." + (
+                 f" clipscore-oracle and learnability score with a frozen reference trained on clean pairs of "
+                 f"another seed (R@sum {reference_rsum:.1f} on its own test split)." if reference_rsum is not None
+                 else ""), "",
              "| regime | strategy | r | kept | seed | final R@sum | best R@sum | train s | s to full | speed-up | precision | AUROC |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -512,16 +539,16 @@ def main(argv=None):
     os.makedirs(root, exist_ok=True)
     started = time.time()
     parts = set(args.parts.split(","))
-    rows, audit_rows, curves, overhead, history = [], [], {}, [], []
+    rows, audit_rows, curves, overhead, history, reference_rsum = [], [], {}, [], [], None
     if "accuracy" in parts:
-        rows, audit_rows, curves = time_to_accuracy(cfg, root)
+        rows, audit_rows, curves, reference_rsum = time_to_accuracy(cfg, root)
         plots(root, curves, audit_rows, cfg)
     if "overhead" in parts:
         log("[bench] step overhead ...")
         overhead = step_overhead(cfg)
     if "history" in parts:
         history = history_throughput(cfg) + [exchange_throughput(cfg, root)]
-    print(write_report(root, args.profile, rows, audit_rows, overhead, history, started))
+    print(write_report(root, args.profile, rows, audit_rows, overhead, history, started, reference_rsum))
     return 0
 
 

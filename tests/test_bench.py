@@ -19,8 +19,9 @@ def test_bench_smoke_profile(tmp_path):
         assert os.path.getsize(out / name) > 0, name
     with open(out / "time_to_accuracy.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["strategy"] for r in rows} == {"none", "random", "dissect-mome", "infobatch"}
+    assert {r["strategy"] for r in rows} == {"none", "random", "dissect-mome", "learnability", "infobatch"}
     assert next(r for r in rows if r["strategy"] == "infobatch")["ratio"] == "own"
+    assert "frozen reference trained on clean pairs" in result.stdout  # learnability got its reference
     full = next(r for r in rows if r["strategy"] == "none")
     assert float(full["speedup"]) == 1.0  # the full-data run reaches its own final R@sum
     with open(out / "step_overhead.csv") as f:
