@@ -2,7 +2,7 @@
 """``make bench``: time to accuracy, noise audit and step overhead of every strategy.
 
 Profiles: ``smoke`` (a few steps of each part, run by the test suite), ``quick`` (CPU, about
-25 minutes on 2 cores) and ``full`` (GPU). Writes ``bench/results/<profile>/``: ``results.md``
+40 minutes on 2 cores) and ``full`` (GPU). Writes ``bench/results/<profile>/``: ``results.md``
 (also printed), ``time_to_accuracy.csv``, ``audit.csv``, ``step_overhead.csv`` and PNG plots.
 
 Part 1 trains every strategy at every ratio, and ``none`` (full data), through
