@@ -110,8 +110,7 @@ def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir
     selection_path = os.path.join(run_dir, "selection.jsonl")
     audit = [json.loads(x) for x in open(selection_path)] if os.path.isfile(selection_path) else []
     return {"curve": [(r["epoch"], r["train_seconds"], r["retrieval_R@sum"]) for r in results],
-            "audit": audit, "process_seconds": time.perf_counter() - started,
-            "checkpoint": os.path.join(run_dir, "checkpoints", f"epoch_{spec['epochs']}.pt")}
+            "audit": audit, "process_seconds": time.perf_counter() - started}
 
 
 def reference_model(cfg, root):
@@ -120,8 +119,9 @@ def reference_model(cfg, root):
     spec = cfg["reference"]
     manifest = make_data(root, "reference", spec, seed=7, noise_rate=0.0)
     log("[bench] reference model (clean pairs, seed 7) ...")
-    out = train_run(cfg, manifest, spec, os.path.join(root, "logs"), "reference", "none", "own", 0)
-    return out["checkpoint"], out["curve"][-1][2]
+    logs = os.path.join(root, "logs")
+    out = train_run(cfg, manifest, spec, logs, "reference", "none", "own", 0)
+    return os.path.join(logs, "reference", "checkpoints", f"epoch_{spec['epochs']}.pt"), out["curve"][-1][2]
 
 
 def time_to_accuracy(cfg, root):
