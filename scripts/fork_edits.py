@@ -15,6 +15,12 @@ MARK = "  # open_clip_dissect"
 # (file, anchor line (stripped), where: "before" | "after" | "replace", new lines). New lines take
 # the anchor's indentation.
 EDITS = [
+    # The fork's own loader decodes only the members its pipeline reads: upstream's default
+    # handlers would unpickle a shard's .pyd/.pkl members (see README, "Security").
+    ("data.py", 'wds.decode("pilrgb", handler=log_and_continue),', "replace", [
+        'wds.decode("pilrgb", only=("jpg", "jpeg", "png", "webp", "txt", "json"), '
+        'handler=log_and_continue),' + MARK + ": never unpickle",
+    ]),
     ("params.py", "args = parser.parse_args(args)", "before", [
         "from open_clip_dissect import fork as dissect" + MARK,
         "dissect.add_args(parser)" + MARK,

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -59,3 +60,12 @@ def run_module(module, args, cwd=None, timeout=600, env=None):
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+LOSS_LINE = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/.*Contrastive_loss: (\S+)")
+
+
+def train_losses(log_path):
+    """``(epoch, samples, loss)`` of every progress line in an OpenCLIP ``out.log``."""
+    with open(log_path) as f:
+        return [m.groups() for m in map(LOSS_LINE.search, f) if m]

@@ -27,7 +27,7 @@ def test_two_processes_dissect_then_resume_on_one(tiny_data, tmp_path):
     assert "total 2" in log  # OpenCLIP's "Running in distributed mode ... total 2"
     assert [s["epoch"] for s in read_jsonl(run / "selection.jsonl")] == [1, 2]
     files = [run / "checkpoints" / f"epoch_2.dissect-state.rank{r}-of-2" for r in range(2)]
-    stores = [torch.load(f, weights_only=False)["store"] for f in files]
+    stores = [torch.load(f, weights_only=True)["store"] for f in files]
     for rank, store in enumerate(stores):  # each rank keeps only the keys it owns
         assert len(store["hash"]) > 150 and bool((torch.remainder(store["hash"], 2) == rank).all())
     assert sum(len(s["hash"]) for s in stores) == 512  # every sample, once
@@ -90,7 +90,7 @@ def test_infobatch_pads_unequal_kept_counts_across_ranks(tiny_data, tmp_path):
     assert first["kept"] == 512 and second["kept"] < 512
     for rank in range(2):
         state = torch.load(tmp_path / "infobatch" / "checkpoints" / f"epoch_2.dissect-state.rank{rank}-of-2",
-                           weights_only=False)
+                           weights_only=True)
         assert state["strategy"] == "infobatch" and len(state["store"]["hash"]) > 150
 
 

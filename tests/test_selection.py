@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from open_clip_dissect import strategies
+from open_clip_dissect.errors import InputError
 from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, save_state,
                                          state_files, state_path)
 
@@ -85,7 +86,7 @@ def test_state_files_are_atomic_and_not_pt(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_3.dissect-state.rank0-of-1"]
     assert state_files(path) == [written]
     other = Selector(strategies.make_strategy("dissect-warmup"), ratio=0.5)
-    with pytest.raises(SystemExit, match="strategy 'dissect-mome'"):
+    with pytest.raises(InputError, match="strategy 'dissect-mome'"):
         other.load_state_files(state_files(path), rank=0)
-    with pytest.raises(SystemExit, match="no selection state"):
+    with pytest.raises(InputError, match="no selection state"):
         state_files(str(tmp_path / "missing.dissect-state"))

@@ -1,21 +1,14 @@
 """End-to-end runs of ``python -m open_clip_dissect.main`` against stock OpenCLIP."""
 import json
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
+from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module, train_losses as _losses
 
-LOSS = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/.*Contrastive_loss: (\S+)")
-
-
-def _losses(log_path):
-    with open(log_path) as f:
-        return [m.groups() for m in map(LOSS.search, f) if m]
 
 
 def run_stock_openclip(args):

@@ -67,7 +67,7 @@ def test_baseline_runs_two_epochs_with_audit(strategy, tiny_data, tmp_path, requ
         assert kept[0] == 512 and 256 < kept[1] < 512, kept
     else:
         assert kept == [256, 256]  # k = round(0.5 * 32) of 16 batches
-    state = torch.load(tmp_path / "run" / "checkpoints" / "epoch_2.dissect-state.rank0-of-1", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "epoch_2.dissect-state.rank0-of-1", weights_only=True)
     assert state["strategy"] == strategy
     if strategy == "scan":
         assert state["strategy_state"]["cycle_start"] == 0

@@ -5,6 +5,12 @@ import os
 import sys
 
 from open_clip_dissect.atomic import atomic_output
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.frozen import ALLOW_PICKLE_FLAG
+
+ALLOW_PICKLE_HELP = ("Load --checkpoint with full unpickling, for legacy checkpoints that store Python "
+                     "objects besides tensors; this runs any code the file carries, so use it only for "
+                     "files you trust (default: off, torch.load(weights_only=True)).")
 
 
 def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.ArgumentParser:
@@ -155,6 +161,7 @@ def evaluate(argv) -> int:
     p.add_argument("--csv-caption-key", default="title", help="csv caption column (default: title).")
     p.add_argument("--csv-separator", default="\t", help="csv separator (default: tab).")
     p.add_argument("--out", default=None, help="Also write the metrics as JSON here (default: None).")
+    p.add_argument(ALLOW_PICKLE_FLAG, action="store_true", help=ALLOW_PICKLE_HELP)
     args = p.parse_args(argv)
 
     import open_clip
@@ -164,7 +171,8 @@ def evaluate(argv) -> int:
     from open_clip_dissect.frozen import load_frozen_model
     from open_clip_dissect.retrieval import evaluate_retrieval
 
-    model, preprocess, tokenizer = load_frozen_model(args.model, args.checkpoint, args.device, args.precision)
+    model, preprocess, tokenizer = load_frozen_model(args.model, args.checkpoint, args.device, args.precision,
+                                                     allow_pickle=args.allow_pickle_checkpoints)
     metrics = evaluate_retrieval(
         model, preprocess, tokenizer, args.data, args.device,
         args.batch_size, get_autocast(args.precision, torch.device(args.device).type),
@@ -195,12 +203,14 @@ def embed_command(argv) -> int:
     p.add_argument("--csv-key-key", default=None, help="csv key column (default: row index).")
     p.add_argument("--csv-separator", default="\t", help="csv separator (default: tab).")
     p.add_argument("--quiet", action="store_true", help="No progress bar (default: show it).")
+    p.add_argument(ALLOW_PICKLE_FLAG, action="store_true", help=ALLOW_PICKLE_HELP)
     args = p.parse_args(argv)
     from open_clip_dissect.embeddings import embed
 
     index = embed(args.model, args.checkpoint, args.data, args.out, args.batch_size, args.workers,
                   args.device, args.precision, args.sample_key, args.csv_img_key, args.csv_caption_key,
-                  args.csv_key_key, args.csv_separator, progress=not args.quiet)
+                  args.csv_key_key, args.csv_separator, progress=not args.quiet,
+                  allow_pickle=args.allow_pickle_checkpoints)
     print(f"{sum(p['count'] for p in index['parts'].values())} samples in {len(index['parts'])} parts: {args.out}")
     return 0
 
@@ -296,7 +306,11 @@ def main(argv=None) -> int:
         print("\n".join("  " + help_ for _, help_ in COMMANDS.values()))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, _ = COMMANDS[argv[0]]
-    return command(argv[1:])
+    try:
+        return command(argv[1:])
+    except InputError as exn:
+        print(f"open-clip-dissect {argv[0]}: error: {exn}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ Differences from ``open_clip_train.data`` (open_clip_torch 3.3.0) in the webdata
 - the sample shuffle buffer (and shard resampling) is seeded from ``--seed``, the epoch, the
   rank and the dataloader worker only, so two runs with the same seed see the same samples in
   the same order (upstream seeds the sample buffer from the process id and time);
-- a dropped sample (no caption or image, undecodable image) is logged with its key and shard.
+- a dropped sample (no caption or image, undecodable image) is logged with its key and shard;
+- only the members listed in ``shard_members`` are read, each by its own decoder: nothing in a
+  shard is ever unpickled (upstream's ``wds.decode("pilrgb")`` unpickles ``.pyd``/``.pkl``
+  members). OpenCLIP's own validation loader is built with the same decoding (``get_data``).
 """
 import copy
 import functools
@@ -32,7 +35,6 @@ import pandas as pd
 import torch
 import webdataset as wds
 from torch.utils.data import get_worker_info
-from webdataset.autodecode import Decoder, imagehandler
 from webdataset.filters import _shuffle
 from webdataset.tariterators import base_plus_ext, tar_file_expander, url_opener, valid_sample
 
@@ -41,6 +43,7 @@ import open_clip_train.data as upstream
 from open_clip_dissect.history import hash_keys
 from open_clip_dissect.keyset import KeySet
 from open_clip_dissect.patching import swapped
+from open_clip_dissect.shard_members import ALLOWED_MEMBERS, decode_sample, decode_stage
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +135,11 @@ def group_by_keys_nothrow(data, keys=base_plus_ext, lcase=True, suffixes=None, h
 
 
 def tarfile_to_samples_nothrow(src, handler=log_shard_error):
-    """Mirrors ``open_clip_train.data.tarfile_to_samples_nothrow`` with the grouping above."""
+    """Mirrors ``open_clip_train.data.tarfile_to_samples_nothrow`` with the grouping above; members
+    that no pipeline reads (``shard_members.ALLOWED_MEMBERS``) are dropped here, undecoded."""
     streams = url_opener(src, handler=handler)
     files = tar_file_expander(streams, handler=handler)
-    return group_by_keys_nothrow(files, handler=handler)
+    return group_by_keys_nothrow(files, suffixes=ALLOWED_MEMBERS, handler=handler)
 
 
 def drop_incomplete_samples(src):
@@ -150,11 +154,12 @@ def drop_incomplete_samples(src):
                 f".txt caption and a .jpg/.jpeg/.png/.webp image, found {found}")
 
 
-def decode_or_skip(src, decoder=Decoder([imagehandler("pilrgb")])):
-    """Decode images to RGB PIL images; a sample that fails is logged by key and shard and dropped."""
+def decode_or_skip(src):
+    """Decode the allowed members (images to RGB PIL images); a sample that fails is logged by
+    key and shard and dropped."""
     for sample in src:
         try:
-            yield decoder(sample)
+            yield decode_sample(sample)
         except Exception as exn:  # noqa: BLE001 - any decoder failure means "skip this sample"
             log.warning(f"Skipping sample {sample.get('__key__')} in {sample.get('__url__')}: "
                         f"cannot decode it ({exn!r})")
@@ -358,6 +363,22 @@ def get_keyed_synthetic_dataset(args, preprocess_fn, is_train=True, epoch=0, tok
         return upstream.get_synthetic_dataset(args, preprocess_fn, is_train, epoch, tokenizer)
 
 
+class SafeDecodingWebdataset:
+    """The ``webdataset`` module as ``open_clip_train.data`` sees it while it builds the validation
+    loader: every name is webdataset's, except ``decode``. Upstream (open_clip_torch 3.3.0,
+    ``get_wds_dataset``) calls ``wds.decode("pilrgb", handler=log_and_continue)``, whose default
+    handlers unpickle ``.pyd``/``.pkl`` members; here it is ``shard_members.decode_stage``."""
+
+    def __getattr__(self, name):
+        return getattr(wds, name)
+
+    @staticmethod
+    def decode(*handlers, handler=wds.reraise_exception, **options):
+        if handlers != ("pilrgb",) or options:
+            raise NotImplementedError(f"webdataset decode{handlers} {options}: only 'pilrgb' is mirrored")
+        return decode_stage(handler)
+
+
 _KEYED = {
     upstream.get_wds_dataset: get_keyed_wds_dataset,
     upstream.get_csv_dataset: get_keyed_csv_dataset,
@@ -379,8 +400,9 @@ def get_data(args, preprocess_fns, epoch=0, tokenizer=None, train_batch_size=Non
         data["train"] = _KEYED[upstream_fn](
             train_args, preprocess_train, is_train=True, epoch=epoch, tokenizer=tokenizer)
     if args.val_data:
-        data["val"] = upstream.get_dataset_fn(args.val_data, args.dataset_type)(
-            args, preprocess_val, is_train=False, tokenizer=tokenizer)
+        with swapped(upstream, wds=SafeDecodingWebdataset()):
+            data["val"] = upstream.get_dataset_fn(args.val_data, args.dataset_type)(
+                args, preprocess_val, is_train=False, tokenizer=tokenizer)
     if args.imagenet_val is not None:
         data["imagenet-val"] = upstream.get_imagenet(args, preprocess_fns, "val")
     if args.imagenet_v2 is not None:

@@ -93,7 +93,8 @@ def _csv_parts(path, part_size, img_key, caption_key, key_column, sep):
 def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, batch_size: int = 256,
           workers: int = 1, device: str = "cpu", precision: str = "fp32", sample_key: str = "url+key",
           img_key: str = "filepath", caption_key: str = "title", key_column: Optional[str] = None,
-          sep: str = "\t", part_size: int = 100_000, progress: bool = True) -> dict:
+          sep: str = "\t", part_size: int = 100_000, progress: bool = True,
+          allow_pickle: bool = False) -> dict:
     import open_clip
     from open_clip_train.data import expand_urls
     from open_clip_train.precision import get_autocast
@@ -109,7 +110,8 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
             raise SystemExit(f"--out: {out_dir} holds embeddings of {previous['model']} / "
                              f"{previous['checkpoint']}; use another folder")
         index = previous
-    model, preprocess, tokenizer = load_frozen_model(model_name, checkpoint, device, precision)
+    model, preprocess, tokenizer = load_frozen_model(model_name, checkpoint, device, precision,
+                                                     allow_pickle=allow_pickle)
     index["logit_scale"] = float(model.logit_scale.exp())
     index["tau"] = 1.0 / index["logit_scale"]
     autocast = get_autocast(precision, device_type=torch.device(device).type)

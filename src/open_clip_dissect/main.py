@@ -16,6 +16,7 @@ import torch
 import open_clip_train.logger as upstream_logger
 
 from open_clip_dissect import params, train
+from open_clip_dissect.errors import InputError
 from open_clip_dissect.patching import swapped
 
 
@@ -68,8 +69,12 @@ def main(argv=None) -> int:
         argv = argv[1:]
     import open_clip_train.main as upstream_main
 
-    with patched_open_clip_train():
-        status = upstream_main.main(argv)
+    try:
+        with patched_open_clip_train():
+            status = upstream_main.main(argv)
+    except InputError as exn:  # bad flag or file: one line, no traceback
+        print(f"open_clip_dissect: error: {exn}", file=sys.stderr)
+        return 2
     return 1 if status == -1 else 0
 
 

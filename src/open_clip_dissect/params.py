@@ -134,6 +134,15 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
              "downloaded (default: None).",
     )
     group.add_argument(
+        "--allow-pickle-checkpoints",
+        action="store_true",
+        default=False,
+        help="Load --oracle-checkpoint with full unpickling, for legacy checkpoints that store "
+             "Python objects besides tensors; this runs any code the file carries, so use it "
+             "only for files you trust, and a warning names the file (default: off, checkpoints "
+             "are read with torch.load(weights_only=True)).",
+    )
+    group.add_argument(
         "--history-device",
         type=str,
         default="cpu",

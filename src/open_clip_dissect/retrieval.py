@@ -66,12 +66,12 @@ def iter_webdataset(urls: Sequence[str]) -> Iterator[Tuple[object, List[str]]]:
     """(PIL image, captions) per sample, in shard order."""
     import webdataset as wds
 
-    from open_clip_dissect.data import check_local_shards, tarfile_to_samples_nothrow
+    from open_clip_dissect.data import check_local_shards, decode_or_skip, tarfile_to_samples_nothrow
 
     check_local_shards(urls, flag="--retrieval-data")
-    pipeline = wds.DataPipeline(
+    pipeline = wds.DataPipeline(  # only allow-listed members are decoded (shard_members)
         wds.SimpleShardList(list(urls)), tarfile_to_samples_nothrow,
-        wds.decode("pilrgb"), wds.rename(image="jpg;png;jpeg;webp", keep=True))
+        decode_or_skip, wds.rename(image="jpg;png;jpeg;webp", keep=True))
     for sample in pipeline:
         captions = _captions_of(sample)
         if "image" not in sample or not captions:

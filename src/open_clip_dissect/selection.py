@@ -10,6 +10,7 @@ gradient checkpointing, the LR schedule and logging all stay upstream's.
 import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -20,6 +21,7 @@ from open_clip_train.precision import get_autocast
 
 from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect import audit as audit_lib
+from open_clip_dissect.errors import InputError
 from open_clip_dissect import strategies
 from open_clip_dissect.exchange import RankExchange
 from open_clip_dissect.history import HistoryStore, hash_keys
@@ -115,7 +117,7 @@ class Selector:
 
     def check_strategy(self, state: dict, source: str) -> None:
         if state.get("strategy") != self.strategy.name:
-            raise SystemExit(f"--resume: {source} holds selection state of strategy "
+            raise InputError("--resume", f"{source} holds selection state of strategy "
                              f"{state.get('strategy')!r}, but --selection is {self.strategy.name!r}")
 
     def load_state_dict(self, state: dict, source: str = "state") -> None:
@@ -134,7 +136,7 @@ class Selector:
         if len(files) == self.store.world_size:
             self.load_state_dict(first, source=source)
             return
-        self.store.load_rank_files(files)
+        self.store.load_rank_states([load_state(path)["store"] for path in files])
         self.strategy.load_state_dict(first.get("strategy_state", {}))  # the same on every rank
         if rank < len(files):
             self.generator.set_state(first["generator"])
@@ -354,16 +356,26 @@ def state_files(path: str) -> list:
     """The rank files of a saved state; a clear error when there are none."""
     files = saved_rank_files(path)
     if not files:
-        raise SystemExit(
-            f"--resume: the checkpoint has no selection state (expected {rank_file(path, 0, 1)} or "
+        raise InputError("--resume",
+            f"the checkpoint has no selection state (expected {rank_file(path, 0, 1)} or "
             f"its per-rank siblings). Resume with the --selection it was trained with, or pass "
             f"--selection-reset-history to start the history afresh.")
     return files
 
 
 def load_state(path: str) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format") != STATE_FORMAT:
-        raise SystemExit(f"--resume: {path} has selection-state format {state.get('format')}, "
-                         f"expected {STATE_FORMAT}")
+    """One rank file, read with ``torch.load(weights_only=True)``: tensors and plain values only,
+    so a tampered file cannot run code. Anything else is an error naming the file."""
+    reset = "resume with --selection-reset-history to start the selection history afresh"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(path, "refused: this selection-state file holds pickled Python objects, "
+                               f"which are never loaded (only tensors and plain values are); {reset}") from None
+    except Exception as exn:  # noqa: BLE001 - truncated, another format, unreadable
+        raise InputError(path, f"cannot read this selection-state file ({type(exn).__name__}: "
+                               f"{str(exn).splitlines()[0] if str(exn) else ''}); {reset}") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise InputError(path, f"selection-state format {found}, expected {STATE_FORMAT}; {reset}")
     return state

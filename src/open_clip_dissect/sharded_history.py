@@ -141,11 +141,11 @@ class ShardedHistoryStore:
         keep = owner_of(state["hash"], self.world_size) == self.rank
         self.local.load_state_dict({name: state[name][keep] for name in FIELDS})
 
-    def load_rank_files(self, files: List[str]) -> None:
-        """Elastic resume: read every rank file of a saved state, keep the keys owned here."""
+    def load_rank_states(self, states: List[Dict[str, torch.Tensor]]) -> None:
+        """Elastic resume: from the history states of every rank file of a saved state, keep the
+        keys owned here."""
         parts = []
-        for path in files:
-            state = torch.load(path, map_location="cpu", weights_only=False)["store"]
+        for state in states:
             keep = owner_of(state["hash"], self.world_size) == self.rank
             parts.append({name: state[name][keep] for name in FIELDS})
         merged = {name: torch.cat([p[name] for p in parts]) for name in FIELDS}

@@ -55,7 +55,8 @@ class WithoutKeys:
 def load_oracle(args):
     """The frozen oracle of ``clipscore-oracle``, on the training device and precision."""
     oracle, _, _ = load_frozen_model(args.oracle_model, args.oracle_checkpoint, args.device,
-                                     args.precision, flag="--oracle-checkpoint")
+                                     args.precision, flag="--oracle-checkpoint",
+                                     allow_pickle=args.allow_pickle_checkpoints)
     log.info(f"Oracle {args.oracle_model} loaded from {args.oracle_checkpoint}")
     return oracle
 

@@ -1,0 +1,14 @@
+"""The one error type that library code raises for bad input.
+
+Library code never exits the process: it raises ``InputError`` naming the flag or the file the
+problem is about, and only the command-line entry points turn it into a one-line message and
+exit status 2 (a caller's ``except ValueError`` still catches it).
+"""
+
+
+class InputError(ValueError):
+    """Bad user input: a flag value or a file. ``subject`` is the flag (``--ratio``) or path."""
+
+    def __init__(self, subject: str, message: str):
+        self.subject = subject
+        super().__init__(f"{subject}: {message}")
