@@ -27,11 +27,13 @@ import subprocess
 import sys
 import time
 
+from open_clip_dissect.core.strategies import list_strategies, strategy_class
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STRATEGIES = ("random", "small-loss", "big-loss", "clipscore", "dissect-warmup", "dissect-mome", "divbs",
-              "clipscore-oracle", "learnability")
-NEEDS_REFERENCE = ("clipscore-oracle", "learnability")  # score with a frozen reference model
-RATIO_FREE = ("infobatch", "scan")  # set their own kept counts: one run each, r = "own"
+# Every registered strategy: those that set their own kept counts run once each (r = "own").
+RATIO_FREE = tuple(n for n in list_strategies() if strategy_class(n).variable_kept)
+STRATEGIES = tuple(n for n in list_strategies() if n not in RATIO_FREE)
+NEEDS_REFERENCE = tuple(n for n in list_strategies() if strategy_class(n).needs_oracle)  # a frozen reference
 
 PROFILES = {
     "smoke": dict(
@@ -175,10 +177,15 @@ def step_overhead(cfg):
     import torch
     from open_clip_train.precision import get_autocast
 
-    import open_clip_dissect  # noqa: F401  (registers the tiny configs)
-    from open_clip_dissect import strategies
-    from open_clip_dissect.selection import EpochRecord, SelectingLoader, Selector
+    from open_clip_dissect.core import strategies
+    from open_clip_dissect.core.epoch_record import EpochRecord
+    from open_clip_dissect.core.history import hash_keys
+    from open_clip_dissect.core.scorer import Scorer
+    from open_clip_dissect.core.selector import Selector
+    from open_clip_dissect.openclip.configs import register_model_configs
+    from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader
 
+    register_model_configs()
     spec = cfg["overhead"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = cfg["precision"] if device == "cuda" else "fp32"
@@ -195,6 +202,7 @@ def step_overhead(cfg):
     tokens = open_clip.get_tokenizer(cfg["model"])([f"a small red circle number {i}" for i in range(B)])
     images = torch.randn(B, 3, size, size)
     keys = [f"/data/shards/{i // 1000:05d}.tar/{i:09d}" for i in range(B)]
+    hashes = hash_keys(keys)  # the loader workers hash the keys, off the timed path
     noisy = torch.zeros(B, dtype=torch.int8)
 
     def sync():
@@ -225,21 +233,18 @@ def step_overhead(cfg):
                 times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    args = argparse.Namespace(device=device, precision=precision, accum_freq=1, log_every_n_steps=10**9,
-                              rank=0, world_size=1, selection="dissect-mome", selection_candidates=B,
-                              wandb=False)
+    config = LoaderConfig(selection="dissect-mome", candidates=B, device=device, input_dtype=input_dtype,
+                          autocast=autocast, log_every_n_steps=10**9)
     rows = []
     stock = timed(lambda: train_step(images, tokens))
-    selector = Selector(strategies.make_strategy("dissect-mome"), ratio=0.5)
-    probe = SelectingLoader(_Repeat(None), selector, model, args, 0, EpochRecord())
-    probe.autocast = autocast
-    scoring = timed(lambda: probe._score(images.to(device=device, dtype=input_dtype), tokens.to(device)))
+    scorer = Scorer(model, autocast=autocast, logit_scale=False)  # what dissect-mome reads
+    scoring = timed(lambda: scorer(images.to(device=device, dtype=input_dtype), tokens.to(device)))
     for ratio in (0.3, 0.5, 0.7):
         k = strategies.num_kept(B, ratio)
         train_k = timed(lambda: train_step(images[:k], tokens[:k]))
-        selector = Selector(strategies.make_strategy("dissect-mome"), ratio=ratio)
-        batches = iter(SelectingLoader(_Repeat((images, tokens, keys, noisy)), selector, model, args, 1,
-                                       EpochRecord()))
+        selector = Selector(strategies.create_strategy("dissect-mome"), ratio=ratio)
+        batches = iter(SelectingLoader(_Repeat((images, tokens, keys, hashes, noisy)), selector, model, config,
+                                       1, EpochRecord()))
         full = timed(lambda: train_step(*next(batches)))
         rows.append({"device": device, "batch": B, "ratio": ratio, "k": k, "stock_step": stock,
                      "scoring_pass": scoring, "train_step_k": train_k, "selection_step": full,
@@ -255,8 +260,8 @@ def history_throughput(cfg):
     import numpy as np
     import torch
 
-    from open_clip_dissect.history import HistoryStore, hash_keys
-    from open_clip_dissect.history import _merge_sorted as _merge
+    from open_clip_dissect.core.history import HistoryStore, hash_keys
+    from open_clip_dissect.core.history import _merge_sorted as _merge
 
     spec = cfg["history"]
     width, B = 12, spec["batch"]
@@ -353,13 +358,14 @@ def _exchange_worker(rank, world, init_file, out, B, n, steps):
     import torch
     import torch.distributed as dist
 
-    from open_clip_dissect.history import hash_keys
-    from open_clip_dissect.sharded_history import ShardedHistoryStore
+    from open_clip_dissect.core.history import hash_keys
+    from open_clip_dissect.dist.communicator import Communicator
+    from open_clip_dissect.dist.sharded_history import ShardedHistoryStore
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        store = ShardedHistoryStore(rank=rank, world_size=world)
+        store = ShardedHistoryStore(comm=Communicator(rank, world))
         rng = np.random.default_rng(rank)
         batches = [hash_keys([f"{i:012d}" for i in rng.integers(0, n, size=B)]) for _ in range(steps)]
         scores = torch.rand(B)

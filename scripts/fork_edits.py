@@ -22,7 +22,7 @@ EDITS = [
         'handler=log_and_continue),' + MARK + ": never unpickle",
     ]),
     ("params.py", "args = parser.parse_args(args)", "before", [
-        "from open_clip_dissect import fork as dissect" + MARK,
+        "from open_clip_dissect.openclip import fork as dissect" + MARK,
         "dissect.add_args(parser)" + MARK,
     ]),
     ("params.py", "return args", "before", [
@@ -30,7 +30,7 @@ EDITS = [
         "",
     ]),
     ("main.py", "from open_clip_train.train import train_one_epoch, evaluate", "after", [
-        "from open_clip_dissect.fork import session_for" + MARK,
+        "from open_clip_dissect.openclip.fork import session_for" + MARK,
     ]),
     ("main.py", "data = get_data(", "replace", [
         "dissect = session_for(args)" + MARK + ": None unless one of its flags is used",

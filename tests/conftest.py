@@ -8,6 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from open_clip_dissect import synthetic
+from open_clip_dissect.openclip.configs import register_model_configs
+
+register_model_configs()  # in-process tests build the tiny models (the entry points do this themselves)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "dissect-vit-tiny"

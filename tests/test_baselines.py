@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
-from open_clip_dissect import strategies as S
-from open_clip_dissect.selection import Selector
-from open_clip_dissect.weighted_loss import LossWeights, WeightedClipLoss
+from open_clip_dissect.core import strategies as S
+from open_clip_dissect.core.selector import Selector
+from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
 
 
 def _g(seed=0):
@@ -24,11 +24,11 @@ def _history(score, seen):
 def test_learnability_keeps_the_largest_learner_minus_reference_loss():
     scores = S.BatchScores(torch.zeros(4), loss=torch.tensor([3.0, 1.0, 2.0, 0.5]),
                            oracle_loss=torch.tensor([1.0, 0.5, 0.2, 0.1]))
-    d = S.make_strategy("learnability").decide(scores, None, 2, 0, _g())
+    d = S.create_strategy("learnability").decide(scores, None, 2, 0, _g())
     # learnability = [2.0, 0.5, 1.8, 0.4]: a noisy pair (high loss for both) is not learnable
     assert torch.allclose(d.rank, torch.tensor([2.0, 0.5, 1.8, 0.4]))
     assert sorted(d.kept.tolist()) == [0, 2]
-    assert S.make_strategy("learnability").needs_oracle
+    assert S.create_strategy("learnability").needs_oracle
 
 
 # ----------------------------------------------------------------------------- InfoBatch
@@ -94,14 +94,14 @@ def test_infobatch_rescaling_keeps_the_expected_loss():
 
 def test_infobatch_flags_are_checked():
     with pytest.raises(ValueError, match="--infobatch-prune"):
-        S.InfoBatch(prune=1.0)
+        S.create_strategy("infobatch", prune=1.0)
     with pytest.raises(ValueError, match="--infobatch-anneal"):
-        S.InfoBatch(anneal=1.5)
+        S.create_strategy("infobatch", anneal=1.5)
 
 
 def test_history_mean_reaches_infobatch_through_the_selector():
-    selector = Selector(S.make_strategy("infobatch", epochs=4), ratio=0.5)
-    from open_clip_dissect.history import hash_keys
+    selector = Selector(S.create_strategy("infobatch", epochs=4), ratio=0.5)
+    from open_clip_dissect.core.history import hash_keys
     hashes = hash_keys([f"k{i}" for i in range(4)])
     selector.store.update(hashes, torch.tensor([1.0, 2.0, 3.0, 6.0]), epoch=0)
     selector.begin_epoch(1)
@@ -177,19 +177,19 @@ def test_divbs_covers_orthogonal_directions_by_hand():
     grads = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     scores = S.BatchScores(torch.zeros(3), gradient=grads)
     for seed in range(30):
-        kept = S.make_strategy("divbs").decide(scores, None, 2, 0, _g(seed)).kept.tolist()
+        kept = S.create_strategy("divbs").decide(scores, None, 2, 0, _g(seed)).kept.tolist()
         assert 2 in kept and len(set(kept) & {0, 1}) == 1, kept
     # First picks follow |g . r|: (2/3, 2/3, 1/3) -> sample 2 first about 1/5 of the time
-    firsts = torch.tensor([S.make_strategy("divbs").decide(scores, None, 1, 0, _g(s)).kept[0]
+    firsts = torch.tensor([S.create_strategy("divbs").decide(scores, None, 1, 0, _g(s)).kept[0]
                            for s in range(2000)])
     assert abs(float((firsts == 2).float().mean()) - 0.2) < 0.04
     # k = B keeps everything once the residual is spent (uniform picks)
-    assert sorted(S.make_strategy("divbs").decide(scores, None, 3, 0, _g()).kept.tolist()) == [0, 1, 2]
+    assert sorted(S.create_strategy("divbs").decide(scores, None, 3, 0, _g()).kept.tolist()) == [0, 1, 2]
 
 
 def test_divbs_ranks_by_pick_order():
     grads = torch.eye(4)
-    d = S.make_strategy("divbs").decide(S.BatchScores(torch.zeros(4), gradient=grads), None, 2, 0, _g())
+    d = S.create_strategy("divbs").decide(S.BatchScores(torch.zeros(4), gradient=grads), None, 2, 0, _g())
     assert d.rank[d.kept].tolist() == [1.0, 0.5]
     assert float(d.rank.sum()) == 1.5
 
@@ -224,21 +224,22 @@ def test_weighted_clip_loss_by_hand_and_with_accumulation():
 
 
 def test_strategy_state_travels_with_the_selector_state():
-    selector = Selector(S.make_strategy("scan"), ratio=0.5)
+    selector = Selector(S.create_strategy("scan"), ratio=0.5)
     selector.begin_epoch(0)
     scores = S.BatchScores(torch.zeros(4), loss=torch.tensor([4.0, 3.0, 2.0, 1.0]),
                            loss_directions=torch.tensor([[4.0, 4.0], [3.0, 3.0], [2.0, 2.0], [1.0, 1.0]]))
-    from open_clip_dissect.history import hash_keys
+    from open_clip_dissect.core.history import hash_keys
     selector.decide(hash_keys(["a", "b", "c", "d"]), scores, 0)
-    selector.end_epoch(0)  # mean loss 2.5 recorded; one more epoch with < 30% improvement ends warm-up
+    selector.end_epoch()  # mean loss 2.5 recorded; one more epoch with < 30% improvement ends warm-up
     selector.begin_epoch(1)
     selector.decide(hash_keys(["a", "b", "c", "d"]), S.BatchScores(torch.zeros(4), loss=torch.full((4,), 2.0),
                                                                    loss_directions=torch.full((4, 2), 2.0)), 1)
-    selector.end_epoch(1)
+    selector.end_epoch()
     assert selector.strategy.cycle_start == 2
-    restored = Selector(S.make_strategy("scan"), ratio=0.5)
+    restored = Selector(S.create_strategy("scan"), ratio=0.5)
     restored.load_state_dict(selector.state_dict())
     assert restored.strategy.cycle_start == 2 and restored.strategy.last_loss == pytest.approx(2.0)
     with pytest.raises(ValueError, match="--selection-scope local"):
-        from open_clip_dissect.exchange import RankExchange
-        Selector(S.make_strategy("infobatch"), ratio=0.5, exchange=RankExchange(0, 2))
+        from open_clip_dissect.dist.communicator import Communicator
+        from open_clip_dissect.dist.exchange import RankExchange
+        Selector(S.create_strategy("infobatch"), ratio=0.5, exchange=RankExchange(Communicator(0, 2)))

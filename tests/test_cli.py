@@ -6,8 +6,9 @@ import open_clip_train.main as upstream_main
 import open_clip_train.params as upstream_params
 import pytest
 
-from open_clip_dissect import params
-from open_clip_dissect.main import patched_open_clip_train
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.openclip import params
+from open_clip_dissect.openclip.main import patched_open_clip_train
 
 from conftest import run_module
 
@@ -34,8 +35,25 @@ def test_defaults():
     (["--dissect-warmup-epochs", "-1"], "--dissect-warmup-epochs"), (["--clipscore-scale", "0"], "--clipscore-scale"),
 ])
 def test_bad_selection_values_name_the_flag(argv, flag):
-    with pytest.raises(SystemExit, match=flag):
+    with pytest.raises(InputError, match=flag):
         params.parse_args(argv)
+
+
+def test_the_entry_point_reports_a_bad_value_in_one_line():
+    result = run_module("open_clip_dissect.main", ["--selection", "dissect-mome", "--dissect-momentum", "1"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "open_clip_dissect: error: --dissect-momentum: must be in [0.0, 1.0), got 1.0")
+
+
+def test_a_flag_the_strategy_does_not_read_is_reported(caplog):
+    with caplog.at_level("WARNING"):
+        params.parse_args(["--selection", "random", "--dissect-momentum", "0.5", "--scan-nominate", "0.2"])
+    assert "--selection random does not read --dissect-momentum, --scan-nominate" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # given or not is known, not guessed from the default value
+        params.parse_args(["--selection", "infobatch", "--ratio", "0.5"])
+    assert "ignores --ratio" in caplog.text
 
 
 @pytest.mark.parametrize("argv", [["--no-such-flag"], ["--selection", "bogus"], ["--batch-size", "x"]])
@@ -46,7 +64,7 @@ def test_bad_flags_are_rejected(argv, capsys):
 
 
 def test_csv_key_key_needs_csv():
-    with pytest.raises(SystemExit, match="--csv-key-key"):
+    with pytest.raises(InputError, match="--csv-key-key"):
         params.parse_args(["--csv-key-key", "uid", "--dataset-type", "webdataset"])
 
 
@@ -68,7 +86,18 @@ def test_import_patches_nothing():
             "before = (m.train_one_epoch, m.get_data, m.parse_args, d.CsvDataset);"
             "import open_clip_dissect, open_clip_dissect.main, open_clip, torch.utils.data as tud;"
             "assert (m.train_one_epoch, m.get_data, m.parse_args, d.CsvDataset) == before;"
+            "assert 'dissect-vit-tiny' not in open_clip.list_models();"  # the entry points register it
+            "from open_clip_dissect.openclip.configs import register_model_configs as r; r(); r();"
             "assert 'dissect-vit-tiny' in open_clip.list_models() and 'RN50' in open_clip.list_models()")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_core_imports_no_openclip():
+    code = ("import sys, open_clip_dissect.core, open_clip_dissect.core.selector, "
+            "open_clip_dissect.core.strategies, open_clip_dissect.core.history, open_clip_dissect.core.audit, "
+            "open_clip_dissect.core.keyset, open_clip_dissect.core.epoch_record, open_clip_dissect.core.oracle_scores;"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('open_clip', 'open_clip_train', 'pandas', 'matplotlib'));"
+            "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -79,3 +108,15 @@ def test_help_lists_both_groups():
                  "--ratio", "--selection-batch-mode", "--dissect-momentum", "--selection-record"):
         assert flag in result.stdout
     assert "open_clip_dissect:" in result.stdout and "(default: none)" in result.stdout
+
+
+def test_every_listed_upstream_name_exists():
+    import importlib
+    from importlib.metadata import version
+
+    from open_clip_dissect.openclip import upstream
+
+    assert version("open_clip_torch") == upstream.UPSTREAM_VERSION
+    for name in [*upstream.PATCHED, *upstream.MIRRORED]:
+        module, attr = name.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), attr), name

@@ -8,10 +8,13 @@ import tarfile
 import open_clip
 import pandas as pd
 import pytest
+import torch
 import open_clip_train.data as upstream_data
 from webdataset.tariterators import tar_file_expander, url_opener
 
-from open_clip_dissect import data, params
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.core.history import hash_keys
+from open_clip_dissect.openclip import data, params
 
 from conftest import TINY
 
@@ -34,8 +37,9 @@ def _train_loader(args, epoch=0):
 
 
 def _batches(loader):
-    for images, texts, keys, noisy in loader:
+    for images, texts, keys, hashes, noisy in loader:
         assert images.shape[1:] == (3, 32, 32) and texts.shape == (len(keys), 32)
+        assert torch.equal(hashes, hash_keys(keys))  # hashed in the loader workers
         assert all(isinstance(k, str) for k in keys) and noisy.shape == (len(keys),)
         yield keys, noisy.tolist()
 
@@ -85,7 +89,7 @@ def test_upsampling_factors_still_work(tiny_data):
     args = _args("--train-data", two, "--dataset-type", "webdataset", "--dataset-resampled",
                  "--train-data-upsampling-factors", "1::3")
     assert len(_keys(_train_loader(args))) == 1024  # sizes.json counts both sources
-    with pytest.raises(SystemExit, match="--dataset-resampled"):
+    with pytest.raises(InputError, match="--dataset-resampled"):
         _train_loader(_args("--train-data", two, "--dataset-type", "webdataset",
                             "--train-data-upsampling-factors", "1::3"))
 
@@ -167,10 +171,10 @@ def test_csv_keys_row_index_and_column(tiny_data):
 
 
 def test_csv_bad_columns_fail_before_training(tiny_data, tmp_path):
-    with pytest.raises(SystemExit, match="--csv-key-key: column 'uid' not in"):
+    with pytest.raises(InputError, match="--csv-key-key: column 'uid' not in"):
         _train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv",
                             "--csv-key-key", "uid"))
-    with pytest.raises(SystemExit, match="--csv-caption-key"):
+    with pytest.raises(InputError, match="--csv-caption-key"):
         _train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv",
                             "--csv-caption-key", "caption"))
     with pytest.raises(FileNotFoundError, match="--train-data: csv file not found"):

@@ -66,14 +66,15 @@ def test_rebalance_deals_k_samples_to_every_rank(tmp_path):
 def _rebalance_worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
 
-    from open_clip_dissect.exchange import RankExchange
+    from open_clip_dissect.dist.communicator import Communicator
+    from open_clip_dissect.dist.exchange import RankExchange
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         images = torch.arange(4).float()[:, None] + 4 * rank  # candidate ids 0-3 and 4-7
         texts = images.long()
         kept = torch.tensor([0, 2, 3]) if rank == 0 else torch.tensor([1])
-        mine, _ = RankExchange(rank, world).rebalance(images, texts, kept, k=2)
+        mine, _ = RankExchange(Communicator(rank, world)).rebalance(images, texts, kept, k=2)
         torch.save(mine[:, 0].long(), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -102,7 +103,7 @@ def test_weighted_clip_loss_across_two_ranks(tmp_path):
     for local in (False, True):
         mp.spawn(_weighted_loss_worker, args=(2, str(tmp_path / f"init{local}"), str(tmp_path), local),
                  nprocs=2, join=True)
-        from open_clip_dissect.strategies import per_sample_infonce
+        from open_clip_dissect.core.strategies import per_sample_infonce
         image, text, weights = _weighted_loss_inputs()
         per_sample = per_sample_infonce(image, text, torch.tensor(10.0))
         for rank in range(2):
@@ -125,7 +126,7 @@ def _weighted_loss_inputs():
 def _weighted_loss_worker(rank, world, init_file, out_dir, local):
     import torch.distributed as dist
 
-    from open_clip_dissect.weighted_loss import LossWeights, WeightedClipLoss
+    from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from open_clip_dissect.history import HistoryStore, hash_keys
+from open_clip_dissect.core.history import HistoryStore, hash_keys
 
 
 def test_hash_is_stable_and_width_independent():
@@ -40,7 +40,7 @@ def test_matches_a_dict_over_a_random_stream():
         scores = [rng.uniform(0, 100) for _ in keys]
         mask = [rng.random() < 0.8 for _ in keys]
         hashes = hash_keys(keys)
-        seen, score, epoch, visits = store.get(hashes)
+        seen, score, epoch, visits = store.get(hashes, with_visits=True)
         for j, key in enumerate(keys):
             assert bool(seen[j]) == (key in ref.d)
             if key in ref.d:
@@ -56,7 +56,7 @@ def test_duplicate_keys_in_a_batch_count_once_first_row_wins():
     store = HistoryStore()
     h = hash_keys(["a", "b", "a"])
     store.update(h, torch.tensor([1.0, 2.0, 3.0]), epoch=0)
-    seen, score, _, visits = store.get(hash_keys(["a", "b"]))
+    seen, score, _, visits = store.get(hash_keys(["a", "b"]), with_visits=True)
     assert seen.all() and score.tolist() == [1.0, 2.0] and visits.tolist() == [1, 1]
 
 
@@ -67,8 +67,8 @@ def test_state_round_trip_and_validation():
     state = store.state_dict()
     other = HistoryStore()
     other.load_state_dict(state)
-    got = other.get(hash_keys(keys))
-    want = store.get(hash_keys(keys))
+    got = other.get(hash_keys(keys), with_visits=True)
+    want = store.get(hash_keys(keys), with_visits=True)
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     with pytest.raises(KeyError):
         other.load_state_dict({"hash": state["hash"]})
@@ -83,4 +83,5 @@ def test_cuda_store_matches_cpu_store():
     for store in (cpu, gpu):
         store.update(hash_keys(keys[:600]), torch.arange(600.0), epoch=0)
         store.update(hash_keys(keys[300:]), torch.arange(700.0), epoch=1)
-    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu.get(hash_keys(keys)), gpu.get(hash_keys(keys))))
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu.get(hash_keys(keys), with_visits=True),
+                                                                gpu.get(hash_keys(keys), with_visits=True)))

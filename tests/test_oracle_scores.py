@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from open_clip_dissect import oracle_scores as O
-from open_clip_dissect.strategies import per_sample_infonce
+from open_clip_dissect.core import oracle_scores as O
+from open_clip_dissect.core.strategies import per_sample_infonce
 
 
 def _rand(n, d=8, seed=0):

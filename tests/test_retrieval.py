@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from open_clip_dissect.retrieval import retrieval_metrics
+from open_clip_dissect.openclip.retrieval import retrieval_metrics
 
 
 def _unit(*rows):

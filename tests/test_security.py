@@ -15,10 +15,12 @@ import open_clip_train.data as upstream_data
 import pytest
 import torch
 
-from open_clip_dissect import data, embeddings, params, retrieval, selection
+from open_clip_dissect.openclip import data, params, retrieval
+from open_clip_dissect.offline import embeddings
+from open_clip_dissect.openclip import state_files as selection
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.frozen import load_frozen_model
-from open_clip_dissect.shard_members import decode_sample
+from open_clip_dissect.openclip.frozen import load_frozen_model
+from open_clip_dissect.openclip.shard_members import decode_sample
 
 from conftest import REPO, TINY, TINY_TRAIN_FLAGS, run_module, train_losses
 
@@ -95,7 +97,7 @@ def _loaders(args):
 
 def _train_batches(args):
     found = _loaders(args)
-    train = [(images, texts, keys) for images, texts, keys, _ in found["train"].dataloader]
+    train = [(images, texts, keys) for images, texts, keys, _, _ in found["train"].dataloader]
     val = list(found["val"].dataloader)
     return train, val
 

@@ -1,14 +1,15 @@
 """The selection adapter in-process: scoring pass side effects, NaN handling, state files."""
-from types import SimpleNamespace
-
 import open_clip
 import pytest
 import torch
 
-from open_clip_dissect import strategies
+from open_clip_dissect.core import strategies
+from open_clip_dissect.core.epoch_record import EpochRecord
+from open_clip_dissect.core.history import hash_keys
+from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, save_state,
-                                         state_files, state_path)
+from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader
+from open_clip_dissect.openclip.state_files import restore_selector, save_state, state_files, state_path
 
 
 class ListLoader(list):
@@ -16,10 +17,8 @@ class ListLoader(list):
     num_samples = 16
 
 
-def _args(**kw):
-    base = dict(device="cpu", precision="fp32", accum_freq=1, log_every_n_steps=1, rank=0,
-                world_size=1, selection="dissect-mome", selection_candidates=8, wandb=False)
-    return SimpleNamespace(**{**base, **kw})
+def _config(**kw):
+    return LoaderConfig(**{"selection": "dissect-mome", "candidates": 8, "log_every_n_steps": 1, **kw})
 
 
 def _batches(n=2, size=8, image_size=32):
@@ -29,6 +28,7 @@ def _batches(n=2, size=8, image_size=32):
         (torch.randn(size, 3, image_size, image_size, generator=g),
          tok([f"caption {b} {i}" for i in range(size)]),
          [f"s{b}-{i}" for i in range(size)],
+         hash_keys([f"s{b}-{i}" for i in range(size)]),
          torch.tensor([i % 2 for i in range(size)], dtype=torch.int8))
         for b in range(n))
 
@@ -37,8 +37,8 @@ def test_scoring_pass_leaves_batchnorm_statistics_and_mode_alone():
     model = open_clip.create_model("dissect-rn-tiny", output_dict=True)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    selector = Selector(strategies.make_strategy("dissect-mome"), ratio=0.5)
-    loader = SelectingLoader(_batches(), selector, model, _args(), epoch=0, record=EpochRecord(keep_keys=True))
+    selector = Selector(strategies.create_strategy("dissect-mome"), ratio=0.5)
+    loader = SelectingLoader(_batches(), selector, model, _config(), epoch=0, record=EpochRecord(keep_keys=True))
     out = list(loader)
     assert [len(images) for images, _ in out] == [4, 4] and loader.num_samples == 8
     assert model.training
@@ -51,9 +51,9 @@ def test_scoring_pass_leaves_batchnorm_statistics_and_mode_alone():
 
 def test_fixed_mode_trains_the_asked_batch_size():
     model = open_clip.create_model("dissect-vit-tiny", output_dict=True)
-    selector = Selector(strategies.make_strategy("clipscore"), ratio=0.5, batch_mode="fixed",
+    selector = Selector(strategies.create_strategy("clipscore"), ratio=0.5, batch_mode="fixed",
                         train_batch_size=4)
-    loader = SelectingLoader(_batches(size=8), selector, model, _args(), 0, EpochRecord())
+    loader = SelectingLoader(_batches(size=8), selector, model, _config(), 0, EpochRecord())
     assert [len(images) for images, _ in loader] == [4, 4]
 
 
@@ -72,21 +72,21 @@ class NaNModel(torch.nn.Module):
 
 
 def test_nan_score_fails_with_step_and_key():
-    selector = Selector(strategies.make_strategy("clipscore"), ratio=0.5)
-    loader = SelectingLoader(_batches(), selector, NaNModel(), _args(selection="clipscore"), 0, EpochRecord())
-    with pytest.raises(FloatingPointError, match=r"step 0 .* sample s0-3"):
+    selector = Selector(strategies.create_strategy("clipscore"), ratio=0.5)
+    loader = SelectingLoader(_batches(), selector, NaNModel(), _config(selection="clipscore"), 0, EpochRecord())
+    with pytest.raises(FloatingPointError, match=r"sample s0-3 \(step 0, batch 0\)"):
         list(loader)
 
 
 def test_state_files_are_atomic_and_not_pt(tmp_path):
     path = state_path(str(tmp_path / "checkpoints" / "epoch_3.pt"))
     assert path.endswith("epoch_3.dissect-state") and not path.endswith(".pt")
-    selector = Selector(strategies.make_strategy("dissect-mome"), ratio=0.5)
+    selector = Selector(strategies.create_strategy("dissect-mome"), ratio=0.5)
     written = save_state(path, selector.state_dict())
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_3.dissect-state.rank0-of-1"]
     assert state_files(path) == [written]
-    other = Selector(strategies.make_strategy("dissect-warmup"), ratio=0.5)
+    other = Selector(strategies.create_strategy("dissect-warmup"), ratio=0.5)
     with pytest.raises(InputError, match="strategy 'dissect-mome'"):
-        other.load_state_files(state_files(path), rank=0)
+        restore_selector(other, state_files(path), rank=0)
     with pytest.raises(InputError, match="no selection state"):
         state_files(str(tmp_path / "missing.dissect-state"))

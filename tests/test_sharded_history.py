@@ -8,8 +8,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from open_clip_dissect.history import HistoryStore, hash_keys
-from open_clip_dissect.sharded_history import ShardedHistoryStore, rank_file, saved_rank_files
+from open_clip_dissect.core.history import HistoryStore, hash_keys
+from open_clip_dissect.dist.communicator import Communicator
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.dist.sharded_history import ShardedHistoryStore, rank_file, saved_rank_files
 
 UNIVERSE = [f"/data/{i % 5:05d}.tar/{i:07d}" for i in range(2000)]
 STEPS = 25
@@ -31,7 +33,7 @@ def _stream(world):
 def _worker(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        store = ShardedHistoryStore(rank=rank, world_size=world)
+        store = ShardedHistoryStore(comm=Communicator(rank, world))
         gets = []
         for step, batches in _stream(world):
             keys, scores, mask = batches[rank]
@@ -78,17 +80,17 @@ def test_sharded_store_equals_single_process_store(two_rank_run):
 def test_elastic_resume_keeps_every_key(two_rank_run, world):
     reference, _ = _reference()
     files = saved_rank_files(str(two_rank_run / "state"))
-    stores = [ShardedHistoryStore(rank=r, world_size=world) for r in range(world)]
+    stores = [ShardedHistoryStore(comm=Communicator(r, world)) for r in range(world)]
     states = [torch.load(f, weights_only=True)["store"] for f in files]
     for store in stores:
         store.load_rank_states(states)
     assert sum(len(s) for s in stores) == len(reference)
     hashes = hash_keys(UNIVERSE)
-    want = reference.get(hashes)
+    want = reference.get(hashes, with_visits=True)
     owner = torch.remainder(hashes, world)
     for r, store in enumerate(stores):
         mine = owner == r
-        got = store.local.get(hashes[mine])
+        got = store.local.get(hashes[mine], with_visits=True)
         assert all(torch.equal(g, w[mine]) for g, w in zip(got, want))
 
 
@@ -96,5 +98,5 @@ def test_missing_rank_file_is_named(two_rank_run, tmp_path):
     files = saved_rank_files(str(two_rank_run / "state"))
     import shutil
     shutil.copy(files[0], tmp_path / os.path.basename(files[0]))
-    with pytest.raises(SystemExit, match=r"rank files \[1\] of 2 are missing"):
+    with pytest.raises(InputError, match=r"rank files \[1\] of 2 are missing"):
         saved_rank_files(str(tmp_path / "state"))

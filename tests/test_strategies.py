@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from open_clip_dissect import strategies as S
-from open_clip_dissect.audit import audit, auroc
+from open_clip_dissect.core import strategies as S
+from open_clip_dissect.core.audit import audit, auroc
 
 
 def _g(seed=0):
@@ -48,22 +48,22 @@ def _scores(curr, loss=None):
 
 def test_loss_and_clipscore_strategies():
     scores = _scores([10.0, 30.0, 20.0, 40.0], loss=[0.5, 2.0, 1.0, 0.1])
-    pick = lambda name, k: sorted(S.make_strategy(name).decide(scores, None, k, 0, _g()).kept.tolist())
+    pick = lambda name, k: sorted(S.create_strategy(name).decide(scores, None, k, 0, _g()).kept.tolist())
     assert pick("small-loss", 2) == [0, 3]
     assert pick("big-loss", 2) == [1, 2]
     assert pick("clipscore", 2) == [1, 3]
-    assert sorted(S.make_strategy("random").decide(scores, None, 4, 0, _g()).kept.tolist()) == [0, 1, 2, 3]
+    assert sorted(S.create_strategy("random").decide(scores, None, 4, 0, _g()).kept.tolist()) == [0, 1, 2, 3]
 
 
 def test_oracle_clipscore_ranks_by_the_oracle():
     scores = S.BatchScores(torch.tensor([90.0, 10.0, 50.0]), oracle=torch.tensor([5.0, 70.0, 30.0]))
-    assert sorted(S.make_strategy("clipscore-oracle").decide(scores, None, 2, 0, _g()).kept.tolist()) == [1, 2]
+    assert sorted(S.create_strategy("clipscore-oracle").decide(scores, None, 2, 0, _g()).kept.tolist()) == [1, 2]
 
 
 def test_random_strategy_is_uniform():
     counts = torch.zeros(6)
     for seed in range(600):
-        kept = S.make_strategy("random").decide(_scores([1.0] * 6), None, 2, 0, _g(seed)).kept
+        kept = S.create_strategy("random").decide(_scores([1.0] * 6), None, 2, 0, _g(seed)).kept
         counts[kept] += 1
     assert counts.sum() == 1200 and (counts - 200).abs().max() < 60
 
@@ -96,12 +96,12 @@ def test_dissect_warmup_by_hand():
 @pytest.mark.parametrize("bad", [-0.1, 1.0])
 def test_bad_momentum(bad):
     with pytest.raises(ValueError, match="--dissect-momentum"):
-        S.DissectMomentum(bad)
+        S.create_strategy("dissect-mome", momentum=bad)
 
 
 def test_unknown_strategy():
     with pytest.raises(ValueError, match="--selection"):
-        S.make_strategy("oracle")
+        S.create_strategy("oracle")
 
 
 def test_auroc_with_ties_by_hand():
@@ -126,8 +126,8 @@ def test_audit_by_hand():
 
 
 def test_noisy_key_list(tmp_path):
-    from open_clip_dissect.audit import NoisyKeyList
-    from open_clip_dissect.history import hash_keys
+    from open_clip_dissect.core.audit import NoisyKeyList
+    from open_clip_dissect.core.history import hash_keys
 
     path = tmp_path / "noisy.txt"
     path.write_text("a/1\nc/3\n\n")

@@ -13,7 +13,8 @@ from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module, train_losses as _
 
 def run_stock_openclip(args):
     """Stock ``open_clip_train.main``; importing open_clip_dissect only registers the tiny config."""
-    code = ("import sys, open_clip_dissect; from open_clip_train.main import main; "
+    code = ("import sys; from open_clip_dissect.openclip.configs import register_model_configs; "
+            "register_model_configs(); from open_clip_train.main import main; "
             "sys.exit(main(sys.argv[1:]) == -1)")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           timeout=600)

@@ -6,7 +6,8 @@ import sys
 
 from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.frozen import ALLOW_PICKLE_FLAG
+from open_clip_dissect.openclip.configs import register_model_configs
+from open_clip_dissect.openclip.frozen import ALLOW_PICKLE_FLAG
 
 ALLOW_PICKLE_HELP = ("Load --checkpoint with full unpickling, for legacy checkpoints that store Python "
                      "objects besides tensors; this runs any code the file carries, so use it only for "
@@ -168,8 +169,8 @@ def evaluate(argv) -> int:
     import torch
     from open_clip_train.precision import get_autocast
 
-    from open_clip_dissect.frozen import load_frozen_model
-    from open_clip_dissect.retrieval import evaluate_retrieval
+    from open_clip_dissect.openclip.frozen import load_frozen_model
+    from open_clip_dissect.openclip.retrieval import evaluate_retrieval
 
     model, preprocess, tokenizer = load_frozen_model(args.model, args.checkpoint, args.device, args.precision,
                                                      allow_pickle=args.allow_pickle_checkpoints)
@@ -205,7 +206,7 @@ def embed_command(argv) -> int:
     p.add_argument("--quiet", action="store_true", help="No progress bar (default: show it).")
     p.add_argument(ALLOW_PICKLE_FLAG, action="store_true", help=ALLOW_PICKLE_HELP)
     args = p.parse_args(argv)
-    from open_clip_dissect.embeddings import embed
+    from open_clip_dissect.offline.embeddings import embed
 
     index = embed(args.model, args.checkpoint, args.data, args.out, args.batch_size, args.workers,
                   args.device, args.precision, args.sample_key, args.csv_img_key, args.csv_caption_key,
@@ -216,7 +217,7 @@ def embed_command(argv) -> int:
 
 
 def score_command(argv) -> int:
-    from open_clip_dissect import coreset
+    from open_clip_dissect.offline import coreset
 
     p = argparse.ArgumentParser(prog="open-clip-dissect score", description=(
         "Scores of every sample from its oracle embeddings, into one parquet (key + a column each)."))
@@ -237,7 +238,7 @@ def score_command(argv) -> int:
                    help="forgetting: the --selection-record folder of an earlier run (default: None).")
     p.add_argument("--seed", type=int, default=0, help="Seed of the batchings (default: 0).")
     args = p.parse_args(argv)
-    from open_clip_dissect.embeddings import load_embeddings
+    from open_clip_dissect.offline.embeddings import load_embeddings
 
     if "forgetting" in args.scores and not args.selection_record:
         print("score: forgetting needs --selection-record", file=sys.stderr)
@@ -261,7 +262,7 @@ def score_command(argv) -> int:
 
 
 def filter_command(argv) -> int:
-    from open_clip_dissect import coreset
+    from open_clip_dissect.offline import coreset
 
     p = argparse.ArgumentParser(prog="open-clip-dissect filter", description=(
         "Keep-list by rules applied in order: each keeps the top fraction of the pool size among "
@@ -283,7 +284,7 @@ def filter_command(argv) -> int:
 
 
 def train(argv) -> int:
-    from open_clip_dissect.main import main as train_main
+    from open_clip_dissect.openclip.main import main as train_main
 
     return train_main(argv)
 
@@ -306,6 +307,7 @@ def main(argv=None) -> int:
         print("\n".join("  " + help_ for _, help_ in COMMANDS.values()))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, _ = COMMANDS[argv[0]]
+    register_model_configs()
     try:
         return command(argv[1:])
     except InputError as exn:

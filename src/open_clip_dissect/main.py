@@ -1,82 +1,8 @@
-"""Drop-in replacement for ``python -m open_clip_train.main``.
-
-``python -m open_clip_dissect.main [OpenCLIP flags] [--selection ...]`` runs OpenCLIP's own
-``main`` with four names in ``open_clip_train.main`` swapped for the duration of the run:
-``parse_args`` (adds our flags), ``get_data`` (key-carrying training loader),
-``train_one_epoch`` (select-then-backprop) and ``setup_logging`` (quieter torch); and torch's
-``DistributedDataParallel`` by ``CpuFriendlyDDP`` (several processes on CPU). Nothing is patched
-by ``import open_clip_dissect``.
-"""
-import logging
+"""``python -m open_clip_dissect.main``: the drop-in for ``python -m open_clip_train.main``.
+The entry point lives in ``open_clip_dissect.openclip.main``."""
 import sys
-from contextlib import ExitStack
 
-import torch
-
-import open_clip_train.logger as upstream_logger
-
-from open_clip_dissect import params, train
-from open_clip_dissect.errors import InputError
-from open_clip_dissect.patching import swapped
-
-
-def setup_logging(log_file, level, include_host=False):
-    """``open_clip_train.logger.setup_logging``, then torch's own loggers back to WARNING.
-
-    Upstream sets every logger that exists, torch's internals included, to ``level``; torch then
-    prints TorchDynamo statistics at exit of every run.
-    """
-    upstream_logger.setup_logging(log_file, level, include_host)
-    for name in list(logging.root.manager.loggerDict):
-        if name == "torch" or name.startswith("torch."):
-            logging.getLogger(name).setLevel(max(level, logging.WARNING))
-
-
-class CpuFriendlyDDP(torch.nn.parallel.DistributedDataParallel):
-    """``DistributedDataParallel`` that drops ``device_ids`` for a module on the CPU.
-
-    ``open_clip_train.main`` (3.3.0) always passes ``device_ids=[device]``, which torch >= 2.14
-    rejects for CPU modules, so stock OpenCLIP cannot train with several CPU processes. CUDA
-    modules are wrapped exactly as upstream does.
-    """
-
-    def __init__(self, module, device_ids=None, *args, **kwargs):
-        if device_ids and all(torch.device(d).type == "cpu" for d in device_ids):
-            device_ids = None
-        super().__init__(module, device_ids, *args, **kwargs)
-
-
-def patched_open_clip_train():
-    """Our functions swapped into ``open_clip_train.main`` for the duration of a ``with`` block."""
-    import open_clip_train.main as upstream_main
-
-    session = train.TrainingSession()
-    stack = ExitStack()
-    stack.enter_context(swapped(torch.nn.parallel, DistributedDataParallel=CpuFriendlyDDP))
-    stack.enter_context(swapped(
-        upstream_main,
-        parse_args=params.parse_args,
-        get_data=session.get_data,
-        train_one_epoch=session.train_one_epoch,
-        setup_logging=setup_logging,
-    ))
-    return stack
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--"]:  # torchrun ... -m open_clip_dissect.main -- <args> (see README)
-        argv = argv[1:]
-    import open_clip_train.main as upstream_main
-
-    try:
-        with patched_open_clip_train():
-            status = upstream_main.main(argv)
-    except InputError as exn:  # bad flag or file: one line, no traceback
-        print(f"open_clip_dissect: error: {exn}", file=sys.stderr)
-        return 2
-    return 1 if status == -1 else 0
-
+from open_clip_dissect.openclip.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,34 +11,36 @@ import types
 
 import open_clip_train.params as upstream_params
 
-from open_clip_dissect.patching import swapped
+from open_clip_dissect.core.selector import BATCH_MODES, check_ratio
+from open_clip_dissect.core.strategies import all_options, create_strategy, list_strategies, strategy_class
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.openclip.patching import swapped
 
-from open_clip_dissect.strategies import ORACLE_STRATEGIES, STRATEGIES, make_strategy
-
-SELECTION_CHOICES = ("none",) + STRATEGIES + ORACLE_STRATEGIES
 SAMPLE_KEY_CHOICES = ("url+key", "key")
+GIVEN = "dissect_given_flags"  # namespace attribute: the flags of our group given on the command line
+
+
+def given_flags(args) -> set:
+    return getattr(args, GIVEN, None) or set()
+
+
+def selection_help() -> str:
+    described = "; ".join(f"{name}: {strategy_class(name).summary}" for name in list_strategies())
+    return (f"Online sample-selection strategy; 'none' trains exactly like stock OpenCLIP. {described} "
+            f"(default: none).")
 
 
 def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register this package's flags on ``parser`` (in their own help group)."""
-    group = parser.add_argument_group(
+    group = _RecordingGroup(parser.add_argument_group(
         "open_clip_dissect",
         "Online sample selection. Every other flag is OpenCLIP's and behaves as upstream.",
-    )
+    ))
     group.add_argument(
         "--selection",
-        choices=SELECTION_CHOICES,
+        choices=("none", *list_strategies()),
         default="none",
-        help="Online sample-selection strategy; 'none' trains exactly like stock OpenCLIP. "
-             "random: a uniform k; small-loss/big-loss: the k smallest/largest per-sample InfoNCE; "
-             "clipscore: the k highest CLIPScores of the model being trained; dissect-warmup / "
-             "dissect-mome: DISSect with a warm-up or a momentum history; infobatch: InfoBatch's soft "
-             "pruning of below-mean-loss samples with loss rescaling; scan: SCAN's bootstrapped "
-             "pruning of the highest- and lowest-loss pairs; divbs: diversified batch selection "
-             "(greedy orthogonal coverage of the batch's gradients); clipscore-oracle: the k "
-             "highest CLIPScores of a frozen --oracle-model; learnability: the k highest "
-             "learner-minus-reference losses, the reference being --oracle-model (RHO-LOSS/JEST) "
-             "(default: none).",
+        help=selection_help(),
     )
     group.add_argument(
         "--ratio",
@@ -50,7 +52,7 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     )
     group.add_argument(
         "--selection-batch-mode",
-        choices=("shrink", "fixed"),
+        choices=BATCH_MODES,
         default="shrink",
         help="shrink: draw --batch-size candidates, train on r of them (the paper's setting); "
              "fixed: draw ceil(--batch-size / r) candidates and train on --batch-size, keeping "
@@ -69,54 +71,6 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         type=float,
         default=100.0,
         help="w in CLIPScore = w * max(cos(image, text), 0) (default: 100).",
-    )
-    group.add_argument(
-        "--dissect-warmup-epochs",
-        type=int,
-        default=5,
-        help="dissect-warmup: epochs of random selection that record each sample's CLIPScore "
-             "as its history (default: 5).",
-    )
-    group.add_argument(
-        "--dissect-momentum",
-        type=float,
-        default=0.9,
-        help="dissect-mome: beta in hist <- beta * hist + (1 - beta) * curr, in [0, 1) "
-             "(default: 0.9).",
-    )
-    group.add_argument(
-        "--infobatch-prune",
-        type=float,
-        default=0.5,
-        help="infobatch: probability of dropping a sample whose last loss is below the mean; "
-             "kept ones of those are weighted 1 / (1 - p), in [0, 1) (default: 0.5).",
-    )
-    group.add_argument(
-        "--infobatch-anneal",
-        type=float,
-        default=0.125,
-        help="infobatch: final fraction of the epochs trained without pruning (default: 0.125).",
-    )
-    group.add_argument(
-        "--scan-nominate",
-        type=float,
-        default=0.3,
-        help="scan: fraction of each candidate batch with the highest (and the lowest) loss that "
-             "a preparation epoch nominates for pruning, in (0, 0.5] (default: 0.3).",
-    )
-    group.add_argument(
-        "--scan-warmup-improvement",
-        type=float,
-        default=0.3,
-        help="scan: full-data warm-up lasts until an epoch's mean loss improves on the previous "
-             "one by less than this relative amount (default: 0.3).",
-    )
-    group.add_argument(
-        "--scan-warmup-epochs",
-        type=int,
-        default=None,
-        help="scan: a fixed number of warm-up epochs instead of the loss criterion "
-             "(default: None, the criterion).",
     )
     group.add_argument(
         "--oracle-model",
@@ -203,7 +157,32 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="For csv data sets, the column holding each sample's key; without it the row "
              "index is the key (default: None, the row index).",
     )
+    for option, takers in all_options():  # each strategy's own options (core.strategies)
+        default = "None" if option.default is None else option.default
+        group.add_argument(option.flag, type=option.type, default=option.default,
+                           help=f"{', '.join(takers)}: {option.help} (default: {default}).")
     return parser
+
+
+class _RecordingGroup:
+    """An argument group whose flags remember being given (in ``args.dissect_given_flags``), so
+    that a flag the chosen strategy does not read can be reported and no default is guessed at."""
+
+    def __init__(self, group):
+        self.group = group
+
+    def add_argument(self, *args, **kwargs):
+        action = self.group.add_argument(*args, **kwargs)
+        action.__class__ = type(f"Given{type(action).__name__}", (_GivenMixin, type(action)), {})
+        return action
+
+
+class _GivenMixin:
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        if getattr(namespace, GIVEN, None) is None:
+            setattr(namespace, GIVEN, set())
+        getattr(namespace, GIVEN).add(self.option_strings[0])
 
 
 def _parser_with_dissect_args():
@@ -232,59 +211,62 @@ def parse_args(argv):
 
 
 def validate_args(args) -> None:
-    """Fail early, naming the flag, on combinations that cannot work; warn on slow ones."""
-    if not 0.0 < args.ratio <= 1.0:
-        raise SystemExit(f"--ratio must be in (0, 1], got {args.ratio}")
-    if not 0.0 <= args.dissect_momentum < 1.0:
-        raise SystemExit(f"--dissect-momentum must be in [0, 1), got {args.dissect_momentum}")
-    if args.dissect_warmup_epochs < 0:
-        raise SystemExit(f"--dissect-warmup-epochs must be >= 0, got {args.dissect_warmup_epochs}")
-    try:
-        strategy = make_strategy(**strategy_options(args)) if args.selection != "none" else None
-    except ValueError as error:
-        raise SystemExit(str(error))
-    if strategy is not None and strategy.variable_kept:
-        _check_variable_kept(args)
-    if args.selection in ORACLE_STRATEGIES:
-        if not args.oracle_model or not args.oracle_checkpoint:
-            raise SystemExit(f"--selection {args.selection} needs --oracle-model and --oracle-checkpoint")
-        if not os.path.isfile(args.oracle_checkpoint):
-            raise SystemExit(f"--oracle-checkpoint: not found: {args.oracle_checkpoint}")
-    if args.keep_list is not None and not os.path.exists(args.keep_list):
-        raise SystemExit(f"--keep-list: not found: {args.keep_list}")
-    if args.noisy_keys is not None and not os.path.isfile(args.noisy_keys):
-        raise SystemExit(f"--noisy-keys: file not found: {args.noisy_keys}")
+    """Fail early, naming the flag (``InputError``), on values and combinations that cannot
+    work; warn on flags that do nothing and on slow settings. Each value is checked once: the
+    ratio and scale by ``core.selector``, each strategy option by its own declaration."""
+    log = logging.getLogger(__name__)
+    check_ratio(args.ratio)
     if args.clipscore_scale <= 0:
-        raise SystemExit(f"--clipscore-scale must be > 0, got {args.clipscore_scale}")
+        raise InputError("--clipscore-scale", f"must be > 0, got {args.clipscore_scale}")
+    given = given_flags(args)
+    for option, _ in all_options():  # a bad value is an error even for a strategy not chosen
+        option.validate(getattr(args, option.dest))
+    strategy = create_strategy(**strategy_options(args)) if args.selection != "none" else None
+    ignored = sorted(option.flag for option, takers in all_options()
+                     if option.flag in given and args.selection not in takers)
+    if ignored:
+        log.warning(f"--selection {args.selection} does not read {', '.join(ignored)}: ignored")
+    if strategy is not None and strategy.variable_kept:
+        _check_variable_kept(args, given)
+    if strategy is not None and strategy.needs_oracle:
+        if not args.oracle_model or not args.oracle_checkpoint:
+            raise InputError("--selection", f"{args.selection} needs --oracle-model and --oracle-checkpoint")
+        if not os.path.isfile(args.oracle_checkpoint):
+            raise InputError("--oracle-checkpoint", f"not found: {args.oracle_checkpoint}")
+    if args.keep_list is not None and not os.path.exists(args.keep_list):
+        raise InputError("--keep-list", f"not found: {args.keep_list}")
+    if args.noisy_keys is not None and not os.path.isfile(args.noisy_keys):
+        raise InputError("--noisy-keys", f"file not found: {args.noisy_keys}")
     if args.csv_key_key is not None and args.dataset_type not in ("csv", "auto"):
-        raise SystemExit(f"--csv-key-key is only used with --dataset-type csv (got {args.dataset_type}).")
+        raise InputError("--csv-key-key", f"is only used with --dataset-type csv (got {args.dataset_type})")
     import torch
 
     if args.precision == "amp" and not torch.cuda.is_available():
-        logging.getLogger(__name__).warning(
-            "--precision amp on a CPU device runs fp16 autocast, which is about 14x slower than "
-            "fp32 on CPU; pass --precision fp32 for CPU runs.")
+        log.warning("--precision amp on a CPU device runs fp16 autocast, which is about 14x slower than "
+                    "fp32 on CPU; pass --precision fp32 for CPU runs.")
 
 
 def strategy_options(args) -> dict:
-    """``strategies.make_strategy`` keyword arguments from the parsed flags."""
-    return dict(name=args.selection, momentum=args.dissect_momentum, warmup_epochs=args.dissect_warmup_epochs,
-                epochs=args.epochs, infobatch_prune=args.infobatch_prune, infobatch_anneal=args.infobatch_anneal,
-                scan_nominate=args.scan_nominate, scan_warmup_improvement=args.scan_warmup_improvement,
-                scan_warmup_epochs=args.scan_warmup_epochs)
+    """``core.create_strategy`` arguments from the parsed flags: the strategy's own options (and
+    the run's epoch count for the strategies that take it)."""
+    options = {"name": args.selection}
+    for option in strategy_class(args.selection).options:
+        options[option.name] = args.epochs if option.flag is None else getattr(args, option.dest)
+    return options
 
 
-def _check_variable_kept(args) -> None:
+def _check_variable_kept(args, given: set) -> None:
     """infobatch and scan keep a random number of samples and weight their losses: that needs
     OpenCLIP's plain contrastive loss (``WeightedClipLoss``) and per-rank decisions."""
     name = f"--selection {args.selection}"
     if args.selection_batch_mode != "shrink":
-        raise SystemExit(f"{name} keeps a random number of samples; it needs --selection-batch-mode shrink")
+        raise InputError("--selection-batch-mode", f"{name} keeps a random number of samples; it needs shrink")
     if args.selection_scope != "local":
-        raise SystemExit(f"{name} decides sample by sample; it needs --selection-scope local")
+        raise InputError("--selection-scope", f"{name} decides sample by sample; it needs local")
     for flag, used in (("--distill-model", args.distill_model), ("--siglip", args.siglip),
                        ("a CoCa --model", "coca" in args.model.lower()), ("--horovod", args.horovod)):
         if used:
-            raise SystemExit(f"{name} weights OpenCLIP's CLIP loss per sample; it does not support {flag}")
-    if args.ratio != 0.5:
+            raise InputError("--selection", f"{args.selection} weights OpenCLIP's CLIP loss per sample; "
+                                            f"it does not support {flag}")
+    if "--ratio" in given:
         logging.getLogger(__name__).warning(f"{name} ignores --ratio (it sets its own counts)")

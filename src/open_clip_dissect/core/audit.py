@@ -3,7 +3,7 @@ from typing import Dict
 
 import torch
 
-from open_clip_dissect.keyset import KeySet
+from open_clip_dissect.core.keyset import KeySet
 
 
 def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:

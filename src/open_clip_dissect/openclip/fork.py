@@ -2,24 +2,35 @@
 
 For labs that train from their own fork of OpenCLIP's training code and cannot switch to
 ``python -m open_clip_dissect.main``: the patch adds three calls to the fork's ``params.py``
-and ``main.py`` and nothing else; everything else stays the fork's own code.
+and ``main.py`` (and makes its ``data.py`` decode only the members it reads); everything else
+stays the fork's own code.
 """
+import sys
 from typing import TYPE_CHECKING, Optional
 
-from open_clip_dissect import params
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.openclip import params
+from open_clip_dissect.openclip.configs import register_model_configs
 
 if TYPE_CHECKING:
-    from open_clip_dissect.train import TrainingSession
+    from open_clip_dissect.openclip.train import TrainingSession
 
 
 def add_args(parser) -> None:
-    """Register the ``open_clip_dissect`` flags on the fork's argument parser."""
+    """Register the ``open_clip_dissect`` flags on the fork's argument parser (and the tiny
+    model configs with OpenCLIP)."""
+    register_model_configs()
     params.add_dissect_args(parser)
 
 
 def check_args(args) -> None:
-    """Validate them (fails naming the flag, as ``python -m open_clip_dissect.main`` does)."""
-    params.validate_args(args)
+    """Validate them: a bad value ends the fork's run with the same one-line error (exit status 2)
+    as ``python -m open_clip_dissect.main``."""
+    try:
+        params.validate_args(args)
+    except InputError as exn:
+        print(f"open_clip_dissect: error: {exn}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def uses_dissect(args) -> bool:
@@ -32,6 +43,6 @@ def session_for(args) -> Optional["TrainingSession"]:
     ``train_one_epoch`` calls the fork's own ``open_clip_train.train.train_one_epoch``."""
     if not uses_dissect(args):
         return None
-    from open_clip_dissect.train import TrainingSession
+    from open_clip_dissect.openclip.train import TrainingSession
 
     return TrainingSession()

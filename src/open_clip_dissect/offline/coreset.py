@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from open_clip_dissect.errors import InputError
 from open_clip_dissect.atomic import atomic_output
-from open_clip_dissect import oracle_scores
-from open_clip_dissect.keyset import KEY_LIST_NAME
+from open_clip_dissect.core import oracle_scores
+from open_clip_dissect.core.keyset import KEY_LIST_NAME
 
 SCORES = ("clipscore", "negcliploss", "normsim2", "normsiminf", "vas", "vas-d", "forgetting")
 NEEDS_TARGET = ("normsim2", "normsiminf", "vas")
@@ -26,9 +27,9 @@ def compute_scores(names: Sequence[str], image: torch.Tensor, text: torch.Tensor
     names = [n for n in names if n != "forgetting"]  # from selection records: see forgetting_scores
     unknown = [n for n in names if n not in SCORES]
     if unknown:
-        raise SystemExit(f"--scores: unknown {unknown}; choose from {list(SCORES)}")
+        raise InputError("--scores", f"unknown {unknown}; choose from {list(SCORES)}")
     if target is None and any(n in NEEDS_TARGET for n in names):
-        raise SystemExit(f"--target: needed for {[n for n in names if n in NEEDS_TARGET]}")
+        raise InputError("--target", f"needed for {[n for n in names if n in NEEDS_TARGET]}")
     out = {}
     for name in names:
         if name == "clipscore":
@@ -53,11 +54,11 @@ def forgetting_scores(record_dir: str) -> pd.DataFrame:
     ``curr`` of that epoch's scored samples (a relative threshold: CLIPScores drift as a whole);
     a forgetting event is a visit at which it is not learned right after one at which it was.
     Columns: ``key``, ``forgetting`` (the count)."""
-    from open_clip_dissect.record import recorded_epochs
+    from open_clip_dissect.openclip.record import recorded_epochs
 
     epochs = recorded_epochs(record_dir)
     if not epochs:
-        raise SystemExit(f"--selection-record: no epoch_*.parquet in {record_dir}")
+        raise InputError("--selection-record", f"no epoch_*.parquet in {record_dir}")
     frame = pd.concat([pd.read_parquet(p, columns=["key", "epoch", "curr"]) for _, p in epochs],
                       ignore_index=True)
     frame["learned"] = frame["curr"] >= frame.groupby("epoch")["curr"].transform("median")
@@ -74,9 +75,9 @@ def parse_rules(rules: Sequence[str]) -> List[Tuple[str, float]]:
         try:
             value = float(fraction)
         except ValueError:
-            raise SystemExit(f"--keep: {rule!r} is not SCORE:FRACTION") from None
+            raise InputError("--keep", f"{rule!r} is not SCORE:FRACTION") from None
         if not 0.0 < value <= 1.0:
-            raise SystemExit(f"--keep: fraction in {rule!r} must be in (0, 1]")
+            raise InputError("--keep", f"fraction in {rule!r} must be in (0, 1]")
         parsed.append((name, value))
     return parsed
 
@@ -86,7 +87,7 @@ def apply_rules(frame: pd.DataFrame, rules: Sequence[Tuple[str, float]]) -> np.n
     alive = np.arange(len(frame))
     for name, fraction in rules:
         if name not in frame.columns:
-            raise SystemExit(f"--keep: no score column {name!r} (columns: {list(frame.columns)})")
+            raise InputError("--keep", f"no score column {name!r} (columns: {list(frame.columns)})")
         count = min(len(alive), max(1, round(fraction * len(frame))))
         order = np.argsort(-frame[name].to_numpy()[alive], kind="stable")
         alive = np.sort(alive[order[:count]])

@@ -6,8 +6,8 @@ any rank may see any key (webdataset re-deals shards to ranks every epoch).
 
 Each ``get``/``update`` is one exchange: the ranks all-gather the batch's (padded) key hashes
 (and, for an update, the new scores); every owner answers for, or applies the update to, the
-keys it owns; a sum all-reduce returns the answers to every rank (each key has exactly one
-owner, so the sum is a routing). That is O(world x B) values per rank and step, two
+keys it owns; a sum all-reduce returns the answers (seen, score) to every rank (each key has
+exactly one owner, so the sum is a routing). That is O(world x B) values per rank and step, two
 collectives, no per-sample Python. With one process no collective is called.
 
 Checkpoints: one file per rank (``<state>.rank<r>-of-<W>``) holding that rank's keys. A resume
@@ -19,9 +19,9 @@ import re
 from typing import Dict, List, Optional
 
 import torch
-import torch.distributed as dist
-
-from open_clip_dissect.history import FIELDS, HistoryStore
+from open_clip_dissect.core.history import FIELDS, HistoryStore
+from open_clip_dissect.dist.communicator import Communicator
+from open_clip_dissect.errors import InputError
 
 
 def owner_of(hashes: torch.Tensor, world_size: int) -> torch.Tensor:
@@ -43,22 +43,28 @@ def saved_rank_files(path: str, check: bool = True) -> List[str]:
     if not found or not check:
         return sorted(found.values())
     if len(worlds) != 1:
-        raise SystemExit(f"--resume: {path} has rank files of several world sizes: {sorted(worlds)}")
+        raise InputError("--resume", f"{path} has rank files of several world sizes: {sorted(worlds)}")
     world = worlds.pop()
     missing = [r for r in range(world) if (r, world) not in found]
     if missing:
-        raise SystemExit(f"--resume: {path}: rank files {missing} of {world} are missing")
+        raise InputError("--resume", f"{path}: rank files {missing} of {world} are missing")
     return [found[(r, world)] for r in range(world)]
 
 
 class ShardedHistoryStore:
     """Same ``get``/``update``/``state_dict`` surface as ``HistoryStore``, sharded by owner."""
 
-    def __init__(self, local: Optional[HistoryStore] = None, rank: int = 0, world_size: int = 1,
-                 group=None, comm_device: str = "cpu"):
+    def __init__(self, local: Optional[HistoryStore] = None, comm: Optional[Communicator] = None):
         self.local = local if local is not None else HistoryStore()
-        self.rank, self.world_size, self.group = rank, world_size, group
-        self.comm_device = torch.device(comm_device)  # cuda for NCCL, cpu for gloo
+        self.comm = comm if comm is not None else Communicator()
+
+    @property
+    def rank(self) -> int:
+        return self.comm.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.comm.world_size
 
     def __len__(self) -> int:
         """Keys held by this rank."""
@@ -68,46 +74,37 @@ class ShardedHistoryStore:
     def nbytes(self) -> int:
         return self.local.nbytes
 
-    # -- collectives ---------------------------------------------------------------------------
-    def _gather(self, values: torch.Tensor, size: int) -> torch.Tensor:
-        """[world, size] of every rank's ``values`` padded to ``size``."""
-        padded = torch.zeros(size, dtype=values.dtype, device=self.comm_device)
-        padded[:len(values)] = values.to(self.comm_device)
-        out = [torch.empty_like(padded) for _ in range(self.world_size)]
-        dist.all_gather(out, padded, group=self.group)
-        return torch.stack(out)
-
     def _exchange(self, hashes: torch.Tensor, *payload: torch.Tensor):
-        """All ranks' hashes (and payloads), the lengths, and the mask of the keys owned here."""
-        lengths = self._gather(torch.tensor([len(hashes)], dtype=torch.int64), 1)[:, 0]
+        """All ranks' hashes (and payloads), the padded size, and the mask of the keys owned here."""
+        lengths = self.comm.all_gather_padded(torch.tensor([len(hashes)], dtype=torch.int64), 1)[:, 0]
         size = int(lengths.max())
-        all_hashes = self._gather(hashes, size).cpu()
-        valid = torch.arange(size)[None, :] < lengths.cpu()[:, None]
+        all_hashes = self.comm.all_gather_padded(hashes, size)
+        valid = torch.arange(size)[None, :] < lengths[:, None]
         mine = valid & (owner_of(all_hashes, self.world_size) == self.rank)
-        gathered = [self._gather(p, size).cpu() for p in payload]
-        return all_hashes, lengths.cpu(), size, mine, gathered
+        gathered = [self.comm.all_gather_padded(p, size) for p in payload]
+        return all_hashes, size, mine, gathered
 
     # -- the store's surface -------------------------------------------------------------------
     def get(self, hashes: torch.Tensor):
+        """``(seen, score)`` for each hash, from the ranks that own them. Only these two fields
+        travel (the visit counts stay with their owner)."""
         if self.world_size == 1:
             return self.local.get(hashes)
-        all_hashes, _, size, mine, _ = self._exchange(hashes.cpu())
-        seen, score, epoch, visits = self.local.get(all_hashes[mine])
-        # float64 carries int16 and float32 values exactly through the sum all-reduce
-        answer = torch.zeros(4, self.world_size, size, dtype=torch.float64)
-        for i, values in enumerate((seen, score, epoch, visits)):
-            answer[i][mine] = values.cpu().double()
-        answer = answer.to(self.comm_device)
-        dist.all_reduce(answer, group=self.group)
-        row = answer[:, self.rank, :len(hashes)].cpu()
-        return (row[0] > 0.5, row[1].float(), row[2].to(torch.int16), row[3].to(torch.int16))
+        all_hashes, size, mine, _ = self._exchange(hashes.cpu())
+        seen, score = self.local.get(all_hashes[mine])
+        # float64 carries the float32 scores exactly through the sum all-reduce
+        answer = torch.zeros(2, self.world_size, size, dtype=torch.float64)
+        answer[0][mine] = seen.cpu().double()
+        answer[1][mine] = score.cpu().double()
+        row = self.comm.all_reduce_sum(answer)[:, self.rank, :len(hashes)]
+        return row[0] > 0.5, row[1].float()
 
     def update(self, hashes: torch.Tensor, score: torch.Tensor, epoch: int,
                score_mask: torch.Tensor = None, batch_size: int = None) -> None:
         if self.world_size == 1:
             return self.local.update(hashes, score, epoch, score_mask, batch_size)
         mask = torch.ones(len(hashes), dtype=torch.bool) if score_mask is None else score_mask.cpu()
-        all_hashes, _, _, mine, (all_scores, all_masks) = self._exchange(
+        all_hashes, _, mine, (all_scores, all_masks) = self._exchange(
             hashes.cpu(), score.detach().float().cpu(), mask.to(torch.uint8))
         # Rank order, then batch order: a key sent by two ranks keeps the lower rank's row.
         self.local.update(all_hashes[mine], all_scores[mine], epoch, all_masks[mine].bool(),
@@ -115,23 +112,8 @@ class ShardedHistoryStore:
 
     def mean_score(self) -> Optional[float]:
         """Mean stored score over every key of every rank (None when the store is empty)."""
-        total, count = self.all_reduce_sum(torch.tensor(self.local.score_total(), dtype=torch.float64)).tolist()
+        total, count = self.comm.all_reduce_sum(torch.tensor(self.local.score_total(), dtype=torch.float64)).tolist()
         return total / count if count else None
-
-    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum of ``values`` over the ranks (itself with one process)."""
-        if self.world_size == 1:
-            return values
-        values = values.to(self.comm_device)
-        dist.all_reduce(values, group=self.group)
-        return values
-
-    def all_reduce_max(self, value: int) -> int:
-        if self.world_size == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.int64, device=self.comm_device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
-        return int(t)
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return self.local.state_dict()

@@ -18,19 +18,24 @@ from open_clip import get_input_dtype
 from open_clip.loss import ClipLoss
 from open_clip_train.precision import get_autocast
 
-from open_clip_dissect import data as data_lib
-from open_clip_dissect import params
-from open_clip_dissect import record as record_lib
-from open_clip_dissect import strategies
-from open_clip_dissect.audit import NoisyKeyList, audit
-from open_clip_dissect.exchange import RankExchange
-from open_clip_dissect.frozen import load_frozen_model
-from open_clip_dissect.history import HistoryStore
-from open_clip_dissect.retrieval import evaluate_retrieval
-from open_clip_dissect.selection import (EpochRecord, SelectingLoader, Selector, remove_state,
-                                         report, save_state, state_files, state_path)
-from open_clip_dissect.sharded_history import ShardedHistoryStore
-from open_clip_dissect.weighted_loss import LossWeights, WeightedClipLoss
+from open_clip_dissect.core.audit import NoisyKeyList, audit
+from open_clip_dissect.core.epoch_record import EpochRecord
+from open_clip_dissect.core.history import HistoryStore
+from open_clip_dissect.core.selector import Selector
+from open_clip_dissect.core.strategies import create_strategy
+from open_clip_dissect.dist.communicator import Communicator
+from open_clip_dissect.dist.exchange import RankExchange
+from open_clip_dissect.dist.sharded_history import ShardedHistoryStore
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.openclip import data as data_lib
+from open_clip_dissect.openclip import params
+from open_clip_dissect.openclip import record as record_lib
+from open_clip_dissect.openclip.frozen import load_frozen_model
+from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader, report
+from open_clip_dissect.openclip.retrieval import evaluate_retrieval
+from open_clip_dissect.openclip.state_files import (remove_state, restore_selector, save_state, state_files,
+                                                    state_path)
+from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +101,7 @@ class TrainingSession:
             record = EpochRecord(keep_keys=bool(args.selection_record))
             if self.selector.strategy.variable_kept:
                 loss = self._weighted(loss, args)
-            view = SelectingLoader(train.dataloader, self.selector, model, args, epoch, record,
+            view = SelectingLoader(train.dataloader, self.selector, model, LoaderConfig.from_args(args), epoch, record,
                                    tb_writer, self.noisy_keys, self.oracle, self.loss_weights)
         upstream_train.train_one_epoch(
             model, {**data, "train": dataclasses.replace(train, dataloader=view)}, loss, epoch,
@@ -113,8 +118,8 @@ class TrainingSession:
         """OpenCLIP's ``ClipLoss`` (built by ``create_loss``) as a ``WeightedClipLoss``."""
         if self.weighted_loss is None:
             if type(loss) is not ClipLoss:
-                raise SystemExit(f"--selection {args.selection} weights the CLIP loss per sample; "
-                                 f"this run's loss is {type(loss).__name__}")
+                raise InputError("--selection", f"{args.selection} weights the CLIP loss per sample; "
+                                                f"this run's loss is {type(loss).__name__}")
             self.loss_weights = LossWeights(args.accum_freq)
             self.weighted_loss = WeightedClipLoss.like(loss, self.loss_weights)
         return self.weighted_loss
@@ -130,24 +135,25 @@ class TrainingSession:
         if tb_writer is not None:
             for name, value in metrics.items():
                 tb_writer.add_scalar(f"retrieval/{name}", value, completed)
-        report(args, None, {f"retrieval/{k}": v for k, v in metrics.items()}, steps_per_epoch * completed)
+        report(args.wandb, None, {f"retrieval/{k}": v for k, v in metrics.items()}, steps_per_epoch * completed)
         if args.save_logs:
             with open(os.path.join(args.checkpoint_path, "results.jsonl"), "a+") as f:
                 f.write(json.dumps({"epoch": completed, "train_seconds": self.train_seconds,
                                     **{f"retrieval_{k}": v for k, v in metrics.items()}}) + "\n")
 
     def _start(self, args, epoch):
-        strategy = strategies.make_strategy(**params.strategy_options(args))
-        comm_device = args.device if torch.device(args.device).type == "cuda" else "cpu"
-        store = ShardedHistoryStore(HistoryStore(args.history_device), args.rank, args.world_size,
-                                    comm_device=comm_device)
+        strategy = create_strategy(**params.strategy_options(args))
+        comm = Communicator(args.rank, args.world_size,  # NCCL needs CUDA tensors, gloo CPU ones
+                            device=args.device if torch.device(args.device).type == "cuda" else "cpu")
+        store = ShardedHistoryStore(HistoryStore(args.history_device), comm)
         exchange = None
         if args.selection_scope == "global" and args.world_size > 1:
-            exchange = RankExchange(args.rank, args.world_size)
+            exchange = RankExchange(comm)
         # Global scope: every rank takes the same decision, so the RNG is seeded alike.
         seed = args.seed if exchange is not None else args.seed + args.rank
-        selector = Selector(strategy, args.ratio, args.selection_batch_mode, args.batch_size, store,
-                            seed=seed, clipscore_scale=args.clipscore_scale, exchange=exchange)
+        selector = Selector(strategy, args.ratio, seed, batch_mode=args.selection_batch_mode,
+                            train_batch_size=args.batch_size, store=store, comm=comm, exchange=exchange,
+                            clipscore_scale=args.clipscore_scale)
         if strategy.needs_oracle:
             self.oracle = load_oracle(args)
         if args.noisy_keys:
@@ -156,7 +162,7 @@ class TrainingSession:
         resumed = args.resume is not None and epoch > 0
         if resumed and not args.selection_reset_history:
             files = state_files(state_path(args.resume))
-            selector.load_state_files(files, args.rank)
+            restore_selector(selector, files, args.rank)
             log.info(f"Selection state restored from {len(files)} rank file(s) of {state_path(args.resume)} "
                      f"({len(selector.store)} samples in this rank's history)")
         return selector
@@ -169,7 +175,7 @@ class TrainingSession:
                    "kept": view.trained * args.world_size,
                    "time_scoring": view.time_scoring, "time_training": view.time_training,
                    "history_size": len(self.selector.store)}
-        self.selector.end_epoch(epoch)  # every rank: may all-reduce
+        self.selector.end_epoch()  # every rank: may all-reduce
         if args.logs and args.logs.lower() != "none":
             self._save_state(args, completed)  # every rank writes its own file
         if args.rank != 0:
@@ -180,7 +186,7 @@ class TrainingSession:
                      f"(random would keep {summary['audit_random_precision']:.3f}), clean recall "
                      f"{summary['audit_clean_recall']:.3f}, AUROC {summary['audit_auroc']:.3f}")
         steps = view.num_batches // args.accum_freq
-        report(args, tb_writer, {f"selection_epoch/{k}": v for k, v in summary.items()
+        report(args.wandb, tb_writer, {f"selection_epoch/{k}": v for k, v in summary.items()
                                  if isinstance(v, (int, float)) and k != "epoch"}, steps * completed)
         if args.save_logs:
             with open(os.path.join(args.logs, args.name, "selection.jsonl"), "a") as f:

@@ -66,7 +66,7 @@ def iter_webdataset(urls: Sequence[str]) -> Iterator[Tuple[object, List[str]]]:
     """(PIL image, captions) per sample, in shard order."""
     import webdataset as wds
 
-    from open_clip_dissect.data import check_local_shards, decode_or_skip, tarfile_to_samples_nothrow
+    from open_clip_dissect.openclip.data import check_local_shards, decode_or_skip, tarfile_to_samples_nothrow
 
     check_local_shards(urls, flag="--retrieval-data")
     pipeline = wds.DataPipeline(  # only allow-listed members are decoded (shard_members)
@@ -89,7 +89,7 @@ def iter_csv(path: str, img_key: str = "filepath", caption_key: str = "title",
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--retrieval-data: csv file not found: {path}")
-    from open_clip_dissect.data import check_csv_columns
+    from open_clip_dissect.openclip.data import check_csv_columns
 
     frame = pd.read_csv(path, sep=sep)
     check_csv_columns(path, frame.columns, sep, img_key, caption_key)

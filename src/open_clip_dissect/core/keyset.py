@@ -5,7 +5,8 @@ from typing import Iterable
 
 import torch
 
-from open_clip_dissect.history import hash_keys
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.core.history import hash_keys
 
 KEY_LIST_NAME = "keys.txt"  # what `open-clip-dissect filter` writes into its output folder
 
@@ -23,7 +24,7 @@ class KeySet:
             with open(path) as f:
                 return cls(line.strip() for line in f if line.strip())
         except OSError as exn:
-            raise SystemExit(f"{flag}: cannot read {path}: {exn}") from None
+            raise InputError(flag, f"cannot read {path}: {exn}") from None
 
     def __len__(self) -> int:
         return len(self.hashes)

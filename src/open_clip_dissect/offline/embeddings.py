@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from open_clip_dissect.errors import InputError
 from open_clip_dissect.atomic import atomic_output
-from open_clip_dissect.frozen import load_frozen_model
+from open_clip_dissect.openclip.frozen import load_frozen_model
 
 log = logging.getLogger(__name__)
 INDEX = "index.json"
@@ -36,7 +37,7 @@ def _wds_part(url, preprocess, tokenizer, batch_size, workers, sample_key):
     """Batches ``(images, texts, keys, uids, noisy)`` of one shard, in shard order."""
     import webdataset as wds
 
-    from open_clip_dissect import data
+    from open_clip_dissect.openclip import data
 
     def uid_of(sample):
         meta = sample.get("json")
@@ -72,7 +73,7 @@ class _CsvRows(torch.utils.data.Dataset):
         row = self.frame.iloc[i]
         with Image.open(row[self.img_key]) as image:
             pixels = self.preprocess(image.convert("RGB"))
-        from open_clip_dissect.data import noisy_flag
+        from open_clip_dissect.openclip.data import noisy_flag
 
         return (pixels, self.tokenizer([str(row[self.caption_key])])[0], row["__key__"],
                 str(row["uid"]) if "uid" in row.index else "", noisy_flag(row.get("noisy")))
@@ -82,7 +83,7 @@ def _csv_parts(path, part_size, img_key, caption_key, key_column, sep):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--data: csv file not found: {path}")
     frame = pd.read_csv(path, sep=sep, dtype={key_column: str} if key_column else None)
-    from open_clip_dissect.data import check_csv_columns
+    from open_clip_dissect.openclip.data import check_csv_columns
 
     check_csv_columns(path, frame.columns, sep, img_key, caption_key, key_column)
     frame["__key__"] = frame[key_column].astype(str) if key_column else [str(i) for i in range(len(frame))]
@@ -107,7 +108,7 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
         with open(index_path) as f:
             previous = json.load(f)
         if (previous["model"], previous["checkpoint"]) != (model_name, checkpoint):
-            raise SystemExit(f"--out: {out_dir} holds embeddings of {previous['model']} / "
+            raise InputError("--out", f"{out_dir} holds embeddings of {previous['model']} / "
                              f"{previous['checkpoint']}; use another folder")
         index = previous
     model, preprocess, tokenizer = load_frozen_model(model_name, checkpoint, device, precision,
@@ -123,7 +124,7 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
             num_workers=workers, collate_fn=_collate))
             for source, frame in _csv_parts(data, part_size, img_key, caption_key, key_column, sep)]
     else:
-        from open_clip_dissect.data import check_local_shards
+        from open_clip_dissect.openclip.data import check_local_shards
 
         urls = expand_urls(data)[0]
         check_local_shards(urls, flag="--data")
@@ -161,7 +162,7 @@ def load_embeddings(directory: str):
     """``(frame with key/uid/noisy, image [N, d], text [N, d], index)`` in part order."""
     index_path = os.path.join(directory, INDEX)
     if not os.path.isfile(index_path):
-        raise SystemExit(f"--embeddings: no {INDEX} in {directory} (run `open-clip-dissect embed` first)")
+        raise InputError("--embeddings", f"no {INDEX} in {directory} (run `open-clip-dissect embed` first)")
     with open(index_path) as f:
         index = json.load(f)
     names = sorted(n for n, p in index["parts"].items() if p["count"])

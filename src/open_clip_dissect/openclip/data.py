@@ -1,6 +1,9 @@
-"""Training data that carries sample keys: every training batch is ``(images, texts, keys, noisy)``.
+"""Training data that carries sample keys: every training batch is
+``(images, texts, keys, hashes, noisy)``.
 
-``keys`` is a list of strings, one per sample, that names the sample in the selection history:
+``keys`` is a list of strings, one per sample, that names the sample in the selection history
+(``hashes``: their int64 hashes, computed in the loader workers, off the training process's
+critical path):
 - webdataset: ``<shard url>/<__key__>`` (or the bare ``__key__`` with ``--sample-key key``);
 - csv: the row index, or the value of the ``--csv-key-key`` column;
 - synthetic: the index.
@@ -40,10 +43,11 @@ from webdataset.tariterators import base_plus_ext, tar_file_expander, url_opener
 
 import open_clip_train.data as upstream
 
-from open_clip_dissect.history import hash_keys
-from open_clip_dissect.keyset import KeySet
-from open_clip_dissect.patching import swapped
-from open_clip_dissect.shard_members import ALLOWED_MEMBERS, decode_sample, decode_stage
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.core.history import hash_keys
+from open_clip_dissect.core.keyset import KeySet
+from open_clip_dissect.openclip.patching import swapped
+from open_clip_dissect.openclip.shard_members import ALLOWED_MEMBERS, decode_sample, decode_stage
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +186,12 @@ def attach_key_and_label(mode: str):
 
 
 def collate_keyed(samples):
-    """Batch ``(image, text, key, noisy)`` tuples: stacked tensors, a list of keys, int8 labels."""
+    """Batch ``(image, text, key, noisy)`` tuples: stacked tensors, a list of keys, their hashes
+    (here, in the loader worker), int8 labels."""
     images, texts, keys, noisy = zip(*samples)
-    return torch.stack(images), torch.stack(texts), list(keys), torch.tensor(noisy, dtype=torch.int8)
+    keys = list(keys)
+    return (torch.stack(images), torch.stack(texts), keys, hash_keys(keys),
+            torch.tensor(noisy, dtype=torch.int8))
 
 
 def keep_listed(keep: KeySet, mode: str):
@@ -235,7 +242,7 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
 
     shared_epoch = upstream.SharedEpoch(epoch=epoch)
     if args.train_data_upsampling_factors is not None and not resampled:
-        raise SystemExit("--train-data-upsampling-factors is only supported with --dataset-resampled.")
+        raise InputError("--train-data-upsampling-factors", "is only supported with --dataset-resampled")
 
     if resampled:
         pipeline = [upstream.ResampledShards2(
@@ -268,7 +275,7 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
         attach_key_and_label(args.sample_key),
         wds.rename(image="jpg;png;jpeg;webp", text="txt"),
         wds.map_dict(image=preprocess_img, text=lambda text: tokenizer(text)[0]),
-        wds.to_tuple("image", "text", "key", "noisy"),
+        wds.to_tuple("image", "text", "key", "noisy"),  # collate_keyed adds the hashes
         wds.batched(args.batch_size, partial=False, collation_fn=collate_keyed),
     ])
     dataset = wds.DataPipeline(*pipeline)
@@ -276,8 +283,8 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
     if not resampled:
         num_shards = num_shards or len(urls)
         if num_shards < args.workers * args.world_size:
-            raise SystemExit(
-                f"--workers: {num_shards} shards cannot feed {args.workers} workers x "
+            raise InputError(
+                "--workers", f"{num_shards} shards cannot feed {args.workers} workers x "
                 f"{args.world_size} processes; use fewer workers or --dataset-resampled.")
     round_fn = math.floor if floor else math.ceil
     global_batch_size = args.batch_size * args.world_size
@@ -307,7 +314,7 @@ def check_csv_columns(path: str, present, sep: str = "\t", img_key=None, caption
     for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key),
                          ("--csv-key-key", key_column)):
         if column is not None and column not in present:
-            raise SystemExit(f"{flag}: column {column!r} not in {path} "
+            raise InputError(flag, f"column {column!r} not in {path} "
                              f"(columns: {list(present)}; separator {sep!r}, see --csv-separator)")
 
 
@@ -328,23 +335,25 @@ class KeyedCsvDataset(upstream.CsvDataset):
         n = len(self.captions)
         self.keys = columns[key_column].tolist() if key_column else [str(i) for i in range(n)]
         self.noisy = [noisy_flag(v) for v in columns["noisy"]] if "noisy" in extra else [-1] * n
+        self.hashes = hash_keys(self.keys)  # once, vectorised; items carry theirs
         if keep is not None:  # --keep-list: only the listed rows
-            rows = keep.contains(hash_keys(self.keys)).nonzero().squeeze(1).tolist()
+            rows = keep.contains(self.hashes).nonzero().squeeze(1)
+            self.hashes = self.hashes[rows]
             for name in ("images", "captions", "keys", "noisy"):
                 values = getattr(self, name)
-                setattr(self, name, [values[i] for i in rows])
+                setattr(self, name, [values[i] for i in rows.tolist()])
 
     def __getitem__(self, idx):
         images, texts = super().__getitem__(idx)
-        return images, texts, self.keys[idx], self.noisy[idx]
+        return images, texts, self.keys[idx], self.hashes[idx], self.noisy[idx]
 
 
 class KeyedSyntheticDataset(upstream.SyntheticDataset):
-    """OpenCLIP's SyntheticDataset whose items also carry their index as key."""
+    """OpenCLIP's SyntheticDataset whose items also carry their index as key (and its hash)."""
 
     def __getitem__(self, idx):
         images, texts = super().__getitem__(idx)
-        return images, texts, str(idx), -1
+        return images, texts, str(idx), hash_keys([str(idx)])[0], -1
 
 
 def get_keyed_csv_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer=None):
@@ -358,7 +367,7 @@ def get_keyed_csv_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer
 def get_keyed_synthetic_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer=None):
     """``open_clip_train.data.get_synthetic_dataset`` building a KeyedSyntheticDataset."""
     if args.keep_list:
-        raise SystemExit("--keep-list needs --dataset-type webdataset or csv")
+        raise InputError("--keep-list", "needs --dataset-type webdataset or csv")
     with swapped(upstream, SyntheticDataset=KeyedSyntheticDataset):
         return upstream.get_synthetic_dataset(args, preprocess_fn, is_train, epoch, tokenizer)
 

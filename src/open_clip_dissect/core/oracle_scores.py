@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from open_clip_dissect.strategies import clipscore  # same formula online and offline
+from open_clip_dissect.core.strategies import clipscore  # same formula online and offline
 
 __all__ = ["clipscore", "negcliploss", "normsim", "vas", "vas_d", "second_moment"]
 

@@ -91,18 +91,19 @@ class HistoryStore:
             torch.zeros_like(hashes, dtype=torch.bool)
         return found, clamped
 
-    def get(self, hashes: torch.Tensor):
-        """``(seen, score, epoch, visits)`` for each hash; zeros where the key is unknown."""
+    def get(self, hashes: torch.Tensor, with_visits: bool = False):
+        """``(seen, score)`` for each hash, zeros where the key is unknown; with ``with_visits``
+        also the last-seen epoch and the visit count: ``(seen, score, epoch, visits)``."""
         hashes = hashes.to(self.device)
         seen = torch.zeros(len(hashes), dtype=torch.bool, device=self.device)
         out = {name: torch.zeros(len(hashes), dtype=self.main[name].dtype, device=self.device)
-               for name in ("score", "epoch", "visits")}
+               for name in (("score", "epoch", "visits") if with_visits else ("score",))}
         for run in (self.main, self.fresh):
             found, idx = self._find(run, hashes)
             seen |= found
             for name, values in out.items():
                 values[found] = run[name][idx[found]]
-        return seen, out["score"], out["epoch"], out["visits"]
+        return (seen, *out.values())
 
     def update(self, hashes: torch.Tensor, score: torch.Tensor, epoch: int,
                score_mask: torch.Tensor = None, batch_size: int = None) -> None:
@@ -143,6 +144,11 @@ class HistoryStore:
         total = sum(run["score"].double().sum() for run in (self.main, self.fresh))
         return float(total), len(self)
 
+    def mean_score(self):
+        """Mean stored score over every key (None when the store is empty)."""
+        total, count = self.score_total()
+        return total / count if count else None
+
     def compact(self) -> None:
         """Merge the fresh run into the main one."""
         if len(self.fresh["hash"]):
@@ -150,8 +156,8 @@ class HistoryStore:
             self.fresh = _empty_run(self.device)
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
-        self.compact()
-        return {name: t.cpu() for name, t in self.main.items()}
+        self.compact()  # copies: the store updates its tensors in place
+        return {name: t.to("cpu", copy=True) for name, t in self.main.items()}
 
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         missing = [name for name in FIELDS if name not in state]
@@ -160,5 +166,5 @@ class HistoryStore:
         hashes = state["hash"]
         if len(hashes) > 1 and not bool((hashes[1:] > hashes[:-1]).all()):
             raise ValueError("history state is not sorted by key hash")
-        self.main = {name: state[name].to(self.device) for name in FIELDS}
+        self.main = {name: state[name].to(self.device, copy=True) for name in FIELDS}
         self.fresh = _empty_run(self.device)

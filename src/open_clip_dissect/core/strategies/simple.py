@@ -1,0 +1,41 @@
+"""Strategies that rank the candidate batch by one score of the model being trained."""
+from open_clip_dissect.core.strategies.base import Strategy, uniform
+from open_clip_dissect.core.strategies.registry import register
+
+
+@register
+class RandomSelection(Strategy):
+    name = "random"
+    summary = "a uniformly random k"
+
+    def rank(self, scores, history, epoch, generator):
+        return uniform(len(scores.curr), generator, scores.curr.device)
+
+
+@register
+class SmallLoss(Strategy):
+    name = "small-loss"
+    summary = "the k smallest per-sample InfoNCE losses"
+    needs_loss = True
+
+    def rank(self, scores, history, epoch, generator):
+        return -scores.loss
+
+
+@register
+class BigLoss(Strategy):
+    name = "big-loss"
+    summary = "the k largest per-sample InfoNCE losses"
+    needs_loss = True
+
+    def rank(self, scores, history, epoch, generator):
+        return scores.loss
+
+
+@register
+class SelfClipScore(Strategy):
+    name = "clipscore"
+    summary = "the k highest CLIPScores of the model being trained"
+
+    def rank(self, scores, history, epoch, generator):
+        return scores.curr

@@ -1,0 +1,1 @@
+"""Offline curation: a frozen model's embeddings, oracle scores and keep-lists."""

@@ -1,0 +1,1 @@
+"""The OpenCLIP adapter: everything that imports ``open_clip`` or ``open_clip_train``."""
