@@ -61,7 +61,7 @@ stop_daemons() {
     done
     if [ $status -ne 0 ]; then
         for log in "$WORK"/log/*; do
-            [ -s "$log" ] && { echo "----- last lines of $log"; tail -n 25 "$log"; }
+            [ -s "$log" ] && { echo "----- last lines of $log"; tail -n 25 "$log"; } >&2
         done
         echo "slurm-test: FAILED after $(( $(date +%s) - START ))s; files kept in $WORK" >&2
     elif [ -n "${KEEP:-}" ]; then
@@ -85,31 +85,36 @@ sed -e "s|@WORK@|$WORK|g" -e "s|@NODE@|$NODE|g" -e "s|@CTLD_PORT@|$CTLD_PORT|g" 
     -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" "$HERE/slurm.conf.in" > "$WORK/slurm.conf"
 export SLURM_CONF="$WORK/slurm.conf"
 
-wait_until() {  # wait_until SECONDS WHAT COMMAND...: fail naming WHAT when COMMAND never succeeds
-    local limit=$1 what=$2
+# started NAME SECONDS COMMAND...: wait until COMMAND succeeds; fail at once when the daemon
+# started last exits, or after SECONDS.
+started() {
+    local name=$1 limit=$2 pid=${PIDS[-1]} rc=0
     shift 2
-    for _ in $(seq $((limit * 2))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
-    fail "$what did not happen within ${limit}s"
+    for _ in $(seq $((limit * 2))); do
+        "$@" >/dev/null 2>&1 && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" || rc=$?
+            fail "$name exited with status $rc at start (logs below)"
+        fi
+        sleep 0.5
+    done
+    fail "$name did not come up within ${limit}s: '$*' kept failing (logs below)"
 }
-alive() { kill -0 "$1" 2>/dev/null || fail "$2 exited at start (its log follows)"; }
 
 mungekey --create --keyfile="$WORK/key/munge.key"
 munged --foreground --key-file="$WORK/key/munge.key" --socket="$WORK/munge/munge.sock" \
     --pid-file="$WORK/munge/munged.pid" --seed-file="$WORK/key/munged.seed" \
     --log-file="$WORK/log/munged.log" > "$WORK/log/munged.out" 2>&1 &
 PIDS+=($!)
-wait_until 20 "munged answering on its socket" munge -S "$WORK/munge/munge.sock" -n
-alive "${PIDS[0]}" munged
+started munged 20 munge -S "$WORK/munge/munge.sock" -n
 
 slurmctld -D -f "$SLURM_CONF" > "$WORK/log/slurmctld.out" 2>&1 &
 PIDS+=($!)
-wait_until 30 "slurmctld answering (scontrol ping)" bash -c 'scontrol ping | grep -q UP'
-alive "${PIDS[1]}" slurmctld
+started slurmctld 30 bash -c 'scontrol ping | grep -q UP'
 
 slurmd -D -f "$SLURM_CONF" -N "$NODE" > "$WORK/log/slurmd.out" 2>&1 &
 PIDS+=($!)
-wait_until 60 "node $NODE idle (sinfo)" bash -c '[ "$(sinfo -h -N -o %t)" = idle ]'
-alive "${PIDS[2]}" slurmd
+started slurmd 60 bash -c '[ "$(sinfo -h -N -o %t)" = idle ]'
 say "cluster up: munged ${PIDS[0]}, slurmctld ${PIDS[1]}, slurmd ${PIDS[2]} (ports $CTLD_PORT, $SLURMD_PORT)"
 
 # ---------------------------------------------------------------- the jobs
