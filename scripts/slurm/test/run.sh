@@ -14,6 +14,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../../.." && pwd)"
 PY="${PY:-python3}"
 START=$(date +%s)
+export SLURM_TEST_START=$START  # one clock for run.sh and scenarios.py
 
 fail() { echo "slurm-test: FAILED: $*" >&2; exit 1; }
 say() { echo "slurm-test [$(( $(date +%s) - START ))s]: $*"; }
