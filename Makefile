@@ -13,7 +13,7 @@ DEMO_RATIO ?= 0.5
 DEMO_FLAGS ?= --model dissect-vit-tiny --precision fp32 --batch-size 128 --lr 1e-3 --wd 0.1 \
 	--warmup 50 --workers 1 --seed 0 --log-every-n-steps 50
 
-.PHONY: venv demo demo-data test bench patch patch-check clean
+.PHONY: venv demo demo-data test slurm-test bench patch patch-check clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ demo: $(STAMP) $(DEMO_DATA)/manifest.json
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The sbatch script under a real one-node SLURM on localhost: requeue, resubmission, truncated
+# checkpoint (~5 min; root: installs Debian's slurm-wlm and munge when missing).
+slurm-test: $(STAMP)
+	PY=$(abspath $(PY)) scripts/slurm/test/run.sh
 
 # make bench [PROFILE=quick|smoke|full]: writes bench/results/<profile>/ and prints the table.
 PROFILE ?= quick

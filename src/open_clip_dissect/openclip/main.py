@@ -1,11 +1,13 @@
 """Drop-in replacement for ``python -m open_clip_train.main``.
 
 ``python -m open_clip_dissect.main [OpenCLIP flags] [--selection ...]`` runs OpenCLIP's own
-``main`` with four names in ``open_clip_train.main`` swapped for the duration of the run:
+``main`` with six names in ``open_clip_train.main`` swapped for the duration of the run:
 ``parse_args`` (adds our flags), ``get_data`` (key-carrying training loader),
-``train_one_epoch`` (select-then-backprop) and ``setup_logging`` (quieter torch); and torch's
-``DistributedDataParallel`` by ``CpuFriendlyDDP`` (several processes on CPU). Nothing is patched
-by ``import open_clip_dissect``.
+``train_one_epoch`` (select-then-backprop), ``setup_logging`` (quieter torch), ``torch`` (whose
+``save`` writes checkpoints atomically) and ``get_latest_checkpoint`` (``--resume latest`` skips
+incomplete checkpoints; see ``checkpoint_files``); and torch's ``DistributedDataParallel`` by
+``CpuFriendlyDDP`` (several processes on CPU). ``upstream.py`` lists them all. Nothing is
+patched by ``import open_clip_dissect``.
 """
 import logging
 import sys
@@ -15,8 +17,8 @@ import torch
 
 import open_clip_train.logger as upstream_logger
 
-from open_clip_dissect.openclip import params, train
 from open_clip_dissect.errors import InputError
+from open_clip_dissect.openclip import checkpoint_files, params, train
 from open_clip_dissect.openclip.configs import register_model_configs
 from open_clip_dissect.openclip.patching import swapped
 
@@ -60,6 +62,8 @@ def patched_open_clip_train():
         get_data=session.get_data,
         train_one_epoch=session.train_one_epoch,
         setup_logging=setup_logging,
+        torch=checkpoint_files.AtomicSaveTorch(),
+        get_latest_checkpoint=checkpoint_files.latest_complete_checkpoint(upstream_main.get_latest_checkpoint),
     ))
     return stack
 

@@ -10,6 +10,8 @@ PATCHED = {
     "open_clip_train.main.get_data": "openclip.train.TrainingSession.get_data: the key-carrying training loader",
     "open_clip_train.main.train_one_epoch": "openclip.train.TrainingSession.train_one_epoch: select, then upstream's loop",
     "open_clip_train.main.setup_logging": "openclip.main.setup_logging: upstream's, then torch's loggers back to WARNING",
+    "open_clip_train.main.torch": "openclip.checkpoint_files.AtomicSaveTorch: checkpoints written atomically",
+    "open_clip_train.main.get_latest_checkpoint": "openclip.checkpoint_files.latest_complete_checkpoint: skips incomplete ones",
     "torch.nn.parallel.DistributedDataParallel": "openclip.main.CpuFriendlyDDP: several processes on the CPU",
     "open_clip_train.params.argparse": "openclip.params: the parser gains our argument group",
     "open_clip_train.data.wds": "openclip.data.SafeDecodingWebdataset: the validation loader decodes by allow-list",

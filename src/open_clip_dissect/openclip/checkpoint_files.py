@@ -1,0 +1,123 @@
+"""Checkpoints that are never half-written, and a ``--resume latest`` that skips broken ones.
+
+OpenCLIP 3.3.0 writes ``epoch_<n>.pt`` in place with ``torch.save``: a job killed during that
+write (preemption, time limit, ``scontrol requeue``) leaves a truncated file, ``--resume latest``
+picks it, and every rank fails to load it, at every later requeue too. During our runs
+(``openclip.main.patched_open_clip_train``) ``open_clip_train.main`` sees instead:
+
+- ``torch``: ``AtomicSaveTorch``, whose ``save`` to a path writes a temporary file beside it,
+  flushes it to disk and renames it into place (the selection state is written the same way);
+- ``get_latest_checkpoint``: ``latest_complete_checkpoint(upstream)``, newest first, skipping
+  (with a warning naming it) a checkpoint that is not complete or whose selection state is not,
+  which covers files left by older runs or by other tools.
+"""
+import glob
+import logging
+import os
+import re
+import zipfile
+from typing import Callable, Optional
+
+import torch
+
+from open_clip_dissect.atomic import atomic_output
+from open_clip_dissect.openclip.state_files import state_path
+from open_clip_dissect.dist.sharded_history import rank_file
+
+log = logging.getLogger(__name__)
+
+TEMP_MARK = ".tmp-"  # "<target>.tmp-<pid>": never "*.pt", which OpenCLIP's --resume latest globs
+
+
+def atomic_save(obj, path, *args, **kwargs) -> None:
+    """``torch.save(obj, path)`` through ``<path>.tmp-<pid>``, fsync'ed, then renamed to ``path``
+    (atomic on one file system): ``path`` is either its old content or the complete new one."""
+    path = os.fspath(path)
+    with atomic_output(path, keep_extension=False) as tmp:
+        torch.save(obj, tmp, *args, **kwargs)
+    # Leftovers of an earlier attempt killed while writing this same file.
+    for stale in glob.glob(glob.escape(path) + TEMP_MARK + "*"):
+        try:
+            os.remove(stale)
+        except FileNotFoundError:
+            pass
+
+
+class AtomicSaveTorch:
+    """Stands in for the name ``torch`` in one module: ``save`` to a path is ``atomic_save``,
+    every other attribute (and ``save`` to a file object) is torch's own."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def save(obj, f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):
+            return atomic_save(obj, f, *args, **kwargs)
+        return torch.save(obj, f, *args, **kwargs)
+
+
+def file_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be loaded, or None. A zip archive (torch's format since 1.6) is checked
+    for its central directory (written last, so a truncated file has none) and every member's
+    CRC, without unpickling; another file (torch's legacy format) by loading it."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            return f"member {bad} is damaged" if bad else None
+        torch.load(path, map_location="cpu")
+        return None
+    except Exception as e:  # a truncated legacy file fails in many ways
+        first = str(e).split(". ")[0]  # torch appends a paragraph of advice
+        return f"{type(e).__name__}: {first}"
+
+
+def state_problem(checkpoint: str) -> Optional[str]:
+    """Why the selection state beside ``checkpoint`` cannot be restored, or None (also when
+    there is none: a run without --selection, or one the resume itself reports)."""
+    base = state_path(checkpoint)
+    worlds = {}
+    for name in glob.glob(glob.escape(base) + ".rank*-of-*"):
+        match = re.fullmatch(r"\.rank(\d+)-of-(\d+)", name[len(base):])
+        if match:
+            worlds.setdefault(int(match.group(2)), set()).add(int(match.group(1)))
+    if not worlds:
+        return None
+    if len(worlds) > 1:
+        return f"selection state {base} has rank files of several world sizes {sorted(worlds)}"
+    (world, ranks), = worlds.items()
+    missing = sorted(set(range(world)) - ranks)
+    if missing:  # e.g. killed after rank 0 wrote the checkpoint, before rank 1 renamed its state
+        return f"selection state {base}: rank files {missing} of {world} are missing"
+    for rank in range(world):
+        problem = file_problem(rank_file(base, rank, world))
+        if problem:
+            return f"selection state {rank_file(base, rank, world)}: {problem}"
+    return None
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    return file_problem(path) or state_problem(path)
+
+
+def latest_complete_checkpoint(upstream: Callable) -> Callable:
+    """``open_clip_train.main.get_latest_checkpoint`` (open_clip_torch 3.3.0) that, for a local
+    folder, returns the newest checkpoint that loads, with its selection state; ``upstream`` is
+    the original, used as is for ``--remote-sync`` (no files to check)."""
+
+    def get_latest_checkpoint(path: str, remote: bool):
+        if remote:
+            return upstream(path, remote)
+        from open_clip_train.main import natural_key
+
+        # Upstream's candidates and order: the same recursive glob, newest last by natural_key.
+        for candidate in sorted(glob.glob(path + "**/*.pt", recursive=True), key=natural_key, reverse=True):
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                return candidate
+            log.warning(f"--resume latest: skipping {candidate}, it is incomplete ({problem}); "
+                        f"trying the next older checkpoint")
+        return None
+
+    return get_latest_checkpoint
