@@ -25,6 +25,7 @@ from typing import List, Optional
 from PIL import Image, ImageDraw
 
 from open_clip_dissect.atomic import atomic_output
+from open_clip_dissect.errors import InputError
 
 COLORS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
@@ -153,9 +154,9 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
     """The samples of one split (scenes and captions, no pixels); noise only for ``train``;
     ``captions_per_image`` > 1 gives each sample that many wordings (retrieval split)."""
     if not 0.0 <= noise_rate <= 1.0:
-        raise ValueError(f"--noise-rate must be in [0, 1], got {noise_rate}")
+        raise InputError("--noise-rate", f"must be in [0, 1], got {noise_rate}")
     if noise_kind not in NOISE_KINDS:
-        raise ValueError(f"--noise-kind must be one of {NOISE_KINDS}, got {noise_kind!r}")
+        raise InputError("--noise-kind", f"must be one of {NOISE_KINDS}, got {noise_kind!r}")
     samples = []
     for i in range(n):
         tag = f"{seed}:{split}:{i}"
@@ -232,7 +233,7 @@ def write_split(out_dir: str, split: str, samples: List[Sample], shard_size: int
     from tqdm import tqdm
 
     if image_format not in ("png", "jpg"):
-        raise ValueError(f"--image-format must be png or jpg, got {image_format!r}")
+        raise InputError("--image-format", f"must be png or jpg, got {image_format!r}")
     split_dir = os.path.join(out_dir, split)
     os.makedirs(split_dir, exist_ok=True)
     image_dir = os.path.abspath(os.path.join(out_dir, f"{split}_images")) if csv else None
@@ -282,7 +283,7 @@ def make_dataset(out_dir: str, train_size: int = 20000, val_size: int = 1000, se
     """Write the train (noisy), val (clean) and, with ``test_size``, the test (retrieval: clean,
     ``test_captions`` wordings per image) splits; return and save a manifest."""
     if shard_size < 1:
-        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+        raise InputError("--shard-size", f"must be >= 1, got {shard_size}")
     manifest = {"seed": seed, "noise_rate": noise_rate, "noise_kind": noise_kind,
                 "image_size": image_size, "image_format": image_format, "splits": {}}
     for split, n in (("train", train_size), ("val", val_size), ("test", test_size)):

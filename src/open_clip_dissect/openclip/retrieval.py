@@ -20,6 +20,8 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from open_clip_dissect.errors import InputError
+
 log = logging.getLogger(__name__)
 KS = (1, 5, 10)
 
@@ -110,7 +112,7 @@ def iter_retrieval_data(path: str, img_key="filepath", caption_key="title", sep=
 
 @torch.no_grad()
 def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", batch_size=256,
-                         autocast=None, input_dtype=None):
+                         autocast=None, input_dtype=None, source: str = "retrieval data"):
     """Image and text features (L2-normalised, CPU) and the caption -> image index."""
     from contextlib import suppress
 
@@ -142,7 +144,7 @@ def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", ba
     finally:
         model.train(was_training)
     if not image_features:
-        raise ValueError("retrieval data holds no usable sample")
+        raise InputError(source, "the retrieval data holds no usable sample (an image with a caption)")
     return torch.cat(image_features), torch.cat(text_features), torch.as_tensor(np.asarray(text_image))
 
 
@@ -150,7 +152,7 @@ def evaluate_retrieval(model, preprocess, tokenizer, path, device="cpu", batch_s
                        autocast=None, input_dtype=None, **csv_kwargs) -> Dict[str, float]:
     images, texts, text_image = embed_retrieval_data(
         model, preprocess, tokenizer, iter_retrieval_data(path, **csv_kwargs), device, batch_size,
-        autocast, input_dtype)
+        autocast, input_dtype, source=path)
     metrics = retrieval_metrics(images, texts, text_image)
     metrics.update({"images": float(len(images)), "captions": float(len(texts))})
     return metrics
