@@ -134,10 +134,10 @@ def test_resume_latest_falls_back_and_retrains_the_same_epoch(tiny_data, tmp_pat
         log = f.read()
     assert f"skipping {ckpts / 'epoch_2.pt'}, it is incomplete" in log
     assert f"resuming checkpoint '{ckpts / 'epoch_1.pt'}' (epoch 1)" in log
-    assert f"Selection state restored from 1 rank file(s) of {state_path(str(ckpts / 'epoch_1.pt'))}" in log
+    assert f"Selection state of epoch 1 restored from 1 rank file(s) of {state_path(str(ckpts / 'epoch_1.pt'))}" in log
     ours, ref = torch.load(ckpts / "epoch_2.pt"), torch.load(tmp_path / "uninterrupted.pt")
     assert ours["epoch"] == 2 and ours["state_dict"].keys() == ref["state_dict"].keys()
     assert all(torch.equal(ours["state_dict"][k], ref["state_dict"][k]) for k in ref["state_dict"])
-    ours, ref = torch.load(state, weights_only=False), torch.load(tmp_path / "uninterrupted.state", weights_only=False)
+    ours, ref = torch.load(state, weights_only=True), torch.load(tmp_path / "uninterrupted.state", weights_only=True)
     assert all(torch.equal(ours["store"][k], ref["store"][k]) for k in ref["store"])
     assert torch.equal(ours["generator"], ref["generator"])

@@ -3,25 +3,58 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import TINY_TRAIN_FLAGS, read_jsonl
 
 
-def torchrun(nproc, args, timeout=900):
+def torchrun(nproc, args, timeout=900, env=None, check=True):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            str(nproc), "-m", "open_clip_dissect.main", "--", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
 
-def test_two_processes_dissect_then_resume_on_one(tiny_data, tmp_path):
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
-             "--workers", "1", "--logs", str(tmp_path), "--selection", "dissect-mome"]
-    torchrun(2, [*flags, "--name", "two", "--epochs", "2"])
-    run = tmp_path / "two"
+def _two_rank_flags(data, logs):
+    return [*TINY_TRAIN_FLAGS, "--train-data", data.train, "--dataset-type", "webdataset",
+            "--workers", "1", "--logs", str(logs), "--selection", "dissect-mome"]
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tiny_data, tmp_path_factory):
+    """2 epochs of dissect-mome on 2 ranks, uninterrupted."""
+    logs = tmp_path_factory.mktemp("two_ranks")
+    torchrun(2, [*_two_rank_flags(tiny_data, logs), "--name", "two", "--epochs", "2"])
+    return logs / "two"
+
+
+def test_a_killed_rank_resumes_exactly(two_rank_run, tiny_data, tmp_path):
+    """Rank 1 is killed (SIGKILL) in the middle of epoch 2; torchrun ends rank 0. The job
+    resumed with --resume latest ends with both ranks' selection state and the weights of the
+    uninterrupted run."""
+    flags = [*_two_rank_flags(tiny_data, tmp_path), "--name", "killed", "--epochs", "2",
+             "--save-most-recent", "--delete-previous-checkpoint"]
+    killed = torchrun(2, flags, env={"OPEN_CLIP_DISSECT_KILL_AT": "train:1:5@1"}, check=False)
+    assert killed.returncode != 0
+    torchrun(2, [*flags, "--resume", "latest"])
+    for rank in range(2):
+        name = f"epoch_2.dissect-state.rank{rank}-of-2"
+        want = torch.load(two_rank_run / "checkpoints" / name, weights_only=True)
+        got = torch.load(tmp_path / "killed" / "checkpoints" / name, weights_only=True)
+        assert all(torch.equal(want["store"][k], got["store"][k]) for k in want["store"])
+        assert torch.equal(want["generator"], got["generator"])
+    a = torch.load(two_rank_run / "checkpoints" / "epoch_2.pt", map_location="cpu")["state_dict"]
+    b = torch.load(tmp_path / "killed" / "checkpoints" / "epoch_2.pt", map_location="cpu")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_dissect_then_resume_on_one(two_rank_run, tiny_data, tmp_path):
+    flags = _two_rank_flags(tiny_data, tmp_path)
+    run = two_rank_run
     with open(run / "out.log") as f:
         log = f.read()
     assert "total 2" in log  # OpenCLIP's "Running in distributed mode ... total 2"

@@ -19,6 +19,7 @@ from open_clip_dissect.core import strategies
 from open_clip_dissect.core.epoch_record import EpochRecord, nan_stats
 from open_clip_dissect.core.scorer import Scorer
 from open_clip_dissect.core.selector import Selector
+from open_clip_dissect.openclip.crash_points import kill_if_asked
 from open_clip_dissect.openclip.weighted_loss import LossWeights
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class SelectingLoader:
         steps_per_epoch = self.num_batches // cfg.accum_freq
         window = []
         for i, (images, texts, keys, hashes, noisy) in enumerate(self.loader):
+            kill_if_asked("train", self.epoch, i, cfg.rank)  # crash tests only
             start = time.perf_counter()
             step = steps_per_epoch * self.epoch + i // cfg.accum_freq
             images = images.to(device=cfg.device, dtype=cfg.input_dtype, non_blocking=True)

@@ -49,11 +49,12 @@ class CpuFriendlyDDP(torch.nn.parallel.DistributedDataParallel):
         super().__init__(module, device_ids, *args, **kwargs)
 
 
-def patched_open_clip_train():
-    """Our functions swapped into ``open_clip_train.main`` for the duration of a ``with`` block."""
+def patched_open_clip_train(session: "train.TrainingSession" = None):
+    """Our functions swapped into ``open_clip_train.main`` for the duration of a ``with`` block;
+    ``session`` (default: a new one) provides the data and the epoch loop."""
     import open_clip_train.main as upstream_main
 
-    session = train.TrainingSession()
+    session = session if session is not None else train.TrainingSession()
     stack = ExitStack()
     stack.enter_context(swapped(torch.nn.parallel, DistributedDataParallel=CpuFriendlyDDP))
     stack.enter_context(swapped(
@@ -75,9 +76,12 @@ def main(argv=None) -> int:
         argv = argv[1:]
     import open_clip_train.main as upstream_main
 
+    session = train.TrainingSession()
     try:
-        with patched_open_clip_train():
+        with patched_open_clip_train(session):
             status = upstream_main.main(argv)
+        if session.selector is not None:  # the final checkpoint exists now
+            session.collect_stale_states(session.args)
     except InputError as exn:  # bad flag or file: one line, no traceback
         print(f"open_clip_dissect: error: {exn}", file=sys.stderr)
         return 2

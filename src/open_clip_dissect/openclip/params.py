@@ -12,7 +12,8 @@ import types
 import open_clip_train.params as upstream_params
 
 from open_clip_dissect.core.selector import BATCH_MODES, check_ratio
-from open_clip_dissect.core.strategies import all_options, create_strategy, list_strategies, strategy_class
+from open_clip_dissect.core.strategies import (RUN_EPOCHS, all_options, create_strategy, list_strategies,
+                                               strategy_class)
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.patching import swapped
 
@@ -253,6 +254,15 @@ def strategy_options(args) -> dict:
     for option in strategy_class(args.selection).options:
         options[option.name] = args.epochs if option.flag is None else getattr(args, option.dest)
     return options
+
+
+def selection_fingerprint(args) -> dict:
+    """What a resumed run must share with the run that wrote the selection state (its run-length
+    option, ``--epochs``, may grow; the world size may change: elastic resume)."""
+    options = {k: v for k, v in strategy_options(args).items() if k not in ("name", RUN_EPOCHS.name)}
+    return {"selection": args.selection, "options": options, "ratio": args.ratio,
+            "selection_batch_mode": args.selection_batch_mode, "selection_scope": args.selection_scope,
+            "seed": args.seed, "clipscore_scale": args.clipscore_scale, "world_size": args.world_size}
 
 
 def _check_variable_kept(args, given: set) -> None:

@@ -1,7 +1,19 @@
-"""Selection-state files: one per rank beside each OpenCLIP checkpoint, written atomically and
-read with ``torch.load(weights_only=True)`` (tensors and plain values only)."""
+"""Selection-state files: one per rank beside OpenCLIP's checkpoints, written atomically and
+read with ``torch.load(weights_only=True)`` (tensors and plain values only).
+
+Format 2 records the completed ``epoch`` and a ``fingerprint`` of the run (strategy, its options,
+ratio, batch mode, scope, seed, CLIPScore scale, world size). The state of completed epoch N is
+always ``epoch_N.dissect-state.rank<r>-of-<W>``, whatever checkpoint file OpenCLIP writes for that
+epoch (``epoch_N.pt`` or ``epoch_latest.pt``): a resume reads the checkpoint's own epoch and
+takes the state of that epoch, never another. A state file is deleted only once no checkpoint
+needs it (``collect_stale_states``), so a kill at any instant leaves a matching pair.
+"""
+import glob
+import logging
 import os
 import pickle
+import re
+from typing import Dict, List, Optional
 
 import torch
 
@@ -9,30 +21,36 @@ from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect.dist.sharded_history import rank_file, saved_rank_files
 from open_clip_dissect.errors import InputError
 
+log = logging.getLogger(__name__)
 STATE_SUFFIX = ".dissect-state"  # never ".pt": OpenCLIP's --resume latest globs *.pt
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 1: no epoch, no fingerprint (before crash-safe resume)
+RESET = "resume with --selection-reset-history to start the selection history afresh"
+# Fingerprint fields a resumed run may change: the world size (elastic resume re-deals the keys).
+ELASTIC_FIELDS = ("world_size",)
 
 
 def state_path(checkpoint_path: str) -> str:
-    """Selection state that belongs to an OpenCLIP checkpoint: ``epoch_3.pt`` ->
+    """Selection state named after an OpenCLIP checkpoint: ``epoch_3.pt`` ->
     ``epoch_3.dissect-state`` in the same folder (found from the checkpoint, whatever --name).
     Each rank writes its own file ``epoch_3.dissect-state.rank<r>-of-<W>``."""
     base = checkpoint_path[:-3] if checkpoint_path.endswith(".pt") else checkpoint_path
     return base + STATE_SUFFIX
 
 
-def save_state(path: str, state: dict, rank: int = 0, world_size: int = 1) -> str:
-    """Write this rank's file atomically: a temp file in the same folder, then rename."""
+def epoch_state_path(checkpoint_dir: str, epoch: int) -> str:
+    """The state of completed epoch ``epoch`` in a checkpoint folder."""
+    return state_path(os.path.join(checkpoint_dir, f"epoch_{epoch}.pt"))
+
+
+def save_state(path: str, state: dict, rank: int = 0, world_size: int = 1, epoch: Optional[int] = None,
+               fingerprint: Optional[dict] = None) -> str:
+    """Write this rank's file atomically: a temp file in the same folder, flushed, then renamed."""
     target = rank_file(path, rank, world_size)
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     with atomic_output(target) as tmp:
-        torch.save({"format": STATE_FORMAT, "rank": rank, "world_size": world_size, **state}, tmp)
+        torch.save({"format": STATE_FORMAT, "rank": rank, "world_size": world_size, "epoch": epoch,
+                    "fingerprint": fingerprint or {}, **state}, tmp)
     return target
-
-
-def remove_state(path: str) -> None:
-    for name in saved_rank_files(path, check=False):
-        os.remove(name)
 
 
 def state_files(path: str) -> list:
@@ -46,12 +64,82 @@ def state_files(path: str) -> list:
     return files
 
 
-def load_state(path: str) -> dict:
+def saved_epoch(path: str) -> Optional[int]:
+    """The completed epoch a state file records (its tensors are memory-mapped, not read)."""
+    return load_state(path, mmap=True).get("epoch")
+
+
+def find_state(checkpoint: str, epoch: int) -> str:
+    """The state (base path) of the checkpoint's own completed ``epoch``: the one named after the
+    checkpoint if it records that epoch, else ``epoch_<epoch>.dissect-state`` beside it. Fails
+    naming the checkpoint and the states it looked at when none matches."""
+    looked = []
+    for base in dict.fromkeys([state_path(checkpoint), epoch_state_path(os.path.dirname(checkpoint), epoch)]):
+        files = saved_rank_files(base, check=False)
+        if not files:
+            looked.append(f"{base} (none)")
+            continue
+        found = saved_epoch(files[0])
+        if found == epoch:
+            return base
+        looked.append(f"{files[0]} (epoch {found})")
+    raise InputError("--resume", f"{checkpoint} holds epoch {epoch}, and no selection state of that epoch "
+                                 f"lies beside it: {'; '.join(looked)}. {RESET[0].upper() + RESET[1:]}.")
+
+
+def check_fingerprint(saved: Dict, current: Dict, source: str) -> None:
+    """The resumed run must select as the saved one did: every differing field is named."""
+    fields = sorted((set(saved) | set(current)) - set(ELASTIC_FIELDS))
+    differ = [f"{f}: saved {saved.get(f)!r}, now {current.get(f)!r}" for f in fields if saved.get(f) != current.get(f)]
+    if differ:
+        raise InputError("--resume", f"{source} was written by a run with other selection settings "
+                                     f"({'; '.join(differ)}); {RESET} under the new settings")
+
+
+def collect_stale_states(checkpoint_dir: str, latest_epoch: Optional[int]) -> List[str]:
+    """Delete the state files no checkpoint needs any more; returns the removed bases. A state of
+    epoch M is kept while ``epoch_M.pt`` exists, while ``epoch_latest.pt`` holds epoch M
+    (``latest_epoch``), or while it is newer than every checkpoint (its checkpoint is still being
+    written)."""
+    epochs = {}
+    for name in glob.glob(os.path.join(glob.escape(checkpoint_dir), f"epoch_*{STATE_SUFFIX}.rank*-of-*")):
+        match = re.fullmatch(rf"epoch_(\d+){re.escape(STATE_SUFFIX)}\.rank\d+-of-\d+", os.path.basename(name))
+        if match:
+            epochs.setdefault(int(match.group(1)), []).append(name)
+    checkpoints = {int(m.group(1)) for m in (re.fullmatch(r"epoch_(\d+)\.pt", os.path.basename(n))
+                                             for n in glob.glob(os.path.join(glob.escape(checkpoint_dir), "epoch_*.pt")))
+                   if m}
+    if latest_epoch is not None:
+        checkpoints.add(latest_epoch)
+    newest = max(checkpoints, default=-1)
+    removed = []
+    for epoch, names in sorted(epochs.items()):
+        if epoch in checkpoints or epoch > newest:
+            continue
+        for name in names:
+            try:
+                os.remove(name)
+            except FileNotFoundError:  # another process collected it first
+                pass
+        removed.append(epoch_state_path(checkpoint_dir, epoch))
+    return removed
+
+
+def checkpoint_epoch(path: str) -> Optional[int]:
+    """The ``epoch`` an OpenCLIP checkpoint holds (tensors memory-mapped, not read); None when
+    it does not load."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # noqa: BLE001 - incomplete or foreign: it pairs with nothing
+        return None
+
+
+def load_state(path: str, mmap: bool = False) -> dict:
     """One rank file, read with ``torch.load(weights_only=True)``: tensors and plain values only,
     so a tampered file cannot run code. Anything else is an error naming the file."""
-    reset = "resume with --selection-reset-history to start the selection history afresh"
+    reset = RESET
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise InputError(path, "refused: this selection-state file holds pickled Python objects, "
                                f"which are never loaded (only tensors and plain values are); {reset}") from None
@@ -60,17 +148,21 @@ def load_state(path: str) -> dict:
                                f"{str(exn).splitlines()[0] if str(exn) else ''}); {reset}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise InputError(path, f"selection-state format {found}, expected {STATE_FORMAT}; {reset}")
+        older = " (written before states recorded their epoch and run)" if found == 1 else ""
+        raise InputError(path, f"selection-state format {found}{older}, expected {STATE_FORMAT}; {reset}")
     return state
 
 
-def restore_selector(selector, files: list, rank: int) -> None:
+def restore_selector(selector, files: list, rank: int, fingerprint: Optional[Dict] = None) -> None:
     """Resume from the rank files of a saved state. Same world size: this rank's file, exact.
     Another world size (elastic): the history keys this rank now owns, from every file;
-    the RNG of the same rank if it existed, else a fresh one."""
+    the RNG of the same rank if it existed, else a fresh one. ``fingerprint``: the resumed
+    run's, which must match the saved one (``check_fingerprint``)."""
     source = files[min(rank, len(files) - 1)]
     first = load_state(source)
     selector.check_strategy(first, source)
+    if fingerprint is not None:
+        check_fingerprint(first.get("fingerprint", {}), fingerprint, source)
     if len(files) == selector.comm.world_size:
         selector.load_state_dict(first, source=source)
         return

@@ -33,8 +33,9 @@ from open_clip_dissect.openclip import record as record_lib
 from open_clip_dissect.openclip.frozen import load_frozen_model
 from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader, report
 from open_clip_dissect.openclip.retrieval import evaluate_retrieval
-from open_clip_dissect.openclip.state_files import (remove_state, restore_selector, save_state, state_files,
-                                                    state_path)
+from open_clip_dissect.openclip.crash_points import kill_if_asked
+from open_clip_dissect.openclip.state_files import (checkpoint_epoch, collect_stale_states, epoch_state_path,
+                                                    find_state, restore_selector, save_state, state_files)
 from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class TrainingSession:
     ``train_one_epoch`` replace upstream's for the run."""
 
     def __init__(self):
+        self.args = None  # the run's flags, from its first epoch on
         self.selector = None
         self.noisy_keys = None
         self.preprocess_val = self.tokenizer = None
@@ -91,6 +93,8 @@ class TrainingSession:
     def train_one_epoch(self, model, data, loss, epoch, optimizer, scaler, scheduler, dist_model,
                         args, tb_writer=None):
         """Same signature as ``open_clip_train.train.train_one_epoch`` (open_clip_torch 3.3.0)."""
+        kill_if_asked("after-checkpoint", epoch - 1, 0, args.rank)  # crash tests only
+        self.args = args
         started = time.perf_counter()
         train = data["train"]
         if args.selection == "none":
@@ -109,6 +113,7 @@ class TrainingSession:
         self.train_seconds += time.perf_counter() - started  # records and state files excluded
         if args.selection != "none":
             self._end_epoch(args, epoch, view, record, tb_writer)
+            kill_if_asked("after-state", epoch, 0, args.rank)  # crash tests only
         completed = epoch + 1
         if args.retrieval_data and args.rank == 0 and args.val_frequency and (
                 completed % args.val_frequency == 0 or completed == args.epochs):
@@ -161,11 +166,23 @@ class TrainingSession:
             log.info(f"Noise audit: {len(self.noisy_keys)} noisy keys listed in {args.noisy_keys}")
         resumed = args.resume is not None and epoch > 0
         if resumed and not args.selection_reset_history:
-            files = state_files(state_path(args.resume))
-            restore_selector(selector, files, args.rank)
-            log.info(f"Selection state restored from {len(files)} rank file(s) of {state_path(args.resume)} "
+            base = find_state(args.resume, epoch)  # the state of the checkpoint's own epoch
+            files = state_files(base)
+            restore_selector(selector, files, args.rank, params.selection_fingerprint(args))
+            log.info(f"Selection state of epoch {epoch} restored from {len(files)} rank file(s) of {base} "
                      f"({len(selector.store)} samples in this rank's history)")
+        self.collect_stale_states(args)
         return selector
+
+    def collect_stale_states(self, args) -> None:
+        """Rank 0 deletes the state files no checkpoint needs any more (at start-up, at each
+        epoch's end and after the run, never before the superseding checkpoint exists)."""
+        if args.rank != 0 or not args.logs or args.logs.lower() == "none":
+            return
+        latest = os.path.join(args.checkpoint_path, "epoch_latest.pt")
+        latest_epoch = checkpoint_epoch(latest) if os.path.exists(latest) else None
+        for base in collect_stale_states(args.checkpoint_path, latest_epoch):
+            log.info(f"Removed the selection state {base} (no checkpoint needs it any more)")
 
     def _end_epoch(self, args, epoch, view, record, tb_writer):
         columns = record.columns()
@@ -196,12 +213,11 @@ class TrainingSession:
             record_lib.plot_distributions(args.selection_record)
 
     def _save_state(self, args, completed):
-        """Mirror the checkpoint files ``open_clip_train.main`` writes after this epoch."""
-        state = self.selector.state_dict()
-        ckpt = lambda name: state_path(os.path.join(args.checkpoint_path, name))  # noqa: E731
-        if completed == args.epochs or (args.save_frequency > 0 and completed % args.save_frequency == 0):
-            save_state(ckpt(f"epoch_{completed}.pt"), state, args.rank, args.world_size)
-        if args.delete_previous_checkpoint:
-            remove_state(ckpt(f"epoch_{completed - 1}.pt"))
-        if args.save_most_recent:
-            save_state(ckpt("epoch_latest.pt"), state, args.rank, args.world_size)
+        """The state of this epoch, for every checkpoint ``open_clip_train.main`` writes after it
+        (``epoch_N.pt`` and/or ``epoch_latest.pt``): always ``epoch_N.dissect-state``, whose
+        recorded epoch pairs it with either. Older states go only once no checkpoint needs them."""
+        if completed == args.epochs or args.save_most_recent or (
+                args.save_frequency > 0 and completed % args.save_frequency == 0):
+            save_state(epoch_state_path(args.checkpoint_path, completed), self.selector.state_dict(),
+                       args.rank, args.world_size, epoch=completed, fingerprint=params.selection_fingerprint(args))
+        self.collect_stale_states(args)
