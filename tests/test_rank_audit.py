@@ -1,8 +1,13 @@
-"""The audit covers every rank: the exact AUROC merge."""
+"""The audit and the selection records cover every rank: the exact AUROC merge, the per-rank record
+files and their readers."""
+import pandas as pd
 import pytest
 import torch
 
 from open_clip_dissect.core.audit import audit
+from open_clip_dissect.errors import InputError
+from open_clip_dissect.offline.coreset import forgetting_scores
+from open_clip_dissect.openclip import record as record_lib
 
 WORLD = 3
 
@@ -54,3 +59,40 @@ def test_merged_audit_equals_the_audit_of_the_union(tmp_path):
             assert merged.keys() == union.keys() and merged["labelled"] == float((noisy >= 0).sum())
             for name, value in union.items():
                 assert merged[name] == pytest.approx(value, abs=1e-12), (case, rank, name)
+
+
+def _columns(curr, noisy):
+    curr = torch.as_tensor(curr, dtype=torch.float32)
+    return {"curr": curr, "hist": curr, "delta": curr, "kept": torch.ones(len(curr), dtype=torch.bool),
+            "noisy": torch.as_tensor(noisy, dtype=torch.int8)}
+
+
+def test_record_files_per_rank_and_their_readers(tmp_path):
+    directory = str(tmp_path)
+    # epoch 0 on 2 ranks (rank 1 knows no label), epoch 1 in the single-file layout of before
+    record_lib.write_epoch(directory, 0, ["a", "b"], _columns([10.0, 1.0], [0, 1]), rank=0, world_size=2)
+    record_lib.write_epoch(directory, 0, ["c", "d"], _columns([9.0, 2.0], [-1, -1]), rank=1, world_size=2)
+    curr = [1.0, 10.0, 2.0, 9.0]
+    pd.DataFrame({"key": ["a", "b", "c", "d"], "epoch": 1, "curr": curr, "hist": curr, "delta": curr,
+                  "kept": True}).to_parquet(tmp_path / "epoch_1.parquet")
+    (tmp_path / "epoch_2.rank0-of-2.tmp-123.parquet").write_bytes(b"a write in progress")
+    epochs = record_lib.recorded_epochs(directory)
+    assert [(e, [f.split("/")[-1] for f in files]) for e, files in epochs] == [
+        (0, ["epoch_0.rank0-of-2.parquet", "epoch_0.rank1-of-2.parquet"]), (1, ["epoch_1.parquet"])]
+    frame = record_lib.read_epoch(epochs[0][1])
+    assert frame["key"].tolist() == ["a", "b", "c", "d"]
+    assert frame["noisy"].tolist()[:2] == [False, True] and frame["noisy"].isna().tolist()[2:] == [True, True]
+    # medians 5.5 then 5.5: a and c are learned in epoch 0 and forgotten in epoch 1
+    assert forgetting_scores(directory).set_index("key")["forgetting"].to_dict() == {"a": 1, "b": 0, "c": 1, "d": 0}
+    assert record_lib.plot_distributions(directory).endswith("distributions.png")
+
+    # An epoch rewritten by another number of ranks, or over the old layout, keeps only the new files.
+    record_lib.write_epoch(directory, 0, ["a", "b", "c", "d"], _columns([1, 2, 3, 4], [0, 0, 1, 1]))
+    record_lib.write_epoch(directory, 1, ["a"], _columns([1], [0]))
+    assert [[f.split("/")[-1] for f in files] for _, files in record_lib.recorded_epochs(directory)] == [
+        ["epoch_0.rank0-of-1.parquet"], ["epoch_1.rank0-of-1.parquet"]]
+    record_lib.write_epoch(directory, 1, ["a"], _columns([1], [0]), rank=0, world_size=2)
+    with pytest.raises(InputError, match="epoch 1 .* incomplete"):  # rank 1 of 2 has not written epoch 1
+        record_lib.plot_distributions(directory)
+    with pytest.raises(InputError, match="no epoch_"):
+        forgetting_scores(str(tmp_path / "empty"))
