@@ -1,9 +1,13 @@
 """The audit and the selection records cover every rank: the exact AUROC merge, the per-rank record
-files and their readers."""
+files and their readers, and a 2-process run whose audit is that of the union of its records."""
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from conftest import TINY_TRAIN_FLAGS, read_jsonl
 from open_clip_dissect.core.audit import audit
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.offline.coreset import forgetting_scores
@@ -96,3 +100,34 @@ def test_record_files_per_rank_and_their_readers(tmp_path):
         record_lib.plot_distributions(directory)
     with pytest.raises(InputError, match="no epoch_"):
         forgetting_scores(str(tmp_path / "empty"))
+
+
+def test_two_ranks_audit_equals_the_audit_of_their_records(tiny_data, tmp_path):
+    from test_distributed import torchrun
+
+    records = tmp_path / "records"
+    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
+             "--workers", "1", "--logs", str(tmp_path), "--name", "audit", "--epochs", "2",
+             "--selection", "dissect-mome", "--ratio", "0.5", "--selection-record", str(records)]
+    torchrun(2, flags)
+    summaries = read_jsonl(tmp_path / "audit" / "selection.jsonl")
+    epochs = record_lib.recorded_epochs(str(records))
+    assert [e for e, _ in epochs] == [0, 1] and all(len(files) == 2 for _, files in epochs)
+    for summary, (epoch, files) in zip(summaries, epochs):
+        ranks = [pd.read_parquet(f) for f in files]
+        assert len(ranks[0]) > 100 and len(ranks[1]) > 100 and not set(ranks[0].key) & set(ranks[1].key)
+        union = record_lib.read_epoch(files)
+        assert summary["candidates"] == len(union) == 512 and summary["kept"] == int(union["kept"].sum())
+        expected = audit(torch.tensor(union["delta"].to_numpy()), torch.tensor(union["kept"].to_numpy()),
+                         torch.tensor(union["noisy"].astype("Int8").fillna(-1).to_numpy(dtype=np.int8)))
+        assert expected["labelled"] == 512
+        for name, value in expected.items():
+            assert summary[f"audit_{name}"] == pytest.approx(value, abs=1e-9), (epoch, name)
+    # Epoch 0 of dissect-mome ranks every sample 0 (no history); epoch 1 ranks by delta, and rank 0's
+    # samples alone (what the audit covered before) give another AUROC.
+    assert summaries[0]["audit_auroc"] == 0.5 and not math.isclose(summaries[1]["audit_auroc"], 0.5)
+    rank0 = audit(torch.tensor(ranks[0]["delta"].to_numpy()), torch.tensor(ranks[0]["kept"].to_numpy()),
+                  torch.tensor(ranks[0]["noisy"].astype("Int8").to_numpy(dtype=np.int8)))
+    assert not math.isclose(rank0["auroc"], summaries[1]["audit_auroc"])
+    assert (records / "distributions.png").exists()
+    assert len(forgetting_scores(str(records))) == 512  # every key, from both ranks' files
