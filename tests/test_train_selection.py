@@ -108,8 +108,8 @@ def test_resume_selects_exactly_as_an_uninterrupted_run(tiny_data, tmp_path):
     checkpoint = str(tmp_path / "full" / "checkpoints" / "epoch_1.pt")
     _ok(_train(tiny_data, tmp_path, "second", *common, "--resume", checkpoint,
                "--selection-record", str(tmp_path / "rec_resumed"), epochs=2))
-    full = pd.read_parquet(tmp_path / "rec_full" / "epoch_1.parquet")
-    resumed = pd.read_parquet(tmp_path / "rec_resumed" / "epoch_1.parquet")
+    full = pd.read_parquet(tmp_path / "rec_full" / "epoch_1.rank0-of-1.parquet")
+    resumed = pd.read_parquet(tmp_path / "rec_resumed" / "epoch_1.rank0-of-1.parquet")
     assert list(full.columns) == ["key", "epoch", "curr", "hist", "delta", "kept", "noisy"]
     pd.testing.assert_frame_equal(full, resumed)
     a = torch.load(tmp_path / "full" / "checkpoints" / "epoch_2.pt", map_location="cpu")["state_dict"]

@@ -42,6 +42,17 @@ class SingleProcess:
     has the same surface for several processes."""
     rank = 0
     world_size = 1
+    device = torch.device("cpu")  # where the collectives run
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``[world, *shape]``: the equal-shaped ``tensor`` of every rank, in rank order."""
+        return tensor.unsqueeze(0)
+
+    def all_gather_padded(self, values: torch.Tensor, size: int) -> torch.Tensor:
+        """``[world, size]`` on the CPU: every rank's 1-d ``values`` zero-padded to ``size``."""
+        padded = torch.zeros(size, dtype=values.dtype, device=self.device)
+        padded[:len(values)] = values.to(self.device)
+        return self.all_gather(padded).cpu()
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         return values

@@ -25,12 +25,6 @@ class Communicator(SingleProcess):
         dist.all_gather(parts, tensor.contiguous(), group=self.group)
         return torch.stack(parts)
 
-    def all_gather_padded(self, values: torch.Tensor, size: int) -> torch.Tensor:
-        """``[world, size]`` on the CPU: every rank's 1-d ``values`` zero-padded to ``size``."""
-        padded = torch.zeros(size, dtype=values.dtype, device=self.device)
-        padded[:len(values)] = values.to(self.device)
-        return self.all_gather(padded).cpu()
-
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum over the ranks, returned on the tensor's own device."""
         if self.world_size == 1:

@@ -48,19 +48,18 @@ def compute_scores(names: Sequence[str], image: torch.Tensor, text: torch.Tensor
 
 
 def forgetting_scores(record_dir: str) -> pd.DataFrame:
-    """Forgetting events per key from a run's ``--selection-record`` folder.
+    """Forgetting events per key from a run's ``--selection-record`` folder (every rank's files).
 
     A sample counts as *learned* at a visit when its CLIPScore ``curr`` is at least the median
     ``curr`` of that epoch's scored samples (a relative threshold: CLIPScores drift as a whole);
     a forgetting event is a visit at which it is not learned right after one at which it was.
     Columns: ``key``, ``forgetting`` (the count)."""
-    from open_clip_dissect.openclip.record import recorded_epochs
+    from open_clip_dissect.openclip.record import read_epoch, recorded_epochs
 
     epochs = recorded_epochs(record_dir)
     if not epochs:
         raise InputError("--selection-record", f"no epoch_*.parquet in {record_dir}")
-    frame = pd.concat([pd.read_parquet(p, columns=["key", "epoch", "curr"]) for _, p in epochs],
-                      ignore_index=True)
+    frame = pd.concat([read_epoch(files, ["key", "epoch", "curr"]) for _, files in epochs], ignore_index=True)
     frame["learned"] = frame["curr"] >= frame.groupby("epoch")["curr"].transform("median")
     frame = frame.sort_values(["key", "epoch"], kind="stable")
     previous = frame.groupby("key")["learned"].shift(1, fill_value=False)

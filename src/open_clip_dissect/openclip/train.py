@@ -185,19 +185,26 @@ class TrainingSession:
             log.info(f"Removed the selection state {base} (no checkpoint needs it any more)")
 
     def _end_epoch(self, args, epoch, view, record, tb_writer):
+        """Every rank: its record file, the state files and the collectives of the audit and the
+        counts; rank 0: the logs and the plot."""
         columns = record.columns()
         completed = epoch + 1
+        comm = self.selector.comm
+        if args.selection_record:  # before the collectives below: they tell rank 0 all files exist
+            record_lib.write_epoch(args.selection_record, epoch, record.keys, columns, args.rank, args.world_size)
+        candidates, kept, history_size = comm.all_reduce_sum(torch.tensor(
+            [view.candidates_seen, view.trained, len(self.selector.store)], dtype=torch.int64)).tolist()
         summary = {"epoch": completed, "selection": args.selection, "ratio": args.ratio,
-                   "candidates": view.candidates_seen * args.world_size,
-                   "kept": view.trained * args.world_size,
+                   "candidates": candidates, "kept": kept,
                    "time_scoring": view.time_scoring, "time_training": view.time_training,
-                   "history_size": len(self.selector.store)}
+                   "history_size": history_size}
         self.selector.end_epoch()  # every rank: may all-reduce
         if args.logs and args.logs.lower() != "none":
             self._save_state(args, completed)  # every rank writes its own file
+        noise_audit = audit(columns["delta"], columns["kept"], columns["noisy"], comm)  # every rank
         if args.rank != 0:
             return
-        summary.update({f"audit_{k}": v for k, v in audit(columns["delta"], columns["kept"], columns["noisy"]).items()})
+        summary.update({f"audit_{k}": v for k, v in noise_audit.items()})
         if "audit_kept_precision" in summary:
             log.info(f"Selection audit epoch {epoch}: kept-set precision {summary['audit_kept_precision']:.3f} "
                      f"(random would keep {summary['audit_random_precision']:.3f}), clean recall "
@@ -209,7 +216,6 @@ class TrainingSession:
             with open(os.path.join(args.logs, args.name, "selection.jsonl"), "a") as f:
                 f.write(json.dumps(summary) + "\n")
         if args.selection_record:
-            record_lib.write_epoch(args.selection_record, epoch, record.keys, columns)
             record_lib.plot_distributions(args.selection_record)
 
     def _save_state(self, args, completed):
