@@ -172,7 +172,7 @@ def resumed_from(run_dir, epoch):
     ckpt = checkpoint(run_dir, f"epoch_{epoch}.pt")
     check(f"resuming checkpoint '{ckpt}' (epoch {epoch})" in log, f"{run_dir}/out.log: no resume from {ckpt}")
     state = checkpoint(run_dir, f"epoch_{epoch}.dissect-state")
-    check(f"Selection state restored from 2 rank file(s) of {state}" in log,
+    check(f"Selection state of epoch {epoch} restored from 2 rank file(s) of {state}" in log,
           f"{run_dir}/out.log: selection state of epoch {epoch} not restored from 2 rank files")
 
 
