@@ -23,7 +23,7 @@ class Features:
     oracle: Optional[OracleFeatures] = None
 
 
-def _unwrap(model):
+def unwrap(model):
     """The module inside DistributedDataParallel (its forward is not used here)."""
     return model.module if hasattr(model, "module") else model
 
@@ -37,7 +37,7 @@ class Scorer:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, texts: torch.Tensor) -> Features:
-        model = _unwrap(self.model)
+        model = unwrap(self.model)
         was_training = model.training
         model.eval()  # no BatchNorm statistics update, no dropout
         try:

@@ -28,6 +28,12 @@ def check_ratio(ratio: float) -> float:
     return ratio
 
 
+def check_clipscore_scale(scale: float) -> float:
+    if scale <= 0:
+        raise InputError("--clipscore-scale", f"must be > 0, got {scale}")
+    return scale
+
+
 def as_hashes(keys: Union[Sequence[str], torch.Tensor]) -> torch.Tensor:
     """int64 key hashes: ``keys`` as given when they already are hashes, else ``hash_keys``."""
     if torch.is_tensor(keys):
@@ -88,8 +94,6 @@ class Selector:
             raise InputError("--selection-batch-mode", f"must be one of {BATCH_MODES}, got {batch_mode!r}")
         if batch_mode == "fixed" and not train_batch_size:
             raise ValueError("batch_mode 'fixed' needs train_batch_size")
-        if clipscore_scale <= 0:
-            raise InputError("--clipscore-scale", f"must be > 0, got {clipscore_scale}")
         if exchange is not None and strategy.variable_kept:
             raise InputError("--selection-scope", f"--selection {strategy.name} keeps a random number of "
                                                   f"samples per rank; it needs --selection-scope local")
@@ -98,7 +102,7 @@ class Selector:
         self.comm = comm if comm is not None else SingleProcess()
         self.exchange = exchange
         self.generator = torch.Generator().manual_seed(seed)
-        self.clipscore_scale = clipscore_scale
+        self.clipscore_scale = check_clipscore_scale(clipscore_scale)
         self.epoch = None        # the epoch in progress; None between epochs
         self._loss_total = None  # [sum, count] of this epoch's scoring-pass losses on this rank
 

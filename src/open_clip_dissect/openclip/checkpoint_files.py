@@ -14,7 +14,6 @@ picks it, and every rank fails to load it, at every later requeue too. During ou
 import glob
 import logging
 import os
-import re
 import zipfile
 from typing import Callable, Optional
 
@@ -22,7 +21,8 @@ import torch
 
 from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect.openclip.state_files import state_path
-from open_clip_dissect.dist.sharded_history import rank_file
+from open_clip_dissect.dist.sharded_history import saved_rank_files
+from open_clip_dissect.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +76,14 @@ def file_problem(path: str) -> Optional[str]:
 def state_problem(checkpoint: str) -> Optional[str]:
     """Why the selection state beside ``checkpoint`` cannot be restored, or None (also when
     there is none: a run without --selection, or one the resume itself reports)."""
-    base = state_path(checkpoint)
-    worlds = {}
-    for name in glob.glob(glob.escape(base) + ".rank*-of-*"):
-        match = re.fullmatch(r"\.rank(\d+)-of-(\d+)", name[len(base):])
-        if match:
-            worlds.setdefault(int(match.group(2)), set()).add(int(match.group(1)))
-    if not worlds:
-        return None
-    if len(worlds) > 1:
-        return f"selection state {base} has rank files of several world sizes {sorted(worlds)}"
-    (world, ranks), = worlds.items()
-    missing = sorted(set(range(world)) - ranks)
-    if missing:  # e.g. killed after rank 0 wrote the checkpoint, before rank 1 renamed its state
-        return f"selection state {base}: rank files {missing} of {world} are missing"
-    for rank in range(world):
-        problem = file_problem(rank_file(base, rank, world))
+    try:  # e.g. killed after rank 0 wrote the checkpoint, before rank 1 renamed its state
+        files = saved_rank_files(state_path(checkpoint))
+    except InputError as exn:
+        return f"selection state {exn}"
+    for path in files:
+        problem = file_problem(path)
         if problem:
-            return f"selection state {rank_file(base, rank, world)}: {problem}"
+            return f"selection state {path}: {problem}"
     return None
 
 

@@ -11,7 +11,7 @@ import types
 
 import open_clip_train.params as upstream_params
 
-from open_clip_dissect.core.selector import BATCH_MODES, check_ratio
+from open_clip_dissect.core.selector import BATCH_MODES, check_clipscore_scale, check_ratio
 from open_clip_dissect.core.strategies import (RUN_EPOCHS, all_options, create_strategy, list_strategies,
                                                strategy_class)
 from open_clip_dissect.errors import InputError
@@ -217,8 +217,7 @@ def validate_args(args) -> None:
     ratio and scale by ``core.selector``, each strategy option by its own declaration."""
     log = logging.getLogger(__name__)
     check_ratio(args.ratio)
-    if args.clipscore_scale <= 0:
-        raise InputError("--clipscore-scale", f"must be > 0, got {args.clipscore_scale}")
+    check_clipscore_scale(args.clipscore_scale)
     given = given_flags(args)
     for option, _ in all_options():  # a bad value is an error even for a strategy not chosen
         option.validate(getattr(args, option.dest))

@@ -20,6 +20,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from open_clip_dissect.core.scorer import unwrap
 from open_clip_dissect.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", ba
     from contextlib import suppress
 
     autocast = autocast or suppress
-    model = model.module if hasattr(model, "module") else model
+    model = unwrap(model)
     was_training = model.training
     model.eval()
     image_features, text_features, text_image, captions, pending = [], [], [], [], []
