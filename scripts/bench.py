@@ -32,7 +32,8 @@ from open_clip_dissect.core.strategies import list_strategies, strategy_class
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every registered strategy: those that set their own kept counts run once each (r = "own").
 RATIO_FREE = tuple(n for n in list_strategies() if strategy_class(n).variable_kept)
-STRATEGIES = tuple(n for n in list_strategies() if n not in RATIO_FREE)
+# observe trains on everything: it is the full-data run, not a ratio's strategy
+STRATEGIES = tuple(n for n in list_strategies() if n not in RATIO_FREE and not strategy_class(n).keeps_all)
 NEEDS_REFERENCE = tuple(n for n in list_strategies() if strategy_class(n).needs_oracle)  # a frozen reference
 
 PROFILES = {
@@ -525,7 +526,9 @@ def machine():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="Profile (default: quick).")
+    p.add_argument("--profile", choices=sorted([*PROFILES, "paper"]), default="quick",
+                   help="Profile; 'paper' is scripts/paper_bench.py, seeds and intervals on the "
+                        "memorising and learning regimes (default: quick).")
     p.add_argument("--out", default=None, help="Output folder (default: bench/results/<profile>).")
     p.add_argument("--parts", default="accuracy,overhead,history",
                    help="Comma-separated parts to run (default: accuracy,overhead,history).")
@@ -533,6 +536,10 @@ def main(argv=None):
                    help="Comma-separated strategies for the accuracy part; the full-data run always "
                         "runs (default: the profile's).")
     args = p.parse_args(argv)
+    if args.profile == "paper":
+        import paper_bench
+
+        return paper_bench.main(os.path.abspath(args.out or os.path.join(REPO, "bench", "results", "paper")))
     cfg = dict(PROFILES[args.profile])
     if args.strategies:
         chosen = args.strategies.split(",")

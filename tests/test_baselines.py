@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from open_clip_dissect.core import strategies as S
+from open_clip_dissect.core.early_learning import EpochSignals
 from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
 
@@ -113,10 +114,10 @@ def test_history_mean_reaches_infobatch_through_the_selector():
 def test_scan_schedule_and_warmup_criterion():
     s = S.Scan(warmup_improvement=0.3)
     assert s.prune_fraction(0) is None
-    s.end_epoch(0, 10.0)
-    s.end_epoch(1, 6.0)   # 40% better: still warming up
+    s.end_epoch(0, EpochSignals(mean_loss=10.0))
+    s.end_epoch(1, EpochSignals(mean_loss=6.0))   # 40% better: still warming up
     assert s.cycle_start is None
-    s.end_epoch(2, 5.0)   # 17% better: warm-up ends, epoch 3 prepares
+    assert "warm-up ends after epoch 2" in s.end_epoch(2, EpochSignals(mean_loss=5.0))  # 17% better
     assert s.cycle_start == 3
     fractions = [s.prune_fraction(e) for e in range(3, 11)]
     assert fractions == pytest.approx([0.0, 0.25, 0.75, 1.0, 0.0, 0.25, 0.75, 1.0])

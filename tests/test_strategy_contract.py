@@ -43,11 +43,14 @@ def test_keeps_k_distinct_candidates(name):
         assert len(set(kept.tolist())) == len(kept) and 0 <= int(kept.min()) and int(kept.max()) < B
         if strategy_class(name).variable_kept:
             assert 1 <= len(kept) <= B
+        elif strategy_class(name).keeps_all:
+            assert len(kept) == B
         else:
             assert len(kept) == num_kept(B, 0.5) == 8
 
 
-@pytest.mark.parametrize("name", [n for n in list_strategies() if not strategy_class(n).variable_kept])
+@pytest.mark.parametrize("name", [n for n in list_strategies()
+                                  if not (strategy_class(n).variable_kept or strategy_class(n).keeps_all)])
 def test_ties_are_broken_at_random(name):
     kept = {tuple(sorted(_step(_selector(name, seed), 0, 0, equal=True).kept.tolist())) for seed in range(8)}
     assert len(kept) > 1 and kept != {tuple(range(8))}

@@ -1,8 +1,11 @@
 """``Scorer``: the no-grad scoring pass that measures a candidate batch before selection.
 
 Any CLIP-like model works (``encode_image``, ``encode_text``, ``logit_scale``), OpenCLIP's or
-your own. The pass runs in eval mode, so BatchNorm running statistics and dropout are untouched,
-under the caller's autocast (the training precision), and restores the model's mode.
+your own. It runs under the caller's autocast (the training precision) and restores the model's
+mode. ``mode="eval"`` (default) scores in eval mode: BatchNorm uses its running statistics and
+dropout is off. ``mode="train"`` scores in train mode, as the DISSect authors' code does:
+BatchNorm normalises with the candidate batch's own statistics; the running statistics are put
+back afterwards, so the scoring pass never moves them.
 """
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -11,6 +14,9 @@ from typing import Callable, Optional
 import torch
 
 from open_clip_dissect.core.selector import OracleFeatures
+from open_clip_dissect.errors import InputError
+
+SCORING_MODES = ("eval", "train")
 
 
 @dataclass
@@ -32,14 +38,30 @@ class Scorer:
     """``scorer(images, texts) -> Features``. ``logit_scale``: also return the model's
     (exponentiated) logit scale; ``oracle``: a frozen model scored on the same batch."""
 
-    def __init__(self, model, oracle=None, autocast: Callable = nullcontext, logit_scale: bool = True):
+    def __init__(self, model, oracle=None, autocast: Callable = nullcontext, logit_scale: bool = True,
+                 mode: str = "eval"):
+        if mode not in SCORING_MODES:
+            raise InputError("--selection-scoring-mode", f"must be one of {SCORING_MODES}, got {mode!r}")
         self.model, self.oracle, self.autocast, self.with_logit_scale = model, oracle, autocast, logit_scale
+        self.mode = mode
+        self._norm_buffers = None  # train mode: the BatchNorm buffers to put back after each pass
+
+    def _batchnorm_buffers(self, model):
+        if self._norm_buffers is None:
+            self._norm_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)
+                                  for b in m.buffers()]
+        return self._norm_buffers
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, texts: torch.Tensor) -> Features:
         model = unwrap(self.model)
         was_training = model.training
-        model.eval()  # no BatchNorm statistics update, no dropout
+        saved = None
+        if self.mode == "train":
+            model.train()  # batch statistics; the running ones are restored below
+            saved = [b.clone() for b in self._batchnorm_buffers(model)]
+        else:
+            model.eval()  # running statistics, no dropout
         try:
             with self.autocast():
                 features = Features(model.encode_image(images, normalize=True),
@@ -51,5 +73,8 @@ class Scorer:
                         self.oracle.encode_text(texts, normalize=True),
                         self.oracle.logit_scale.exp() if self.with_logit_scale else None)
         finally:
+            if saved is not None:
+                for buffer, value in zip(self._batchnorm_buffers(model), saved):
+                    buffer.copy_(value)
             model.train(was_training)
         return features

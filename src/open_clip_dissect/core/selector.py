@@ -8,7 +8,9 @@
 scores), reads and writes the history exactly where the strategy says (``Decision.store_mask``),
 rejects NaN scores naming the sample, and crosses epoch boundaries itself: a strategy's
 ``begin_epoch`` / ``end_epoch`` run when ``epoch`` changes (``end_epoch()`` may also be called
-explicitly, e.g. before saving state).
+explicitly, e.g. before saving state). Over each epoch it sums, on the device, what the strategy's
+``end_epoch`` reads (``EpochSignals``: the scoring pass's mean loss and CLIPScore spread); a
+held-out retrieval score measured after the epoch is handed in with ``set_retrieval``.
 """
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -16,6 +18,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from open_clip_dissect.core import strategies
+from open_clip_dissect.core.early_learning import EpochSignals
 from open_clip_dissect.core.history import HistoryStore, hash_keys
 from open_clip_dissect.errors import InputError
 
@@ -104,9 +107,14 @@ class Selector:
         self.generator = torch.Generator().manual_seed(seed)
         self.clipscore_scale = check_clipscore_scale(clipscore_scale)
         self.epoch = None        # the epoch in progress; None between epochs
-        self._loss_total = None  # [sum, count] of this epoch's scoring-pass losses on this rank
+        # This rank's sums over the epoch: candidates, CLIPScore, CLIPScore^2, loss, losses counted.
+        self._totals = None
+        self._retrieval = None   # R@sum measured after the epoch (one rank is enough)
+        self.last_signals = None  # the EpochSignals of the last epoch that ended
 
     def num_kept(self, candidates: int) -> int:
+        if self.strategy.keeps_all:
+            return candidates
         if self.batch_mode == "fixed":
             return min(candidates, self.train_batch_size)
         return strategies.num_kept(candidates, self.ratio)
@@ -118,20 +126,34 @@ class Selector:
             self.end_epoch()
         mean = self.store.mean_score() if self.strategy.needs_history_mean else None
         self.strategy.begin_epoch(epoch, mean)
-        self.epoch, self._loss_total = epoch, None
+        self.epoch, self._totals, self._retrieval = epoch, None, None
 
-    def end_epoch(self) -> None:
-        """Close the epoch in progress (no-op between epochs): hand the strategy the epoch's mean
-        scoring-pass loss over every rank (SCAN's warm-up)."""
+    def set_retrieval(self, rsum: float) -> None:
+        """The held-out retrieval R@sum measured after the epoch in progress (on any one rank),
+        for the strategies that watch it (``--dissect-auto-signal retrieval``)."""
+        self._retrieval = float(rsum)
+
+    def end_epoch(self) -> Optional[str]:
+        """Close the epoch in progress (no-op between epochs): hand the strategy the epoch's
+        ``EpochSignals`` summed over every rank (one all-reduce, on every rank). Returns the
+        strategy's line for the log, if any."""
         if self.epoch is None:
-            return
-        mean = None
-        if self.strategy.needs_epoch_loss:
-            local = self._loss_total if self._loss_total is not None else torch.zeros(2, dtype=torch.float64)
-            total, count = self.comm.all_reduce_sum(local.cpu()).tolist()
-            mean = total / count if count else None
-        self.strategy.end_epoch(self.epoch, mean)
-        self.epoch, self._loss_total = None, None
+            return None
+        local = torch.zeros(7, dtype=torch.float64)
+        if self._totals is not None:
+            local[:5] = self._totals.cpu()
+        if self._retrieval is not None:
+            local[5:] = torch.tensor([self._retrieval, 1.0], dtype=torch.float64)
+        n, total, squares, loss, n_loss, retrieval, n_retrieval = self.comm.all_reduce_sum(local).tolist()
+        mean = total / n if n else None
+        self.last_signals = EpochSignals(
+            candidates=int(n), clipscore_mean=mean,
+            clipscore_std=max(squares / n - mean * mean, 0.0) ** 0.5 if n else None,
+            mean_loss=loss / n_loss if n_loss else None,
+            retrieval=retrieval / n_retrieval if n_retrieval else None)
+        message = self.strategy.end_epoch(self.epoch, self.last_signals)
+        self.epoch, self._totals, self._retrieval = None, None, None
+        return message
 
     # -- one candidate batch --------------------------------------------------------------------
     def step(self, keys, image_features: torch.Tensor, text_features: torch.Tensor,
@@ -182,11 +204,16 @@ class Selector:
                                      f"{epoch} for sample {keys[i] if keys is not None else f'#{i}'}")
         if self.strategy.needs_history and decision.new_history is not None:  # None: store nothing
             self.store.update(hashes, decision.new_history, epoch, decision.store_mask)
-        if self.strategy.needs_epoch_loss:  # summed on the device: no sync per batch
-            batch = torch.stack([scores.loss.double().sum(), torch.tensor(
-                float(len(scores.loss)), dtype=torch.float64, device=scores.loss.device)])
-            self._loss_total = batch if self._loss_total is None else self._loss_total + batch
+        self._add_to_totals(scores)
         return decision
+
+    def _add_to_totals(self, scores: strategies.BatchScores) -> None:
+        """The epoch's sums, on the device (no host sync per batch)."""
+        curr = scores.curr.double()
+        loss = scores.loss.double() if scores.loss is not None else curr.new_zeros(0)
+        batch = torch.stack([curr.new_tensor(float(len(curr))), curr.sum(), (curr * curr).sum(), loss.sum(),
+                             curr.new_tensor(float(len(loss)))])
+        self._totals = batch if self._totals is None else self._totals + batch
 
     def _decide_global(self, n, scores, history, epoch):
         """Rank the gathered global batch; return this rank's rows (``kept``: its candidates

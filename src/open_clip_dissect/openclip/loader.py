@@ -38,6 +38,7 @@ class LoaderConfig:
     rank: int = 0
     world_size: int = 1
     wandb: bool = False
+    scoring_mode: str = "eval"        # --selection-scoring-mode
 
     @classmethod
     def from_args(cls, args) -> "LoaderConfig":
@@ -49,7 +50,8 @@ class LoaderConfig:
                    input_dtype=get_input_dtype(args.precision),
                    autocast=get_autocast(args.precision, device_type=device.type),
                    accum_freq=args.accum_freq, log_every_n_steps=args.log_every_n_steps, rank=args.rank,
-                   world_size=args.world_size, wandb=bool(getattr(args, "wandb", False)))
+                   world_size=args.world_size, wandb=bool(getattr(args, "wandb", False)),
+                   scoring_mode=args.selection_scoring_mode)
 
 
 class SelectingLoader:
@@ -61,7 +63,7 @@ class SelectingLoader:
                  oracle=None, loss_weights: Optional[LossWeights] = None):
         self.loader, self.selector, self.config = loader, selector, config
         self.scorer = Scorer(model, oracle if selector.strategy.needs_oracle else None, config.autocast,
-                             logit_scale=selector.strategy.needs_loss)
+                             logit_scale=selector.strategy.needs_loss, mode=config.scoring_mode)
         self.noisy_keys = noisy_keys
         self.loss_weights = loss_weights  # set: the loss is a WeightedClipLoss reading it
         self.epoch, self.record, self.tb_writer = epoch, record, tb_writer

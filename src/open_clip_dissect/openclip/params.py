@@ -11,6 +11,7 @@ import types
 
 import open_clip_train.params as upstream_params
 
+from open_clip_dissect.core.scorer import SCORING_MODES
 from open_clip_dissect.core.selector import BATCH_MODES, check_clipscore_scale, check_ratio
 from open_clip_dissect.core.strategies import (RUN_EPOCHS, all_options, create_strategy, list_strategies,
                                                strategy_class)
@@ -66,6 +67,15 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="local: each rank keeps the top k of its own batch (the paper's setting); global: "
              "the ranks rank the gathered global batch, keep k x world samples and exchange them "
              "so every rank trains on k (default: local).",
+    )
+    group.add_argument(
+        "--selection-scoring-mode",
+        choices=SCORING_MODES,
+        default="eval",
+        help="How the no-grad scoring pass runs the model: eval (BatchNorm's running statistics, "
+             "no dropout) or train (each candidate batch's own BatchNorm statistics, as the DISSect "
+             "authors' code scores; matters for BatchNorm towers such as RN50). Neither mode "
+             "changes the running statistics (default: eval).",
     )
     group.add_argument(
         "--clipscore-scale",
@@ -228,6 +238,12 @@ def validate_args(args) -> None:
         log.warning(f"--selection {args.selection} does not read {', '.join(ignored)}: ignored")
     if strategy is not None and strategy.variable_kept:
         _check_variable_kept(args, given)
+    if strategy is not None and strategy.keeps_all and "--ratio" in given:
+        log.warning(f"--selection {args.selection} trains on every candidate: --ratio is ignored")
+    detector = getattr(getattr(strategy, "gate", None), "detector", None)
+    if detector is not None and detector.signal == "retrieval" and not (args.retrieval_data and args.val_frequency):
+        raise InputError("--dissect-auto-signal", "'retrieval' watches the held-out retrieval R@sum: it needs "
+                                                  "--retrieval-data (evaluated every --val-frequency epochs)")
     if strategy is not None and strategy.needs_oracle:
         if not args.oracle_model or not args.oracle_checkpoint:
             raise InputError("--selection", f"{args.selection} needs --oracle-model and --oracle-checkpoint")

@@ -111,13 +111,17 @@ class TrainingSession:
             model, {**data, "train": dataclasses.replace(train, dataloader=view)}, loss, epoch,
             optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
         self.train_seconds += time.perf_counter() - started  # records and state files excluded
+        completed = epoch + 1
+        # Before the selection's epoch end: a strategy may watch the retrieval score
+        # (--dissect-auto-signal retrieval), and the state saved there must include what it saw.
+        if args.retrieval_data and args.rank == 0 and args.val_frequency and (
+                completed % args.val_frequency == 0 or completed == args.epochs):
+            rsum = self._evaluate_retrieval(model, args, completed, view.num_batches // args.accum_freq, tb_writer)
+            if self.selector is not None and rsum is not None:
+                self.selector.set_retrieval(rsum)
         if args.selection != "none":
             self._end_epoch(args, epoch, view, record, tb_writer)
             kill_if_asked("after-state", epoch, 0, args.rank)  # crash tests only
-        completed = epoch + 1
-        if args.retrieval_data and args.rank == 0 and args.val_frequency and (
-                completed % args.val_frequency == 0 or completed == args.epochs):
-            self._evaluate_retrieval(model, args, completed, view.num_batches // args.accum_freq, tb_writer)
 
     def _weighted(self, loss, args):
         """OpenCLIP's ``ClipLoss`` (built by ``create_loss``) as a ``WeightedClipLoss``."""
@@ -145,6 +149,7 @@ class TrainingSession:
             with open(os.path.join(args.checkpoint_path, "results.jsonl"), "a+") as f:
                 f.write(json.dumps({"epoch": completed, "train_seconds": self.train_seconds,
                                     **{f"retrieval_{k}": v for k, v in metrics.items()}}) + "\n")
+        return metrics.get("R@sum")
 
     def _start(self, args, epoch):
         strategy = create_strategy(**params.strategy_options(args))
@@ -198,12 +203,16 @@ class TrainingSession:
                    "candidates": candidates, "kept": kept,
                    "time_scoring": view.time_scoring, "time_training": view.time_training,
                    "history_size": history_size}
-        self.selector.end_epoch()  # every rank: may all-reduce
+        event = self.selector.end_epoch()  # every rank: one all-reduce
+        summary.update(self.selector.last_signals.as_dict())
+        summary.update(self.selector.strategy.status())
         if args.logs and args.logs.lower() != "none":
             self._save_state(args, completed)  # every rank writes its own file
         noise_audit = audit(columns["delta"], columns["kept"], columns["noisy"], comm)  # every rank
         if args.rank != 0:
             return
+        if event:
+            log.info(f"Selection {args.selection}: {event}")
         summary.update({f"audit_{k}": v for k, v in noise_audit.items()})
         if "audit_kept_precision" in summary:
             log.info(f"Selection audit epoch {epoch}: kept-set precision {summary['audit_kept_precision']:.3f} "

@@ -10,6 +10,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from open_clip_dissect.core.early_learning import EpochSignals
+
 
 def clipscore(image_features: torch.Tensor, text_features: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
     """``scale * max(cos(image_i, text_i), 0)`` per pair."""
@@ -134,9 +136,11 @@ class Strategy:
     scores to store in ``Decision.new_history`` (``registry.register`` refuses one that does not).
 
     Strategies with state beyond the history store get ``begin_epoch`` (with the mean of the
-    stored scores over every key) and ``end_epoch`` (with the epoch's mean scoring-pass loss)
-    and save it through ``state_dict``. ``variable_kept`` ones ignore ``k``: they keep a random
-    number of samples and may weight their losses (``Decision.weights``).
+    stored scores over every key) and ``end_epoch`` (with the epoch's ``EpochSignals``: mean
+    scoring-pass loss, CLIPScore mean and spread, held-out retrieval when measured) and save it
+    through ``state_dict``. ``variable_kept`` ones ignore ``k``: they keep a random number of
+    samples and may weight their losses (``Decision.weights``). ``keeps_all`` ones train on every
+    candidate (``k`` is the whole batch whatever the ratio).
     """
     name = "base"
     summary = ""        # one line for --selection's help
@@ -146,14 +150,20 @@ class Strategy:
     needs_oracle = False
     needs_gradient = False
     needs_history_mean = False  # begin_epoch gets the mean stored score
-    needs_epoch_loss = False    # end_epoch gets the epoch's mean loss
     variable_kept = False
+    keeps_all = False
 
     def begin_epoch(self, epoch: int, history_mean: Optional[float] = None) -> None:
         pass
 
-    def end_epoch(self, epoch: int, mean_loss: Optional[float] = None) -> None:
-        pass
+    def end_epoch(self, epoch: int, signals: EpochSignals) -> Optional[str]:
+        """After ``epoch``; may return one line for the run's log (an event such as a detected
+        early-learning point)."""
+        return None
+
+    def status(self) -> dict:
+        """Scalars for the per-epoch selection log (``selection.jsonl``), e.g. the warm-up phase."""
+        return {}
 
     def state_dict(self) -> dict:
         return {}

@@ -46,6 +46,12 @@ def in_range(low, high, low_open=False, high_open=False):
     return check
 
 
+def one_of(choices):
+    def check(value):
+        return None if value in choices else f"must be one of {', '.join(map(str, choices))}"
+    return check
+
+
 def at_least(low):
     def check(value):
         return None if value >= low else f"must be >= {low}"

@@ -33,7 +33,6 @@ class Scan(Strategy):
     summary = "SCAN's bootstrapped pruning of the highest- and lowest-loss pairs"
     needs_history = True
     needs_loss = True
-    needs_epoch_loss = True
     variable_kept = True
     PRUNE_EPOCHS = 3
 
@@ -63,12 +62,15 @@ class Scan(Strategy):
         t = self.PRUNE_EPOCHS
         return 0.0 if e == 0 else 0.5 * (1.0 + math.cos(math.pi * (t - e) / t))
 
-    def end_epoch(self, epoch, mean_loss=None):
+    def end_epoch(self, epoch, signals):
+        mean_loss = signals.mean_loss
         if self.cycle_start is not None or mean_loss is None:
-            return
+            return None
         previous, self.last_loss = self.last_loss, mean_loss
         if previous is not None and previous > 0 and (previous - mean_loss) / previous < self.warmup_improvement:
             self.cycle_start = epoch + 1
+            return f"scan: warm-up ends after epoch {epoch} (mean loss {mean_loss:.4f}, {previous:.4f} before)"
+        return None
 
     def nominated(self, loss_directions: torch.Tensor, generator=None) -> torch.Tensor:
         """[B] bool: in the top ``nominate`` fraction of both directions, or in the bottom of both."""

@@ -1,4 +1,6 @@
 """Strategies that rank the candidate batch by one score of the model being trained."""
+import torch
+
 from open_clip_dissect.core.strategies.base import Strategy, uniform
 from open_clip_dissect.core.strategies.registry import register
 
@@ -10,6 +12,18 @@ class RandomSelection(Strategy):
 
     def rank(self, scores, history, epoch, generator):
         return uniform(len(scores.curr), generator, scores.curr.device)
+
+
+@register
+class Observe(Strategy):
+    """Full-data training that still runs the scoring pass, so that ``--selection-record`` and
+    the per-epoch signals show how every sample's CLIPScore evolves (the paper's Fig. 3)."""
+    name = "observe"
+    summary = "train on every candidate (full data) but score and record them all"
+    keeps_all = True
+
+    def rank(self, scores, history, epoch, generator):
+        return torch.zeros_like(scores.curr)
 
 
 @register
