@@ -33,12 +33,14 @@ def _batches(n=2, size=8, image_size=32):
         for b in range(n))
 
 
-def test_scoring_pass_leaves_batchnorm_statistics_and_mode_alone():
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_scoring_pass_leaves_batchnorm_statistics_and_mode_alone(mode):
     model = open_clip.create_model("dissect-rn-tiny", output_dict=True)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     selector = Selector(strategies.create_strategy("dissect-mome"), ratio=0.5)
-    loader = SelectingLoader(_batches(), selector, model, _config(), epoch=0, record=EpochRecord(keep_keys=True))
+    loader = SelectingLoader(_batches(), selector, model, _config(scoring_mode=mode), epoch=0,
+                             record=EpochRecord(keep_keys=True))
     out = list(loader)
     assert [len(images) for images, _ in out] == [4, 4] and loader.num_samples == 8
     assert model.training
@@ -47,6 +49,31 @@ def test_scoring_pass_leaves_batchnorm_statistics_and_mode_alone():
     assert len(selector.store) == 16
     cols = loader.record.columns()
     assert int(cols["kept"].sum()) == 8 and loader.record.keys[:2] == ["s0-0", "s0-1"]
+
+
+def test_train_scoring_mode_normalises_with_the_batch_statistics():
+    """``train`` scores as the model trains (BatchNorm on the candidate batch's statistics),
+    ``eval`` with the running statistics; either way the model's mode and buffers stay."""
+    from open_clip_dissect.core.scorer import Scorer
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("dissect-rn-tiny", output_dict=True).eval()
+    images, texts = _batches(n=1)[0][:2]
+    images = images * 3 + 1  # far from the initial running statistics (mean 0, var 1)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    scored = {mode: Scorer(model, mode=mode)(images, texts) for mode in ("eval", "train")}
+    assert not model.training and all(torch.equal(buffers[k], v) for k, v in model.named_buffers())
+    reference = {}
+    for mode in ("eval", "train"):
+        copy = open_clip.create_model("dissect-rn-tiny", output_dict=True)
+        copy.load_state_dict(model.state_dict())
+        copy.train(mode == "train")
+        with torch.no_grad():
+            reference[mode] = copy.encode_image(images, normalize=True)
+        assert torch.allclose(scored[mode].image, reference[mode], atol=1e-6)
+    assert not torch.allclose(scored["eval"].image, scored["train"].image, atol=1e-3)
+    with pytest.raises(InputError, match="--selection-scoring-mode"):
+        Scorer(model, mode="batch")
 
 
 def test_fixed_mode_trains_the_asked_batch_size():

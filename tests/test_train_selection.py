@@ -155,3 +155,49 @@ def test_fixed_mode_siglip_accumulation_and_wandb(tiny_data, tmp_path):
     assert len(runs) == 1
     with open(runs[0], "rb") as f:
         assert b"selection/kept_fraction" in f.read()  # our scalars reached wandb (offline)
+
+
+def test_auto_warmup_detects_once_and_resumes_exactly(tiny_data, tmp_path):
+    """``--dissect-warmup-epochs auto`` end to end: the detection is logged in one line and kept
+    in selection.jsonl; a run resumed before or after it detects exactly once and ends with the
+    weights of the uninterrupted run. (A threshold of 100% makes the loss signal fire as soon as
+    it has two epochs to compare: at the end of epoch 1.)"""
+    auto = ["--selection", "dissect-warmup", "--dissect-warmup-epochs", "auto", "--dissect-auto-signal", "loss",
+            "--dissect-auto-min-improvement", "1.0", "--ratio", "0.5"]
+    _ok(_train(tiny_data, tmp_path, "full", *auto, epochs=3))
+    with open(tmp_path / "full" / "out.log") as f:
+        lines = [line for line in f if "early-learning point detected" in line]
+    assert len(lines) == 1 and "detected at epoch 1 (mean scoring-pass loss" in lines[0]
+    assert lines[0].rstrip().endswith("selection by delta from epoch 2")
+    rows = read_jsonl(tmp_path / "full" / "selection.jsonl")
+    assert [r.get("selection_from_epoch") for r in rows] == [None, 2, 2]
+    assert rows[1]["early_learning_point"] == 1
+    assert all(r["clipscore_std"] > 0 and r["mean_loss"] > 0 and r["candidates"] == 512 for r in rows)
+    final = torch.load(tmp_path / "full" / "checkpoints" / "epoch_3.pt", map_location="cpu")["state_dict"]
+    for cut, detections in ((1, 1), (2, 0)):  # resumed before the detection, after it
+        name = f"resumed{cut}"
+        _ok(_train(tiny_data, tmp_path, name, *auto, "--resume",
+                   str(tmp_path / "full" / "checkpoints" / f"epoch_{cut}.pt"), epochs=3))
+        with open(tmp_path / name / "out.log") as f:
+            assert sum("early-learning point detected" in line for line in f) == detections
+        resumed = torch.load(tmp_path / name / "checkpoints" / "epoch_3.pt", map_location="cpu")["state_dict"]
+        assert all(torch.equal(final[k], resumed[k]) for k in final), cut
+
+
+def test_observe_trains_exactly_as_full_data(tiny_data, tmp_path):
+    """``--selection observe`` scores and records every candidate but trains as ``none`` does;
+    ``--selection-scoring-mode train`` scores a BatchNorm tower without touching its statistics."""
+    _ok(_train(tiny_data, tmp_path, "none", "--selection", "none"))
+    _ok(_train(tiny_data, tmp_path, "observe", "--selection", "observe", "--selection-record",
+               str(tmp_path / "rec"), "--selection-scoring-mode", "train"))
+    a = torch.load(tmp_path / "none" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
+    b = torch.load(tmp_path / "observe" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    frame = pd.read_parquet(tmp_path / "rec" / "epoch_0.rank0-of-1.parquet")
+    assert len(frame) == 512 and bool(frame["kept"].all()) and frame["curr"].std() > 0
+    rn = ["--model", "dissect-rn-tiny"]
+    _ok(_train(tiny_data, tmp_path, "rn-none", "--selection", "none", *rn))
+    _ok(_train(tiny_data, tmp_path, "rn-observe", "--selection", "observe", "--selection-scoring-mode", "train", *rn))
+    a = torch.load(tmp_path / "rn-none" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
+    b = torch.load(tmp_path / "rn-observe" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
+    assert any("running_mean" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,7 +1,7 @@
 """Strategies that rank the candidate batch by one score of the model being trained."""
 import torch
 
-from open_clip_dissect.core.strategies.base import Strategy, uniform
+from open_clip_dissect.core.strategies.base import Decision, Strategy, uniform
 from open_clip_dissect.core.strategies.registry import register
 
 
@@ -22,8 +22,10 @@ class Observe(Strategy):
     summary = "train on every candidate (full data) but score and record them all"
     keeps_all = True
 
-    def rank(self, scores, history, epoch, generator):
-        return torch.zeros_like(scores.curr)
+    def decide(self, scores, history, k, epoch, generator=None):
+        # in batch order, so that training is exactly that of --selection none
+        everything = torch.arange(len(scores.curr), device=scores.curr.device)
+        return Decision(everything, torch.zeros_like(scores.curr), torch.full_like(scores.curr, float("nan")))
 
 
 @register
