@@ -134,6 +134,23 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
              "results.jsonl, TensorBoard and wandb (default: None).",
     )
     group.add_argument(
+        "--retrieval-benchmark",
+        type=str,
+        default=None,
+        help="Comma-separated standard test sets (mscoco_captions, flickr30k, flickr8k) evaluated "
+             "by CLIP_benchmark every --val-frequency epochs on rank 0, from local files under "
+             "--benchmark-root; IR/TR Recall@1/5/10 and R@sum into results.jsonl "
+             "(<benchmark>_IR@1, ...), TensorBoard and wandb (<benchmark>/IR@1, ...); needs "
+             "pip install 'open_clip_dissect[eval]' (default: None).",
+    )
+    group.add_argument(
+        "--benchmark-root",
+        type=str,
+        default=None,
+        help="Folder of the --retrieval-benchmark sets: ROOT/<benchmark>/ each (as `eval "
+             "--dataset-root` takes it), or a path with {benchmark} in it (default: None).",
+    )
+    group.add_argument(
         "--keep-list",
         type=str,
         default=None,
@@ -235,6 +252,10 @@ def validate_args(args) -> None:
             raise InputError("--oracle-checkpoint", f"not found: {args.oracle_checkpoint}")
     if args.keep_list is not None and not os.path.exists(args.keep_list):
         raise InputError("--keep-list", f"not found: {args.keep_list}")
+    if args.retrieval_benchmark or args.benchmark_root:  # files checked now, not after epoch 1
+        from open_clip_dissect.openclip.benchmark_eval import check_training_args
+
+        check_training_args(args)
     if args.noisy_keys is not None and not os.path.isfile(args.noisy_keys):
         raise InputError("--noisy-keys", f"file not found: {args.noisy_keys}")
     if args.csv_key_key is not None and args.dataset_type not in ("csv", "auto"):
