@@ -82,6 +82,12 @@ def test_table1_runs_parse_with_the_papers_settings(stub_bin, tmp_path):
         assert args.retrieval_benchmark is None
         names.add(args.name)
     assert len(names) == len(RUNS) and "cc3m-full" in names and "cc3m-dissect-mome-r0.3" in names
+    # The authors' script's values as a variant: the flags win, the run gets a name of its own.
+    (argv,) = run(TABLE1, stub_bin, tmp_path, args=["--batch-size", "1280", "--lr", "2e-3"], SLURM_JOB_ID="9",
+                  SLURM_ARRAY_TASK_ID="4", SLURM_JOB_NAME="cc3m-table1", SLURM_JOB_NODELIST="node-a")["srun"]
+    args = training_args(argv)
+    assert (args.batch_size, args.lr, args.selection, args.ratio) == (1280, 2e-3, "dissect-warmup", 0.3)
+    assert args.name.startswith("cc3m-dissect-warmup-r0.3-") and args.name not in names
 
 
 def test_table1_with_benchmarks_during_training(stub_bin, tmp_path, benchmark_root):

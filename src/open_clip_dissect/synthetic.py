@@ -157,10 +157,17 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
         raise InputError("--noise-rate", f"must be in [0, 1], got {noise_rate}")
     if noise_kind not in NOISE_KINDS:
         raise InputError("--noise-kind", f"must be one of {NOISE_KINDS}, got {noise_kind!r}")
-    samples = []
+    samples, seen = [], set()
     for i in range(n):
         tag = f"{seed}:{split}:{i}"
         scene = random_scene(random.Random(tag))
+        # The retrieval split never repeats a scene: two identical images tie on every query,
+        # and no retrieval metric can say which of them is "the" right answer.
+        redraw = 0
+        while split == "test" and scene in seen:
+            redraw += 1
+            scene = random_scene(random.Random(f"{tag}:redraw{redraw}"))
+        seen.add(scene)
         uid = hashlib.md5(tag.encode()).hexdigest()
         captions = scene.captions(captions_per_image, random.Random(tag + ":captions")) \
             if captions_per_image > 1 else None

@@ -46,13 +46,13 @@ class Layout:
 
 LAYOUTS = {
     "mscoco_captions": Layout("coco_test_karpathy.json", "val2014",
-                              "unzip http://images.cocodataset.org/zips/val2014.zip in ROOT (it makes ROOT/val2014/)"),
+                              "http://images.cocodataset.org/zips/val2014.zip unzipped in ROOT, which makes "
+                              "ROOT/val2014/"),
     "flickr30k": Layout("flickr30k_test_karpathy.txt", "",
-                        "the Flickr30K *.jpg files (Kaggle data set hsankesara/flickr-image-dataset, "
-                        "folder flickr30k_images/flickr30k_images) directly in ROOT"),
+                        "the *.jpg files of Kaggle's hsankesara/flickr-image-dataset "
+                        "(flickr30k_images/flickr30k_images/) directly in ROOT"),
     "flickr8k": Layout("flickr8k_test_karpathy.txt", "",
-                       "the Flickr8K *.jpg files (Kaggle data set adityajn105/flickr8k, folder Images) "
-                       "directly in ROOT"),
+                       "the *.jpg files of Kaggle's adityajn105/flickr8k (Images/) directly in ROOT"),
 }
 BENCHMARKS = tuple(LAYOUTS)
 
@@ -77,8 +77,8 @@ def check_name(name: str, flag: str = "--benchmark") -> str:
 
 def _fetch_hint(name: str, root: str) -> str:
     layout = LAYOUTS[name]
-    return (f"fetch the images ({layout.images_from.replace('ROOT', root)}) and the annotations "
-            f"({ANNOTATIONS}/{layout.annotation}, saved as {os.path.join(root, layout.annotation)})")
+    return (f"to fetch: images: {layout.images_from.replace('ROOT', root)}; annotations: "
+            f"{ANNOTATIONS}/{layout.annotation} saved as {os.path.join(root, layout.annotation)}")
 
 
 def _read_coco(path: str) -> Tuple[List[str], List[int]]:
@@ -209,8 +209,8 @@ def evaluate_benchmark(model, preprocess, tokenizer, name: str, root: str, annot
     n_texts, n_images = files["captions"], files["images"]
     metrics = {}
     for k in KS:
-        metrics[f"IR@{k}"] = 100.0 * round(raw[f"image_retrieval_recall@{k}"] * n_texts) / n_texts
-        metrics[f"TR@{k}"] = 100.0 * round(raw[f"text_retrieval_recall@{k}"] * n_images) / n_images
+        metrics[f"IR@{k}"] = 100.0 * (round(raw[f"image_retrieval_recall@{k}"] * n_texts) / n_texts)
+        metrics[f"TR@{k}"] = 100.0 * (round(raw[f"text_retrieval_recall@{k}"] * n_images) / n_images)
     metrics = with_r_sum(metrics)
     metrics.update({"images": float(files["images"]), "captions": float(files["captions"])})
     return metrics
