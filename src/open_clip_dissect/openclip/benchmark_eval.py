@@ -233,6 +233,8 @@ def check_training_args(args) -> None:
     """At start-up: the benchmarks exist on disk and CLIP_benchmark is installed."""
     names = benchmark_names(args.retrieval_benchmark)
     if not names:
+        if args.benchmark_root:
+            log.warning("--benchmark-root without --retrieval-benchmark: ignored")
         return
     if not args.benchmark_root:
         raise InputError("--retrieval-benchmark", "needs --benchmark-root")
