@@ -35,11 +35,18 @@ def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.Argu
                         "(default: shuffle).")
     p.add_argument("--shard-size", type=int, default=1000, help="Samples per shard (default: 1000).")
     p.add_argument("--image-size", type=int, default=64, help="Image side in pixels (default: 64).")
-    p.add_argument("--image-format", choices=("png", "jpg"), default="png",
-                   help="Image encoding (default: png).")
+    p.add_argument("--image-format", choices=("png", "jpg"), default=None,
+                   help="Image encoding (default: png; jpg with --coco-layout or --flickr-layout, so "
+                        "that the shards and the layouts hold the same JPEG bytes).")
     p.add_argument("--csv", action="store_true",
                    help="Also write <out>/<split>.csv (tab-separated, OpenCLIP's filepath/title "
                         "columns plus key and noisy) with images as files (default: off).")
+    p.add_argument("--coco-layout", default=None, metavar="DIR",
+                   help="Also write the test split in MS-COCO's Karpathy layout as CLIP_benchmark reads "
+                        "it: DIR/val2014/*.jpg and DIR/coco_test_karpathy.json (default: None).")
+    p.add_argument("--flickr-layout", default=None, metavar="DIR",
+                   help="Also write the test split in Flickr30K's Karpathy layout as CLIP_benchmark "
+                        "reads it: DIR/*.jpg and DIR/flickr30k_test_karpathy.txt (default: None).")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="Processes writing shards (default: number of CPUs).")
     p.add_argument("--force", action="store_true",
@@ -52,6 +59,13 @@ def make_data(argv) -> int:
     from open_clip_dissect import synthetic
 
     args = make_data_parser().parse_args(argv)
+    layouts = args.coco_layout or args.flickr_layout
+    if args.image_format is None:
+        args.image_format = "jpg" if layouts else "png"
+    elif layouts and args.image_format != "jpg":
+        print("make-data: --coco-layout/--flickr-layout write JPEG files; the shards must hold the same "
+              "images: use --image-format jpg", file=sys.stderr)
+        return 2
     manifest_path = os.path.join(args.out, "manifest.json")
     if os.path.exists(manifest_path) and not args.force:
         print(f"{manifest_path} exists: the data set is already there (use --force to rewrite it).")
@@ -60,13 +74,19 @@ def make_data(argv) -> int:
         manifest = synthetic.make_dataset(
             args.out, args.train_size, args.val_size, args.seed, args.noise_rate, args.noise_kind,
             args.shard_size, args.image_size, args.image_format, args.csv, args.workers,
-            progress=not args.quiet, test_size=args.test_size, test_captions=args.test_captions)
+            progress=not args.quiet, test_size=args.test_size, test_captions=args.test_captions,
+            coco_layout=args.coco_layout, flickr_layout=args.flickr_layout)
     except ValueError as exn:
         print(f"make-data: {exn}", file=sys.stderr)
         return 2
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['num_samples']} samples ({info['num_noisy']} noisy) in "
               f"{info['num_shards']} shards: {info['pattern']}")
+    for layout in ("coco_layout", "flickr_layout"):
+        if layout in manifest:
+            info = manifest[layout]
+            print(f"test split in the {layout.split('_')[0]} layout: {info['images']} images, "
+                  f"{info['captions']} captions in {info['root']}")
     return 0
 
 
@@ -75,8 +95,8 @@ def read_results(run_dir: str) -> list:
     ``--retrieval-data`` metrics), one merged dict per epoch."""
     path = os.path.join(run_dir, "checkpoints", "results.jsonl")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no evaluation results at {path} (was the run given --val-data "
-                                f"or --retrieval-data?)")
+        raise FileNotFoundError(f"no evaluation results at {path} (was the run given --val-data, "
+                                f"--retrieval-data or --retrieval-benchmark?)")
     by_epoch = {}
     with open(path) as f:
         for line in f:
@@ -100,10 +120,13 @@ def retrieval_summary(record: dict) -> dict:
 
     Uses the multi-caption ``--retrieval-data`` metrics (``retrieval_*``) when the record has
     them, else OpenCLIP's val metrics, whose ``text_to_image`` is image retrieval (IR) and
-    ``image_to_text`` text retrieval (TR).
+    ``image_to_text`` text retrieval (TR); a run with neither shows its first
+    ``--retrieval-benchmark`` (``<benchmark>_*``).
     """
-    if "retrieval_R@sum" in record:
-        return {k: record[f"retrieval_{k}"] for k in
+    prefixes = [key[:-len("R@sum")] for key in record if key.endswith("_R@sum")]
+    if "retrieval_R@sum" in record or (prefixes and "text_to_image_R@1" not in record):
+        prefix = "retrieval_" if "retrieval_R@sum" in record else prefixes[0]
+        return {k: record[f"{prefix}{k}"] for k in
                 ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10", "R@sum")}
     out = {}
     for name, prefix in (("IR", "text_to_image"), ("TR", "image_to_text")):
@@ -113,11 +136,29 @@ def retrieval_summary(record: dict) -> dict:
     return out
 
 
-def summary(argv) -> int:
+def summary_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="open-clip-dissect summary",
-                                description="Print the validation retrieval metrics of a run.")
-    p.add_argument("run_dir", help="The run's directory: <--logs>/<--name>.")
+                                description="Print the validation retrieval metrics of a run, or with "
+                                            "--table the paper's Table 1 over several runs.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="The run's directory: <--logs>/<--name>.")
+    p.add_argument("--table", action="store_true",
+                   help="A Table-1-shaped table (per benchmark: a row per method, a column group per "
+                        "ratio: IR@1, IR@10, TR@1, TR@10, R@sum) from the `eval --benchmark` JSON next to "
+                        "each run's last checkpoint (default: off).")
+    return p
+
+
+def summary(argv) -> int:
+    p = summary_parser()
     args = p.parse_args(argv)
+    if args.table:
+        from open_clip_dissect.openclip.benchmark_table import table1
+
+        print(table1(args.run_dirs))
+        return 0
+    if len(args.run_dirs) != 1:
+        p.error("give one run directory (or --table and several)")
+    args.run_dir = args.run_dirs[0]
     try:
         records = read_results(args.run_dir)
     except FileNotFoundError as exn:
@@ -145,44 +186,101 @@ def summary(argv) -> int:
     return 0
 
 
-def evaluate(argv) -> int:
+def eval_parser() -> argparse.ArgumentParser:
+    from open_clip_dissect.openclip.benchmark_eval import BENCHMARKS, EXTRA
+
     p = argparse.ArgumentParser(prog="open-clip-dissect eval", description=(
-        "Zero-shot retrieval (IR/TR Recall@1/5/10, R@sum) of a checkpoint, several captions "
-        "per image."))
+        "Zero-shot retrieval (IR/TR Recall@1/5/10, R@sum) of a checkpoint, several captions per image: "
+        "on our own webdataset/CSV data (--data) or on MS-COCO / Flickr through CLIP_benchmark "
+        "(--benchmark, local files only)."))
     p.add_argument("--model", required=True, help="OpenCLIP model config (anything create_model takes).")
     p.add_argument("--checkpoint", default=None,
                    help="Local checkpoint path (OpenCLIP training checkpoint or state dict) "
                         "(default: None, random weights).")
-    p.add_argument("--data", required=True,
-                   help="Retrieval data: webdataset shards (brace pattern) or a .csv/.tsv file.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", default=None,
+                        help="Retrieval data: webdataset shards (brace pattern) or a .csv/.tsv file "
+                             "(default: None; this or --benchmark).")
+    source.add_argument("--benchmark", choices=BENCHMARKS, default=None,
+                        help=f"A standard test set evaluated by CLIP_benchmark's data set classes and its "
+                             f"zeroshot_retrieval.evaluate; needs the extra: {EXTRA} (default: None; this "
+                             f"or --data).")
+    p.add_argument("--dataset-root", default=None,
+                   help="--benchmark: the folder holding the set (mscoco_captions: val2014/ and "
+                        "coco_test_karpathy.json; flickr30k/flickr8k: the .jpg files and "
+                        "flickr30k_test_karpathy.txt / flickr8k_test_karpathy.txt); nothing is "
+                        "downloaded (default: None).")
+    p.add_argument("--annotation-file", default=None,
+                   help="--benchmark: another annotation file than the one in --dataset-root "
+                        "(default: None, the Karpathy test split's file there).")
     p.add_argument("--batch-size", type=int, default=256, help="Batch size (default: 256).")
+    p.add_argument("--workers", type=int, default=4,
+                   help="--benchmark: data-loader processes (default: 4).")
     p.add_argument("--device", default="cpu", help="Device (default: cpu).")
-    p.add_argument("--precision", default="fp32", help="OpenCLIP precision (default: fp32).")
+    p.add_argument("--precision", default="fp32",
+                   help="OpenCLIP precision; amp is off for fp32 (default: fp32).")
     p.add_argument("--csv-img-key", default="filepath", help="csv image column (default: filepath).")
     p.add_argument("--csv-caption-key", default="title", help="csv caption column (default: title).")
     p.add_argument("--csv-separator", default="\t", help="csv separator (default: tab).")
-    p.add_argument("--out", default=None, help="Also write the metrics as JSON here (default: None).")
+    p.add_argument("--out", default=None,
+                   help="Write the metrics as JSON here (default: None; with --benchmark and "
+                        "--checkpoint: <checkpoint without .pt>.<benchmark>.json next to it).")
     p.add_argument(ALLOW_PICKLE_FLAG, action="store_true", help=ALLOW_PICKLE_HELP)
+    return p
+
+
+def benchmark_json_path(checkpoint: str, benchmark: str) -> str:
+    """Where ``eval --benchmark`` writes its JSON by default: ``epoch_40.pt`` ->
+    ``epoch_40.mscoco_captions.json`` (never ``*.pt``: OpenCLIP's ``--resume latest`` globs those)."""
+    return f"{os.path.splitext(checkpoint)[0]}.{benchmark}.json"
+
+
+def evaluate(argv) -> int:
+    p = eval_parser()
     args = p.parse_args(argv)
+    if args.benchmark and not args.dataset_root:
+        p.error("--benchmark needs --dataset-root")
+    if args.data and (args.dataset_root or args.annotation_file):
+        p.error("--dataset-root and --annotation-file go with --benchmark, not --data")
 
     import open_clip
     import torch
     from open_clip_train.precision import get_autocast
 
+    from open_clip_dissect.openclip.benchmark_eval import (check_benchmark_files, evaluate_benchmark,
+                                                           require_clip_benchmark)
     from open_clip_dissect.openclip.frozen import load_frozen_model
     from open_clip_dissect.openclip.retrieval import evaluate_retrieval
 
+    if args.benchmark:  # before the model loads: a missing extra or file is reported at once
+        require_clip_benchmark("--benchmark")
+        check_benchmark_files(args.benchmark, args.dataset_root, args.annotation_file)
     model, preprocess, tokenizer = load_frozen_model(args.model, args.checkpoint, args.device, args.precision,
                                                      allow_pickle=args.allow_pickle_checkpoints)
-    metrics = evaluate_retrieval(
-        model, preprocess, tokenizer, args.data, args.device,
-        args.batch_size, get_autocast(args.precision, torch.device(args.device).type),
-        open_clip.get_input_dtype(args.precision), img_key=args.csv_img_key,
-        caption_key=args.csv_caption_key, sep=args.csv_separator)
+    out = args.out
+    if args.benchmark:
+        metrics = evaluate_benchmark(model, preprocess, tokenizer, args.benchmark, args.dataset_root,
+                                     args.annotation_file, args.device, args.batch_size, args.precision,
+                                     args.workers)
+        from importlib.metadata import version
+
+        metrics = {"benchmark": args.benchmark, "dataset_root": args.dataset_root,
+                   "annotation_file": args.annotation_file, "model": args.model, "checkpoint": args.checkpoint,
+                   "precision": args.precision, "backend": f"clip_benchmark {version('clip_benchmark')}",
+                   **metrics}
+        if out is None and args.checkpoint:
+            out = benchmark_json_path(args.checkpoint, args.benchmark)
+    else:
+        metrics = evaluate_retrieval(
+            model, preprocess, tokenizer, args.data, args.device,
+            args.batch_size, get_autocast(args.precision, torch.device(args.device).type),
+            open_clip.get_input_dtype(args.precision), img_key=args.csv_img_key,
+            caption_key=args.csv_caption_key, sep=args.csv_separator)
     print(json.dumps(metrics, indent=1))
-    if args.out:
-        with atomic_output(args.out) as tmp, open(tmp, "w") as f:
+    if out:
+        with atomic_output(out) as tmp, open(tmp, "w") as f:
             json.dump(metrics, f, indent=1)
+        print(f"written: {out}", file=sys.stderr)
     return 0
 
 

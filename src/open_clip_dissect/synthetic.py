@@ -157,10 +157,17 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
         raise InputError("--noise-rate", f"must be in [0, 1], got {noise_rate}")
     if noise_kind not in NOISE_KINDS:
         raise InputError("--noise-kind", f"must be one of {NOISE_KINDS}, got {noise_kind!r}")
-    samples = []
+    samples, seen = [], set()
     for i in range(n):
         tag = f"{seed}:{split}:{i}"
         scene = random_scene(random.Random(tag))
+        # The retrieval split never repeats a scene: two identical images tie on every query,
+        # and no retrieval metric can say which of them is "the" right answer.
+        redraw = 0
+        while split == "test" and scene in seen:
+            redraw += 1
+            scene = random_scene(random.Random(f"{tag}:redraw{redraw}"))
+        seen.add(scene)
         uid = hashlib.md5(tag.encode()).hexdigest()
         captions = scene.captions(captions_per_image, random.Random(tag + ":captions")) \
             if captions_per_image > 1 else None
@@ -264,6 +271,50 @@ def write_split(out_dir: str, split: str, samples: List[Sample], shard_size: int
     return [os.path.join(split_dir, n) for n in names]
 
 
+def write_coco_layout(out_dir: str, samples: List[Sample], image_size: int = 64) -> dict:
+    """The samples as MS-COCO's Karpathy test split is laid out for CLIP_benchmark:
+    ``out_dir/val2014/COCO_val2014_<id>.jpg`` and ``out_dir/coco_test_karpathy.json`` (COCO captions
+    JSON, every caption of every image). JPEG bytes equal those of ``--image-format jpg`` shards."""
+    image_dir = os.path.join(out_dir, "val2014")
+    os.makedirs(image_dir, exist_ok=True)
+    images, annotations = [], []
+    for sample in samples:
+        image_id = int(sample.key) + 1
+        name = f"COCO_val2014_{image_id:012d}.jpg"
+        _write_bytes(os.path.join(image_dir, name), _encode(render(sample.scene, image_size), "jpg"))
+        images.append({"id": image_id, "file_name": name, "width": image_size, "height": image_size})
+        for caption in sample.captions or [sample.caption]:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "caption": caption})
+    _write_json(os.path.join(out_dir, "coco_test_karpathy.json"), {"images": images, "annotations": annotations})
+    return {"root": out_dir, "images": len(images), "captions": len(annotations)}
+
+
+def write_flickr_layout(out_dir: str, samples: List[Sample], image_size: int = 64,
+                        annotation: str = "flickr30k_test_karpathy.txt") -> dict:
+    """The samples as Flickr30K's Karpathy test split is laid out for CLIP_benchmark:
+    ``out_dir/<name>.jpg`` and ``out_dir/flickr30k_test_karpathy.txt`` (CSV with the header
+    ``image,caption``, one row per caption; captions holding a comma are quoted, and
+    CLIP_benchmark, which splits rows on ``.jpg,``, keeps those quotes)."""
+    import csv
+
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for sample in samples:
+        name = f"{sample.key}.jpg"
+        _write_bytes(os.path.join(out_dir, name), _encode(render(sample.scene, image_size), "jpg"))
+        rows.extend((name, caption) for caption in sample.captions or [sample.caption])
+    with atomic_output(os.path.join(out_dir, annotation)) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("image", "caption"))
+        writer.writerows(rows)
+    return {"root": out_dir, "images": len(samples), "captions": len(rows)}
+
+
+def _write_bytes(path: str, payload: bytes) -> None:
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(payload)
+
+
 def _write_json(path: str, obj) -> None:
     with atomic_output(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
@@ -279,11 +330,17 @@ def make_dataset(out_dir: str, train_size: int = 20000, val_size: int = 1000, se
                  noise_rate: float = 0.4, noise_kind: str = "shuffle", shard_size: int = 1000,
                  image_size: int = 64, image_format: str = "png", csv: bool = False,
                  workers: int = 1, progress: bool = True, test_size: int = 0,
-                 test_captions: int = 5) -> dict:
+                 test_captions: int = 5, coco_layout: Optional[str] = None,
+                 flickr_layout: Optional[str] = None) -> dict:
     """Write the train (noisy), val (clean) and, with ``test_size``, the test (retrieval: clean,
-    ``test_captions`` wordings per image) splits; return and save a manifest."""
+    ``test_captions`` wordings per image) splits; return and save a manifest. ``coco_layout`` and
+    ``flickr_layout``: folders that also get the test split in MS-COCO's and Flickr30K's layout
+    (as CLIP_benchmark reads them)."""
     if shard_size < 1:
         raise InputError("--shard-size", f"must be >= 1, got {shard_size}")
+    for flag, folder in (("--coco-layout", coco_layout), ("--flickr-layout", flickr_layout)):
+        if folder and test_size < 1:
+            raise InputError(flag, "writes the test split: give --test-size > 0")
     manifest = {"seed": seed, "noise_rate": noise_rate, "noise_kind": noise_kind,
                 "image_size": image_size, "image_format": image_format, "splits": {}}
     for split, n in (("train", train_size), ("val", val_size), ("test", test_size)):
@@ -298,5 +355,10 @@ def make_dataset(out_dir: str, train_size: int = 20000, val_size: int = 1000, se
             "pattern": shard_pattern(out_dir, split, len(shards)),
             "csv": os.path.join(out_dir, f"{split}.csv") if csv else None,
         }
+        if split == "test":
+            if coco_layout:
+                manifest["coco_layout"] = write_coco_layout(coco_layout, samples, image_size)
+            if flickr_layout:
+                manifest["flickr_layout"] = write_flickr_layout(flickr_layout, samples, image_size)
     _write_json(os.path.join(out_dir, "manifest.json"), manifest)
     return manifest

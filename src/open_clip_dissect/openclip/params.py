@@ -144,6 +144,23 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
              "results.jsonl, TensorBoard and wandb (default: None).",
     )
     group.add_argument(
+        "--retrieval-benchmark",
+        type=str,
+        default=None,
+        help="Comma-separated standard test sets (mscoco_captions, flickr30k, flickr8k) evaluated "
+             "by CLIP_benchmark every --val-frequency epochs on rank 0, from local files under "
+             "--benchmark-root; IR/TR Recall@1/5/10 and R@sum into results.jsonl "
+             "(<benchmark>_IR@1, ...), TensorBoard and wandb (<benchmark>/IR@1, ...); needs "
+             "pip install 'open_clip_dissect[eval]' (default: None).",
+    )
+    group.add_argument(
+        "--benchmark-root",
+        type=str,
+        default=None,
+        help="Folder of the --retrieval-benchmark sets: ROOT/<benchmark>/ each (as `eval "
+             "--dataset-root` takes it), or a path with {benchmark} in it (default: None).",
+    )
+    group.add_argument(
         "--keep-list",
         type=str,
         default=None,
@@ -241,9 +258,11 @@ def validate_args(args) -> None:
     if strategy is not None and strategy.keeps_all and "--ratio" in given:
         log.warning(f"--selection {args.selection} trains on every candidate: --ratio is ignored")
     detector = getattr(getattr(strategy, "gate", None), "detector", None)
-    if detector is not None and detector.signal == "retrieval" and not (args.retrieval_data and args.val_frequency):
+    if detector is not None and detector.signal == "retrieval" and not (
+            (args.retrieval_data or args.retrieval_benchmark) and args.val_frequency):
         raise InputError("--dissect-auto-signal", "'retrieval' watches the held-out retrieval R@sum: it needs "
-                                                  "--retrieval-data (evaluated every --val-frequency epochs)")
+                                                  "--retrieval-data or --retrieval-benchmark (the first one "
+                                                  "listed), evaluated every --val-frequency epochs")
     if strategy is not None and strategy.needs_oracle:
         if not args.oracle_model or not args.oracle_checkpoint:
             raise InputError("--selection", f"{args.selection} needs --oracle-model and --oracle-checkpoint")
@@ -251,6 +270,10 @@ def validate_args(args) -> None:
             raise InputError("--oracle-checkpoint", f"not found: {args.oracle_checkpoint}")
     if args.keep_list is not None and not os.path.exists(args.keep_list):
         raise InputError("--keep-list", f"not found: {args.keep_list}")
+    if args.retrieval_benchmark or args.benchmark_root:  # files checked now, not after epoch 1
+        from open_clip_dissect.openclip.benchmark_eval import check_training_args
+
+        check_training_args(args)
     if args.noisy_keys is not None and not os.path.isfile(args.noisy_keys):
         raise InputError("--noisy-keys", f"file not found: {args.noisy_keys}")
     if args.csv_key_key is not None and args.dataset_type not in ("csv", "auto"):

@@ -50,9 +50,15 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
     for k in ks:
         out[f"IR@{k}"] = 100.0 * float((ir_rank < k).double().mean())
         out[f"TR@{k}"] = 100.0 * float((tr_rank < k).double().mean())
-    if 1 in ks and 10 in ks:
-        out["R@sum"] = out["IR@1"] + out["IR@10"] + out["TR@1"] + out["TR@10"]
-    return out
+    return with_r_sum(out)
+
+
+def with_r_sum(metrics: Dict[str, float]) -> Dict[str, float]:
+    """``metrics`` plus the DISSect paper's R@sum = IR@1 + IR@10 + TR@1 + TR@10 (when all four are there)."""
+    terms = ("IR@1", "IR@10", "TR@1", "TR@10")
+    if all(term in metrics for term in terms):
+        metrics["R@sum"] = sum(metrics[term] for term in terms)
+    return metrics
 
 
 # ----------------------------------------------------------------------------- data

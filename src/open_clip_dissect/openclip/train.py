@@ -32,6 +32,7 @@ from open_clip_dissect.openclip import params
 from open_clip_dissect.openclip import record as record_lib
 from open_clip_dissect.openclip.frozen import load_frozen_model
 from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader, report
+from open_clip_dissect.openclip.benchmark_eval import evaluate_benchmarks
 from open_clip_dissect.openclip.retrieval import evaluate_retrieval
 from open_clip_dissect.openclip.crash_points import kill_if_asked
 from open_clip_dissect.openclip.state_files import (checkpoint_epoch, collect_stale_states, epoch_state_path,
@@ -114,11 +115,18 @@ class TrainingSession:
         completed = epoch + 1
         # Before the selection's epoch end: a strategy may watch the retrieval score
         # (--dissect-auto-signal retrieval), and the state saved there must include what it saw.
-        if args.retrieval_data and args.rank == 0 and args.val_frequency and (
-                completed % args.val_frequency == 0 or completed == args.epochs):
-            rsum = self._evaluate_retrieval(model, args, completed, view.num_batches // args.accum_freq, tb_writer)
-            if self.selector is not None and rsum is not None:
-                self.selector.set_retrieval(rsum)
+        if args.rank == 0 and args.val_frequency and (completed % args.val_frequency == 0 or completed == args.epochs):
+            steps_per_epoch = view.num_batches // args.accum_freq
+            if args.retrieval_data:
+                rsum = self._evaluate_retrieval(model, args, completed, steps_per_epoch, tb_writer)
+                if self.selector is not None:
+                    self.selector.set_retrieval(rsum)
+            if args.retrieval_benchmark:
+                for i, (name, metrics) in enumerate(evaluate_benchmarks(
+                        model, self.preprocess_val, self.tokenizer, args).items()):
+                    self._report_retrieval(name, metrics, args, completed, steps_per_epoch, tb_writer)
+                    if i == 0 and not args.retrieval_data and self.selector is not None:
+                        self.selector.set_retrieval(metrics["R@sum"])  # the first benchmark stands in
         if args.selection != "none":
             self._end_epoch(args, epoch, view, record, tb_writer)
             kill_if_asked("after-state", epoch, 0, args.rank)  # crash tests only
@@ -140,16 +148,21 @@ class TrainingSession:
             model, self.preprocess_val, self.tokenizer, args.retrieval_data, device, args.batch_size,
             get_autocast(args.precision, device_type=device.type), get_input_dtype(args.precision),
             img_key=args.csv_img_key, caption_key=args.csv_caption_key, sep=args.csv_separator)
-        log.info(f"Retrieval epoch {completed}: " + " ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+        self._report_retrieval("retrieval", metrics, args, completed, steps_per_epoch, tb_writer)
+        return metrics["R@sum"]
+
+    def _report_retrieval(self, source, metrics, args, completed, steps_per_epoch, tb_writer):
+        """Log, TensorBoard (``<source>/IR@1``), wandb and ``results.jsonl`` (``<source>_IR@1``);
+        ``source`` is ``retrieval`` (--retrieval-data) or a benchmark's name."""
+        log.info(f"{source} epoch {completed}: " + " ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
         if tb_writer is not None:
             for name, value in metrics.items():
-                tb_writer.add_scalar(f"retrieval/{name}", value, completed)
-        report(args.wandb, None, {f"retrieval/{k}": v for k, v in metrics.items()}, steps_per_epoch * completed)
+                tb_writer.add_scalar(f"{source}/{name}", value, completed)
+        report(args.wandb, None, {f"{source}/{k}": v for k, v in metrics.items()}, steps_per_epoch * completed)
         if args.save_logs:
             with open(os.path.join(args.checkpoint_path, "results.jsonl"), "a+") as f:
                 f.write(json.dumps({"epoch": completed, "train_seconds": self.train_seconds,
-                                    **{f"retrieval_{k}": v for k, v in metrics.items()}}) + "\n")
-        return metrics.get("R@sum")
+                                    **{f"{source}_{k}": v for k, v in metrics.items()}}) + "\n")
 
     def _start(self, args, epoch):
         strategy = create_strategy(**params.strategy_options(args))
