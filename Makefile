@@ -38,7 +38,7 @@ demo: $(STAMP) $(DEMO_DATA)/manifest.json
 	$(VENV)/bin/open-clip-dissect summary $(DEMO_LOGS)/$(DEMO_NAME)
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n 2 tests
 
 # The sbatch script under a real one-node SLURM on localhost: requeue, resubmission, truncated
 # checkpoint (~5 min; root: installs Debian's slurm-wlm and munge when missing).

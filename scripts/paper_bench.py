@@ -12,11 +12,15 @@ method (add a new profile instead).
   data per seed, so differences against ``random`` are paired.
 - Ratio r = 0.5. Methods: ``full`` (``--selection observe``: trains on everything and records
   every score), ``random``, ``dissect-warmup`` with the authors' fixed warm-up (a quarter of the
-  epochs: 10 of 40), ``dissect-warmup`` with ``auto`` under each of the three signals,
-  ``dissect-mome`` (no warm-up, the paper's variant) and ``dissect-mome`` gated by ``auto``
-  (spread signal).
+  epochs: 10 of 40), ``dissect-warmup`` with an ``auto`` warm-up, ``dissect-mome`` (no warm-up,
+  the paper's variant) and ``dissect-mome`` gated by ``auto``.
+- The three detectors of ``auto`` are compared on ``memorising-shuffle`` (each one named). The
+  default of ``--dissect-auto-signal`` is then chosen on those numbers, and
+  ``memorising-partial`` and ``learning`` run ``auto`` with that default: a held-out check of the
+  choice. Each run's JSON records the signal it used.
 - Retrieval R@sum every 2 epochs in the memorising regimes (every epoch in ``learning``) and after
   the last one.
+- Cost: 60 runs, about 4 hours on 2 CPU cores (``memorising-shuffle`` first, about 100 min).
 
 Each run's results are cached in ``runs/<name>.json``: an interrupted bench resumes where it
 stopped, and the report covers whatever has finished. Runs use one thread each and
@@ -36,28 +40,33 @@ from concurrent.futures import ThreadPoolExecutor
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 
 MEMORISING = dict(train=1000, test=500, epochs=40, batch=128, val_every=2)
+AUTO = ["--dissect-warmup-epochs", "auto"]
+MOME_AUTO = ["--dissect-mome-warmup-epochs", "auto"]
+# label: (strategy, extra flags); "{fixed}" is a quarter of the regime's epochs
+METHODS = {
+    "full": ("observe", []),
+    "random": ("random", []),
+    "dissect-warmup-fixed": ("dissect-warmup", ["--dissect-warmup-epochs", "{fixed}"]),
+    "dissect-warmup-auto": ("dissect-warmup", AUTO),  # the default signal
+    "dissect-warmup-auto-spread": ("dissect-warmup", AUTO + ["--dissect-auto-signal", "spread"]),
+    "dissect-warmup-auto-loss": ("dissect-warmup", AUTO + ["--dissect-auto-signal", "loss"]),
+    "dissect-warmup-auto-retrieval": ("dissect-warmup", AUTO + ["--dissect-auto-signal", "retrieval"]),
+    "dissect-mome": ("dissect-mome", []),
+    "dissect-mome-auto": ("dissect-mome", MOME_AUTO),  # the default signal
+    "dissect-mome-auto-spread": ("dissect-mome", MOME_AUTO + ["--dissect-auto-signal", "spread"]),
+}
+# In order of priority: the runs go method by method (all seeds), regime by regime.
+COMPARE_DETECTORS = ("full", "random", "dissect-warmup-fixed", "dissect-mome", "dissect-warmup-auto-spread",
+                     "dissect-warmup-auto-retrieval", "dissect-warmup-auto-loss", "dissect-mome-auto-spread")
+HELD_OUT = ("full", "random", "dissect-warmup-fixed", "dissect-warmup-auto", "dissect-mome", "dissect-mome-auto")
 PAPER = dict(
     regimes={
-        "memorising-shuffle": dict(MEMORISING, noise="shuffle"),
-        "memorising-partial": dict(MEMORISING, noise="partial"),
-        "learning": dict(train=6000, test=500, noise="shuffle", epochs=4, batch=256, val_every=1),
+        "memorising-shuffle": dict(MEMORISING, noise="shuffle", methods=COMPARE_DETECTORS),
+        "memorising-partial": dict(MEMORISING, noise="partial", methods=HELD_OUT),
+        "learning": dict(train=6000, test=500, noise="shuffle", epochs=4, batch=256, val_every=1, methods=HELD_OUT),
     },
     seeds=(0, 1, 2), ratio=0.5, noise_rate=0.4, model="dissect-vit-tiny", lr=1e-3, parallel=2,
-    # label: (strategy, extra flags); "{fixed}" is a quarter of the regime's epochs
-    methods={
-        "full": ("observe", []),
-        "random": ("random", []),
-        "dissect-warmup-fixed": ("dissect-warmup", ["--dissect-warmup-epochs", "{fixed}"]),
-        "dissect-warmup-auto-spread": ("dissect-warmup", ["--dissect-warmup-epochs", "auto",
-                                                          "--dissect-auto-signal", "spread"]),
-        "dissect-warmup-auto-loss": ("dissect-warmup", ["--dissect-warmup-epochs", "auto",
-                                                        "--dissect-auto-signal", "loss"]),
-        "dissect-warmup-auto-retrieval": ("dissect-warmup", ["--dissect-warmup-epochs", "auto",
-                                                             "--dissect-auto-signal", "retrieval"]),
-        "dissect-mome": ("dissect-mome", []),
-        "dissect-mome-auto-spread": ("dissect-mome", ["--dissect-mome-warmup-epochs", "auto",
-                                                      "--dissect-auto-signal", "spread"]),
-    },
+    methods=METHODS,
     recorded=("full", "random"),  # --selection-record: the per-sample scores of Fig. 3
 )
 # Two-sided 95% Student t quantiles by degrees of freedom.
@@ -129,6 +138,7 @@ def run_one(cfg, root, regime, spec, label, seed):
     with open(os.path.join(run_dir, "out.log")) as f:
         events = [line.split("| INFO | ", 1)[-1].strip() for line in f if "early-learning point detected" in line]
     out = {"regime": regime, "label": label, "seed": seed, "strategy": strategy, "seconds": time.time() - started,
+           "auto_signal": auto_signal(strategy, flags),
            "curve": [{"epoch": r["epoch"], "rsum": r["retrieval_R@sum"]} for r in curve],
            "epochs": epochs, "events": events,
            "groups": record_groups(record, spec["epochs"]) if record else None}
@@ -138,6 +148,18 @@ def run_one(cfg, root, regime, spec, label, seed):
     os.replace(cached + ".tmp", cached)
     shutil.rmtree(run_dir, ignore_errors=True)  # the cached json holds what the report reads
     return out
+
+
+def auto_signal(strategy, flags):
+    """The signal an ``auto`` warm-up watches in this run (the flag, else the default); None
+    without an ``auto`` warm-up."""
+    if "auto" not in flags:
+        return None
+    if "--dissect-auto-signal" in flags:
+        return flags[flags.index("--dissect-auto-signal") + 1]
+    from open_clip_dissect.core.strategies import strategy_class
+
+    return next(o.default for o in strategy_class(strategy).options if o.flag == "--dissect-auto-signal")
 
 
 def record_groups(record, epochs):
@@ -161,7 +183,7 @@ def record_groups(record, epochs):
 
 def run_all(cfg, root):
     jobs = [(regime, spec, label, seed) for regime, spec in cfg["regimes"].items()
-            for seed in cfg["seeds"] for label in cfg["methods"]]
+            for label in spec["methods"] for seed in cfg["seeds"]]
     done = []
     log(f"[paper] {len(jobs)} runs, {cfg['parallel']} at a time; results cached in {root}/runs")
 
@@ -219,6 +241,27 @@ def gap_peak(groups):
     return max(groups, key=lambda g: g["clean_mean"] - g["noisy_mean"])["epoch"]
 
 
+def replay_detectors(run):
+    """Each detector (default options) replayed on one run's per-epoch signals: signal ->
+    (early-learning point, epoch it fired) or None. On a ``random`` run this is where an ``auto``
+    warm-up of that signal ends, since the two runs are identical until then."""
+    from open_clip_dissect.core.early_learning import SIGNALS, EarlyLearningDetector, EpochSignals
+
+    rsum = {p["epoch"]: p["rsum"] for p in run["curve"]}
+    found = {}
+    for signal in SIGNALS:
+        detector = EarlyLearningDetector(signal)
+        measured = False
+        for e in run["epochs"]:
+            signals = EpochSignals(mean_loss=e.get("mean_loss"), clipscore_std=e.get("clipscore_std"),
+                                   retrieval=rsum.get(e["epoch"]))
+            measured |= detector.value(signals) is not None
+            detector.update(e["epoch"] - 1, signals)
+        if measured:  # (a random run does not compute the loss)
+            found[signal] = (detector.detected_epoch, detector.fired_epoch) if detector.fired_epoch is not None else None
+    return found
+
+
 def analyse(cfg, runs):
     by = {(r["regime"], r["label"], r["seed"]): r for r in runs}
     report = {}
@@ -232,9 +275,11 @@ def analyse(cfg, runs):
                               "decline": peak["rsum"] - curve[-1]["rsum"],
                               "gap_peak_full": gap_peak(by[(regime, "full", s)]["groups"]),
                               "gap_peak_random": gap_peak(by[(regime, "random", s)]["groups"])
+                              if (regime, "random", s) in by else None,
+                              "replayed_random": replay_detectors(by[(regime, "random", s)])
                               if (regime, "random", s) in by else None})
         rows = []
-        for label in cfg["methods"]:
+        for label in spec["methods"]:
             cells = [by[(regime, label, s)] for s in cfg["seeds"] if (regime, label, s) in by]
             if not cells:
                 continue
@@ -254,7 +299,9 @@ def analyse(cfg, runs):
             for c, sw in zip(cells, switches):
                 after = sw if sw is not None else (spec["epochs"] if c["label"].startswith("dissect") else 0)
                 gains.append(kept_precision_gain(c, after))
-            rows.append({"label": label, "n": len(cells), "final": mean_sd(finals), "paired": interval(paired),
+            signals = sorted({c["auto_signal"] for c in cells if c.get("auto_signal")})
+            rows.append({"label": label + (f" ({', '.join(signals)})" if label.endswith("-auto") else ""),
+                         "n": len(cells), "final": mean_sd(finals), "paired": interval(paired),
                          "vs_full": interval(versus_full), "best": mean_sd([max(p["rsum"] for p in c["curve"]) for c in cells]),
                          "to_peak": to_peak, "trained_to_peak": trained_to_peak, "switches": switches,
                          "precision_gain": mean_sd(gains),
@@ -287,6 +334,9 @@ def write_report(cfg, root, report, runs, started):
              "full), mean ± sd over seeds.", ""]
     for regime, part in report.items():
         spec = cfg["regimes"][regime]
+        if not part["rows"]:
+            lines += [f"## {regime}", "", "Not run yet.", ""]
+            continue
         lines += [f"## {regime}", "",
                   f"{spec['train']} pairs ({spec['noise']} noise), batch {spec['batch']}, {spec['epochs']} epochs.", ""]
         if part["full"]:
@@ -298,6 +348,15 @@ def write_report(cfg, root, report, runs, started):
                 + ". Clean-noisy CLIPScore gap peaks (label-based early-learning point, 0-based epoch): full data "
                 + ", ".join(str(x["gap_peak_full"]) for x in f) + "; random r = 0.5 "
                 + ", ".join(str(x["gap_peak_random"]) for x in f) + ".")
+            replayed = [x["replayed_random"] for x in f if x["replayed_random"]]
+            if replayed:
+                lines.append("")
+                lines.append("The detectors replayed on each seed's random r = 0.5 run (where an `auto` warm-up "
+                             "with that signal would end; `point/fired`, `-`: never): " + "; ".join(
+                                 f"{signal} " + ", ".join("-" if r[signal] is None else f"{r[signal][0]}/{r[signal][1]}"
+                                                         for r in replayed)
+                                 for signal in replayed[0]) + " (the loss is not measured by a random run: see the "
+                             "`auto-loss` runs).")
             lines.append("")
         lines += ["| method | seeds | final | vs random | vs full | best | epochs to peak | trained (k) | switch | precision gain |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -327,17 +386,19 @@ def plots(cfg, root, runs):
 
     by = {(r["regime"], r["label"], r["seed"]): r for r in runs}
 
+    palette = {label: f"C{i}" for i, label in enumerate(cfg["methods"])}  # one colour per method everywhere
+
     def band(ax, xs, ys, label, style="-"):
         ys = np.array(ys, dtype=float)
         m = np.nanmean(ys, axis=0)
-        line, = ax.plot(xs, m, style, label=label, lw=1.3)
+        line, = ax.plot(xs, m, style, label=label, lw=1.3, **({"color": palette[label]} if label in palette else {}))
         if len(ys) > 1:
             sd = np.nanstd(ys, axis=0, ddof=1)
             ax.fill_between(xs, m - sd, m + sd, color=line.get_color(), alpha=0.15)
 
     for regime, spec in cfg["regimes"].items():
         fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
-        for label in cfg["methods"]:
+        for label in spec["methods"]:
             cells = [by[(regime, label, s)] for s in cfg["seeds"] if (regime, label, s) in by]
             if not cells:
                 continue
@@ -354,7 +415,8 @@ def plots(cfg, root, runs):
         axes[1].set(title="kept-set precision - clean fraction", xlabel="epoch (0-based)")
         axes[2].axhline(0.5, color="k", lw=0.8)
         axes[2].set(title="AUROC of the ranking score (clean vs noisy)", xlabel="epoch (0-based)")
-        axes[0].legend(fontsize=7)
+        if axes[0].get_legend_handles_labels()[0]:
+            axes[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(root, f"curves_{regime}.png"), dpi=90)
         plt.close(fig)
@@ -371,7 +433,7 @@ def figure3(cfg, root, regime, full, random_runs, band, plt, np):
         return
     epochs = [g["epoch"] for g in full[0]["groups"]]
     fig, axes = plt.subplots(1, 4, figsize=(21, 4.5))
-    early, late = min(2, epochs[-1]), epochs[-1]
+    early, late = gap_peak(full[0]["groups"]), epochs[-1]  # where the clean pairs lead most, the end
     edges = np.linspace(0, 100, 21)
     for epoch, style in ((early, "--"), (late, "-")):
         for name, color in (("clean", "tab:blue"), ("noisy", "tab:red")):

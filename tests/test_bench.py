@@ -28,3 +28,30 @@ def test_bench_smoke_profile(tmp_path):
         overhead = list(csv.DictReader(f))
     assert [float(r["ratio"]) for r in overhead] == [0.3, 0.5, 0.7]
     assert all(float(r["selection_step"]) > 0 for r in overhead)
+
+
+def test_paper_profile_on_a_tiny_design(tmp_path):
+    """The paper profile's whole path (data per seed, runs, cache, paired statistics, Fig. 3)
+    on a design small enough for the test suite; an auto run that never leaves its warm-up is
+    the random run of its seed, decision for decision."""
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import paper_bench
+
+    cfg = dict(paper_bench.PAPER, seeds=(0, 1), parallel=1)
+    cfg["methods"] = {**paper_bench.METHODS, "dissect-warmup-auto": ("dissect-warmup", [
+        "--dissect-warmup-epochs", "auto", "--dissect-auto-signal", "retrieval", "--dissect-auto-patience", "5"])}
+    cfg["regimes"] = {"memorising-shuffle": dict(train=128, test=16, epochs=2, batch=32, val_every=1, noise="shuffle",
+                                                 methods=("full", "random", "dissect-warmup-auto"))}
+    assert paper_bench.main(str(tmp_path), cfg) == 0
+    text = (tmp_path / "results.md").read_text()
+    assert "## memorising-shuffle" in text and "Full data: peak R@sum" in text
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["random"].split(" | ")[3] == "0.0 ± 0.0"  # random against itself
+    assert rows["dissect-warmup-auto (retrieval)"].split(" | ")[3] == "0.0 ± 0.0"  # never switched
+    for name in ("fig3_memorising-shuffle.png", "curves_memorising-shuffle.png", "summary.json"):
+        assert os.path.getsize(tmp_path / name) > 0, name
+    runs = sorted(os.listdir(tmp_path / "runs"))
+    assert len(runs) == 6 and not os.listdir(tmp_path / "logs")  # run folders are dropped once cached
+    assert paper_bench.main(str(tmp_path), cfg, report_only=True) == 0  # from the cache alone
