@@ -56,8 +56,8 @@ METHODS = {
     "dissect-mome-auto-spread": ("dissect-mome", MOME_AUTO + ["--dissect-auto-signal", "spread"]),
 }
 # In order of priority: the runs go method by method (all seeds), regime by regime.
-COMPARE_DETECTORS = ("full", "random", "dissect-warmup-fixed", "dissect-mome", "dissect-warmup-auto-spread",
-                     "dissect-warmup-auto-retrieval", "dissect-warmup-auto-loss", "dissect-mome-auto-spread")
+COMPARE_DETECTORS = ("full", "random", "dissect-warmup-fixed", "dissect-warmup-auto-retrieval", "dissect-mome",
+                     "dissect-warmup-auto-spread", "dissect-warmup-auto-loss", "dissect-mome-auto-spread")
 HELD_OUT = ("full", "random", "dissect-warmup-fixed", "dissect-warmup-auto", "dissect-mome", "dissect-mome-auto")
 PAPER = dict(
     regimes={
