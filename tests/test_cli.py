@@ -39,6 +39,17 @@ def test_bad_selection_values_name_the_flag(argv, flag):
         params.parse_args(argv)
 
 
+def test_the_default_auto_signal_needs_held_out_retrieval(tmp_path):
+    auto = ["--selection", "dissect-warmup", "--dissect-warmup-epochs", "auto"]
+    assert params.parse_args([]).dissect_auto_signal == "retrieval"
+    with pytest.raises(InputError, match="--dissect-auto-signal: 'retrieval' \\(the default\\).*spread or loss"):
+        params.parse_args(auto)
+    assert params.parse_args(auto + ["--dissect-auto-signal", "spread"]).dissect_warmup_epochs == "auto"
+    held_out = str(tmp_path / "test.tar")
+    open(held_out, "wb").close()
+    assert params.parse_args(auto + ["--retrieval-data", held_out]).dissect_auto_signal == "retrieval"
+
+
 def test_the_entry_point_reports_a_bad_value_in_one_line():
     result = run_module("open_clip_dissect.main", ["--selection", "dissect-mome", "--dissect-momentum", "1"])
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -116,7 +116,7 @@ def test_selector_sums_the_epoch_signals_over_its_batches():
 
 @pytest.mark.parametrize("name,flag", [("dissect-warmup", "warmup_epochs"), ("dissect-mome", "warmup_epochs")])
 def test_auto_warmup_selects_at_random_until_the_spread_peaks_then_by_delta(name, flag):
-    selector = Selector(S.create_strategy(name, **{flag: "auto", "auto_patience": 2}), ratio=0.25, seed=1)
+    selector = Selector(S.create_strategy(name, **{flag: "auto", "auto_signal": "spread", "auto_patience": 2}), ratio=0.25, seed=1)
     decisions, lines = _run(selector, range(6))
     # The spread peaks at epoch 2 and is below it at the ends of epochs 3 and 4: selection from 5.
     assert list(lines) == [4]
@@ -134,12 +134,12 @@ def test_auto_warmup_selects_at_random_until_the_spread_peaks_then_by_delta(name
 
 
 def test_auto_warmup_state_travels_with_the_selector_state():
-    straight = Selector(S.create_strategy("dissect-warmup", warmup_epochs="auto"), ratio=0.25, seed=1)
+    straight = Selector(S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=1)
     expected, expected_lines = _run(straight, range(6))
     for cut in (3, 5):  # before the detection, after it
-        first = Selector(S.create_strategy("dissect-warmup", warmup_epochs="auto"), ratio=0.25, seed=1)
+        first = Selector(S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=1)
         _, lines = _run(first, range(cut))
-        resumed = Selector(S.create_strategy("dissect-warmup", warmup_epochs="auto"), ratio=0.25, seed=7)
+        resumed = Selector(S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=7)
         resumed.load_state_dict(first.state_dict())
         decisions, more = _run(resumed, range(cut, 6))
         assert {**lines, **more} == expected_lines  # detected once, whichever side of the cut

@@ -39,7 +39,7 @@ class EpochSignals:
 class EarlyLearningDetector:
     """Watches one signal epoch by epoch; ``update`` returns a log line the epoch it fires."""
 
-    def __init__(self, signal: str = "spread", patience: int = 2, min_improvement: float = 0.05):
+    def __init__(self, signal: str = "retrieval", patience: int = 2, min_improvement: float = 0.05):
         if signal not in SIGNALS:
             raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
         self.signal, self.patience, self.min_improvement = signal, patience, min_improvement

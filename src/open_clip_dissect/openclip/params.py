@@ -260,9 +260,10 @@ def validate_args(args) -> None:
     detector = getattr(getattr(strategy, "gate", None), "detector", None)
     if detector is not None and detector.signal == "retrieval" and not (
             (args.retrieval_data or args.retrieval_benchmark) and args.val_frequency):
-        raise InputError("--dissect-auto-signal", "'retrieval' watches the held-out retrieval R@sum: it needs "
-                                                  "--retrieval-data or --retrieval-benchmark (the first one "
-                                                  "listed), evaluated every --val-frequency epochs")
+        raise InputError("--dissect-auto-signal", "'retrieval' (the default) watches the held-out retrieval "
+                                                  "R@sum: it needs --retrieval-data or --retrieval-benchmark (the "
+                                                  "first one listed), evaluated every --val-frequency epochs; "
+                                                  "without held-out data pass --dissect-auto-signal spread or loss")
     if strategy is not None and strategy.needs_oracle:
         if not args.oracle_model or not args.oracle_checkpoint:
             raise InputError("--selection", f"{args.selection} needs --oracle-model and --oracle-checkpoint")

@@ -31,7 +31,7 @@ def _check_epochs_or_auto(value):
 
 # Shared by both variants (same flags): how ``auto`` finds the early-learning point.
 AUTO_OPTIONS = (
-    Option("auto_signal", "--dissect-auto-signal", str, "spread",
+    Option("auto_signal", "--dissect-auto-signal", str, "retrieval",
            "with a warm-up of 'auto', the label-free signal that ends it: 'retrieval' (the "
            "--retrieval-data R@sum has passed its peak), 'loss' (the mean scoring-pass loss "
            "improves by less than --dissect-auto-min-improvement) or 'spread' (the standard "
@@ -48,7 +48,7 @@ AUTO_OPTIONS = (
 class WarmupGate:
     """A warm-up of ``warmup_epochs`` epochs, or until the early-learning point (``auto``)."""
 
-    def __init__(self, warmup_epochs, auto_signal="spread", auto_patience=2, auto_min_improvement=0.05):
+    def __init__(self, warmup_epochs, auto_signal="retrieval", auto_patience=2, auto_min_improvement=0.05):
         self.warmup_epochs = warmup_epochs
         self.detector = (EarlyLearningDetector(auto_signal, auto_patience, auto_min_improvement)
                          if warmup_epochs == AUTO else None)
@@ -124,7 +124,7 @@ class DissectWarmup(_Gated):
                       "history, or 'auto': until the early-learning point (see --dissect-auto-signal)",
                       _check_epochs_or_auto),) + AUTO_OPTIONS
 
-    def __init__(self, warmup_epochs=5, auto_signal="spread", auto_patience=2, auto_min_improvement=0.05):
+    def __init__(self, warmup_epochs=5, auto_signal="retrieval", auto_patience=2, auto_min_improvement=0.05):
         self._gate(WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement))
 
     def decide(self, scores, history, k, epoch, generator=None):
@@ -163,7 +163,7 @@ class DissectMomentum(_Gated):
                       "accumulates from the first epoch), or 'auto': until the early-learning point "
                       "(see --dissect-auto-signal)", _check_epochs_or_auto)) + AUTO_OPTIONS
 
-    def __init__(self, momentum: float = 0.9, warmup_epochs=0, auto_signal="spread", auto_patience=2,
+    def __init__(self, momentum: float = 0.9, warmup_epochs=0, auto_signal="retrieval", auto_patience=2,
                  auto_min_improvement=0.05):
         self.momentum = momentum
         self._gate(WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement))
