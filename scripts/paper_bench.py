@@ -468,6 +468,8 @@ def main(root, cfg=None, report_only=False):
     os.makedirs(root, exist_ok=True)
     started = time.time()
     if report_only:
+        if not os.path.isdir(os.path.join(root, "runs")):
+            raise SystemExit(f"--report-only: no runs in {root}/runs (run the profile first, or pass --out)")
         runs = []
         for name in sorted(os.listdir(os.path.join(root, "runs"))):
             if name.endswith(".json"):
