@@ -50,6 +50,17 @@ def test_the_default_auto_signal_needs_held_out_retrieval(tmp_path):
     assert params.parse_args(auto + ["--retrieval-data", held_out]).dissect_auto_signal == "retrieval"
 
 
+@pytest.mark.parametrize("argv, candidates", [
+    (["--selection", "random"], 64), (["--selection", "random", "--selection-batch-mode", "fixed"], 128),
+    (["--selection", "random", "--selection-batch-mode", "fixed", "--ratio", "0.3"], 214),
+    (["--selection", "observe", "--selection-batch-mode", "fixed"], 64),  # trains on all: B, not B / r
+    (["--selection", "none", "--selection-batch-mode", "fixed"], 64),
+])
+def test_candidates_per_step(argv, candidates):
+    from open_clip_dissect.openclip.train import candidates_per_step
+    assert candidates_per_step(params.parse_args(["--batch-size", "64"] + argv)) == candidates
+
+
 def test_the_entry_point_reports_a_bad_value_in_one_line():
     result = run_module("open_clip_dissect.main", ["--selection", "dissect-mome", "--dissect-momentum", "1"])
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -211,8 +211,10 @@ class Selector:
         """The epoch's sums, on the device (no host sync per batch)."""
         curr = scores.curr.double()
         loss = scores.loss.double() if scores.loss is not None else curr.new_zeros(0)
-        batch = torch.stack([curr.new_tensor(float(len(curr))), curr.sum(), (curr * curr).sum(), loss.sum(),
-                             curr.new_tensor(float(len(loss)))])
+        def count(n):  # a fill on the device, not a host-to-device copy
+            return torch.full((), float(n), dtype=curr.dtype, device=curr.device)
+
+        batch = torch.stack([count(len(curr)), curr.sum(), (curr * curr).sum(), loss.sum(), count(len(loss))])
         self._totals = batch if self._totals is None else self._totals + batch
 
     def _decide_global(self, n, scores, history, epoch):

@@ -22,7 +22,7 @@ from open_clip_dissect.core.audit import NoisyKeyList, audit
 from open_clip_dissect.core.epoch_record import EpochRecord
 from open_clip_dissect.core.history import HistoryStore
 from open_clip_dissect.core.selector import Selector
-from open_clip_dissect.core.strategies import create_strategy
+from open_clip_dissect.core.strategies import create_strategy, strategy_class
 from open_clip_dissect.dist.communicator import Communicator
 from open_clip_dissect.dist.exchange import RankExchange
 from open_clip_dissect.dist.sharded_history import ShardedHistoryStore
@@ -40,6 +40,15 @@ from open_clip_dissect.openclip.state_files import (checkpoint_epoch, collect_st
 from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
 
 log = logging.getLogger(__name__)
+
+
+
+def candidates_per_step(args) -> int:
+    """Candidates the training loader draws per step: B, or ceil(B / r) in ``fixed`` batch mode
+    so that B are trained on; a strategy that trains on every candidate (``observe``) draws B."""
+    if args.selection == "none" or args.selection_batch_mode != "fixed" or strategy_class(args.selection).keeps_all:
+        return args.batch_size
+    return math.ceil(args.batch_size / args.ratio)
 
 
 class WithoutKeys:
@@ -85,9 +94,7 @@ class TrainingSession:
         """Key-carrying data; in ``fixed`` batch mode the training loader draws ceil(B / r)
         candidates per step so that B samples are trained on."""
         self.preprocess_val, self.tokenizer = preprocess_fns[1], tokenizer
-        args.selection_candidates = args.batch_size
-        if args.selection != "none" and args.selection_batch_mode == "fixed":
-            args.selection_candidates = math.ceil(args.batch_size / args.ratio)
+        args.selection_candidates = candidates_per_step(args)
         return data_lib.get_data(args, preprocess_fns, epoch, tokenizer,
                                  train_batch_size=args.selection_candidates)
 
