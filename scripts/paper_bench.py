@@ -20,7 +20,8 @@ method (add a new profile instead).
   choice. Each run's JSON records the signal it used.
 - Retrieval R@sum every 2 epochs in the memorising regimes (every epoch in ``learning``) and after
   the last one.
-- Cost: 60 runs, about 4 hours on 2 CPU cores (``memorising-shuffle`` first, about 100 min).
+- Cost: 60 runs, about 2 hours on 2 CPU cores (measured 2026-12-01: ``memorising-shuffle`` first,
+  about 1 hour).
 
 Each run's results are cached in ``runs/<name>.json``: an interrupted bench resumes where it
 stopped, and the report covers whatever has finished. Runs use one thread each and
