@@ -42,7 +42,6 @@ from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLo
 log = logging.getLogger(__name__)
 
 
-
 def candidates_per_step(args) -> int:
     """Candidates the training loader draws per step: B, or ceil(B / r) in ``fixed`` batch mode
     so that B are trained on; a strategy that trains on every candidate (``observe``) draws B."""
