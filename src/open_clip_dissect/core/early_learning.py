@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 SIGNALS = ("retrieval", "loss", "spread")
+# The defaults of the detector and of the --dissect-auto-* flags (one place: the flags, the
+# strategies and the paper bench's replay all read these).
+DEFAULT_SIGNAL, DEFAULT_PATIENCE, DEFAULT_MIN_IMPROVEMENT = "retrieval", 2, 0.05
 SIGNAL_NAMES = {"retrieval": "retrieval R@sum", "loss": "mean scoring-pass loss", "spread": "CLIPScore std"}
 
 
@@ -39,7 +42,8 @@ class EpochSignals:
 class EarlyLearningDetector:
     """Watches one signal epoch by epoch; ``update`` returns a log line the epoch it fires."""
 
-    def __init__(self, signal: str = "retrieval", patience: int = 2, min_improvement: float = 0.05):
+    def __init__(self, signal: str = DEFAULT_SIGNAL, patience: int = DEFAULT_PATIENCE,
+                 min_improvement: float = DEFAULT_MIN_IMPROVEMENT):
         if signal not in SIGNALS:
             raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
         self.signal, self.patience, self.min_improvement = signal, patience, min_improvement

@@ -9,7 +9,8 @@ from typing import Optional
 
 import torch
 
-from open_clip_dissect.core.early_learning import SIGNALS, EarlyLearningDetector
+from open_clip_dissect.core.early_learning import (DEFAULT_MIN_IMPROVEMENT, DEFAULT_PATIENCE, DEFAULT_SIGNAL, SIGNALS,
+                                                   EarlyLearningDetector)
 from open_clip_dissect.core.strategies.base import Decision, Strategy, select_topk, uniform
 from open_clip_dissect.core.strategies.registry import Option, at_least, in_range, one_of, register
 
@@ -31,15 +32,15 @@ def _check_epochs_or_auto(value):
 
 # Shared by both variants (same flags): how ``auto`` finds the early-learning point.
 AUTO_OPTIONS = (
-    Option("auto_signal", "--dissect-auto-signal", str, "retrieval",
+    Option("auto_signal", "--dissect-auto-signal", str, DEFAULT_SIGNAL,
            "with a warm-up of 'auto', the label-free signal that ends it: 'retrieval' (the "
            "--retrieval-data R@sum has passed its peak), 'loss' (the mean scoring-pass loss "
            "improves by less than --dissect-auto-min-improvement) or 'spread' (the standard "
            "deviation of the epoch's CLIPScores has passed its peak)", one_of(SIGNALS)),
-    Option("auto_patience", "--dissect-auto-patience", int, 2,
+    Option("auto_patience", "--dissect-auto-patience", int, DEFAULT_PATIENCE,
            "retrieval and spread signals: measurements below the peak before the peak counts as "
            "passed", at_least(1)),
-    Option("auto_min_improvement", "--dissect-auto-min-improvement", float, 0.05,
+    Option("auto_min_improvement", "--dissect-auto-min-improvement", float, DEFAULT_MIN_IMPROVEMENT,
            "loss signal: the relative epoch-over-epoch improvement under which learning has "
            "slowed down", in_range(0.0, 1.0)),
 )
@@ -48,7 +49,8 @@ AUTO_OPTIONS = (
 class WarmupGate:
     """A warm-up of ``warmup_epochs`` epochs, or until the early-learning point (``auto``)."""
 
-    def __init__(self, warmup_epochs, auto_signal="retrieval", auto_patience=2, auto_min_improvement=0.05):
+    def __init__(self, warmup_epochs, auto_signal=DEFAULT_SIGNAL, auto_patience=DEFAULT_PATIENCE,
+                 auto_min_improvement=DEFAULT_MIN_IMPROVEMENT):
         self.warmup_epochs = warmup_epochs
         self.detector = (EarlyLearningDetector(auto_signal, auto_patience, auto_min_improvement)
                          if warmup_epochs == AUTO else None)
@@ -124,7 +126,8 @@ class DissectWarmup(_Gated):
                       "history, or 'auto': until the early-learning point (see --dissect-auto-signal)",
                       _check_epochs_or_auto),) + AUTO_OPTIONS
 
-    def __init__(self, warmup_epochs=5, auto_signal="retrieval", auto_patience=2, auto_min_improvement=0.05):
+    def __init__(self, warmup_epochs=5, auto_signal=DEFAULT_SIGNAL, auto_patience=DEFAULT_PATIENCE,
+                 auto_min_improvement=DEFAULT_MIN_IMPROVEMENT):
         self._gate(WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement))
 
     def decide(self, scores, history, k, epoch, generator=None):
@@ -163,8 +166,8 @@ class DissectMomentum(_Gated):
                       "accumulates from the first epoch), or 'auto': until the early-learning point "
                       "(see --dissect-auto-signal)", _check_epochs_or_auto)) + AUTO_OPTIONS
 
-    def __init__(self, momentum: float = 0.9, warmup_epochs=0, auto_signal="retrieval", auto_patience=2,
-                 auto_min_improvement=0.05):
+    def __init__(self, momentum: float = 0.9, warmup_epochs=0, auto_signal=DEFAULT_SIGNAL,
+                 auto_patience=DEFAULT_PATIENCE, auto_min_improvement=DEFAULT_MIN_IMPROVEMENT):
         self.momentum = momentum
         self._gate(WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement))
 
