@@ -29,6 +29,9 @@ import time
 
 from open_clip_dissect.core.strategies import list_strategies, strategy_class
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_data  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every registered strategy: those that set their own kept counts run once each (r = "own").
 RATIO_FREE = tuple(n for n in list_strategies() if strategy_class(n).variable_kept)
@@ -74,17 +77,9 @@ def log(msg):
 # ----------------------------------------------------------------------------- part 1
 
 def make_data(root, name, spec, seed=0, noise_rate=0.4):
-    from open_clip_dissect import synthetic
-
-    out = os.path.join(root, "data", name)
-    manifest_path = os.path.join(out, "manifest.json")
-    if os.path.isfile(manifest_path):
-        with open(manifest_path) as f:
-            return json.load(f)
-    shard = max(64, spec["train"] // 8)
-    return synthetic.make_dataset(out, train_size=spec["train"], val_size=0, seed=seed, noise_rate=noise_rate,
-                                  noise_kind=spec["noise"], shard_size=shard, test_size=spec["test"],
-                                  test_captions=5, workers=os.cpu_count() or 1, progress=False)
+    arguments = bench_data.data_arguments(train=spec["train"], test=spec["test"], seed=seed, noise_rate=noise_rate,
+                                          noise_kind=spec["noise"])
+    return bench_data.make_data(root, name, arguments, workers=os.cpu_count() or 1)
 
 
 def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir=None, reference=None):
@@ -109,10 +104,8 @@ def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    results = [json.loads(x) for x in open(os.path.join(run_dir, "checkpoints", "results.jsonl"))]
-    selection_path = os.path.join(run_dir, "selection.jsonl")
-    audit = [json.loads(x) for x in open(selection_path)] if os.path.isfile(selection_path) else []
-    return {"curve": [(r["epoch"], r["train_seconds"], r["retrieval_R@sum"]) for r in results],
+    results, audit, _ = bench_data.read_run(run_dir)
+    return {"curve": [(r["epoch"], r["train_seconds"], r["retrieval_R@sum"]) for r in results if "retrieval_R@sum" in r],
             "audit": audit, "process_seconds": time.perf_counter() - started}
 
 
@@ -526,9 +519,9 @@ def machine():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--profile", choices=sorted([*PROFILES, "paper"]), default="quick",
-                   help="Profile; 'paper' is scripts/paper_bench.py, seeds and intervals on the "
-                        "memorising and learning regimes (default: quick).")
+    p.add_argument("--profile", choices=sorted([*PROFILES, "paper", "web"]), default="quick",
+                   help="Profile; 'paper' and 'web' are scripts/paper_bench.py, seeds and intervals ('web': "
+                        "the web preset, every baseline, 5 seeds; scripts/web_bench.py) (default: quick).")
     p.add_argument("--out", default=None, help="Output folder (default: bench/results/<profile>).")
     p.add_argument("--parts", default="accuracy,overhead,history",
                    help="Comma-separated parts to run (default: accuracy,overhead,history).")
@@ -536,10 +529,10 @@ def main(argv=None):
                    help="Comma-separated strategies for the accuracy part; the full-data run always "
                         "runs (default: the profile's).")
     args = p.parse_args(argv)
-    if args.profile == "paper":
+    if args.profile in ("paper", "web"):
         import paper_bench
 
-        return paper_bench.main(os.path.abspath(args.out or os.path.join(REPO, "bench", "results", "paper")))
+        return paper_bench.cli(["--profile", args.profile] + (["--out", args.out] if args.out else []))
     cfg = dict(PROFILES[args.profile])
     if args.strategies:
         chosen = args.strategies.split(",")

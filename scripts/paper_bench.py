@@ -39,6 +39,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, SCRIPTS)
+import bench_data  # noqa: E402
 
 MEMORISING = dict(train=1000, test=500, epochs=40, batch=128, val_every=2)
 AUTO = ["--dissect-warmup-epochs", "auto"]
@@ -83,16 +85,10 @@ def run_name(regime, label, seed):
 
 
 def make_data(root, regime, spec, seed, noise_rate):
-    from open_clip_dissect import synthetic
-
-    out = os.path.join(root, "data", f"{regime}-s{seed}")
-    manifest_path = os.path.join(out, "manifest.json")
-    if os.path.isfile(manifest_path):
-        with open(manifest_path) as f:
-            return json.load(f)
-    return synthetic.make_dataset(out, train_size=spec["train"], val_size=0, seed=seed, noise_rate=noise_rate,
-                                  noise_kind=spec["noise"], shard_size=max(64, spec["train"] // 8),
-                                  test_size=spec["test"], test_captions=5, workers=1, progress=False)
+    # The val split (the retrieval detector's held-out data) leaves train and test byte-identical.
+    arguments = bench_data.data_arguments(train=spec["train"], test=spec["test"], seed=seed, noise_rate=noise_rate,
+                                          noise_kind=spec["noise"], val=spec.get("val", 500))
+    return bench_data.make_data(root, f"{regime}-s{seed}", arguments)
 
 
 def command(cfg, spec, manifest, logs, name, strategy, flags, seed, record):
@@ -104,6 +100,8 @@ def command(cfg, spec, manifest, logs, name, strategy, flags, seed, record):
            "--retrieval-data", manifest["splits"]["test"]["pattern"], "--val-frequency", str(spec["val_every"]),
            "--logs", logs, "--name", name, "--save-frequency", "0", "--log-every-n-steps", "1000",
            "--selection", strategy, *[f.replace("{fixed}", fixed) for f in flags]]
+    if auto_signal(strategy, flags) == "retrieval":  # watches the val split, never the reported test split
+        cmd += ["--val-data", manifest["splits"]["val"]["pattern"]]
     if strategy != "observe":
         cmd += ["--ratio", str(cfg["ratio"])]
     if record:
@@ -132,12 +130,8 @@ def run_one(cfg, root, regime, spec, label, seed):
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     run_dir = os.path.join(logs, name)
-    with open(os.path.join(run_dir, "checkpoints", "results.jsonl")) as f:
-        curve = [json.loads(line) for line in f]
-    with open(os.path.join(run_dir, "selection.jsonl")) as f:
-        epochs = [json.loads(line) for line in f]
-    with open(os.path.join(run_dir, "out.log")) as f:
-        events = [line.split("| INFO | ", 1)[-1].strip() for line in f if "early-learning point detected" in line]
+    curve, epochs, events = bench_data.read_run(run_dir)
+    curve = [r for r in curve if "retrieval_R@sum" in r]
     out = {"regime": regime, "label": label, "seed": seed, "strategy": strategy, "seconds": time.time() - started,
            "auto_signal": auto_signal(strategy, flags),
            "curve": [{"epoch": r["epoch"], "rsum": r["retrieval_R@sum"]} for r in curve],
@@ -369,13 +363,7 @@ def write_report(cfg, root, report, runs, started):
                 f"{', '.join('-' if s is None else str(s) for s in r['switches'])} | "
                 f"{fmt(*r['precision_gain'][:2], digits=3)} |")
         lines.append("")
-    lines += ["Plots: " + ", ".join(sorted(p for p in os.listdir(root) if p.endswith(".png")))]
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(root, "results.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(root, "summary.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    return text
+    return bench_data.save_report(root, lines, report)
 
 
 def plots(cfg, root, runs):
@@ -484,13 +472,47 @@ def main(root, cfg=None, report_only=False):
     return 0
 
 
-if __name__ == "__main__":
+def cli(argv=None):
     import argparse
 
-    p = argparse.ArgumentParser(description="The paper profile of make bench (see the module docstring).")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(SCRIPTS), "bench", "results", "paper"),
-                   help="Output folder (default: bench/results/paper).")
+    repo = os.path.dirname(SCRIPTS)
+    p = argparse.ArgumentParser(description=(
+        "The seeded benchmark profiles of make bench: 'paper' (this module's docstring; its design and "
+        "report are frozen) and 'web' (scripts/web_bench.py: the web preset, every baseline, 5 seeds)."))
+    p.add_argument("--profile", choices=("paper", "web"), default="paper", help="Profile (default: paper).")
+    p.add_argument("--out", default=None,
+                   help="Output folder (default: bench/results/paper; docs/web_bench for --profile web).")
+    p.add_argument("--cache", default=None,
+                   help="web: folder of the cached per-run results (default: <out>/runs, committed under docs/).")
+    p.add_argument("--only", default=None, metavar="REGIME",
+                   help="web: run only this regime, e.g. web-memorising (default: all, in order).")
     p.add_argument("--report-only", action="store_true", default=False,
                    help="Only rebuild the report and plots from the cached runs (default: off).")
-    args = p.parse_args()
-    sys.exit(main(os.path.abspath(args.out), report_only=args.report_only))
+    p.add_argument("--calibrate", action="store_true", default=False,
+                   help="web: the calibration measures of the main regime's full-data run for --seed (trained "
+                        "if not cached; about 10 minutes on 2 cores), printed and written to --json (default: off).")
+    p.add_argument("--seed", type=int, default=0, help="--calibrate: the data and training seed (default: 0).")
+    p.add_argument("--json", default=None, help="--calibrate: write the measures to this file (default: None).")
+    args = p.parse_args(argv)
+    if args.profile == "paper" and (args.calibrate or args.only or args.cache):
+        p.error("--calibrate, --only and --cache belong to --profile web")
+    if args.profile == "paper":
+        return main(os.path.abspath(args.out or os.path.join(repo, "bench", "results", "paper")),
+                    report_only=args.report_only)
+    import web_bench
+
+    out = os.path.abspath(args.out or os.path.join(repo, "docs", "web_bench"))
+    if args.only and args.only not in web_bench.WEB["regimes"]:
+        p.error(f"--only: unknown regime {args.only!r}; choose from {', '.join(web_bench.WEB['regimes'])}")
+    if args.calibrate:
+        measures, table = web_bench.calibrate(web_bench.WEB, os.path.join(repo, "bench", "results", "web"),
+                                              os.path.abspath(args.cache or os.path.join(out, "runs")), args.seed,
+                                              args.json)
+        print(json.dumps(measures, indent=1))
+        return 0
+    return web_bench.main(out, cache=args.cache and os.path.abspath(args.cache), only=args.only,
+                          report_only=args.report_only)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -42,7 +42,7 @@ def test_paper_profile_on_a_tiny_design(tmp_path):
     cfg = dict(paper_bench.PAPER, seeds=(0, 1), parallel=1)
     cfg["methods"] = {**paper_bench.METHODS, "dissect-warmup-auto": ("dissect-warmup", [
         "--dissect-warmup-epochs", "auto", "--dissect-auto-signal", "retrieval", "--dissect-auto-patience", "5"])}
-    cfg["regimes"] = {"memorising-shuffle": dict(train=128, test=16, epochs=2, batch=32, val_every=1, noise="shuffle",
+    cfg["regimes"] = {"memorising-shuffle": dict(train=128, test=16, val=16, epochs=2, batch=32, val_every=1, noise="shuffle",
                                                  methods=("full", "random", "dissect-warmup-auto"))}
     assert paper_bench.main(str(tmp_path), cfg) == 0
     text = (tmp_path / "results.md").read_text()

@@ -69,12 +69,12 @@ def test_layouts_are_read_by_clip_benchmark_as_the_shards_hold_them(bench, no_do
     shards = list(iter_retrieval_data(manifest["splits"]["test"]["pattern"]))
     coco = _samples(build_dataset("mscoco_captions", root=str(root / "sets" / "mscoco_captions"), split="test",
                                   download=False, task="zeroshot_retrieval"))
-    assert [captions for _, captions in coco] == [captions for _, captions in shards]
-    assert all(a.tobytes() == b.tobytes() for (a, _), (b, _) in zip(coco, shards))  # same JPEG bytes
+    assert [captions for _, captions in coco] == [captions for _, captions, _ in shards]
+    assert all(a.tobytes() == b.tobytes() for (a, _), (b, _, _) in zip(coco, shards))  # same JPEG bytes
     flickr = _samples(build_dataset("flickr30k", root=str(root / "sets" / "flickr30k"), split="test",
                                     download=False, task="zeroshot_retrieval"))
     # Flickr rows are CSV: a caption with a comma is quoted, and CLIP_benchmark keeps the quotes.
-    quoted = [[f'"{c}"' if "," in c else c for c in captions] for _, captions in shards]
+    quoted = [[f'"{c}"' if "," in c else c for c in captions] for _, captions, _ in shards]
     assert [captions for _, captions in flickr] == quoted
     # Our checked construction gives CLIP_benchmark's data sets, without its builder.
     for name in ("mscoco_captions", "flickr30k"):
@@ -91,11 +91,11 @@ def test_our_metric_equals_clip_benchmark_on_the_same_model_and_data(bench):
     root, manifest, checkpoint = bench
     model, preprocess, tokenizer = benchmark_eval_model(checkpoint)
     pattern = manifest["splits"]["test"]["pattern"]
-    images, texts, text_image = embed_retrieval_data(model, preprocess, tokenizer, iter_retrieval_data(pattern))
+    images, texts, text_image, _ = embed_retrieval_data(model, preprocess, tokenizer, iter_retrieval_data(pattern))
     assert min_margin(images, texts, text_image) > 1e-6  # no near-tie at any query: the tie rules agree
     ours = evaluate_retrieval(model, preprocess, tokenizer, pattern)
 
-    samples = [(preprocess(image), captions) for image, captions in iter_retrieval_data(pattern)]
+    samples = [(preprocess(image), captions) for image, captions, _ in iter_retrieval_data(pattern)]
     loader = torch.utils.data.DataLoader(samples, batch_size=10, collate_fn=image_captions_collate_fn)
     theirs = zeroshot_retrieval.evaluate(model, loader, tokenizer, "cpu", amp=False, recall_k_list=[1, 5, 10])
     for k in (1, 5, 10):

@@ -39,7 +39,7 @@ def test_bad_selection_values_name_the_flag(argv, flag):
         params.parse_args(argv)
 
 
-def test_the_default_auto_signal_needs_held_out_retrieval(tmp_path):
+def test_the_default_auto_signal_watches_val_data_never_a_reported_split(tmp_path):
     auto = ["--selection", "dissect-warmup", "--dissect-warmup-epochs", "auto"]
     assert params.parse_args([]).dissect_auto_signal == "retrieval"
     with pytest.raises(InputError, match="--dissect-auto-signal: 'retrieval' \\(the default\\).*spread or loss"):
@@ -47,7 +47,12 @@ def test_the_default_auto_signal_needs_held_out_retrieval(tmp_path):
     assert params.parse_args(auto + ["--dissect-auto-signal", "spread"]).dissect_warmup_epochs == "auto"
     held_out = str(tmp_path / "test.tar")
     open(held_out, "wb").close()
-    assert params.parse_args(auto + ["--retrieval-data", held_out]).dissect_auto_signal == "retrieval"
+    # --retrieval-data is reported: the detector must not choose its epoch by looking at it.
+    with pytest.raises(InputError, match="--val-data.*never watches --retrieval-data"):
+        params.parse_args(auto + ["--retrieval-data", held_out])
+    assert params.parse_args(auto + ["--val-data", held_out]).dissect_auto_signal == "retrieval"
+    with pytest.raises(InputError, match="--dissect-auto-signal"):
+        params.parse_args(auto + ["--val-data", held_out, "--val-frequency", "0"])
 
 
 @pytest.mark.parametrize("argv, candidates", [

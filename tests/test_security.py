@@ -140,8 +140,8 @@ def test_every_shard_reader_ignores_pickled_members(sentinel, tiny_data, tmp_pat
     def expand(pattern):
         return upstream_data.expand_urls(pattern)[0]
 
-    clean_test = [(img.tobytes(), caps) for img, caps in retrieval.iter_webdataset(expand(tiny_data.test))]
-    bad_test_items = [(img.tobytes(), caps) for img, caps in retrieval.iter_webdataset(expand(bad_test))]
+    clean_test = [(img.tobytes(), caps) for img, caps, _ in retrieval.iter_webdataset(expand(tiny_data.test))]
+    bad_test_items = [(img.tobytes(), caps) for img, caps, _ in retrieval.iter_webdataset(expand(bad_test))]
     assert bad_test_items == clean_test and len(clean_test) == 32
 
     preprocess = open_clip.image_transform(32, is_train=False)

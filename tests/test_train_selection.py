@@ -201,3 +201,20 @@ def test_observe_trains_exactly_as_full_data(tiny_data, tmp_path):
     a = torch.load(tmp_path / "rn-none" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
     b = torch.load(tmp_path / "rn-observe" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
     assert any("running_mean" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_retrieval_detector_watches_val_data_and_reports_the_test_split_apart(tiny_data, tmp_path):
+    """``auto`` with the default signal reads the R@sum of --val-data (logged, naming the split),
+    while --retrieval-data is only reported; the retrieval split's rare-concept queries get their
+    own R@sum."""
+    _ok(_train(tiny_data, tmp_path, "auto", "--selection", "dissect-warmup", "--dissect-warmup-epochs", "auto",
+               "--dissect-auto-patience", "1", "--ratio", "0.5", "--val-data", tiny_data.val,
+               "--retrieval-data", tiny_data.test, "--val-frequency", "1", epochs=2))
+    with open(tmp_path / "auto" / "out.log") as f:
+        log = f.read()
+    watched = [line for line in log.splitlines() if "early-learning detector: --val-data R@sum" in line]
+    assert len(watched) == 2 and all(tiny_data.val in line for line in watched)
+    results = read_jsonl(tmp_path / "auto" / "checkpoints" / "results.jsonl")
+    reported = [r for r in results if "retrieval_R@sum" in r]
+    assert len(reported) == 2 and all("retrieval_R@sum[rare]" in r for r in reported)
+    assert reported[0]["retrieval_images"] == 32  # the test split, not the 64 val pairs

@@ -28,11 +28,30 @@ def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.Argu
     p.add_argument("--test-captions", type=int, default=5,
                    help="Differently worded captions per test image (default: 5).")
     p.add_argument("--seed", type=int, default=0, help="Seed; same seed, same bytes (default: 0).")
-    p.add_argument("--noise-rate", type=float, default=0.4,
+    p.add_argument("--noise-rate", type=float, default=None,
                    help="Fraction of training pairs with a wrong caption, in [0, 1] (default: 0.4).")
-    p.add_argument("--noise-kind", choices=synthetic.NOISE_KINDS, default="shuffle",
-                   help="shuffle: another sample's caption; partial: one or two wrong attributes "
-                        "(default: shuffle).")
+    p.add_argument("--noise-kind", choices=synthetic.NOISE_KINDS, default=None,
+                   help="shuffle: another sample's caption; partial: one or two wrong attributes; "
+                        "mixed: each noisy pair one of the two (default: shuffle).")
+    web = p.add_argument_group("web-like difficulty (train and val splits; the test split stays balanced)")
+    web.add_argument("--preset", choices=sorted(synthetic.PRESETS), default=None,
+                     help="Named set of the difficulty and noise values; flags given explicitly override "
+                          "it. web: " + ", ".join(f"{k}={v}" for k, v in synthetic.PRESETS["web"].items())
+                          + " (default: None, plain data).")
+    web.add_argument("--concept-zipf", type=float, default=None,
+                     help="Zipf exponent of the concept (colour and shape) frequencies, 0 = uniform (default: 0).")
+    web.add_argument("--partial-caption-rate", type=float, default=None,
+                     help="Fraction of captions naming only some of the shapes or attributes (default: 0).")
+    web.add_argument("--alt-text-rate", type=float, default=None,
+                     help="Fraction of captions in alt-text style, naming one object only (default: 0).")
+    web.add_argument("--hard-image-rate", type=float, default=None,
+                     help="Fraction of images made harder: unmentioned shapes, low contrast, small shapes "
+                          "or a textured background (default: 0).")
+    web.add_argument("--hard-image-kinds", default=None,
+                     help="Comma-separated kinds a hard image draws from, each with probability 1/2: "
+                          + ",".join(synthetic.HARDNESS) + " (default: all of them).")
+    web.add_argument("--pixel-noise", type=float, default=None,
+                     help="Standard deviation of Gaussian pixel noise on every split, 0-255 scale (default: 0).")
     p.add_argument("--shard-size", type=int, default=1000, help="Samples per shard (default: 1000).")
     p.add_argument("--image-size", type=int, default=64, help="Image side in pixels (default: 64).")
     p.add_argument("--image-format", choices=("png", "jpg"), default=None,
@@ -66,16 +85,19 @@ def make_data(argv) -> int:
         print("make-data: --coco-layout/--flickr-layout write JPEG files; the shards must hold the same "
               "images: use --image-format jpg", file=sys.stderr)
         return 2
+    settings = synthetic.resolve_settings(args.preset, **{
+        name: getattr(args, name) for name in synthetic.SETTING_DEFAULTS})
     manifest_path = os.path.join(args.out, "manifest.json")
     if os.path.exists(manifest_path) and not args.force:
         print(f"{manifest_path} exists: the data set is already there (use --force to rewrite it).")
         return 0
     try:
         manifest = synthetic.make_dataset(
-            args.out, args.train_size, args.val_size, args.seed, args.noise_rate, args.noise_kind,
-            args.shard_size, args.image_size, args.image_format, args.csv, args.workers,
-            progress=not args.quiet, test_size=args.test_size, test_captions=args.test_captions,
-            coco_layout=args.coco_layout, flickr_layout=args.flickr_layout)
+            args.out, args.train_size, args.val_size, args.seed, settings.pop("noise_rate"),
+            settings.pop("noise_kind"), args.shard_size, args.image_size, args.image_format, args.csv,
+            args.workers, progress=not args.quiet, test_size=args.test_size, test_captions=args.test_captions,
+            coco_layout=args.coco_layout, flickr_layout=args.flickr_layout,
+            difficulty=synthetic.Difficulty(**settings), preset=args.preset)
     except ValueError as exn:
         print(f"make-data: {exn}", file=sys.stderr)
         return 2

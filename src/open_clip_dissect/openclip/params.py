@@ -257,13 +257,13 @@ def validate_args(args) -> None:
         _check_variable_kept(args, given)
     if strategy is not None and strategy.keeps_all and "--ratio" in given:
         log.warning(f"--selection {args.selection} trains on every candidate: --ratio is ignored")
-    detector = getattr(getattr(strategy, "gate", None), "detector", None)
-    if detector is not None and detector.signal == "retrieval" and not (
-            (args.retrieval_data or args.retrieval_benchmark) and args.val_frequency):
-        raise InputError("--dissect-auto-signal", "'retrieval' (the default) watches the held-out retrieval "
-                                                  "R@sum: it needs --retrieval-data or --retrieval-benchmark (the "
-                                                  "first one listed), evaluated every --val-frequency epochs; "
-                                                  "without held-out data pass --dissect-auto-signal spread or loss")
+    if strategy is not None and strategy.needs_validation_retrieval and not (args.val_data and args.val_frequency):
+        raise InputError("--dissect-auto-signal", "'retrieval' (the default) watches the retrieval R@sum of "
+                                                  "--val-data (a held-out split, e.g. a slice of the training "
+                                                  "shards), evaluated every --val-frequency epochs; it never "
+                                                  "watches --retrieval-data or --retrieval-benchmark, whose "
+                                                  "numbers are reported. Without held-out data pass "
+                                                  "--dissect-auto-signal spread or loss")
     if strategy is not None and strategy.needs_oracle:
         if not args.oracle_model or not args.oracle_checkpoint:
             raise InputError("--selection", f"{args.selection} needs --oracle-model and --oracle-checkpoint")

@@ -15,7 +15,7 @@ loaders never shuffle: positions index the ground truth.
 """
 import logging
 import os
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,8 +28,11 @@ KS = (1, 5, 10)
 
 
 def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
-                      text_image: torch.Tensor, ks: Sequence[int] = KS, chunk: int = 1024) -> Dict[str, float]:
-    """Recall@k both ways in percent; ``text_image[t]`` is the index of caption t's image."""
+                      text_image: torch.Tensor, ks: Sequence[int] = KS, chunk: int = 1024,
+                      image_groups: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, float]:
+    """Recall@k both ways in percent; ``text_image[t]`` is the index of caption t's image.
+    ``image_groups``: name -> boolean mask over the images; each group also gets its metrics as
+    ``IR@1[name]`` ... ``R@sum[name]``, over the queries about its images (the gallery stays whole)."""
     image_features = image_features.float()
     text_features = text_features.float()
     text_image = text_image.long()
@@ -46,6 +49,16 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
         own = text_image[None, :] == torch.arange(start, start + len(sims))[:, None]
         best = torch.where(own, sims, torch.full_like(sims, -float("inf"))).max(1).values
         tr_rank[start:start + chunk] = ((sims >= best[:, None]) & ~own).sum(1)  # other captions >= best own
+    out = recalls(ir_rank, tr_rank, ks)
+    for name, mask in (image_groups or {}).items():
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.any():
+            part = recalls(ir_rank[mask[text_image]], tr_rank[mask], ks)
+            out.update({f"{metric}[{name}]": value for metric, value in part.items()})
+    return out
+
+
+def recalls(ir_rank: torch.Tensor, tr_rank: torch.Tensor, ks: Sequence[int]) -> Dict[str, float]:
     out = {}
     for k in ks:
         out[f"IR@{k}"] = 100.0 * float((ir_rank < k).double().mean())
@@ -71,8 +84,15 @@ def _captions_of(sample) -> List[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def iter_webdataset(urls: Sequence[str]) -> Iterator[Tuple[object, List[str]]]:
-    """(PIL image, captions) per sample, in shard order."""
+def _groups_of(sample) -> List[str]:
+    meta = sample.get("json")
+    groups = meta.get("groups") if isinstance(meta, dict) else None
+    return [str(g) for g in groups] if isinstance(groups, list) else []
+
+
+def iter_webdataset(urls: Sequence[str]) -> Iterator[Tuple[object, List[str], List[str]]]:
+    """(PIL image, captions, groups) per sample, in shard order; groups come from the ``.json``
+    ``groups`` list (e.g. ``rare``), if any."""
     import webdataset as wds
 
     from open_clip_dissect.openclip.data import check_local_shards, decode_or_skip, tarfile_to_samples_nothrow
@@ -87,12 +107,12 @@ def iter_webdataset(urls: Sequence[str]) -> Iterator[Tuple[object, List[str]]]:
             log.warning(f"Retrieval data: skipping {sample.get('__key__')} in {sample.get('__url__')} "
                         f"(needs an image and at least one caption)")
             continue
-        yield sample["image"], captions
+        yield sample["image"], captions, _groups_of(sample)
 
 
 def iter_csv(path: str, img_key: str = "filepath", caption_key: str = "title",
-             sep: str = "\t") -> Iterator[Tuple[object, List[str]]]:
-    """(PIL image, captions) per distinct image path, in order of first appearance."""
+             sep: str = "\t") -> Iterator[Tuple[object, List[str], List[str]]]:
+    """(PIL image, captions, no groups) per distinct image path, in order of first appearance."""
     import pandas as pd
     from PIL import Image
 
@@ -104,7 +124,7 @@ def iter_csv(path: str, img_key: str = "filepath", caption_key: str = "title",
     check_csv_columns(path, frame.columns, sep, img_key, caption_key)
     for image_path, group in frame.groupby(img_key, sort=False):
         with Image.open(image_path) as image:
-            yield image.convert("RGB"), group[caption_key].astype(str).tolist()
+            yield image.convert("RGB"), group[caption_key].astype(str).tolist(), []
 
 
 def iter_retrieval_data(path: str, img_key="filepath", caption_key="title", sep="\t"):
@@ -120,7 +140,9 @@ def iter_retrieval_data(path: str, img_key="filepath", caption_key="title", sep=
 @torch.no_grad()
 def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", batch_size=256,
                          autocast=None, input_dtype=None, source: str = "retrieval data"):
-    """Image and text features (L2-normalised, CPU) and the caption -> image index."""
+    """Image and text features (L2-normalised, CPU), the caption -> image index and the image
+    groups (name -> boolean mask over the images). ``samples`` yields (image, captions) or
+    (image, captions, groups)."""
     from contextlib import suppress
 
     autocast = autocast or suppress
@@ -128,6 +150,7 @@ def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", ba
     was_training = model.training
     model.eval()
     image_features, text_features, text_image, captions, pending = [], [], [], [], []
+    members = {}  # group -> indices of its images
 
     def flush_images():
         if pending:
@@ -137,7 +160,9 @@ def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", ba
             pending.clear()
 
     try:
-        for index, (image, image_captions) in enumerate(samples):
+        for index, (image, image_captions, *groups) in enumerate(samples):
+            for group in (groups[0] if groups else ()):
+                members.setdefault(group, []).append(index)
             pending.append(preprocess(image))
             captions.extend(image_captions)
             text_image.extend([index] * len(image_captions))
@@ -152,14 +177,20 @@ def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", ba
         model.train(was_training)
     if not image_features:
         raise InputError(source, "the retrieval data holds no usable sample (an image with a caption)")
-    return torch.cat(image_features), torch.cat(text_features), torch.as_tensor(np.asarray(text_image))
+    images = torch.cat(image_features)
+    groups = {}
+    for group, indices in sorted(members.items()):
+        groups[group] = torch.zeros(len(images), dtype=torch.bool)
+        groups[group][indices] = True
+    return images, torch.cat(text_features), torch.as_tensor(np.asarray(text_image)), groups
 
 
 def evaluate_retrieval(model, preprocess, tokenizer, path, device="cpu", batch_size=256,
                        autocast=None, input_dtype=None, **csv_kwargs) -> Dict[str, float]:
-    images, texts, text_image = embed_retrieval_data(
+    """R@k both ways and R@sum, also per image group the data tags (``R@sum[rare]``, ...)."""
+    images, texts, text_image, groups = embed_retrieval_data(
         model, preprocess, tokenizer, iter_retrieval_data(path, **csv_kwargs), device, batch_size,
         autocast, input_dtype, source=path)
-    metrics = retrieval_metrics(images, texts, text_image)
+    metrics = retrieval_metrics(images, texts, text_image, image_groups=groups)
     metrics.update({"images": float(len(images)), "captions": float(len(texts))})
     return metrics

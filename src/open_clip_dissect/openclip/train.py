@@ -119,20 +119,19 @@ class TrainingSession:
             optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
         self.train_seconds += time.perf_counter() - started  # records and state files excluded
         completed = epoch + 1
-        # Before the selection's epoch end: a strategy may watch the retrieval score
+        # Before the selection's epoch end: a strategy may watch the validation retrieval score
         # (--dissect-auto-signal retrieval), and the state saved there must include what it saw.
         if args.rank == 0 and args.val_frequency and (completed % args.val_frequency == 0 or completed == args.epochs):
             steps_per_epoch = view.num_batches // args.accum_freq
             if args.retrieval_data:
-                rsum = self._evaluate_retrieval(model, args, completed, steps_per_epoch, tb_writer)
-                if self.selector is not None:
-                    self.selector.set_retrieval(rsum)
+                self._evaluate_retrieval(model, args, completed, steps_per_epoch, tb_writer)
             if args.retrieval_benchmark:
-                for i, (name, metrics) in enumerate(evaluate_benchmarks(
-                        model, self.preprocess_val, self.tokenizer, args).items()):
+                for name, metrics in evaluate_benchmarks(model, self.preprocess_val, self.tokenizer, args).items():
                     self._report_retrieval(name, metrics, args, completed, steps_per_epoch, tb_writer)
-                    if i == 0 and not args.retrieval_data and self.selector is not None:
-                        self.selector.set_retrieval(metrics["R@sum"])  # the first benchmark stands in
+            if self.selector is not None and self.selector.strategy.needs_validation_retrieval:
+                # Only --val-data: a detector that watched a reported split would choose its
+                # switching epoch by looking at the numbers it is judged on.
+                self.selector.set_retrieval(self._watched_retrieval(model, args, completed))
         if args.selection != "none":
             self._end_epoch(args, epoch, view, record, tb_writer)
             kill_if_asked("after-state", epoch, 0, args.rank)  # crash tests only
@@ -148,13 +147,24 @@ class TrainingSession:
         return self.weighted_loss
 
     def _evaluate_retrieval(self, model, args, completed, steps_per_epoch, tb_writer):
-        """Multi-caption retrieval after an epoch (OpenCLIP's ``evaluate`` covers --val-data)."""
+        """Multi-caption retrieval of --retrieval-data after an epoch, reported (never watched)."""
         device = torch.device(args.device)
         metrics = evaluate_retrieval(
             model, self.preprocess_val, self.tokenizer, args.retrieval_data, device, args.batch_size,
             get_autocast(args.precision, device_type=device.type), get_input_dtype(args.precision),
             img_key=args.csv_img_key, caption_key=args.csv_caption_key, sep=args.csv_separator)
         self._report_retrieval("retrieval", metrics, args, completed, steps_per_epoch, tb_writer)
+        return metrics["R@sum"]
+
+    def _watched_retrieval(self, model, args, completed):
+        """R@sum of --val-data (one caption per image suffices), for the early-learning detector."""
+        device = torch.device(args.device)
+        metrics = evaluate_retrieval(
+            model, self.preprocess_val, self.tokenizer, args.val_data, device, args.batch_size,
+            get_autocast(args.precision, device_type=device.type), get_input_dtype(args.precision),
+            img_key=args.csv_img_key, caption_key=args.csv_caption_key, sep=args.csv_separator)
+        log.info(f"early-learning detector: --val-data R@sum {metrics['R@sum']:.2f} after epoch {completed} "
+                 f"({args.val_data}; the detector watches this split only)")
         return metrics["R@sum"]
 
     def _report_retrieval(self, source, metrics, args, completed, steps_per_epoch, tb_writer):

@@ -150,6 +150,7 @@ class Strategy:
     needs_oracle = False
     needs_gradient = False
     needs_history_mean = False  # begin_epoch gets the mean stored score
+    needs_validation_retrieval = False  # end_epoch reads held-out R@sum (Selector.set_retrieval)
     variable_kept = False
     keeps_all = False
 

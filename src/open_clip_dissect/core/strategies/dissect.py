@@ -59,6 +59,10 @@ class WarmupGate:
     def reads_loss(self) -> bool:
         return self.detector is not None and self.detector.signal == "loss"
 
+    @property
+    def reads_retrieval(self) -> bool:
+        return self.detector is not None and self.detector.signal == "retrieval"
+
     def first_selection_epoch(self) -> Optional[int]:
         """The first epoch of ``delta`` selection (None: ``auto`` has not found it yet)."""
         return self.warmup_epochs if self.detector is None else self.detector.switch_epoch
@@ -95,6 +99,7 @@ class _Gated(Strategy):
     def _gate(self, gate: WarmupGate) -> None:
         self.gate = gate
         self.needs_loss = gate.reads_loss  # the loss signal needs the scoring pass's losses
+        self.needs_validation_retrieval = gate.reads_retrieval
 
     def end_epoch(self, epoch, signals):
         return self.gate.end_epoch(epoch, signals)

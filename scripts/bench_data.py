@@ -1,0 +1,62 @@
+"""What the benchmark scripts share: synthetic data sets cached by the generator's arguments, and
+reading a finished run's results.
+
+A data set lives in ``<root>/data/<name>-<digest>/``, the digest taken over every argument of
+``synthetic.make_dataset`` that changes the bytes, so that a changed preset or size can never be
+read from an old cache.
+"""
+import hashlib
+import json
+import os
+
+from open_clip_dissect import synthetic
+
+
+def data_arguments(train, test, seed, noise_rate=0.4, noise_kind="shuffle", val=0, preset=None,
+                   test_captions=5, **difficulty):
+    """The generator's arguments: the preset's values, then ``noise_*`` and ``difficulty`` (not None)."""
+    given = dict(difficulty, noise_rate=noise_rate if preset is None else None,
+                 noise_kind=noise_kind if preset is None else None)
+    settings = synthetic.resolve_settings(preset, **given)
+    return dict(train_size=train, val_size=val, test_size=test, test_captions=test_captions, seed=seed,
+                noise_rate=settings.pop("noise_rate"), noise_kind=settings.pop("noise_kind"),
+                preset=preset, difficulty=settings)
+
+
+def data_digest(arguments):
+    return hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def make_data(root, name, arguments, workers=1):
+    """The data set of ``arguments`` (``data_arguments``), written once and then read from the cache."""
+    out = os.path.join(root, "data", f"{name}-{data_digest(arguments)}")
+    manifest_path = os.path.join(out, "manifest.json")
+    if os.path.isfile(manifest_path):
+        with open(manifest_path) as f:
+            return json.load(f)
+    kwargs = dict(arguments)
+    difficulty = synthetic.Difficulty(**kwargs.pop("difficulty"))
+    return synthetic.make_dataset(out, shard_size=max(64, arguments["train_size"] // 8), workers=workers,
+                                  progress=False, difficulty=difficulty, **kwargs)
+
+
+def read_run(run_dir):
+    """(evaluation records per epoch, selection.jsonl rows, early-learning log lines) of a finished run."""
+    from open_clip_dissect.cli import read_results, read_selection
+
+    events = []
+    with open(os.path.join(run_dir, "out.log")) as f:
+        events = [line.split("| INFO | ", 1)[-1].strip() for line in f if "early-learning point detected" in line]
+    selection_path = os.path.join(run_dir, "selection.jsonl")
+    return read_results(run_dir), read_selection(run_dir) if os.path.isfile(selection_path) else [], events
+
+
+def save_report(folder, lines, summary):
+    """``results.md`` from ``lines`` (a line naming the folder's plots appended) and ``summary.json``."""
+    lines = lines + ["Plots: " + ", ".join(sorted(p for p in os.listdir(folder) if p.endswith(".png")))]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(folder, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return text

@@ -1,0 +1,113 @@
+"""Measures the benchmark reads off a run's ``--selection-record`` files, joined with the
+generator's per-sample records (noise label, caption style, image hardness, rare concept).
+
+- ``calibration``: the two conditions a data preset is tuned against (definitions in
+  docs/benchmarks.md, "The web preset"): the absolute-score AUROC (clean above noisy) at the
+  epoch where the clean-noisy gap peaks, and the AUROC of the rare clean pairs against the noisy
+  ones over the first quarter of the epochs;
+- ``group_table``: per epoch, the mean CLIPScore of each difficulty group and both AUROCs;
+- ``lock_in``: P(kept at a visit | kept at the previous visit) and P(kept | dropped), for clean
+  and noisy pairs, against the unconditional kept rate;
+- ``rare_kept_share``: the share of the rare clean pairs' visits that were kept.
+
+Epochs are 0-based, as the records store them.
+"""
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+
+def auroc(positive, negative):
+    """P(a random positive scores above a random negative), ties counting half; NaN if a side is empty."""
+    positive, negative = np.asarray(positive, dtype=float), np.asarray(negative, dtype=float)
+    if len(positive) == 0 or len(negative) == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([positive, negative]))
+    u = ranks[:len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
+    return float(u / (len(positive) * len(negative)))
+
+
+def sample_table(data_dir):
+    """One row per training sample (indexed by its key): noisy, style, hard, rare."""
+    from open_clip_dissect.synthetic import read_sample_records
+
+    rows = [{"key": r["key"], "noisy": bool(r["noisy"]), "noise_kind": r.get("noise_kind"),
+             "style": r.get("caption_style", "full"), "hard": bool(r.get("hard")),
+             "rare": "rare" in r.get("groups", [])}
+            for r in read_sample_records(os.path.join(data_dir, "train"))]
+    return pd.DataFrame(rows).set_index("key")
+
+
+def load_records(record_dir, samples):
+    """Every epoch's records joined with ``samples`` (the generator's key is the record key's
+    last path component)."""
+    from open_clip_dissect.openclip.record import read_epoch, recorded_epochs
+
+    frames = []
+    for epoch, files in recorded_epochs(record_dir):
+        frame = read_epoch(files, ["key", "curr", "delta", "kept"])
+        frame["epoch"] = epoch
+        frames.append(frame)
+    records = pd.concat(frames, ignore_index=True)
+    records["sample"] = records["key"].str.rsplit("/", n=1).str[-1]
+    return records.join(samples, on="sample")
+
+
+def group_table(records):
+    """Per epoch: mean CLIPScore per group, the gap, and the two AUROCs."""
+    rows = []
+    for epoch, frame in records.groupby("epoch", sort=True):
+        clean, noisy = frame[~frame["noisy"]], frame[frame["noisy"]]
+        row = {"epoch": int(epoch), "gap": float(clean["curr"].mean() - noisy["curr"].mean()),
+               "auroc": auroc(clean["curr"], noisy["curr"]),
+               "rare_auroc": auroc(clean.loc[clean["rare"], "curr"], noisy["curr"]),
+               "clean": float(clean["curr"].mean()), "noisy": float(noisy["curr"].mean()),
+               "rare_clean": float(clean.loc[clean["rare"], "curr"].mean())}
+        for style in ("full", "partial", "alt"):
+            row[f"clean_{style}"] = float(clean.loc[clean["style"] == style, "curr"].mean())
+        row["clean_hard"] = float(clean.loc[clean["hard"], "curr"].mean())
+        for kind in ("shuffle", "partial"):
+            row[f"noisy_{kind}"] = float(noisy.loc[noisy["noise_kind"] == kind, "curr"].mean())
+        rows.append(row)
+    return rows
+
+
+def calibration(records):
+    """The preset's two calibration measures (see the module docstring) and the per-epoch table."""
+    table = group_table(records)
+    peak = max(table, key=lambda r: r["gap"])
+    quarter = max(1, math.ceil(len(table) / 4))
+    first = [r["rare_auroc"] for r in table[:quarter]]
+    return {"auroc_at_gap_peak": peak["auroc"], "gap_peak_epoch": peak["epoch"],
+            "rare_clean_auroc_first_quarter": float(np.nanmean(first)), "epochs": len(table),
+            "quarter_epochs": quarter, "table": table}
+
+
+def lock_in(records, since_epoch=0):
+    """Does a pair's last decision predict the next one? Over consecutive visits of the same pair
+    (both at or after ``since_epoch``): P(kept | kept last visit) and P(kept | dropped last visit),
+    per clean and noisy pairs, and the unconditional kept rate over those visits."""
+    frame = records[records["epoch"] >= since_epoch].sort_values(["sample", "epoch"])
+    # One visit a pair and epoch (an epoch may repeat a few samples to fill its last batch).
+    frame = frame.drop_duplicates(["sample", "epoch"], keep="first")
+    previous = frame.groupby("sample")["kept"].shift(1)
+    pairs = frame[previous.notna()].assign(previous=previous[previous.notna()].astype(bool))
+    out = {"visits": int(len(pairs)), "kept_rate": float(pairs["kept"].mean()) if len(pairs) else None}
+    for name, part in (("clean", pairs[~pairs["noisy"]]), ("noisy", pairs[pairs["noisy"]])):
+        after_kept, after_dropped = part[part["previous"]], part[~part["previous"]]
+        out[name] = {"kept_rate": float(part["kept"].mean()) if len(part) else None,
+                     "kept_after_kept": float(after_kept["kept"].mean()) if len(after_kept) else None,
+                     "kept_after_dropped": float(after_dropped["kept"].mean()) if len(after_dropped) else None}
+    return out
+
+
+def rare_kept_share(records, since_epoch=0):
+    """Kept visits over all visits of the rare clean pairs, and of all clean pairs, from ``since_epoch`` on."""
+    frame = records[(records["epoch"] >= since_epoch) & ~records["noisy"]]
+    rare = frame[frame["rare"]]
+    return {"rare_clean": float(rare["kept"].mean()) if len(rare) else None,
+            "clean": float(frame["kept"].mean()) if len(frame) else None}

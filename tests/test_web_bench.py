@@ -1,0 +1,118 @@
+"""The web profile and the measures it reads off the records: calibration, lock-in, rare share."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import bench_data  # noqa: E402
+import record_measures as rm  # noqa: E402
+
+
+def test_auroc_counts_ties_half():
+    assert rm.auroc([3, 4], [1, 2]) == 1.0 and rm.auroc([1, 2], [3, 4]) == 0.0
+    assert rm.auroc([1, 1], [1, 1]) == 0.5 and rm.auroc([2, 0], [1]) == 0.5
+    assert np.isnan(rm.auroc([], [1]))
+
+
+def _records(rows):
+    frame = pd.DataFrame(rows, columns=["sample", "epoch", "curr", "kept", "noisy", "rare", "style", "hard",
+                                        "noise_kind"])
+    return frame
+
+
+def test_calibration_reads_the_gap_peak_and_the_rare_pairs_of_the_first_quarter():
+    rng = np.random.default_rng(0)
+    rows = []
+    for epoch in range(8):
+        lead = 10 - abs(epoch - 5) * 2  # clean lead peaks at epoch 5
+        for i in range(200):
+            noisy, rare = i < 80, 80 <= i < 100
+            curr = rng.normal(20 + (0 if noisy else lead) - (lead if rare and epoch < 2 else 0), 3)
+            rows.append((i, epoch, curr, True, noisy, rare, "alt", False, "shuffle" if noisy else None))
+    measures = rm.calibration(_records(rows))
+    assert measures["gap_peak_epoch"] == 5 and measures["epochs"] == 8 and measures["quarter_epochs"] == 2
+    assert measures["auroc_at_gap_peak"] > 0.95
+    assert 0.35 < measures["rare_clean_auroc_first_quarter"] < 0.65  # rare clean pairs hide among the noisy
+    assert [row["epoch"] for row in measures["table"]] == list(range(8))
+
+
+def test_lock_in_compares_the_decision_after_kept_and_after_dropped():
+    rows = []
+    for i in range(100):  # clean pairs keep their first decision forever; noisy ones alternate
+        noisy = i >= 50
+        for epoch in range(4):
+            kept = (epoch + i) % 2 == 0 if noisy else i % 2 == 0
+            rows.append((i, epoch, 0.0, kept, noisy, False, "full", False, None))
+    rows.append((0, 3, 0.0, True, False, False, "full", False, None))  # a repeat in an epoch is one visit
+    out = rm.lock_in(_records(rows), since_epoch=1)
+    assert out["visits"] == 100 * 2
+    assert out["clean"]["kept_after_kept"] == 1.0 and out["clean"]["kept_after_dropped"] == 0.0
+    assert out["noisy"]["kept_after_kept"] == 0.0 and out["noisy"]["kept_after_dropped"] == 1.0
+    assert out["clean"]["kept_rate"] == 0.5
+    share = rm.rare_kept_share(_records([(0, 1, 0.0, True, False, True, "alt", False, None),
+                                         (1, 1, 0.0, False, False, True, "alt", False, None),
+                                         (2, 1, 0.0, True, False, False, "alt", False, None),
+                                         (3, 0, 0.0, False, False, True, "alt", False, None)]), since_epoch=1)
+    assert share == {"rare_clean": 0.5, "clean": pytest.approx(2 / 3)}
+
+
+def test_data_cache_is_keyed_by_the_generator_arguments(tmp_path):
+    a = bench_data.data_arguments(train=40, test=8, seed=0, val=4)
+    b = bench_data.data_arguments(train=40, test=8, seed=0, val=4, noise_rate=0.2)
+    c = bench_data.data_arguments(train=40, test=8, seed=0, val=4, preset="web")
+    assert len({bench_data.data_digest(x) for x in (a, b, c)}) == 3
+    first = bench_data.make_data(str(tmp_path), "x", a)
+    again = bench_data.make_data(str(tmp_path), "x", a)
+    other = bench_data.make_data(str(tmp_path), "x", b)
+    assert first == again and first["splits"]["train"]["pattern"] != other["splits"]["train"]["pattern"]
+    assert c["difficulty"]["alt_text_rate"] == 0.6 and c["noise_kind"] == "mixed"
+
+
+def test_web_profile_on_a_tiny_design(tmp_path):
+    """The web profile's whole path (preset data per seed, runs at two ratios, records summarised
+    into the cache, paired statistics against random and the best baseline, calibration table,
+    plots) on a design small enough for the test suite; the calibration command writes its JSON."""
+    import web_bench
+
+    regime = dict(data=dict(preset="web", train=96, val=16, test=16), batch=32, epochs=2, val_every=1,
+                  ratios=(0.5,), seeds=(0, 1), main=True,
+                  methods=("full", "random", "small-loss", "infobatch", "dissect-warmup-auto"))
+    cfg = dict(web_bench.WEB, regimes={"web-memorising": regime}, parallel=1)
+    out, cache, root = tmp_path / "out", tmp_path / "cache", tmp_path / "root"
+    assert web_bench.main(str(out), cache=str(cache), root=str(root), cfg=cfg) == 0
+    text = (out / "results.md").read_text()
+    assert "## web-memorising" in text and "### r = 0.5" in text and "Full data (2 seeds)" in text
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()
+            if line.startswith("| ") and " | 2 | " in line}
+    assert set(rows) >= {"full", "random", "small-loss", "infobatch", "dissect-warmup-auto"}
+    assert rows["random"][3] == "-"  # no difference of random to itself
+    runs = sorted(os.listdir(cache))
+    assert len(runs) == 10 and not os.listdir(root / "logs") and not os.listdir(root / "records")
+    run = json.loads((cache / "web-memorising-dissect-warmup-auto-r0.5-s0.json").read_text())
+    assert run["lock_in"]["visits"] > 0 and run["rare_share"]["clean"] is not None
+    assert all("rsum_rare" in p for p in run["curve"])
+    full = json.loads((cache / "web-memorising-full-s1.json").read_text())
+    assert set(full["calibration"]) >= {"auroc_at_gap_peak", "gap_peak_epoch", "rare_clean_auroc_first_quarter"}
+    assert (out / "calibration.md").read_text().count("| 1 |") >= 1
+    for name in ("rsum_vs_trained_web-memorising.png", "calibration.png", "summary.json"):
+        assert os.path.getsize(out / name) > 0, name
+    measures, table = web_bench.calibrate(cfg, str(root), str(cache), seed=0, json_path=str(tmp_path / "c.json"))
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["epochs"] == 2 and saved["gap_peak_epoch"] in (0, 1) and saved == json.loads(json.dumps(measures))
+    assert web_bench.main(str(out), cache=str(cache), root=str(root), cfg=cfg, report_only=True) == 0
+
+
+def test_calibrate_command_line_refuses_what_it_cannot_do():
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "paper_bench.py"), "--calibrate"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "--profile web" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "paper_bench.py"), "--profile", "web",
+                             "--only", "nowhere"], capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown regime 'nowhere'" in result.stderr
