@@ -5,7 +5,7 @@ The design below was written before any selection method ran on the ``web`` pres
 changed to favour a method (a new design is a new profile).
 
 - Data: ``make-data --preset web`` (long-tailed concepts, partial and alt-text captions, hard
-  images, 40% noisy pairs of both kinds), calibrated on the full-data runs of the main regime
+  images, 40% shuffled captions), calibrated on the full-data runs of the main regime
   only (``--calibrate``; docs/web_bench/calibration.md). Each seed draws its own data set and
   initialisation; every method sees the same data per seed, so differences are paired.
 - Regimes:

@@ -125,7 +125,8 @@ def test_web_preset_draws_what_it_says(tmp_path):
     assert abs(styles["alt"] / 3000 - 0.6) < 0.04 and abs(styles["partial"] / 3000 - 0.2) < 0.04
     assert abs(manifest["splits"]["train"]["hard_images"] / 3000 - 0.5) < 0.04
     kinds = {r["noise_kind"] for r in train if r["noisy"]}
-    assert kinds == {"shuffle", "partial"}
+    assert kinds == {"shuffle", "partial"}  # mixed noise
+    assert {kind for r in train for kind in r["hard"]} == {"distractors", "texture"}  # the preset's kinds
     # Noise labels are true: a clean caption describes the image, a noisy one does not.
     for r in train[:600]:
         spec = _spec_of(r)

@@ -72,7 +72,7 @@ def test_data_cache_is_keyed_by_the_generator_arguments(tmp_path):
     again = bench_data.make_data(str(tmp_path), "x", a)
     other = bench_data.make_data(str(tmp_path), "x", b)
     assert first == again and first["splits"]["train"]["pattern"] != other["splits"]["train"]["pattern"]
-    assert c["difficulty"]["alt_text_rate"] == 0.6 and c["noise_kind"] == "mixed"
+    assert c["difficulty"]["alt_text_rate"] == 0.6 and c["noise_kind"] == "shuffle"
 
 
 def test_web_profile_on_a_tiny_design(tmp_path):

@@ -166,7 +166,8 @@ class Difficulty:
 # values were tuned only against the two calibration conditions, never against a selection result.
 PRESETS: Dict[str, dict] = {
     "web": dict(concept_zipf=1.2, partial_caption_rate=0.2, alt_text_rate=0.6, hard_image_rate=0.5,
-                pixel_noise=25.0, noise_rate=0.4, noise_kind="mixed"),
+                hard_image_kinds=("distractors", "texture"), pixel_noise=25.0, noise_rate=0.4,
+                noise_kind="shuffle"),
 }
 
 
