@@ -392,7 +392,7 @@ def write_report(cfg, out, report, runs):
                     f"{ci(r['vs_best'], r['verdict_best'])} | "
                     f"{ci(r['vs_full'], verdict(r['vs_full'], f['final'][0], cfg['equivalence']))} | "
                     f"{fmt(*r['rare'])} | {fmt(*r['rare_share'], digits=3)} | {fmt(*r['clean_share'], digits=3)} | "
-                    f"{r['trained'] / 1000:.0f} | {r['scored'] / 1000:.0f} | "
+                    f"{r['trained'] / 1000:.1f} | {r['scored'] / 1000:.1f} | "
                     f"{', '.join('-' if s is None else str(s) for s in r['switches'])} |")
             lines.append("")
             locked = [r for r in table["rows"] if r["lock_in"]]
@@ -465,8 +465,11 @@ def calibration_plot(fulls, out, regime, plt, np):
                        ("clean_alt", "clean, alt-text caption"), ("clean_hard", "clean, hard image"),
                        ("rare_clean", "clean, rare concept"), ("noisy_shuffle", "noisy, shuffled"),
                        ("noisy_partial", "noisy, wrong attribute")):
-        ys = np.array([[t[key] for t in r["calibration"]["table"]] for r in fulls])
-        axes[1].plot(epochs, np.nanmean(ys, 0), label=label, ls="--" if key.startswith("noisy") else "-")
+        ys = np.array([[t[key] for t in r["calibration"]["table"]] for r in fulls], dtype=float)
+        if np.isnan(ys).all():  # a group the data does not have (e.g. no wrong-attribute noise)
+            continue
+        with np.errstate(invalid="ignore"):
+            axes[1].plot(epochs, np.nanmean(ys, 0), label=label, ls="--" if key.startswith("noisy") else "-")
     axes[1].set(title="mean CLIPScore per group (mean over seeds)", xlabel="epoch (0-based)",
                 ylabel="CLIPScore (100 x cosine)")
     axes[1].legend(fontsize=7)
