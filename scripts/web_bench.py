@@ -31,7 +31,8 @@ changed to favour a method (a new design is a new profile).
 - Precision target: in the main regime, the seed-to-seed sd of full data's final R@sum at most 3%
   of its mean (stated in the report whether met or not).
 
-Runs use one thread each, two at a time, and are cached in ``docs/web_bench/runs/`` (committed,
+Order: per regime, full data on every seed, then seed by seed every method and ratio. Runs use
+one thread each, two at a time, and are cached in ``docs/web_bench/runs/`` (committed,
 so that the profile resumes across sessions); data and logs live in ``bench/results/web/``.
 """
 import json
@@ -87,15 +88,18 @@ def run_name(regime, label, ratio, seed):
 
 
 def jobs(cfg, only=None):
-    """Every (regime, label, ratio, seed) of the profile in the order they run: regime by regime,
-    method by method (full data first: it calibrates), ratio, seed."""
+    """Every (regime, label, ratio, seed) of the profile in the order they run: regime by regime;
+    in each, full data on every seed first (it calibrates and sets the precision), then seed by
+    seed every method and ratio (a partial profile holds complete paired comparisons)."""
     out = []
     for regime, spec in cfg["regimes"].items():
         if only and regime != only:
             continue
-        for label in spec["methods"]:
-            for ratio in (spec["ratios"] if METHODS[label][2] else (None,)):
-                out += [(regime, label, ratio, seed) for seed in spec["seeds"]]
+        out += [(regime, "full", None, seed) for seed in spec["seeds"] if "full" in spec["methods"]]
+        for seed in spec["seeds"]:
+            for label in spec["methods"]:
+                if label != "full":
+                    out += [(regime, label, ratio, seed) for ratio in (spec["ratios"] if METHODS[label][2] else (None,))]
     return out
 
 
