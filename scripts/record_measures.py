@@ -2,7 +2,7 @@
 generator's per-sample records (noise label, caption style, image hardness, rare concept).
 
 - ``calibration``: the two conditions a data preset is tuned against (definitions in
-  docs/benchmarks.md, "The web preset"): the absolute-score AUROC (clean above noisy) at the
+  docs/web-preset.md): the absolute-score AUROC (clean above noisy) at the
   epoch where the clean-noisy gap peaks, and the AUROC of the rare clean pairs against the noisy
   ones over the first quarter of the epochs;
 - ``group_table``: per epoch, the mean CLIPScore of each difficulty group and both AUROCs;

@@ -162,7 +162,7 @@ class Difficulty:
         return self == Difficulty()
 
 
-# ``make-data --preset web``: frozen after calibration (docs/benchmarks.md, "The web preset"); the
+# ``make-data --preset web``: frozen after calibration (docs/web-preset.md); the
 # values were tuned only against the two calibration conditions, never against a selection result.
 PRESETS: Dict[str, dict] = {
     "web": dict(concept_zipf=1.2, partial_caption_rate=0.2, alt_text_rate=0.6, hard_image_rate=0.5,
