@@ -81,7 +81,7 @@ def test_web_profile_on_a_tiny_design(tmp_path):
     plots) on a design small enough for the test suite; the calibration command writes its JSON."""
     import web_bench
 
-    regime = dict(data=dict(preset="web", train=96, val=16, test=16), batch=32, epochs=3, val_every=1,
+    regime = dict(data=dict(preset="web", train=96, val=16, test=16), batch=32, epochs=3, val_every=1, warmup=2,
                   ratios=(0.5,), seeds=(0, 1), main=True,
                   methods=("full", "random", "small-loss", "infobatch", "dissect-warmup-auto"))
     cfg = dict(web_bench.WEB, regimes={"web-memorising": regime}, parallel=1)
