@@ -429,26 +429,33 @@ def plots(cfg, out, runs):
         regime_runs = [r for r in runs if r["regime"] == regime]
         if not regime_runs:
             continue
-        fig, axes = plt.subplots(1, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 5), squeeze=False)
-        for ax, ratio in zip(axes[0], spec["ratios"]):
+        fig, axes = plt.subplots(2, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 9.5), squeeze=False)
+        for column, ratio in enumerate(spec["ratios"]):
             for label in spec["methods"]:
                 cells = [r for r in regime_runs if r["label"] == label and r["ratio"] == (ratio if METHODS[label][2] else None)]
                 if not cells:
                     continue
-                # x: samples back-propagated up to each evaluation (epochs completed = the curve's epoch)
-                xs = np.array([[sum(e["kept"] for e in c["epochs"][:p["epoch"]]) for p in c["curve"]] for c in cells],
-                              dtype=float).mean(0) / 1000
+                # x at each evaluation (the curve's epoch counts completed epochs): samples
+                # back-propagated, and forward passes (training + the scoring pass a method needs).
+                trained_x = np.array([[sum(e["kept"] for e in c["epochs"][:p["epoch"]]) for p in c["curve"]]
+                                      for c in cells], dtype=float).mean(0) / 1000
+                scored_x = np.array([[0 if label in SCORING_FREE else sum(e["candidates"] for e in c["epochs"][:p["epoch"]])
+                                      for p in c["curve"]] for c in cells], dtype=float).mean(0) / 1000
                 ys = np.array([[p["rsum"] for p in c["curve"]] for c in cells], dtype=float)
                 m = ys.mean(0)
-                ax.plot(xs, m, color=palette[label], label=label, lw=1.4, ls="--" if label.startswith("dissect") else "-")
-                if len(cells) > 1:
-                    sd = ys.std(0, ddof=1)
-                    ax.fill_between(xs, m - sd, m + sd, color=palette[label], alpha=0.12)
-            ax.set(title=f"{regime}, r = {ratio}: test R@sum (mean ± sd over seeds)",
-                   xlabel="samples back-propagated (thousands)", ylabel="R@sum (%, sum of four recalls)")
-            ax.legend(fontsize=7)
+                for row, xs in ((0, trained_x), (1, trained_x + scored_x)):
+                    ax = axes[row][column]
+                    ax.plot(xs, m, color=palette[label], label=label, lw=1.4, ls="--" if label.startswith("dissect") else "-")
+                    if len(cells) > 1:
+                        sd = ys.std(0, ddof=1)
+                        ax.fill_between(xs, m - sd, m + sd, color=palette[label], alpha=0.12)
+            for row, xlabel in ((0, "samples back-propagated (thousands)"),
+                                (1, "forward passes: training + scoring (thousands)")):
+                axes[row][column].set(title=f"{regime}, r = {ratio}: test R@sum (mean ± sd over seeds)",
+                                      xlabel=xlabel, ylabel="R@sum (%, sum of four recalls)")
+                axes[row][column].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(os.path.join(out, f"rsum_vs_trained_{regime}.png"), dpi=90)
+        fig.savefig(os.path.join(out, f"rsum_vs_cost_{regime}.png"), dpi=90)
         plt.close(fig)
         fulls = [r for r in regime_runs if r["label"] == "full" and r.get("calibration")]
         if fulls and spec.get("main"):

@@ -101,7 +101,7 @@ def test_web_profile_on_a_tiny_design(tmp_path):
     full = json.loads((cache / "web-memorising-full-s1.json").read_text())
     assert set(full["calibration"]) >= {"auroc_at_gap_peak", "gap_peak_epoch", "rare_clean_auroc_first_quarter"}
     assert (out / "calibration.md").read_text().count("| 1 |") >= 1
-    for name in ("rsum_vs_trained_web-memorising.png", "calibration.png", "summary.json"):
+    for name in ("rsum_vs_cost_web-memorising.png", "calibration.png", "summary.json"):
         assert os.path.getsize(out / name) > 0, name
     measures, table = web_bench.calibrate(cfg, str(root), str(cache), seed=0, json_path=str(tmp_path / "c.json"))
     saved = json.loads((tmp_path / "c.json").read_text())
