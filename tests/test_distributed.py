@@ -92,8 +92,9 @@ def test_rebalance_deals_k_samples_to_every_rank(tmp_path):
 
     mp.spawn(_rebalance_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    # rank 0 kept its candidates 0, 2, 3; rank 1 kept 5 -> global order [0, 2, 3, 5], 2 each
-    assert got[0].tolist() == [0, 2] and got[1].tolist() == [3, 5]
+    # rank 0 kept its candidates 0, 2, 3; rank 1 kept 5: rank 0 trains on 0, 2 and sends only
+    # its surplus 3 to rank 1, which lacks one
+    assert got[0].tolist() == [0, 2] and got[1].tolist() == [5, 3]
 
 
 def _rebalance_worker(rank, world, init_file, out_dir):

@@ -85,3 +85,28 @@ def test_cuda_store_matches_cpu_store():
         store.update(hash_keys(keys[300:]), torch.arange(700.0), epoch=1)
     assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu.get(hash_keys(keys), with_visits=True),
                                                                 gpu.get(hash_keys(keys), with_visits=True)))
+
+
+def test_repeated_and_neighbouring_keys_in_a_batch_match_a_dict():
+    """Batches that repeat keys (first row wins) next to keys that sort beside them: the update
+    writes every position once, whatever order the rows are applied in."""
+    rng = random.Random(2)
+    store, ref = HistoryStore(), DictHistory()
+    universe = [f"k{i:04d}" for i in range(300)]
+    for step in range(60):
+        keys = [rng.choice(universe) for _ in range(48)]  # repeats within the batch
+        scores = [rng.uniform(0, 100) for _ in keys]
+        mask = [rng.random() < 0.7 for _ in keys]
+        store.update(hash_keys(keys), torch.tensor(scores), step // 7, torch.tensor(mask), batch_size=48)
+        first = {}
+        for j, key in enumerate(keys):
+            first.setdefault(key, j)
+        rows = sorted(first.values())
+        ref.update([keys[j] for j in rows], [scores[j] for j in rows], step // 7, [mask[j] for j in rows])
+    hashes = hash_keys(universe)
+    seen, score, epoch, visits = store.get(hashes, with_visits=True)
+    for j, key in enumerate(universe):
+        assert bool(seen[j]) == (key in ref.d)
+        if key in ref.d:
+            assert score[j].item() == pytest.approx(ref.d[key][0], rel=1e-6)
+            assert (int(epoch[j]), int(visits[j])) == ref.d[key][1:]

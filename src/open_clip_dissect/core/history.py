@@ -22,6 +22,8 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 
+from open_clip_dissect.core.devices import to_device
+
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _INT16_MAX = torch.iinfo(torch.int16).max
@@ -46,17 +48,19 @@ def hash_keys(keys: Sequence[str]) -> torch.Tensor:
 
 
 def _merge_sorted(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Merge two runs sorted by disjoint ``hash`` in linear time (scatter by rank)."""
+    """Merge two runs sorted by disjoint ``hash`` in linear time (scatter by rank); no host sync."""
     n, m = len(a["hash"]), len(b["hash"])
     device = a["hash"].device
-    pos_b = torch.searchsorted(a["hash"], b["hash"]) + torch.arange(m, device=device)
-    from_a = torch.ones(n + m, dtype=torch.bool, device=device)
-    from_a[pos_b] = False
+    gap = torch.searchsorted(a["hash"], b["hash"])  # b[j] goes just before a[gap[j]]
+    before = torch.zeros(n + 1, dtype=torch.int64, device=device)
+    before.index_add_(0, gap, torch.ones(m, dtype=torch.int64, device=device))
+    pos_a = torch.arange(n, device=device) + torch.cumsum(before, 0)[:n]
+    pos_b = gap + torch.arange(m, device=device)
     out = {}
     for name in FIELDS:
         merged = torch.empty(n + m, dtype=a[name].dtype, device=device)
+        merged[pos_a] = a[name]
         merged[pos_b] = b[name]
-        merged[from_a] = a[name]
         out[name] = merged
     return out
 
@@ -85,59 +89,90 @@ class HistoryStore:
 
     @staticmethod
     def _find(run, hashes):
+        """For each hash: found in the (non-empty) run, and its position there (else a neighbour's)."""
         pos = torch.searchsorted(run["hash"], hashes)
-        clamped = pos.clamp_max(max(len(run["hash"]) - 1, 0))
-        found = (pos < len(run["hash"])) & (run["hash"][clamped] == hashes) if len(run["hash"]) else \
-            torch.zeros_like(hashes, dtype=torch.bool)
-        return found, clamped
+        clamped = pos.clamp_max(len(run["hash"]) - 1)
+        return (pos < len(run["hash"])) & (run["hash"][clamped] == hashes), clamped
+
+    def _runs(self):
+        return [run for run in (self.main, self.fresh) if len(run["hash"])]
 
     def get(self, hashes: torch.Tensor, with_visits: bool = False):
         """``(seen, score)`` for each hash, zeros where the key is unknown; with ``with_visits``
-        also the last-seen epoch and the visit count: ``(seen, score, epoch, visits)``."""
-        hashes = hashes.to(self.device)
+        also the last-seen epoch and the visit count: ``(seen, score, epoch, visits)``. No host
+        sync (a CUDA store answers on the GPU)."""
+        hashes = to_device(hashes, self.device)
         seen = torch.zeros(len(hashes), dtype=torch.bool, device=self.device)
         out = {name: torch.zeros(len(hashes), dtype=self.main[name].dtype, device=self.device)
                for name in (("score", "epoch", "visits") if with_visits else ("score",))}
-        for run in (self.main, self.fresh):
+        for run in self._runs():
             found, idx = self._find(run, hashes)
             seen |= found
             for name, values in out.items():
-                values[found] = run[name][idx[found]]
+                out[name] = torch.where(found, run[name][idx], values)
         return (seen, *out.values())
 
     def update(self, hashes: torch.Tensor, score: torch.Tensor, epoch: int,
-               score_mask: torch.Tensor = None, batch_size: int = None) -> None:
+               score_mask: torch.Tensor = None, batch_size: int = None, header: torch.Tensor = None,
+               check=None):
         """Record a visit of each key at ``epoch``; write ``score`` where ``score_mask`` (all if
         None). Unknown keys are inserted (score 0 where masked out). A key repeated within the
-        batch keeps its first row."""
-        hashes = hashes.to(self.device)
-        score = score.to(self.device, torch.float32)
-        mask = torch.ones_like(hashes, dtype=torch.bool) if score_mask is None else score_mask.to(self.device)
-        uniq, inverse = torch.unique(hashes, return_inverse=True)
-        first = torch.full((len(uniq),), len(hashes), device=self.device, dtype=torch.int64)
-        first.scatter_reduce_(0, inverse, torch.arange(len(hashes), device=self.device), "amin")
-        hashes, score, mask = uniq, score[first], mask[first]
+        batch keeps its first row.
 
-        known = torch.zeros(len(hashes), dtype=torch.bool, device=self.device)
-        for run in (self.main, self.fresh):
+        ``header``/``check``: the surface of ``dist.ShardedHistoryStore``, where a few numbers of
+        every rank travel with the update; here the one process's ``header[None]`` is passed to
+        ``check`` (which may raise) before anything is written, and returned. ``score`` None:
+        nothing is written.
+
+        One host sync on a CUDA store (how many keys are new); none on the GPU for a CPU store.
+        """
+        headers = None if header is None else header[None]
+        if check is not None:
+            check(headers)
+        if score is None:
+            return headers
+        hashes = to_device(hashes, self.device)
+        score = to_device(score, self.device).float()
+        n = len(hashes)
+        mask = torch.ones(n, dtype=torch.bool, device=self.device) if score_mask is None else \
+            to_device(score_mask, self.device)
+        # Sorted view of the batch; each key's first row (the stable sort keeps rows in batch order).
+        order = torch.argsort(hashes, stable=True)
+        ordered = hashes[order]
+        starts = torch.ones(n, dtype=torch.bool, device=self.device)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        positions = torch.arange(n, device=self.device)
+        first = order[torch.cummax(torch.where(starts, positions, 0), 0).values]  # [n] sorted -> first row
+
+        known = torch.zeros(n, dtype=torch.bool, device=self.device)
+        for run in self._runs():
             found, idx = self._find(run, hashes)
             known |= found
-            rows = idx[found]
-            run["score"][rows] = torch.where(mask[found], score[found], run["score"][rows])
-            run["epoch"][rows] = epoch
-            run["visits"][rows] = (run["visits"][rows] + 1).clamp_max(_INT16_MAX)
+            # Every row writes the position it found (or a neighbour's): the value that position
+            # takes from this batch, the same for every row writing it (no write order matters).
+            key = run["hash"][idx]
+            at = torch.searchsorted(ordered, key).clamp_max(n - 1)
+            visited = ordered[at] == key
+            row = first[at]
+            old_score, old_epoch, old_visits = run["score"][idx], run["epoch"][idx], run["visits"][idx]
+            run["score"][idx] = torch.where(visited & mask[row], score[row], old_score)
+            run["epoch"][idx] = torch.where(visited, torch.full_like(old_epoch, epoch), old_epoch)
+            run["visits"][idx] = torch.where(visited, (old_visits + 1).clamp_max(_INT16_MAX), old_visits)
 
-        new = ~known
-        if new.any():
-            count = int(new.sum())
-            added = {"hash": hashes[new],  # already sorted: torch.unique sorts
-                     "score": torch.where(mask[new], score[new], torch.zeros_like(score[new])),
+        new = starts & ~known[order]  # sorted positions of the first rows of unknown keys
+        count = int(new.sum()) if n else 0  # the one host sync of a CUDA store
+        if count:
+            at = torch.argsort((~new).to(torch.uint8), stable=True)[:count]  # no nonzero(): no sync
+            row = first[at]
+            added = {"hash": ordered[at],  # sorted
+                     "score": torch.where(mask[row], score[row], torch.zeros_like(score[row])),
                      "epoch": torch.full((count,), epoch, dtype=torch.int16, device=self.device),
                      "visits": torch.ones(count, dtype=torch.int16, device=self.device)}
             self.fresh = _merge_sorted(self.fresh, added)
-            limit = math.sqrt(2.0 * max(len(self), 1) * max(batch_size or len(hashes), 1))
+            limit = math.sqrt(2.0 * max(len(self), 1) * max(batch_size or n, 1))
             if len(self.fresh["hash"]) > limit:
                 self.compact()
+        return headers
 
     def score_total(self):
         """``(sum of the stored scores, number of keys)``, the sum in float64."""

@@ -6,18 +6,21 @@
 
 ``step`` measures what the strategy reads (CLIPScore, per-sample losses, gradients, the oracle's
 scores), reads and writes the history exactly where the strategy says (``Decision.store_mask``),
-rejects NaN scores naming the sample, and crosses epoch boundaries itself: a strategy's
+rejects NaN scores naming the sample (on every rank at once), reads the GPU once per step (see
+docs/distributed.md, "Performance"), and crosses epoch boundaries itself: a strategy's
 ``begin_epoch`` / ``end_epoch`` run when ``epoch`` changes (``end_epoch()`` may also be called
 explicitly, e.g. before saving state). Over each epoch it sums, on the device, what the strategy's
 ``end_epoch`` reads (``EpochSignals``: the scoring pass's mean loss and CLIPScore spread); a
 held-out retrieval score measured after the epoch is handed in with ``set_retrieval``.
 """
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional, Sequence, Union
 
 import torch
 
 from open_clip_dissect.core import strategies
+from open_clip_dissect.core.devices import to_device
 from open_clip_dissect.core.early_learning import EpochSignals
 from open_clip_dissect.core.history import HistoryStore, hash_keys
 from open_clip_dissect.errors import InputError
@@ -63,11 +66,39 @@ class SingleProcess:
         padded[:len(values)] = values.to(self.device)
         return self.all_gather(padded).cpu()
 
+    def all_gather_host(self, values: torch.Tensor) -> torch.Tensor:
+        return values.cpu().unsqueeze(0)
+
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         return values
 
     def all_reduce_max(self, value: int) -> int:
         return value
+
+    def gather(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
+        return tensor.unsqueeze(0)
+
+    def scatter(self, parts: torch.Tensor, shape, dtype, device, root: int = 0) -> torch.Tensor:
+        return parts[0]
+
+    def broadcast_text(self, text: Optional[str], src: int) -> str:
+        return text or ""
+
+
+def first_nan(curr: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+    """``[1]`` float64 on the device, no host sync: 1 + the index of the first sample whose
+    CLIPScore is NaN, else of the first whose ranking score is NaN; 0 when there is none. (A
+    batch-wise loss spreads one NaN to every row: the CLIPScore names the sample behind it.)"""
+    n = len(curr)
+    none = torch.full((1,), n + 1, dtype=torch.float64, device=curr.device)
+    code = torch.arange(1, n + 1, dtype=torch.float64, device=curr.device)
+    in_curr = torch.cat([torch.where(torch.isnan(curr), code, none), none]).amin()
+    in_rank = torch.cat([torch.where(torch.isnan(rank), code, none), none]).amin()
+    first = torch.where(in_curr <= n, in_curr, in_rank)
+    return torch.where(first <= n, first, torch.zeros_like(first)).reshape(1)
+
+
+DECISION_COLUMNS = 4  # global scope: rank, hist, new history, flags (1: kept, 2: store) per sample
 
 
 @dataclass
@@ -85,8 +116,8 @@ class Selector:
     ``batch_mode``: ``shrink`` keeps ``round(ratio x candidates)``; ``fixed`` keeps
     ``train_batch_size`` of each batch. ``store``: the history (a ``HistoryStore``, or the
     ``dist.ShardedHistoryStore`` of several processes); ``comm``: the reductions across processes;
-    ``exchange``: global scope, where every rank ranks the gathered global batch (the RNG must then
-    be seeded the same on every rank) and keeps ``k x world`` samples.
+    ``exchange``: global scope, where rank 0 ranks the gathered global batch, keeps ``k x world``
+    samples and sends every rank its part of that one decision.
     """
 
     def __init__(self, strategy: strategies.Strategy, ratio: float = 0.5, seed: int = 0,
@@ -111,6 +142,7 @@ class Selector:
         self._totals = None
         self._retrieval = None   # R@sum measured after the epoch (one rank is enough)
         self.last_signals = None  # the EpochSignals of the last epoch that ended
+        self.kept_counts = None   # every rank's kept count in the last step (agreed in the step)
 
     def num_kept(self, candidates: int) -> int:
         if self.strategy.keeps_all:
@@ -134,26 +166,32 @@ class Selector:
         self._retrieval = float(rsum)
 
     def end_epoch(self) -> Optional[str]:
-        """Close the epoch in progress (no-op between epochs): hand the strategy the epoch's
-        ``EpochSignals`` summed over every rank (one all-reduce, on every rank). Returns the
-        strategy's line for the log, if any."""
-        if self.epoch is None:
-            return None
-        local = torch.zeros(7, dtype=torch.float64)
+        """Close the epoch in progress: hand the strategy the epoch's ``EpochSignals`` summed
+        over every rank. One all-reduce, on every rank, also on one that took no step in the
+        epoch (it adds zeros and learns the epoch from the others); nothing reaches the strategy
+        when no rank has an epoch in progress. Returns the strategy's line for the log, if any."""
+        local = torch.zeros(10, dtype=torch.float64)
         if self._totals is not None:
             local[:5] = self._totals.cpu()
         if self._retrieval is not None:
-            local[5:] = torch.tensor([self._retrieval, 1.0], dtype=torch.float64)
-        n, total, squares, loss, n_loss, retrieval, n_retrieval = self.comm.all_reduce_sum(local).tolist()
+            local[5:7] = torch.tensor([self._retrieval, 1.0], dtype=torch.float64)
+        if self.epoch is not None:
+            local[7:] = torch.tensor([1.0, self.epoch, self.epoch ** 2], dtype=torch.float64)
+        (n, total, squares, loss, n_loss, retrieval, n_retrieval,
+         ranks, epochs, epoch_squares) = self.comm.all_reduce_sum(local).tolist()
+        self.epoch, self._totals, self._retrieval = None, None, None
+        if not ranks:
+            return None
+        if abs(epoch_squares * ranks - epochs * epochs) > 0.5:  # equal iff every rank's epoch is the same
+            raise RuntimeError(f"the ranks end different epochs (mean {epochs / ranks:.2f})")
+        epoch = round(epochs / ranks)
         mean = total / n if n else None
         self.last_signals = EpochSignals(
             candidates=int(n), clipscore_mean=mean,
             clipscore_std=max(squares / n - mean * mean, 0.0) ** 0.5 if n else None,
             mean_loss=loss / n_loss if n_loss else None,
             retrieval=retrieval / n_retrieval if n_retrieval else None)
-        message = self.strategy.end_epoch(self.epoch, self.last_signals)
-        self.epoch, self._totals, self._retrieval = None, None, None
-        return message
+        return self.strategy.end_epoch(epoch, self.last_signals)
 
     # -- one candidate batch --------------------------------------------------------------------
     def step(self, keys, image_features: torch.Tensor, text_features: torch.Tensor,
@@ -184,28 +222,67 @@ class Selector:
 
     def decide(self, hashes: torch.Tensor, scores: strategies.BatchScores, epoch: int,
                keys: Optional[Sequence[str]] = None) -> strategies.Decision:
-        """``step`` from measured scores; ``keys`` (optional) name a sample with a NaN score."""
+        """``step`` from measured scores; ``keys`` (optional) name a sample with a NaN score.
+
+        One host sync: a single device-to-host read of the decision's few numbers (the first
+        NaN, the scores to store); strategies that keep a random number add the one that counts
+        them. With several processes the ranks agree in the same step, within a collective the
+        step runs anyway, whether any rank saw a NaN, and all raise the same error.
+        """
         if self.epoch != epoch:
             self.begin_epoch(epoch)
+        device = scores.curr.device
         history = None
         if self.strategy.needs_history:
             seen, score = self.store.get(hashes)
-            history = strategies.History(score.to(scores.curr.device), seen.to(scores.curr.device))
+            history = strategies.History(to_device(score, device), to_device(seen, device))
         if self.exchange is None:
-            decision = self.strategy.decide(scores, history, self.num_kept(len(hashes)), epoch, self.generator)
+            decision = self._decide_local(hashes, scores, history, epoch, keys)
         else:
-            decision = self._decide_global(len(hashes), scores, history, epoch)
-        # A NaN embedding (a diverged model) is an error whatever the strategy ranks by; name that
-        # sample first (a batch-wise loss spreads its NaN to every row).
-        bad = torch.stack([torch.isnan(scores.curr), torch.isnan(decision.rank)])
-        if bool(bad.any()):  # one host sync per batch, none per sample
-            i = int(bad[0].nonzero()[0, 0]) if bool(bad[0].any()) else int(bad[1].nonzero()[0, 0])
-            raise FloatingPointError(f"--selection {self.strategy.name}: NaN selection score in epoch "
-                                     f"{epoch} for sample {keys[i] if keys is not None else f'#{i}'}")
-        if self.strategy.needs_history and decision.new_history is not None:  # None: store nothing
-            self.store.update(hashes, decision.new_history, epoch, decision.store_mask)
+            decision = self._decide_global(hashes, scores, history, epoch, keys)
         self._add_to_totals(scores)
         return decision
+
+    def _decide_local(self, hashes, scores, history, epoch, keys):
+        n = len(hashes)
+        decision = self.strategy.decide(scores, history, self.num_kept(n), epoch, self.generator)
+        stores = self.strategy.needs_history and decision.new_history is not None  # None: store nothing
+        parts = [first_nan(scores.curr, decision.rank)]
+        if stores:
+            mask = decision.store_mask if decision.store_mask is not None else torch.ones_like(decision.rank)
+            parts += [decision.new_history.double(), mask.double()]
+        read = torch.cat(parts).cpu()  # the step's one device-to-host read
+        # What every rank tells the others: its first NaN (0: none) and how many it keeps.
+        header = torch.tensor([float(read[0]), float(len(decision.kept))], dtype=torch.float64)
+        check = partial(self._check_step, epoch=epoch, keys=keys)
+        score, mask = (read[1:n + 1].float(), read[n + 1:] > 0.5) if stores else (None, None)
+        if self.strategy.needs_history and getattr(self.store, "world_size", 1) == self.comm.world_size:
+            # The header rides with the history update (also when this rank stores nothing: the
+            # collectives follow the strategy, not this batch), checked before anything is written.
+            self.store.update(hashes, score, epoch, mask, header=header, check=check)
+            return decision
+        check(self.comm.all_gather_host(header) if self.comm.world_size > 1 else header[None])
+        if stores:
+            self.store.update(hashes, score, epoch, mask)
+        return decision
+
+    def _check_step(self, headers: torch.Tensor, epoch: int, keys) -> None:
+        """``headers``: ``[world, 2]`` (first NaN + 1 or 0, kept count) of every rank, on the CPU."""
+        self.kept_counts = headers[:, 1].long().tolist()
+        bad = (headers[:, 0] > 0).nonzero()
+        if len(bad):
+            rank = int(bad[0, 0])
+            self._raise_nan(rank, int(headers[rank, 0]) - 1, epoch, keys)
+
+    def _raise_nan(self, rank: int, index: int, epoch: int, keys) -> None:
+        """The same error on every rank, naming the rank and the sample (its key where known)."""
+        name = keys[index] if keys is not None and rank == self.comm.rank else None
+        where = ""
+        if self.comm.world_size > 1:
+            name = self.comm.broadcast_text(name, src=rank)  # only on this error path
+            where = f" of rank {rank}"
+        raise FloatingPointError(f"--selection {self.strategy.name}: NaN selection score in epoch {epoch} "
+                                 f"for sample {name or f'#{index}'}{where}")
 
     def _add_to_totals(self, scores: strategies.BatchScores) -> None:
         """The epoch's sums, on the device (no host sync per batch)."""
@@ -217,23 +294,70 @@ class Selector:
         batch = torch.stack([count(len(curr)), curr.sum(), (curr * curr).sum(), loss.sum(), count(len(loss))])
         self._totals = batch if self._totals is None else self._totals + batch
 
-    def _decide_global(self, n, scores, history, epoch):
-        """Rank the gathered global batch; return this rank's rows (``kept``: its candidates
-        that were kept globally, any number; the loader rebalances)."""
-        ex = self.exchange
-        g_scores = strategies.BatchScores(**{f: ex.gather(v) for f, v in scores.fields().items()})
-        g_history = None if history is None else strategies.History(
-            ex.gather(history.score), ex.gather(history.seen))
-        g = self.strategy.decide(g_scores, g_history, self.num_kept(n) * ex.comm.world_size, epoch, self.generator)
-        bad = torch.isnan(g.rank).nonzero()
-        if len(bad) and int(bad[0, 0]) // n != ex.comm.rank:  # the owning rank names the sample
-            raise FloatingPointError(f"NaN selection score on rank {int(bad[0, 0]) // n}")
-        rows = slice(ex.comm.rank * n, (ex.comm.rank + 1) * n)
-        kept = torch.zeros(len(g.rank), dtype=torch.bool, device=g.rank.device)
-        kept[g.kept] = True
-        pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return strategies.Decision(kept[rows].nonzero().squeeze(1), g.rank[rows], g.hist[rows],
-                                   pick(g.new_history), pick(g.store_mask))
+    def _decide_global(self, hashes, scores, history, epoch, keys):
+        """Rank 0 ranks the gathered global batch and hands each rank its rows of that one
+        decision (``kept``: its candidates kept globally, any number; ``exchange.rebalance``
+        evens them out). One decision: no sample is trained twice or never, whatever the GPUs'
+        rounding or ties. Collectives: a gather of the scores (and history) to rank 0, a
+        scatter of the decision rows, each with a few header numbers (first NaN, kept counts)."""
+        comm = self.exchange.comm
+        n, world = len(hashes), comm.world_size
+        device = scores.curr.device
+        fields = scores.fields()
+        columns = [v.reshape(n, -1).float() for v in fields.values()]
+        if history is not None:
+            columns += [history.score.reshape(n, 1).float(), history.seen.reshape(n, 1).float()]
+        gathered = comm.gather(torch.cat(columns, 1))  # [world, n, columns] on rank 0, else None
+        header_rows = -(-(2 + world) // DECISION_COLUMNS)
+        parts = None
+        if gathered is not None:
+            parts = self._decide_for_all(gathered, fields, history is not None, epoch, header_rows)
+        mine = comm.scatter(parts, (n + header_rows, DECISION_COLUMNS), torch.float64, device)
+        read = mine.cpu()  # the step's one device-to-host read
+        header = read[n:].flatten()
+        code, has_new = int(header[0]), bool(header[1] > 0.5)
+        counts = header[2:2 + world].long().tolist()
+        self.kept_counts = counts
+        if code:
+            self._raise_nan((code - 1) // n, (code - 1) % n, epoch, keys)
+        flags = read[:n, 3].long()
+        kept = (flags & 1).nonzero().squeeze(1)  # on the CPU: no sync
+        store_mask = (flags & 2) > 0
+        if self.strategy.needs_history and has_new:
+            self.store.update(hashes, read[:n, 2].float(), epoch, store_mask)
+        self.exchange.counts = counts  # the rebalance's split sizes, known on every rank
+        rows = mine[:n].float()
+        return strategies.Decision(to_device(kept, device), rows[:, 0], rows[:, 1],
+                                   rows[:, 2] if has_new else None,
+                                   to_device(store_mask, device) if has_new else None)
+
+    def _decide_for_all(self, gathered, fields, with_history, epoch, header_rows):
+        """Rank 0: the decision on the global batch, as ``[world, n + header_rows, 4]`` float64
+        (per sample rank, hist, new history, flags; then the header: first NaN + 1 (global
+        index, 0: none), whether the history is written, each rank's kept count)."""
+        world, n = gathered.shape[:2]
+        flat = gathered.flatten(0, 1)
+        values, at = {}, 0
+        for name, local in fields.items():
+            width = local.reshape(n, -1).shape[1]
+            values[name] = flat[:, at:at + width].reshape(world * n, *local.shape[1:]).to(local.dtype)
+            at += width
+        history = strategies.History(flat[:, at], flat[:, at + 1] > 0.5) if with_history else None
+        g = self.strategy.decide(strategies.BatchScores(**values), history, self.num_kept(n) * world, epoch,
+                                 self.generator)
+        kept = torch.zeros(world * n, dtype=torch.float64, device=flat.device)
+        kept[g.kept] = 1.0
+        if g.new_history is None:
+            new, stored = torch.zeros_like(kept), torch.zeros_like(kept)
+        else:
+            new = g.new_history.double()
+            stored = torch.ones_like(kept) if g.store_mask is None else g.store_mask.double()
+        rows = torch.stack([g.rank.double(), g.hist.double(), new, kept + 2 * stored], 1).reshape(world, n, 4)
+        header = torch.zeros(header_rows * DECISION_COLUMNS, dtype=torch.float64, device=flat.device)
+        header[0:1] = first_nan(values["curr"], g.rank)
+        header[1] = float(g.new_history is not None)
+        header[2:2 + world] = kept.reshape(world, n).sum(1)
+        return torch.cat([rows, header.reshape(1, header_rows, DECISION_COLUMNS).expand(world, -1, -1)], 1)
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

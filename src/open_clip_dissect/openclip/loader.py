@@ -88,7 +88,7 @@ class SelectingLoader:
         weights = decision.weights
         if weights is None:
             weights = torch.full((len(kept),), candidates / max(len(kept), 1), device=kept.device)
-        need = self.selector.comm.all_reduce_max(len(kept)) - len(kept)
+        need = max(self.selector.kept_counts) - len(kept)  # agreed in the step: no collective here
         if need > 0:
             draws = strategies.uniform(candidates, self.selector.generator, kept.device)
             draws[kept] = -1.0

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from open_clip_dissect.core.devices import to_device
 from open_clip_dissect.core.early_learning import EpochSignals
 
 
@@ -65,13 +66,14 @@ def num_kept(batch_size: int, ratio: float) -> int:
 
 
 def uniform(n: int, generator: Optional[torch.Generator], device) -> torch.Tensor:
-    """``n`` uniform draws from the (CPU) generator, on ``device``: the same draws on CPU and CUDA."""
-    return torch.rand(n, generator=generator, device="cpu").to(device)
+    """``n`` uniform draws from the (CPU) generator, on ``device``: the same draws on CPU and CUDA.
+    The copy to the GPU does not wait for it (``devices.to_device``)."""
+    return to_device(torch.rand(n, generator=generator, device="cpu"), device)
 
 
 def select_topk(score: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Indices of the ``k`` highest scores; equal scores are ordered by a random permutation."""
-    perm = torch.randperm(len(score), generator=generator, device="cpu").to(score.device)
+    perm = to_device(torch.randperm(len(score), generator=generator, device="cpu"), score.device)
     order = torch.argsort(score[perm], descending=True, stable=True)
     return perm[order[:k]]
 
@@ -187,5 +189,5 @@ def keep_at_least_one(drop: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     """``drop`` with the sample of the highest draw spared when every sample would be dropped
     (a contrastive step needs a batch); no host sync."""
     spare = torch.zeros_like(drop)
-    spare[draws.argmax()] = True
+    spare[draws.argmax().reshape(1)] = True  # a 1-d index: a 0-d one is read on the host
     return drop & ~(drop.all() & spare)

@@ -38,10 +38,11 @@ class DivBS(Strategy):
             weight = torch.where(weight.sum() > 0, weight, available.float())  # residual spent: uniform
             cumulative = torch.cumsum(weight, 0)
             target = torch.minimum(draws[t] * cumulative[-1], cumulative[-1] * (1 - 1e-6))
-            pick = torch.searchsorted(cumulative, target.reshape(1), right=True)[0].clamp_max(n - 1)
-            picks[t] = pick
+            # a 1-d index throughout: indexing with a 0-d tensor reads it on the host
+            pick = torch.searchsorted(cumulative, target.reshape(1), right=True).clamp_max(n - 1)
+            picks[t:t + 1] = pick
             available[pick] = False
-            g = grads[pick]
+            g = grads.index_select(0, pick)[0]
             direction = g - basis[:t].T @ (basis[:t] @ g)
             norm = direction.norm()
             direction = torch.where(norm > 1e-6 * scale, direction / norm.clamp_min(1e-30), torch.zeros_like(direction))
