@@ -12,6 +12,18 @@ from open_clip_dissect.openclip.configs import register_model_configs
 
 register_model_configs()  # in-process tests build the tiny models (the entry points do this themselves)
 
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped where CUDA is not (``make gpu-check`` runs them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (make gpu-check)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "dissect-vit-tiny"
 # The smallest useful training command on CPU; tests add data, logs and name.
