@@ -13,6 +13,12 @@ from open_clip_dissect.openclip.configs import register_model_configs
 register_model_configs()  # in-process tests build the tiny models (the entry points do this themselves)
 
 
+def pytest_configure(config):
+    # here, not in setup.cfg: a change there would make every `make` target reinstall the venv
+    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped without one (make gpu-check runs "
+                                       "them: pytest -m cuda)")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` are skipped where CUDA is not (``make gpu-check`` runs them)."""
     import torch
