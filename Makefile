@@ -13,7 +13,7 @@ DEMO_RATIO ?= 0.5
 DEMO_FLAGS ?= --model dissect-vit-tiny --precision fp32 --batch-size 128 --lr 1e-3 --wd 0.1 \
 	--warmup 50 --workers 1 --seed 0 --log-every-n-steps 50
 
-.PHONY: venv demo demo-data test slurm-test bench patch patch-check clean
+.PHONY: venv demo demo-data test slurm-test gpu-check bench patch patch-check clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,11 @@ test: $(STAMP)
 # checkpoint (~5 min; root: installs Debian's slurm-wlm and munge when missing).
 slurm-test: $(STAMP)
 	PY=$(abspath $(PY)) scripts/slurm/test/run.sh
+
+# Everything that needs a GPU, one verdict per line, within 8 minutes (docs/gpu-check.md); without
+# CUDA one line says so and the exit status is 5.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py
 
 # make bench [PROFILE=quick|smoke|full]: writes bench/results/<profile>/ and prints the table.
 PROFILE ?= quick

@@ -12,6 +12,24 @@ from open_clip_dissect.openclip.configs import register_model_configs
 
 register_model_configs()  # in-process tests build the tiny models (the entry points do this themselves)
 
+
+def pytest_configure(config):
+    # here, not in setup.cfg: a change there would make every `make` target reinstall the venv
+    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped without one (make gpu-check runs "
+                                       "them: pytest -m cuda)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped where CUDA is not (``make gpu-check`` runs them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (make gpu-check)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "dissect-vit-tiny"
 # The smallest useful training command on CPU; tests add data, logs and name.

@@ -76,7 +76,7 @@ def test_state_round_trip_and_validation():
         other.load_state_dict({**state, "hash": state["hash"].flip(0)})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda  # skipped without CUDA (conftest); make gpu-check runs it
 def test_cuda_store_matches_cpu_store():
     keys = [f"k{i}" for i in range(1000)]
     cpu, gpu = HistoryStore("cpu"), HistoryStore("cuda")

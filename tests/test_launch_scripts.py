@@ -3,6 +3,7 @@ on PATH that record their arguments and environment (a real SLURM: ``make slurm-
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -17,6 +18,23 @@ RECORDER = """#!/bin/bash
 printf '%s\\0' "$@" > "$STUB_RECORD/$(basename "$0").args"
 env -0 > "$STUB_RECORD/$(basename "$0").env"
 """
+# srun that starts two tasks of one node here. CONFINE=1: the cluster binds each task to its GPU,
+# which the task then sees as its only device (CUDA_VISIBLE_DEVICES holding one id); otherwise
+# each task sees the node's 8 GPUs. tests/fake_cuda makes torch believe it (FAKE_CUDA_RECORD).
+TASKS = """#!/bin/bash
+while [ "${1#--}" != "$1" ]; do shift; done  # srun's own options
+[ "$1" = python ] && shift && set -- "$STUB_PYTHON" "$@"
+for rank in 0 1; do
+    visible=0,1,2,3,4,5,6,7
+    [ "$CONFINE" = 1 ] && visible=$rank
+    SLURM_PROCID=$rank SLURM_LOCALID=$rank SLURM_NTASKS=2 CUDA_VISIBLE_DEVICES=$visible \
+        "$@" > "$STUB_RECORD/task$rank.log" 2>&1 &
+done
+status=0
+for task in $(jobs -p); do wait "$task" || status=1; done
+exit $status
+"""
+FAKE_CUDA = os.path.join(REPO, "tests", "fake_cuda")
 SCONTROL = """#!/bin/bash
 [ "$1 $2" = "show hostnames" ] || exit 2
 printf '%s\\n' node-a node-b
@@ -106,3 +124,22 @@ def test_sbatch_header_requeues_and_appends(stubs):
         header = [line.strip() for line in f if line.startswith("#SBATCH")]
     assert "#SBATCH --requeue" in header and "#SBATCH --open-mode=append" in header
     assert "#SBATCH --output=logs/%x_%j.out" in header
+
+
+@pytest.mark.parametrize("confined, devices", [(True, ["cuda", "cuda"]), (False, ["cuda:0", "cuda:1"])])
+def test_sbatch_tasks_find_their_gpu_whether_or_not_the_cluster_confines_them(stubs, tmp_path, confined, devices):
+    """With --accel-bind=g a cluster that confines each task to its bound GPU shows every task
+    one device, cuda:0: asking for cuda:<local rank> fails on ranks 1+ ("invalid device
+    ordinal"). The tasks get as far as OpenCLIP's device set-up (tests/fake_cuda stops them)."""
+    (stubs / "srun").write_text(TASKS)
+    record = tmp_path / "record"
+    record.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in (
+        "DATA", "MASTER_PORT", "RUN_NAME", "CUDA_VISIBLE_DEVICES", "WORLD_SIZE", "LOCAL_RANK", "RANK")}
+    env = {**clean, **slurm_job(5), "PATH": f"{stubs}:{os.environ['PATH']}", "STUB_RECORD": str(record),
+           "STUB_PYTHON": sys.executable, "FAKE_CUDA_RECORD": str(record), "CONFINE": "1" if confined else "0",
+           "PYTHONPATH": os.pathsep.join(p for p in (FAKE_CUDA, os.environ.get("PYTHONPATH")) if p)}
+    result = subprocess.run(["bash", SBATCH], cwd=record, env=env, capture_output=True, text=True, timeout=300)
+    logs = "\n".join((record / f"task{r}.log").read_text()[-2000:] for r in (0, 1) if (record / f"task{r}.log").exists())
+    assert result.returncode == 0, result.stderr[-2000:] + logs
+    assert [(record / f"rank{r}.device").read_text() for r in (0, 1)] == devices

@@ -76,6 +76,8 @@ def test_table1_runs_parse_with_the_papers_settings(stub_bin, tmp_path):
         assert (args.lr, args.beta1, args.beta2, args.eps, args.wd) == (5e-4, 0.9, 0.999, 1e-8, 0.2)
         assert (args.warmup, args.lr_scheduler, args.opt) == (10000, "cosine", "adamw")
         assert (args.selection, args.ratio) == (selection, ratio)
+        # the authors' code scores in train mode (BatchNorm on the candidate batch's statistics)
+        assert args.selection_scoring_mode == ("eval" if selection == "none" else "train")
         if selection == "dissect-warmup":
             assert args.dissect_warmup_epochs == 10
         assert args.train_data == "/data/cc3m/{00000..00331}.tar" and args.resume == "latest"
@@ -83,10 +85,11 @@ def test_table1_runs_parse_with_the_papers_settings(stub_bin, tmp_path):
         names.add(args.name)
     assert len(names) == len(RUNS) and "cc3m-full" in names and "cc3m-dissect-mome-r0.3" in names
     # The authors' script's values as a variant: the flags win, the run gets a name of its own.
-    (argv,) = run(TABLE1, stub_bin, tmp_path, args=["--batch-size", "1280", "--lr", "2e-3"], SLURM_JOB_ID="9",
-                  SLURM_ARRAY_TASK_ID="4", SLURM_JOB_NAME="cc3m-table1", SLURM_JOB_NODELIST="node-a")["srun"]
+    (argv,) = run(TABLE1, stub_bin, tmp_path, args=["--batch-size", "1280", "--lr", "2e-3", "--wd", "0.1"],
+                  SLURM_JOB_ID="9", SLURM_ARRAY_TASK_ID="4", SLURM_JOB_NAME="cc3m-table1",
+                  SLURM_JOB_NODELIST="node-a")["srun"]
     args = training_args(argv)
-    assert (args.batch_size, args.lr, args.selection, args.ratio) == (1280, 2e-3, "dissect-warmup", 0.3)
+    assert (args.batch_size, args.lr, args.wd, args.selection, args.ratio) == (1280, 2e-3, 0.1, "dissect-warmup", 0.3)
     assert args.name.startswith("cc3m-dissect-warmup-r0.3-") and args.name not in names
 
 
@@ -114,3 +117,13 @@ def test_eval_script_evaluates_every_final_checkpoint_and_prints_the_table(stub_
     (summary,) = [argv for argv in calls["open-clip-dissect"] if argv[0] == "summary"]
     parsed = cli.summary_parser().parse_args(summary[1:])
     assert parsed.table and len(parsed.run_dirs) == 4
+
+
+def test_table1_states_where_lr_and_wd_differ_from_the_authors_script():
+    with open(TABLE1) as f:
+        script = f.read()
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read().split("## Reproducing the paper's Table 1")[1].split("\n## ")[0]
+    for text in (script, readme):
+        assert "lr 2e-3" in text and "wd 0.1" in text and "lr 5e-4" in text and "wd 0.2" in text
+        assert "--selection-scoring-mode train" in text or "train mode" in text

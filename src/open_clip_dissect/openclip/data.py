@@ -46,6 +46,7 @@ import open_clip_train.data as upstream
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.keyset import KeySet
+from open_clip_dissect.openclip.devices import pin_host_batches
 from open_clip_dissect.openclip.patching import swapped
 from open_clip_dissect.openclip.shard_members import ALLOWED_MEMBERS, decode_sample, decode_stage
 
@@ -301,6 +302,7 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
         shuffle=False,
         num_workers=args.workers,
         persistent_workers=args.workers > 0,
+        pin_memory=pin_host_batches(args.device),  # pinned in the loader's thread: the copy is async
     )
     dataloader.num_batches = num_batches
     dataloader.num_samples = num_samples

@@ -7,7 +7,6 @@ It reads a ``LoaderConfig``, not OpenCLIP's ``args``.
 """
 import logging
 import math
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -20,6 +19,8 @@ from open_clip_dissect.core.epoch_record import EpochRecord, nan_stats
 from open_clip_dissect.core.scorer import Scorer
 from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.openclip.crash_points import kill_if_asked
+from open_clip_dissect.openclip.devices import pin_host_batches
+from open_clip_dissect.openclip.timing import PhaseTimer
 from open_clip_dissect.openclip.weighted_loss import LossWeights
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class LoaderConfig:
     world_size: int = 1
     wandb: bool = False
     scoring_mode: str = "eval"        # --selection-scoring-mode
+    pin_memory: bool = False          # pin host batches before their copy (pin_host_batches)
 
     @classmethod
     def from_args(cls, args) -> "LoaderConfig":
@@ -51,7 +53,15 @@ class LoaderConfig:
                    autocast=get_autocast(args.precision, device_type=device.type),
                    accum_freq=args.accum_freq, log_every_n_steps=args.log_every_n_steps, rank=args.rank,
                    world_size=args.world_size, wandb=bool(getattr(args, "wandb", False)),
-                   scoring_mode=args.selection_scoring_mode)
+                   scoring_mode=args.selection_scoring_mode, pin_memory=pin_host_batches(args.device))
+
+
+def to_device(tensor: torch.Tensor, device, dtype=None, pin: bool = False) -> torch.Tensor:
+    """``tensor`` on ``device``, copied asynchronously; ``pin``: from pinned memory (a batch the
+    data loader did not pin is pinned here)."""
+    if pin and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device=device, dtype=dtype, non_blocking=True)
 
 
 class SelectingLoader:
@@ -74,8 +84,17 @@ class SelectingLoader:
         self.num_samples = loader.num_batches * per_step * config.world_size
         self.candidates_seen = 0
         self.trained = 0
-        self.time_scoring = 0.0
-        self.time_training = 0.0
+        self.timer = PhaseTimer(config.device)  # CUDA events on a GPU: launch time is not work time
+
+    @property
+    def time_scoring(self) -> float:
+        """Seconds scoring and selecting so far (on a GPU: waits for the work launched)."""
+        return self.timer.seconds("scoring")
+
+    @property
+    def time_training(self) -> float:
+        """Seconds in upstream's training steps so far (on a GPU: waits for the work launched)."""
+        return self.timer.seconds("training")
 
     def __len__(self):
         return self.num_batches
@@ -101,48 +120,58 @@ class SelectingLoader:
         cfg = self.config
         steps_per_epoch = self.num_batches // cfg.accum_freq
         window = []
-        for i, (images, texts, keys, hashes, noisy) in enumerate(self.loader):
+        i = -1
+        for batch in self.loader:  # not enumerate(): its cached result tuple would keep the batch alive
+            i += 1
             kill_if_asked("train", self.epoch, i, cfg.rank)  # crash tests only
-            start = time.perf_counter()
+            self.timer.start("scoring")
             step = steps_per_epoch * self.epoch + i // cfg.accum_freq
-            images = images.to(device=cfg.device, dtype=cfg.input_dtype, non_blocking=True)
-            texts = texts.to(device=cfg.device, non_blocking=True)
-            features = self.scorer(images, texts)
-            scores = self.selector.scores(features.image, features.text, features.logit_scale, features.oracle)
-            if self.noisy_keys is not None:
-                noisy = self.noisy_keys.label(hashes)
-            try:
-                decision = self.selector.decide(hashes, scores, self.epoch, keys)
-            except FloatingPointError as exn:
-                raise FloatingPointError(f"{exn} (step {step}, batch {i})") from None
-            kept_mask = torch.zeros(len(keys), dtype=torch.bool, device=decision.rank.device)
-            kept_mask[decision.kept] = True
-            self.record.add(keys, scores.curr, decision.hist, decision.rank, kept_mask,
-                            torch.as_tensor(noisy, dtype=torch.int8))
-            window.append((scores.curr, decision.hist, decision.rank, len(decision.kept), len(keys)))
-            self.candidates_seen += len(keys)
-            if self.loss_weights is not None:
-                train_rows, weights = self._weights(decision, len(keys))
-                self.loss_weights.push(weights, len(keys))
-                train_images, train_texts = images[train_rows], texts[train_rows]
-            elif self.selector.exchange is None:
-                train_images, train_texts = images[decision.kept], texts[decision.kept]
-            else:
-                train_images, train_texts = self.selector.exchange.rebalance(
-                    images, texts, decision.kept, self.selector.num_kept(len(keys)))
-            # samples trained on with a weight (padding rows of weight 0 are not counted)
-            self.trained += len(decision.kept) if self.loss_weights is not None else len(train_images)
-            self.time_scoring += time.perf_counter() - start
-
-            start = time.perf_counter()
+            train_images, train_texts = self._select(i, step, *batch, window)
+            # Nothing of the candidate batch (images, features, scores) stays referenced here
+            # during upstream's step: _select's locals are gone, and so is the loader's batch.
+            del batch
+            self.timer.start("training")
             yield train_images, train_texts
-            self.time_training += time.perf_counter() - start
+            del train_images, train_texts
+            self.timer.stop()
 
             last_micro = (i + 1) % cfg.accum_freq == 0
             i_accum = i // cfg.accum_freq
             if last_micro and (i_accum % cfg.log_every_n_steps == 0 or i_accum + 1 == steps_per_epoch):
                 self._log(window, step)
                 window = []
+
+    def _select(self, i, step, images, texts, keys, hashes, noisy, window):
+        """Score one candidate batch, decide, record; return the kept ``(images, texts)``."""
+        cfg = self.config
+        images = to_device(images, cfg.device, cfg.input_dtype, pin=cfg.pin_memory)
+        texts = to_device(texts, cfg.device, pin=cfg.pin_memory)
+        features = self.scorer(images, texts)
+        scores = self.selector.scores(features.image, features.text, features.logit_scale, features.oracle)
+        if self.noisy_keys is not None:
+            noisy = self.noisy_keys.label(hashes)
+        try:
+            decision = self.selector.decide(hashes, scores, self.epoch, keys)
+        except FloatingPointError as exn:
+            raise FloatingPointError(f"{exn} (step {step}, batch {i})") from None
+        kept_mask = torch.zeros(len(keys), dtype=torch.bool, device=decision.rank.device)
+        kept_mask[decision.kept] = True
+        self.record.add(keys, scores.curr, decision.hist, decision.rank, kept_mask,
+                        torch.as_tensor(noisy, dtype=torch.int8))
+        window.append((scores.curr, decision.hist, decision.rank, len(decision.kept), len(keys)))
+        self.candidates_seen += len(keys)
+        if self.loss_weights is not None:
+            train_rows, weights = self._weights(decision, len(keys))
+            self.loss_weights.push(weights, len(keys))
+            train_images, train_texts = images[train_rows], texts[train_rows]
+        elif self.selector.exchange is None:
+            train_images, train_texts = images[decision.kept], texts[decision.kept]
+        else:
+            train_images, train_texts = self.selector.exchange.rebalance(
+                images, texts, decision.kept, self.selector.num_kept(len(keys)))
+        # samples trained on with a weight (padding rows of weight 0 are not counted)
+        self.trained += len(decision.kept) if self.loss_weights is not None else len(train_images)
+        return train_images, train_texts
 
     def _log(self, window, step):
         cfg = self.config

@@ -7,7 +7,8 @@
 ``save`` writes checkpoints atomically) and ``get_latest_checkpoint`` (``--resume latest`` skips
 incomplete checkpoints; see ``checkpoint_files``); and torch's ``DistributedDataParallel`` by
 ``CpuFriendlyDDP`` (several processes on CPU). ``upstream.py`` lists them all. Nothing is
-patched by ``import open_clip_dissect``.
+patched by ``import open_clip_dissect``. A process that sees one GPU in a distributed run (each
+task confined to its bound GPU) gets OpenCLIP's ``--no-set-device-rank`` (``devices.py``).
 """
 import logging
 import sys
@@ -18,9 +19,11 @@ import torch
 import open_clip_train.logger as upstream_logger
 
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import checkpoint_files, params, train
+from open_clip_dissect.openclip import checkpoint_files, devices, params, train
 from open_clip_dissect.openclip.configs import register_model_configs
 from open_clip_dissect.openclip.patching import swapped
+
+STARTUP_NOTES = []  # lines for the log, written once OpenCLIP has set logging up
 
 
 def setup_logging(log_file, level, include_host=False):
@@ -33,6 +36,9 @@ def setup_logging(log_file, level, include_host=False):
     for name in list(logging.root.manager.loggerDict):
         if name == "torch" or name.startswith("torch."):
             logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    for note in STARTUP_NOTES:
+        logging.getLogger(__name__).info(note)
+    STARTUP_NOTES.clear()
 
 
 class CpuFriendlyDDP(torch.nn.parallel.DistributedDataParallel):
@@ -78,6 +84,8 @@ def main(argv=None) -> int:
 
     session = train.TrainingSession()
     try:
+        argv, note = devices.visible_device_flags(argv)  # one GPU per task: cuda:0, not cuda:<local rank>
+        STARTUP_NOTES[:] = [note] if note else []
         with patched_open_clip_train(session):
             status = upstream_main.main(argv)
         if session.selector is not None:  # the final checkpoint exists now

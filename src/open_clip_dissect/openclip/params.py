@@ -245,6 +245,12 @@ def validate_args(args) -> None:
     log = logging.getLogger(__name__)
     check_ratio(args.ratio)
     check_clipscore_scale(args.clipscore_scale)
+    if args.horovod and args.selection != "none":
+        # Every strategy's collectives (counts, audit, history shards, exchange) go through
+        # torch.distributed, whose process group OpenCLIP never initialises under Horovod.
+        raise InputError("--horovod", f"--selection {args.selection} needs torch.distributed (launch with "
+                                      f"torchrun or srun without --horovod); Horovod runs only with "
+                                      f"--selection none")
     given = given_flags(args)
     for option, _ in all_options():  # a bad value is an error even for a strategy not chosen
         option.validate(getattr(args, option.dest))
@@ -313,7 +319,7 @@ def _check_variable_kept(args, given: set) -> None:
     if args.selection_scope != "local":
         raise InputError("--selection-scope", f"{name} decides sample by sample; it needs local")
     for flag, used in (("--distill-model", args.distill_model), ("--siglip", args.siglip),
-                       ("a CoCa --model", "coca" in args.model.lower()), ("--horovod", args.horovod)):
+                       ("a CoCa --model", "coca" in args.model.lower())):
         if used:
             raise InputError("--selection", f"{args.selection} weights OpenCLIP's CLIP loss per sample; "
                                             f"it does not support {flag}")

@@ -1,0 +1,59 @@
+"""``make gpu-check`` (scripts/gpu_check.py) on a machine without CUDA, and its verdict lines."""
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import gpu_check  # noqa: E402
+
+SCRIPT = os.path.join(REPO, "scripts", "gpu_check.py")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-CUDA path")
+def test_without_cuda_one_line_and_exit_status_5():
+    result = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, timeout=300)
+    assert result.returncode == gpu_check.NO_CUDA == 5
+    assert result.stdout.splitlines() == [
+        "gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing checked (exit status 5)"]
+    assert "Traceback" not in result.stderr and result.stderr.strip() == ""
+    with open(os.path.join(REPO, "Makefile")) as f:
+        assert "\t$(PY) scripts/gpu_check.py\n" in f.read()
+
+
+def test_verdicts_pass_fail_timeout_and_budget():
+    out = io.StringIO()
+    verdicts = gpu_check.Verdicts(budget=60, out=out)
+    ok = verdicts.run("ok", [sys.executable, "-c", "print('fine')"], 30)
+    assert ok.stdout == "fine\n" and not verdicts.lines
+    assert verdicts.run("bad", [sys.executable, "-c", "import sys; sys.exit('broken thing')"], 30) is None
+    assert verdicts.run("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 11) is None
+    verdicts.deadline = 0  # the budget is spent
+    assert verdicts.run("late", [sys.executable, "-c", "pass"], 30) is None
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("FAIL bad: exit 1 after") and lines[0].endswith("broken thing")
+    assert lines[1].startswith("FAIL slow: timed out after 11 s")
+    assert lines[2].startswith("SKIP late: out of time") and verdicts.failed()
+
+
+def test_a_training_check_reads_the_runs_summary_loss_and_plot(tmp_path):
+    run = tmp_path / "amp"
+    (run / "records").mkdir(parents=True)
+    (run / "selection.jsonl").write_text('{"candidates": 2048, "kept": 1024, "time_scoring": 1.0, '
+                                         '"time_training": 3.0}\n')
+    (run / "out.log").write_text("Contrastive_loss: 4.1 (4.1) \nContrastive_loss: 3.9 (4.0)\n")
+    out = io.StringIO()
+    verdicts = gpu_check.Verdicts(budget=60, out=out)
+    gpu_check.check_run(verdicts, "amp", [sys.executable, "-c", "pass"], str(tmp_path), "amp", 30)
+    assert out.getvalue().startswith("FAIL amp: no ") and "distributions.png" in out.getvalue()
+    (run / "records" / "distributions.png").write_bytes(b"")
+    gpu_check.check_run(verdicts, "amp", [sys.executable, "-c", "pass"], str(tmp_path), "amp", 30)
+    assert verdicts.lines[-1].startswith("PASS amp: ") and "last loss 3.900, scoring share 25%" in verdicts.lines[-1]
+    (run / "out.log").write_text("Contrastive_loss: nan (nan)\n")
+    gpu_check.check_run(verdicts, "amp", [sys.executable, "-c", "pass"], str(tmp_path), "amp", 30)
+    assert verdicts.lines[-1].startswith("FAIL amp: non-finite")
