@@ -14,7 +14,8 @@ from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip import data, devices, params
-from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader, to_device
+from open_clip_dissect.core.transfer import to_device
+from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader
 from open_clip_dissect.openclip.timing import PhaseTimer
 from open_clip_dissect.openclip.weighted_loss import LossWeights
 
@@ -72,28 +73,16 @@ def test_host_batches_are_pinned_for_cuda_devices_only(monkeypatch, tiny_data):
                                   "--train-data", tiny_data.train, "--dataset-type", "webdataset",
                                   "--selection", "random"])
         args.world_size, args.rank, args.distributed, args.selection_candidates = 1, 0, False, 32
-        assert LoaderConfig.from_args(args).pin_memory is pinned
         preprocess = open_clip.image_transform(32, is_train=True)
         loader = data.get_data(args, (preprocess, preprocess), tokenizer=open_clip.get_tokenizer(TINY))["train"]
         inner = loader.dataloader.pipeline[0]  # WebLoader wraps a DataLoader
         assert isinstance(inner, torch.utils.data.DataLoader) and inner.pin_memory is pinned  # in its thread
 
 
-def test_to_device_pins_a_batch_the_loader_did_not_pin(monkeypatch):
-    pinned = []
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t) or t)
-    batch = torch.ones(4)
-    assert torch.equal(to_device(batch, "cpu", pin=True), batch) and pinned == [batch]
-    to_device(batch, "cpu")
-    monkeypatch.setattr(torch.Tensor, "is_pinned", lambda t: True)
-    to_device(batch, "cpu", pin=True)
-    assert pinned == [batch]  # asked once, for the unpinned batch only
-
-
 @pytest.mark.cuda
 def test_a_pinned_copy_is_asynchronous_and_exact():
     batch = torch.randn(64, 3, 32, 32)
-    out = to_device(batch, "cuda", torch.float16, pin=True)
+    out = to_device(batch, "cuda").to(torch.float16)
     assert out.device.type == "cuda" and out.dtype == torch.float16
     assert torch.equal(out.cpu(), batch.half())
 

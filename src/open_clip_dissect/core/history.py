@@ -22,7 +22,7 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 
-from open_clip_dissect.core.devices import to_device
+from open_clip_dissect.core.transfer import to_device
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)

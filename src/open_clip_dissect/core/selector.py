@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from open_clip_dissect.core import strategies
-from open_clip_dissect.core.devices import to_device
+from open_clip_dissect.core.transfer import to_device
 from open_clip_dissect.core.early_learning import EpochSignals
 from open_clip_dissect.core.history import HistoryStore, hash_keys
 from open_clip_dissect.errors import InputError

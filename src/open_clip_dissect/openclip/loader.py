@@ -18,8 +18,8 @@ from open_clip_dissect.core import strategies
 from open_clip_dissect.core.epoch_record import EpochRecord, nan_stats
 from open_clip_dissect.core.scorer import Scorer
 from open_clip_dissect.core.selector import Selector
+from open_clip_dissect.core.transfer import to_device
 from open_clip_dissect.openclip.crash_points import kill_if_asked
-from open_clip_dissect.openclip.devices import pin_host_batches
 from open_clip_dissect.openclip.timing import PhaseTimer
 from open_clip_dissect.openclip.weighted_loss import LossWeights
 
@@ -40,7 +40,6 @@ class LoaderConfig:
     world_size: int = 1
     wandb: bool = False
     scoring_mode: str = "eval"        # --selection-scoring-mode
-    pin_memory: bool = False          # pin host batches before their copy (pin_host_batches)
 
     @classmethod
     def from_args(cls, args) -> "LoaderConfig":
@@ -53,15 +52,7 @@ class LoaderConfig:
                    autocast=get_autocast(args.precision, device_type=device.type),
                    accum_freq=args.accum_freq, log_every_n_steps=args.log_every_n_steps, rank=args.rank,
                    world_size=args.world_size, wandb=bool(getattr(args, "wandb", False)),
-                   scoring_mode=args.selection_scoring_mode, pin_memory=pin_host_batches(args.device))
-
-
-def to_device(tensor: torch.Tensor, device, dtype=None, pin: bool = False) -> torch.Tensor:
-    """``tensor`` on ``device``, copied asynchronously; ``pin``: from pinned memory (a batch the
-    data loader did not pin is pinned here)."""
-    if pin and not tensor.is_pinned():
-        tensor = tensor.pin_memory()
-    return tensor.to(device=device, dtype=dtype, non_blocking=True)
+                   scoring_mode=args.selection_scoring_mode)
 
 
 class SelectingLoader:
@@ -144,8 +135,9 @@ class SelectingLoader:
     def _select(self, i, step, images, texts, keys, hashes, noisy, window):
         """Score one candidate batch, decide, record; return the kept ``(images, texts)``."""
         cfg = self.config
-        images = to_device(images, cfg.device, cfg.input_dtype, pin=cfg.pin_memory)
-        texts = to_device(texts, cfg.device, pin=cfg.pin_memory)
+        # Pinned (by the data loader, else here) and asynchronous on a GPU (core.transfer).
+        images = to_device(images, cfg.device).to(dtype=cfg.input_dtype)
+        texts = to_device(texts, cfg.device)
         features = self.scorer(images, texts)
         scores = self.selector.scores(features.image, features.text, features.logit_scale, features.oracle)
         if self.noisy_keys is not None:

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from open_clip_dissect.core.devices import to_device
+from open_clip_dissect.core.transfer import to_device
 from open_clip_dissect.core.early_learning import EpochSignals
 
 
@@ -67,7 +67,7 @@ def num_kept(batch_size: int, ratio: float) -> int:
 
 def uniform(n: int, generator: Optional[torch.Generator], device) -> torch.Tensor:
     """``n`` uniform draws from the (CPU) generator, on ``device``: the same draws on CPU and CUDA.
-    The copy to the GPU does not wait for it (``devices.to_device``)."""
+    The copy to the GPU does not wait for it (``transfer.to_device``)."""
     return to_device(torch.rand(n, generator=generator, device="cpu"), device)
 
 

@@ -15,6 +15,8 @@ def to_device(host: torch.Tensor, device) -> torch.Tensor:
     device = torch.device(device)
     if device.type == "cpu" or host.device.type != "cpu":
         return host.to(device)
+    if host.is_pinned():  # e.g. a batch the data loader pinned in its own thread
+        return host.to(device, non_blocking=True)
     pinned = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
     pinned.copy_(host)
     return pinned.to(device, non_blocking=True)
