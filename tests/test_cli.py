@@ -147,3 +147,28 @@ def test_every_listed_upstream_name_exists():
     for name in [*upstream.PATCHED, *upstream.MIRRORED]:
         module, attr = name.rsplit(".", 1)
         assert hasattr(importlib.import_module(module), attr), name
+
+
+def test_a_flag_the_settings_ignore_is_named_in_a_warning(caplog):
+    with caplog.at_level("WARNING"):
+        params.parse_args(["--selection", "dissect-mome", "--dissect-mome-warmup-epochs", "2",
+                           "--dissect-auto-signal", "spread", "--precision", "fp32"])
+    assert "--selection dissect-mome ignores --dissect-auto-signal with these settings" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        params.parse_args(["--selection", "dissect-mome", "--dissect-mome-warmup-epochs", "auto",
+                           "--dissect-auto-signal", "spread", "--precision", "fp32"])
+    assert "ignores" not in caplog.text
+
+
+def test_the_table_reads_an_epoch_latest_evaluation(tmp_path):
+    import json
+
+    from open_clip_dissect.openclip.benchmark_table import run_results
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "epoch_3.mscoco_captions.json").write_text(json.dumps({"R@sum": 10.0}))
+    (checkpoints / "epoch_latest.mscoco_captions.json").write_text(json.dumps({"R@sum": 30.0}))
+    (checkpoints / "epoch_2.flickr30k.json").write_text(json.dumps({"R@sum": 5.0}))
+    assert run_results(str(tmp_path / "run")) == {"mscoco_captions": {"R@sum": 30.0}, "flickr30k": {"R@sum": 5.0}}

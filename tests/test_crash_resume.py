@@ -119,5 +119,29 @@ def test_a_truncated_or_foreign_state_file_is_named(tmp_path):
         state_files.load_state(path)
     assert error.value.subject == path
     torch.save({"format": 1, "store": {}}, path)  # a state of the earlier format
-    with pytest.raises(InputError, match="format 1 .*expected 2"):
+    with pytest.raises(InputError, match="format 1 .*expected 3"):
         state_files.load_state(path)
+
+
+def test_the_fingerprint_covers_what_decides_and_not_what_is_ignored(caplog):
+    from open_clip_dissect.openclip import params
+
+    def fingerprint(*argv):
+        args = params.parse_args(["--selection", *argv])
+        args.world_size = 1  # set by OpenCLIP's distributed set-up
+        return params.selection_fingerprint(args)
+
+    fixed = ["dissect-warmup", "--dissect-warmup-epochs", "3"]
+    # the auto detector's flags do nothing with a numeric warm-up: not part of the fingerprint
+    assert fingerprint(*fixed) == fingerprint(*fixed, "--dissect-auto-patience", "7")
+    train_mode = fingerprint(*fixed, "--selection-scoring-mode", "train")
+    with pytest.raises(InputError, match="selection_scoring_mode: saved 'eval', now 'train'"):
+        state_files.check_fingerprint(fingerprint(*fixed), train_mode, "state")
+    assert "ratio" not in fingerprint("infobatch") and "ratio" in fingerprint("random")
+    # A format-2 state recorded every option and no scoring mode: read in format 3's terms.
+    old = dict(fingerprint(*fixed), options={"warmup_epochs": 3, "auto_signal": "retrieval", "auto_patience": 2,
+                                             "auto_min_improvement": 0.05})
+    del old["selection_scoring_mode"]
+    with caplog.at_level("WARNING"):
+        state_files.check_fingerprint(state_files.upgrade_fingerprint(old, train_mode, "state"), train_mode, "state")
+    assert "does not record its scoring mode" in caplog.text

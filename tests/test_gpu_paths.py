@@ -210,3 +210,16 @@ def test_the_entry_point_reads_the_visible_gpus_and_the_local_rank(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     with pytest.raises(InputError, match="16 processes on this node share 8"):
         devices.visible_device_flags([])
+
+
+def test_the_progress_line_counts_this_ranks_candidates(caplog):
+    """The log's count is what this rank scored, not rank 0's count times the world size."""
+    model = open_clip.create_model(TINY, output_dict=True)
+    loader = SelectingLoader(FreshBatches(), Selector(strategies.create_strategy("random"), ratio=0.5), model,
+                             LoaderConfig(selection="random", candidates=8, world_size=4, log_every_n_steps=1),
+                             0, EpochRecord())
+    with caplog.at_level("INFO", logger="open_clip_dissect.openclip.loader"):
+        for _ in loader:
+            pass
+    lines = [r.getMessage() for r in caplog.records if "candidates so far" in r.getMessage()]
+    assert lines and lines[-1].split("kept 0.500 of ")[1].startswith("24 candidates so far on rank 0")

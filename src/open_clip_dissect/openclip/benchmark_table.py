@@ -2,7 +2,7 @@
 1k), a row per method, a column group per selection ratio with IR@1, IR@10, TR@1, TR@10 and R@sum.
 
 A run's numbers come from the JSON that ``open-clip-dissect eval --benchmark`` wrote next to its
-last checkpoint (``checkpoints/epoch_<N>.<benchmark>.json``, highest N), else from the last
+last checkpoint (``checkpoints/epoch_latest.<benchmark>.json``, else ``epoch_<N>...``, highest N), else from the last
 ``--retrieval-benchmark`` record in ``checkpoints/results.jsonl``; its method and ratio from the
 ``params.txt`` OpenCLIP writes in the run's folder. Pure Python: no torch import.
 """
@@ -32,9 +32,13 @@ def run_results(run_dir: str) -> Dict[str, dict]:
     out: Dict[str, dict] = {}
     found: Dict[str, int] = {}
     for path in glob.glob(os.path.join(run_dir, "checkpoints", "epoch_*.*.json")):
-        match = re.fullmatch(r"epoch_(\d+)\.([\w-]+)\.json", os.path.basename(path))
-        if match and int(match.group(1)) >= found.get(match.group(2), -1):
-            found[match.group(2)] = int(match.group(1))
+        match = re.fullmatch(r"epoch_(\d+|latest)\.([\w-]+)\.json", os.path.basename(path))
+        if not match:
+            continue
+        # epoch_latest.pt is rewritten every epoch: its evaluation is the newest one
+        epoch = float("inf") if match.group(1) == "latest" else int(match.group(1))
+        if epoch >= found.get(match.group(2), -1):
+            found[match.group(2)] = epoch
             with open(path) as f:
                 out[match.group(2)] = json.load(f)
     results = os.path.join(run_dir, "checkpoints", "results.jsonl")

@@ -174,13 +174,14 @@ class SelectingLoader:
         seen = sum(w[4] for w in window)
         stats = {"kept_fraction": kept / max(seen, 1),
                  "time_scoring": self.time_scoring, "time_training": self.time_training,
-                 "candidates_seen": self.candidates_seen * cfg.world_size}
+                 "candidates_seen": self.candidates_seen}  # this rank's (ranks may see different counts)
         for name, values in (("curr", curr), ("hist", hist), ("delta", delta)):
             stats[f"{name}_mean"], stats[f"{name}_std"] = nan_stats(values)
         if cfg.rank == 0:
             log.info(
                 f"Selection {cfg.selection} epoch {self.epoch} step {step}: kept "
-                f"{stats['kept_fraction']:.3f} of {stats['candidates_seen']} candidates so far | curr "
+                f"{stats['kept_fraction']:.3f} of {stats['candidates_seen']} candidates so far"
+                f"{' on rank 0' if cfg.world_size > 1 else ''} | curr "
                 f"{stats['curr_mean']:.2f}±{stats['curr_std']:.2f} hist {stats['hist_mean']:.2f}"
                 f"±{stats['hist_std']:.2f} delta {stats['delta_mean']:.3f}±{stats['delta_std']:.3f} | "
                 f"time scoring {self.time_scoring:.1f}s training {self.time_training:.1f}s")

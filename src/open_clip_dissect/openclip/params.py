@@ -32,6 +32,11 @@ def selection_help() -> str:
             f"(default: none).")
 
 
+def own_count_strategies():
+    """The strategies that do not read --ratio (they declare their own kept count, or keep all)."""
+    return [n for n in list_strategies() if strategy_class(n).variable_kept or strategy_class(n).keeps_all]
+
+
 def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register this package's flags on ``parser`` (in their own help group)."""
     group = _RecordingGroup(parser.add_argument_group(
@@ -49,8 +54,8 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         type=float,
         default=0.5,
         help="Selection ratio r in (0, 1]: k = max(1, round(r * candidates)) samples are trained "
-             "on per step; infobatch and scan set their own (random) counts and ignore it "
-             "(default: 0.5).",
+             "on per step; " + ", ".join(own_count_strategies()) + " set their own counts and ignore "
+             "it (default: 0.5).",
     )
     group.add_argument(
         "--selection-batch-mode",
@@ -259,6 +264,12 @@ def validate_args(args) -> None:
                      if option.flag in given and args.selection not in takers)
     if ignored:
         log.warning(f"--selection {args.selection} does not read {', '.join(ignored)}: ignored")
+    if strategy is not None:
+        unused = sorted(o.flag for o in strategy_class(args.selection).options
+                        if o.name in strategy.unused_options() and o.flag in given)
+        if unused:
+            log.warning(f"--selection {args.selection} ignores {', '.join(unused)} with these settings "
+                        f"(e.g. the auto detector's flags with a numeric warm-up)")
     if strategy is not None and strategy.variable_kept:
         _check_variable_kept(args, given)
     if strategy is not None and strategy.keeps_all and "--ratio" in given:
@@ -302,12 +313,18 @@ def strategy_options(args) -> dict:
 
 
 def selection_fingerprint(args) -> dict:
-    """What a resumed run must share with the run that wrote the selection state (its run-length
-    option, ``--epochs``, may grow; the world size may change: elastic resume)."""
-    options = {k: v for k, v in strategy_options(args).items() if k not in ("name", RUN_EPOCHS.name)}
-    return {"selection": args.selection, "options": options, "ratio": args.ratio,
-            "selection_batch_mode": args.selection_batch_mode, "selection_scope": args.selection_scope,
-            "seed": args.seed, "clipscore_scale": args.clipscore_scale, "world_size": args.world_size}
+    """What a resumed run must share with the run that wrote the selection state: what changes
+    its decisions, not flags its settings ignore (its run-length option, ``--epochs``, may grow;
+    the world size may change: elastic resume)."""
+    options = strategy_options(args)
+    unused = set(create_strategy(**options).unused_options()) | {"name", RUN_EPOCHS.name}
+    out = {"selection": args.selection, "options": {k: v for k, v in options.items() if k not in unused},
+           "selection_batch_mode": args.selection_batch_mode, "selection_scope": args.selection_scope,
+           "selection_scoring_mode": args.selection_scoring_mode, "seed": args.seed,
+           "clipscore_scale": args.clipscore_scale, "world_size": args.world_size}
+    if args.selection not in own_count_strategies():
+        out["ratio"] = args.ratio
+    return out
 
 
 def _check_variable_kept(args, given: set) -> None:

@@ -1,8 +1,9 @@
 """Selection-state files: one per rank beside OpenCLIP's checkpoints, written atomically and
 read with ``torch.load(weights_only=True)`` (tensors and plain values only).
 
-Format 2 records the completed ``epoch`` and a ``fingerprint`` of the run (strategy, its options,
-ratio, batch mode, scope, seed, CLIPScore scale, world size). The state of completed epoch N is
+Format 3 records the completed ``epoch`` and a ``fingerprint`` of what decides the selection
+(strategy, the options its settings read, the ratio where it reads one, batch mode, scope, scoring
+mode, seed, CLIPScore scale, world size). Format 2 (no scoring mode; every option) is still read. The state of completed epoch N is
 always ``epoch_N.dissect-state.rank<r>-of-<W>``, whatever checkpoint file OpenCLIP writes for that
 epoch (``epoch_N.pt`` or ``epoch_latest.pt``): a resume reads the checkpoint's own epoch and
 takes the state of that epoch, never another. A state file is deleted only once no checkpoint
@@ -23,7 +24,8 @@ from open_clip_dissect.errors import InputError
 
 log = logging.getLogger(__name__)
 STATE_SUFFIX = ".dissect-state"  # never ".pt": OpenCLIP's --resume latest globs *.pt
-STATE_FORMAT = 2  # 1: no epoch, no fingerprint (before crash-safe resume)
+STATE_FORMAT = 3  # 1: no epoch, no fingerprint (before crash-safe resume); 2: no scoring mode
+READABLE_FORMATS = (2, 3)
 RESET = "resume with --selection-reset-history to start the selection history afresh"
 # Fingerprint fields a resumed run may change: the world size (elastic resume re-deals the keys).
 ELASTIC_FIELDS = ("world_size",)
@@ -87,6 +89,21 @@ def find_state(checkpoint: str, epoch: int) -> str:
                                  f"lies beside it: {'; '.join(looked)}. {RESET[0].upper() + RESET[1:]}.")
 
 
+def upgrade_fingerprint(saved: Dict, current: Dict, source: str) -> Dict:
+    """A format-2 fingerprint in format 3's terms: options and ratio only where the resumed run
+    reads them, and the scoring mode (not recorded then) assumed to be the resumed run's."""
+    saved = dict(saved)
+    if "options" in saved and "options" in current:
+        saved["options"] = {k: v for k, v in saved["options"].items() if k in current["options"]}
+    if "ratio" not in current:
+        saved.pop("ratio", None)
+    if "selection_scoring_mode" in current:
+        saved["selection_scoring_mode"] = current["selection_scoring_mode"]
+        log.warning(f"{source}: a format-2 selection state does not record its scoring mode; assuming "
+                    f"--selection-scoring-mode {current['selection_scoring_mode']} as now")
+    return saved
+
+
 def check_fingerprint(saved: Dict, current: Dict, source: str) -> None:
     """The resumed run must select as the saved one did: every differing field is named."""
     fields = sorted((set(saved) | set(current)) - set(ELASTIC_FIELDS))
@@ -146,7 +163,7 @@ def load_state(path: str, mmap: bool = False) -> dict:
     except Exception as exn:  # noqa: BLE001 - truncated, another format, unreadable
         raise InputError(path, f"cannot read this selection-state file ({type(exn).__name__}: "
                                f"{str(exn).splitlines()[0] if str(exn) else ''}); {reset}") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         older = " (written before states recorded their epoch and run)" if found == 1 else ""
         raise InputError(path, f"selection-state format {found}{older}, expected {STATE_FORMAT}; {reset}")
@@ -162,7 +179,10 @@ def restore_selector(selector, files: list, rank: int, fingerprint: Optional[Dic
     first = load_state(source)
     selector.check_strategy(first, source)
     if fingerprint is not None:
-        check_fingerprint(first.get("fingerprint", {}), fingerprint, source)
+        saved = first.get("fingerprint", {})
+        if first.get("format") == 2:
+            saved = upgrade_fingerprint(saved, fingerprint, source)
+        check_fingerprint(saved, fingerprint, source)
     if len(files) == selector.comm.world_size:
         selector.load_state_dict(first, source=source)
         return

@@ -5,7 +5,7 @@ Conventions: ``curr`` is the CLIPScore ``w * max(cos, 0)`` of the model being tr
 ranking score is "higher = keep"; ties are broken by a random permutation (never index order).
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -155,9 +155,15 @@ class Strategy:
     needs_validation_retrieval = False  # end_epoch reads held-out R@sum (Selector.set_retrieval)
     variable_kept = False
     keeps_all = False
+    listing_order = 100  # place among --selection's choices (built-ins 10-60; ties: import order)
 
     def begin_epoch(self, epoch: int, history_mean: Optional[float] = None) -> None:
         pass
+
+    def unused_options(self) -> List[str]:
+        """Names of this instance's options that its configuration ignores (e.g. the ``auto``
+        detector's options with a fixed warm-up); a flag given for one of them gets a warning."""
+        return []
 
     def end_epoch(self, epoch: int, signals: EpochSignals) -> Optional[str]:
         """After ``epoch``; may return one line for the run's log (an event such as a detected

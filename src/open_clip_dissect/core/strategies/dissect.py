@@ -33,10 +33,11 @@ def _check_epochs_or_auto(value):
 # Shared by both variants (same flags): how ``auto`` finds the early-learning point.
 AUTO_OPTIONS = (
     Option("auto_signal", "--dissect-auto-signal", str, DEFAULT_SIGNAL,
-           "with a warm-up of 'auto', the label-free signal that ends it: 'retrieval' (the "
-           "--retrieval-data R@sum has passed its peak), 'loss' (the mean scoring-pass loss "
-           "improves by less than --dissect-auto-min-improvement) or 'spread' (the standard "
-           "deviation of the epoch's CLIPScores has passed its peak)", one_of(SIGNALS)),
+           "with a warm-up of 'auto', the signal that ends it: 'retrieval' (the R@sum of "
+           "--val-data, a held-out split, has passed its peak; never a reported split), or the "
+           "label-free 'loss' (the mean scoring-pass loss improves by less than "
+           "--dissect-auto-min-improvement) or 'spread' (the standard deviation of the epoch's "
+           "CLIPScores has passed its peak)", one_of(SIGNALS)),
     Option("auto_patience", "--dissect-auto-patience", int, DEFAULT_PATIENCE,
            "retrieval and spread signals: measurements below the peak before the peak counts as "
            "passed", at_least(1)),
@@ -104,6 +105,10 @@ class _Gated(Strategy):
     def end_epoch(self, epoch, signals):
         return self.gate.end_epoch(epoch, signals)
 
+    def unused_options(self):
+        """The detector's options do nothing with a fixed warm-up."""
+        return [] if self.gate.detector is not None else [o.name for o in AUTO_OPTIONS]
+
     def status(self):
         return self.gate.status()
 
@@ -123,6 +128,7 @@ class DissectWarmup(_Gated):
     one) and its current score is recorded as its W at that first visit.
     """
     name = "dissect-warmup"
+    listing_order = 20
     summary = "DISSect: hist - curr against the CLIPScore of a warm-up epoch"
     needs_history = True
 
@@ -160,6 +166,7 @@ class DissectMomentum(_Gated):
     would rank, so the audit's AUROC tracks when it turns.
     """
     name = "dissect-mome"
+    listing_order = 20
     summary = "DISSect: hist - curr against a momentum average of past CLIPScores"
     needs_history = True
 

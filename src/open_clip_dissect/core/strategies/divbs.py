@@ -19,6 +19,7 @@ class DivBS(Strategy):
     sequential rounds of batched vector operations.
     """
     name = "divbs"
+    listing_order = 50
     summary = "diversified batch selection (greedy orthogonal coverage of the batch's gradients)"
     needs_loss = True
     needs_gradient = True

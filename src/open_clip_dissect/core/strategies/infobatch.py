@@ -20,6 +20,7 @@ class InfoBatch(Strategy):
     of the samples trained on (InfoBatch records the training loss of the trained samples).
     """
     name = "infobatch"
+    listing_order = 30
     summary = "InfoBatch's soft pruning of below-mean-loss samples with loss rescaling"
     needs_history = True
     needs_loss = True

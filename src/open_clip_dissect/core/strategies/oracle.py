@@ -7,6 +7,7 @@ from open_clip_dissect.core.strategies.registry import register
 class OracleClipScore(Strategy):
     """The k highest CLIPScores of a frozen oracle model (the paper's CLIPScore* row)."""
     name = "clipscore-oracle"
+    listing_order = 60
     summary = "the k highest CLIPScores of a frozen --oracle-model"
     needs_oracle = True
 
@@ -23,6 +24,7 @@ class Learnability(Strategy):
     per-sample score of RHO-LOSS and of JEST's "hard learnability".)
     """
     name = "learnability"
+    listing_order = 60
     summary = "the k highest learner-minus-reference losses, the reference being --oracle-model (RHO-LOSS/JEST)"
     needs_loss = True
     needs_oracle = True

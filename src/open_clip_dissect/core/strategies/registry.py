@@ -1,6 +1,7 @@
 """The strategy registry: every strategy is one class, registered by name, that declares its
 own options. ``--selection``'s choices and help, the strategy flags, the bench's lists and the
-end-to-end tests all read it, so adding a strategy takes its class and its test."""
+end-to-end tests all read it, so adding a strategy takes its module (found by
+``core.strategies`` on import) and its test."""
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -80,8 +81,28 @@ def register(cls: type) -> type:
 
 
 def list_strategies() -> List[str]:
-    """Every registered strategy name, in registration order (``--selection``'s choices)."""
-    return list(_REGISTRY)
+    """Every registered strategy name (``--selection``'s choices): by each class's
+    ``listing_order``, then in registration order."""
+    order = {name: i for i, name in enumerate(_REGISTRY)}
+    return sorted(_REGISTRY, key=lambda name: (_REGISTRY[name].listing_order, order[name]))
+
+
+def declarations(cls: type) -> List[str]:
+    """What a strategy class declares it needs or does, in words (the README's strategy table)."""
+    words = [("history", cls.needs_history), ("per-sample loss", cls.needs_loss),
+             ("oracle model", cls.needs_oracle), ("gradient proxy", cls.needs_gradient),
+             ("its own kept count", cls.variable_kept), ("every candidate", cls.keeps_all)]
+    return [word for word, declared in words if declared]
+
+
+def strategy_table() -> str:
+    """The markdown table of every registered strategy, from the registry (README, "Strategies")."""
+    lines = ["| `--selection` | what it keeps | its flags | reads / keeps |", "| --- | --- | --- | --- |"]
+    for name in list_strategies():
+        cls = _REGISTRY[name]
+        flags = ", ".join(f"`{o.flag}` ({o.default})" for o in cls.options if o.flag) or "-"
+        lines.append(f"| `{name}` | {cls.summary} | {flags} | {', '.join(declarations(cls)) or '-'} |")
+    return "\n".join(lines) + "\n"
 
 
 def strategy_class(name: str) -> type:
@@ -91,10 +112,11 @@ def strategy_class(name: str) -> type:
 
 
 def all_options() -> List[Tuple[Option, List[str]]]:
-    """Every distinct command-line option with the strategies that take it, in registration order.
+    """Every distinct command-line option with the strategies that take it, in listing order.
     Strategies that share a flag must declare it alike."""
     found: Dict[str, Tuple[Option, List[str]]] = {}
-    for name, cls in _REGISTRY.items():
+    for name in list_strategies():
+        cls = _REGISTRY[name]
         for option in cls.options:
             if option.flag is None:
                 continue

@@ -30,6 +30,7 @@ class Scan(Strategy):
     The history stores the nomination (1.0 nominated, 0.0 not) of the last preparation epoch.
     """
     name = "scan"
+    listing_order = 40
     summary = "SCAN's bootstrapped pruning of the highest- and lowest-loss pairs"
     needs_history = True
     needs_loss = True

@@ -8,6 +8,7 @@ from open_clip_dissect.core.strategies.registry import register
 @register
 class RandomSelection(Strategy):
     name = "random"
+    listing_order = 10
     summary = "a uniformly random k"
 
     def rank(self, scores, history, epoch, generator):
@@ -19,6 +20,7 @@ class Observe(Strategy):
     """Full-data training that still runs the scoring pass, so that ``--selection-record`` and
     the per-epoch signals show how every sample's CLIPScore evolves (the paper's Fig. 3)."""
     name = "observe"
+    listing_order = 10
     summary = "train on every candidate (full data) but score and record them all"
     keeps_all = True
 
@@ -31,6 +33,7 @@ class Observe(Strategy):
 @register
 class SmallLoss(Strategy):
     name = "small-loss"
+    listing_order = 10
     summary = "the k smallest per-sample InfoNCE losses"
     needs_loss = True
 
@@ -41,6 +44,7 @@ class SmallLoss(Strategy):
 @register
 class BigLoss(Strategy):
     name = "big-loss"
+    listing_order = 10
     summary = "the k largest per-sample InfoNCE losses"
     needs_loss = True
 
@@ -51,6 +55,7 @@ class BigLoss(Strategy):
 @register
 class SelfClipScore(Strategy):
     name = "clipscore"
+    listing_order = 10
     summary = "the k highest CLIPScores of the model being trained"
 
     def rank(self, scores, history, epoch, generator):
