@@ -185,3 +185,22 @@ def test_difficulty_values_are_checked():
             synthetic.make_samples("train", 4, 0, difficulty=synthetic.Difficulty(**kwargs))
     assert synthetic.resolve_settings("web", alt_text_rate=0.3)["alt_text_rate"] == 0.3
     assert synthetic.resolve_settings(None)["noise_kind"] == "shuffle"
+
+
+def test_colour_words_as_concepts_make_rare_words(tmp_path):
+    """--colors 16 --concept-unit color: the Zipf law runs over colour words, so the rarest colours
+    are rare words; every colour appears in the balanced test split."""
+    difficulty = synthetic.Difficulty(concept_zipf=1.6, alt_text_rate=0.6, colors=16, concept_unit="color")
+    manifest = synthetic.make_dataset(str(tmp_path), train_size=1500, val_size=0, test_size=400, seed=1,
+                                      noise_rate=0.4, shard_size=1500, progress=False, difficulty=difficulty)
+    counts = manifest["concept_counts"]
+    assert sorted(counts) == sorted(synthetic.palette(16)) and len(manifest["rare_concepts"]) == 2
+    assert max(counts.values()) > 30 * min(counts.values())
+    train = synthetic.read_sample_records(str(tmp_path / "train"))
+    rare = set(manifest["rare_concepts"])
+    assert all(("rare" in r["groups"]) == bool(rare & set(r["caption_concepts"])) for r in train)
+    assert all(c in synthetic.ALL_COLORS for r in train for c in r["concepts"])
+    test = synthetic.read_sample_records(str(tmp_path / "test"))
+    assert {s["color"] for r in test for s in r["shapes"]} == set(synthetic.palette(16))
+    with pytest.raises(ValueError, match="--colors"):
+        synthetic.make_samples("train", 2, 0, difficulty=synthetic.Difficulty(colors=17))

@@ -50,6 +50,12 @@ def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.Argu
     web.add_argument("--hard-image-kinds", default=None,
                      help="Comma-separated kinds a hard image draws from, each with probability 1/2: "
                           + ",".join(synthetic.HARDNESS) + " (default: all of them).")
+    web.add_argument("--colors", type=int, default=None,
+                     help=f"Colour words in use, {len(synthetic.COLORS)} to {len(synthetic.ALL_COLORS)}: the plain six, "
+                          "then " + ", ".join(synthetic.EXTRA_COLORS) + f" (default: {len(synthetic.COLORS)}).")
+    web.add_argument("--concept-unit", choices=synthetic.CONCEPT_UNITS, default=None,
+                     help="What a concept is for --concept-zipf and the rare group: a shape in a colour, or a "
+                          "colour word (default: shape-color).")
     web.add_argument("--pixel-noise", type=float, default=None,
                      help="Standard deviation of Gaussian pixel noise on every split, 0-255 scale (default: 0).")
     p.add_argument("--shard-size", type=int, default=1000, help="Samples per shard (default: 1000).")

@@ -108,18 +108,39 @@ class Scene:
         return out + [self.paraphrase(rng) for _ in range(n - len(out))]
 
 
-def random_scene(rng: random.Random) -> Scene:
+def random_scene(rng: random.Random, colors: Optional[Sequence[str]] = None) -> Scene:
     n = rng.randint(1, 3)
     positions = rng.sample(sorted(POSITIONS), n)
+    colors = list(colors) if colors is not None else sorted(COLORS)
     shapes = tuple(
-        Shape(rng.choice(SHAPES), rng.choice(sorted(COLORS)), rng.choice(sorted(SIZES)), pos)
+        Shape(rng.choice(SHAPES), rng.choice(colors), rng.choice(sorted(SIZES)), pos)
         for pos in positions)
     return Scene(rng.choice(sorted(BACKGROUNDS)), shapes)
 
 
 # ----------------------------------------------------------------------------- web-like difficulty
 
-CONCEPTS = tuple(f"{color} {shape}" for shape in SHAPES for color in sorted(COLORS))  # 24 concepts
+# Colour words beyond the plain six (--colors up to 16): rarer words for a long tail.
+EXTRA_COLORS = {
+    "pink": (250, 110, 180), "brown": (130, 80, 35), "cyan": (40, 200, 220), "maroon": (120, 10, 40),
+    "olive": (120, 125, 20), "teal": (10, 120, 120), "navy": (25, 30, 110), "lime": (160, 230, 50),
+    "magenta": (220, 30, 200), "gold": (200, 165, 60),
+}
+ALL_COLORS = {**COLORS, **EXTRA_COLORS}
+CONCEPT_UNITS = ("shape-color", "color")  # a concept: a shape in a colour, or a colour word
+
+
+def palette(colors: int = len(COLORS)) -> List[str]:
+    """The first ``colors`` colour words: the plain six (sorted), then the extra ones in order."""
+    return sorted(COLORS) + list(EXTRA_COLORS)[:max(0, colors - len(COLORS))]
+
+
+def concept_names(colors: int = len(COLORS), unit: str = "shape-color") -> List[str]:
+    words = palette(colors)
+    return words if unit == "color" else [f"{color} {shape}" for shape in SHAPES for color in words]
+
+
+CONCEPTS = tuple(concept_names())  # the plain generator's 24 concepts
 HARDNESS = ("distractors", "low_contrast", "small", "texture")
 CAPTION_STYLES = ("full", "partial", "alt")
 RARE_FRACTION = 0.1  # "rare" concepts: the rarest tenth by training frequency
@@ -133,6 +154,8 @@ class Difficulty:
     alt_text_rate: float = 0.0         # captions naming one object only ("a red circle")
     hard_image_rate: float = 0.0       # images with distractors, low contrast, small shapes or texture
     hard_image_kinds: tuple = HARDNESS  # the kinds a hard image draws from (each with probability 1/2)
+    colors: int = len(COLORS)          # colour words in use, 6 to 16 (train, val and test)
+    concept_unit: str = "shape-color"  # what the Zipf law and "rare" count: shape-colour pairs or colours
     pixel_noise: float = 0.0           # sd of Gaussian sensor noise, 0-255 scale (every split)
 
     def __post_init__(self):
@@ -154,6 +177,10 @@ class Difficulty:
         if unknown or not self.hard_image_kinds:
             raise InputError("--hard-image-kinds", f"must name some of {', '.join(HARDNESS)}, got "
                                                    f"{', '.join(self.hard_image_kinds) or 'none'}")
+        if not len(COLORS) <= self.colors <= len(ALL_COLORS):
+            raise InputError("--colors", f"must be in [{len(COLORS)}, {len(ALL_COLORS)}], got {self.colors}")
+        if self.concept_unit not in CONCEPT_UNITS:
+            raise InputError("--concept-unit", f"must be one of {', '.join(CONCEPT_UNITS)}, got {self.concept_unit!r}")
         if not self.pixel_noise >= 0.0:
             raise InputError("--pixel-noise", f"must be >= 0, got {self.pixel_noise}")
 
@@ -183,9 +210,9 @@ def resolve_settings(preset: Optional[str] = None, **given) -> dict:
     return settings
 
 
-def concept_weights(seed: int, zipf: float) -> Dict[str, float]:
+def concept_weights(seed: int, zipf: float, names: Sequence[str] = CONCEPTS) -> Dict[str, float]:
     """Probability of each concept: a Zipf law over a seed-drawn order (each seed has its own tail)."""
-    order = list(CONCEPTS)
+    order = list(names)
     random.Random(f"{seed}:concept-order").shuffle(order)
     raw = [1.0 / (rank + 1) ** zipf for rank in range(len(order))]
     total = sum(raw)
@@ -248,7 +275,7 @@ def styled_spec(scene: Scene, style: str, rng: random.Random) -> CaptionSpec:
     return CaptionSpec(mentions, scene.background if rng.random() < 0.5 else None)
 
 
-def corrupt_spec(spec: CaptionSpec, rng: random.Random) -> CaptionSpec:
+def corrupt_spec(spec: CaptionSpec, rng: random.Random, colors: Sequence[str] = tuple(sorted(COLORS))) -> CaptionSpec:
     """``partial`` noise on a styled caption: one or two named attributes made wrong."""
     mentions = list(spec.mentions)
     for _ in range(rng.randint(1, 2)):
@@ -256,7 +283,7 @@ def corrupt_spec(spec: CaptionSpec, rng: random.Random) -> CaptionSpec:
         attributes = ["color", "shape"] + (["position"] if mentions[i].position else [])
         attribute = rng.choice(attributes)
         if attribute == "color":
-            value = rng.choice([c for c in sorted(COLORS) if c != mentions[i].color])
+            value = rng.choice([c for c in colors if c != mentions[i].color])
         elif attribute == "shape":
             value = rng.choice([s for s in SHAPES if s != mentions[i].shape])
         else:
@@ -266,13 +293,15 @@ def corrupt_spec(spec: CaptionSpec, rng: random.Random) -> CaptionSpec:
 
 
 def weighted_scene(rng: random.Random, weights: Dict[str, float]) -> Scene:
-    """A scene whose shapes' concepts follow ``weights`` (sizes, positions, background uniform)."""
+    """A scene whose shapes' concepts follow ``weights`` (sizes, positions, background uniform;
+    with colour concepts the kind of shape is uniform too)."""
     n = rng.randint(1, 3)
     positions = rng.sample(sorted(POSITIONS), n)
     names, probs = zip(*sorted(weights.items()))
     concepts = rng.choices(names, probs, k=n)
-    shapes = tuple(Shape(c.split(" ")[1], c.split(" ")[0], rng.choice(sorted(SIZES)), pos)
-                   for c, pos in zip(concepts, positions))
+    words = [c.split(" ") if " " in c else [c, rng.choice(SHAPES)] for c in concepts]
+    shapes = tuple(Shape(shape, color, rng.choice(sorted(SIZES)), pos)
+                   for (color, shape), pos in zip(words, positions))
     return Scene(rng.choice(sorted(BACKGROUNDS)), shapes)
 
 
@@ -333,7 +362,7 @@ def render(scene: Scene, size: int, hard: Sequence[str] = (), extra: Sequence[Sh
         row, col = POSITIONS[s.position]
         cx, cy = (col + 0.5) * cell, (row + 0.5) * cell
         r = SIZES[s.size] * cell * scale
-        color = COLORS[s.color]
+        color = ALL_COLORS[s.color]
         if "low_contrast" in hard:  # half way towards the background
             color = tuple(round(0.5 * c + 0.5 * b) for c, b in zip(color, background))
         if s.shape == "circle":
@@ -368,18 +397,22 @@ class Sample:
     pixel_noise: float = 0.0
     noise_kind: Optional[str] = None
     groups: List[str] = field(default_factory=list)  # e.g. "rare": about a rare concept
+    concept_unit: str = "shape-color"
 
     def image(self, size: int) -> Image.Image:
         return render(self.scene, size, self.hard, self.extra, self.pixel_noise, self.uid)
 
+    def concept(self, item) -> str:
+        return item.color if self.concept_unit == "color" else f"{item.color} {item.shape}"
+
     def concepts(self) -> List[str]:
-        return [f"{s.color} {s.shape}" for s in self.scene.shapes]
+        return [self.concept(s) for s in self.scene.shapes]
 
     def caption_concepts(self) -> List[str]:
         """The concepts the sample's caption names (plain captions: every shape of the scene)."""
         if self.spec is None:
             return self.concepts()
-        return [f"{m.color} {m.shape}" for m in self.spec.mentions]
+        return [self.concept(m) for m in self.spec.mentions]
 
 
 def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
@@ -395,24 +428,26 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
         raise InputError("--noise-kind", f"must be one of {NOISE_KINDS}, got {noise_kind!r}")
     difficulty.check()
     styled = split != "test" and not difficulty.plain
-    weights = concept_weights(seed, difficulty.concept_zipf) if styled else None
+    names = concept_names(difficulty.colors, difficulty.concept_unit)
+    weights = concept_weights(seed, difficulty.concept_zipf, names) if styled else None
+    colors = palette(difficulty.colors) if difficulty.colors != len(COLORS) else None  # None: the plain draw
     samples, seen = [], set()
     for i in range(n):
         tag = f"{seed}:{split}:{i}"
         rng = random.Random(tag)
-        scene = weighted_scene(rng, weights) if styled else random_scene(rng)
+        scene = weighted_scene(rng, weights) if styled else random_scene(rng, colors)
         # The retrieval split never repeats a scene: two identical images tie on every query,
         # and no retrieval metric can say which of them is "the" right answer.
         redraw = 0
         while split == "test" and scene in seen:
             redraw += 1
-            scene = random_scene(random.Random(f"{tag}:redraw{redraw}"))
+            scene = random_scene(random.Random(f"{tag}:redraw{redraw}"), colors)
         seen.add(scene)
         uid = hashlib.md5(tag.encode()).hexdigest()
         captions = scene.captions(captions_per_image, random.Random(tag + ":captions")) \
             if captions_per_image > 1 else None
         sample = Sample(f"{i:08d}", uid, scene, scene.caption(), False, captions,
-                        pixel_noise=difficulty.pixel_noise)
+                        pixel_noise=difficulty.pixel_noise, concept_unit=difficulty.concept_unit)
         if styled:
             style_rng = random.Random(tag + ":style")
             u = style_rng.random()
@@ -439,7 +474,7 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
     new = {order[j]: samples[order[(j + 1) % len(order)]] for j in range(len(order))} if len(order) > 1 else {}
     if styled:
         specs = {i: other.spec for i, other in new.items()}
-        specs.update({i: corrupt_spec(samples[i].spec, random.Random(f"{seed}:{split}:{i}:noise"))
+        specs.update({i: corrupt_spec(samples[i].spec, random.Random(f"{seed}:{split}:{i}:noise"), palette(difficulty.colors))
                       for i in chosen if kinds[i] == "partial"})
         for i, spec in specs.items():
             sample = samples[i]
@@ -459,9 +494,9 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
     return samples
 
 
-def concept_counts(samples: Sequence[Sample]) -> Dict[str, int]:
+def concept_counts(samples: Sequence[Sample], names: Sequence[str] = CONCEPTS) -> Dict[str, int]:
     """How many shapes of each concept the samples' images show (distractors aside)."""
-    counts = {c: 0 for c in CONCEPTS}
+    counts = {c: 0 for c in names}
     for sample in samples:
         for concept in sample.concepts():
             counts[concept] += 1
@@ -642,7 +677,7 @@ def make_dataset(out_dir: str, train_size: int = 20000, val_size: int = 1000, se
               "val": make_samples("val", val_size, seed, difficulty=difficulty)}
     if test_size:
         splits["test"] = make_samples("test", test_size, seed, captions_per_image=test_captions, difficulty=difficulty)
-    counts = concept_counts(splits["train"])
+    counts = concept_counts(splits["train"], concept_names(difficulty.colors, difficulty.concept_unit))
     rare = rare_concepts(counts)
     for split, samples in splits.items():
         tag_rare(samples, rare, by_caption=split != "test")
