@@ -156,7 +156,7 @@ def test_corrupt_shard_is_named(tmp_path, caplog):
 
 def test_missing_shard_is_named(tiny_data):
     pattern = os.path.join(tiny_data.root, "train", "{00000..00009}.tar")
-    with pytest.raises(FileNotFoundError, match=r"--train-data: shard not found: .*00004.tar \(and 5 more\)"):
+    with pytest.raises(InputError, match=r"--train-data: shard not found: .*00004.tar \(and 5 more\)"):
         _train_loader(_args("--train-data", pattern, "--dataset-type", "webdataset"))
 
 
@@ -177,7 +177,7 @@ def test_csv_bad_columns_fail_before_training(tiny_data, tmp_path):
     with pytest.raises(InputError, match="--csv-caption-key"):
         _train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv",
                             "--csv-caption-key", "caption"))
-    with pytest.raises(FileNotFoundError, match="--train-data: csv file not found"):
+    with pytest.raises(InputError, match="--train-data: csv file not found"):
         _train_loader(_args("--train-data", str(tmp_path / "none.csv"), "--dataset-type", "csv"))
 
 
