@@ -259,3 +259,58 @@ def test_a_bug_still_gives_a_traceback(monkeypatch):
     monkeypatch.setattr(upstream_main, "main", bug)
     with pytest.raises(KeyError, match="a bug"):
         train_main.main(["--epochs", "1"])
+
+
+# --- failures after OpenCLIP's start-up (issue 26, section 6)
+
+def test_an_epoch_without_samples_names_its_cause_and_the_retry_runs(world, entry_points, tmp_path):
+    # Keys checked only while reading (bare __key__s): none of them is in the data.
+    (tmp_path / "keys.txt").write_text("99999998\n99999999\n")
+    flags = wds(world, "--sample-key", "key", "--selection", "random", "--keep-list", str(tmp_path / "keys.txt"))
+    failed = entry_points.run(MAIN, train(tmp_path, *flags), cwd=tmp_path)
+    assert_refused(failed, "--keep-list: the epoch has no samples: none of the 512 samples")
+    run = tmp_path / "logs" / "run"
+    [aside] = os.listdir(run)  # the failed attempt's files, kept, out of the way of the retry
+    assert aside.startswith("failed-") and {"out.log", "params.txt"} <= set(os.listdir(run / aside))
+    assert f"its files are now in {run / aside}" in failed.stderr
+    # The same command with the keep-list corrected runs in the same folder.
+    (tmp_path / "keys.txt").write_text("".join(f"{i:08d}\n" for i in range(64)))
+    retry = entry_points.run(MAIN, train(tmp_path, *flags), cwd=tmp_path)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert (run / "checkpoints" / "epoch_1.pt").is_file() and (run / aside / "out.log").is_file()
+
+
+@pytest.mark.parametrize("selection", ["none", "random"])
+def test_unreadable_shards_give_an_epoch_without_samples(selection, entry_points, tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name in ("00000.tar", "00001.tar"):  # e.g. an HTML error page saved by a failed download
+        (shards / name).write_bytes(b"<html>503 Service Unavailable</html>\n" * 40)
+    (shards / "sizes.json").write_text('{"00000.tar": 64, "00001.tar": 64}')
+    flags = ["--train-data", str(shards / "{00000..00001}.tar"), "--dataset-type", "webdataset",
+             "--selection", selection]
+    result = entry_points.run(MAIN, train(tmp_path, *flags), cwd=tmp_path)
+    assert_refused(result, "--train-data: the epoch has no samples: none of the 2 shard(s) of --train-data "
+                           "holds a readable sample")
+    assert not os.path.exists(tmp_path / "logs" / "run" / "checkpoints")  # moved aside with the log
+
+
+def test_a_failed_run_with_a_checkpoint_is_left_for_resume(tmp_path):
+    from types import SimpleNamespace
+
+    from open_clip_dissect.openclip.run_attempt import set_failed_attempt_aside
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "out.log").write_text("epoch 1\n")
+    (run / "checkpoints" / "epoch_1.pt").write_bytes(b"weights")
+    args = SimpleNamespace(log_path=str(run / "out.log"), rank=0)
+    assert set_failed_attempt_aside(args) is None  # --resume latest continues this run
+    assert sorted(os.listdir(run)) == ["checkpoints", "out.log"]
+    assert set_failed_attempt_aside(SimpleNamespace(log_path=None, rank=0)) is None  # failed before the folder
+    os.remove(run / "checkpoints" / "epoch_1.pt")
+    first = set_failed_attempt_aside(args)
+    (run / "out.log").write_text("attempt 2\n")
+    second = set_failed_attempt_aside(args)  # two failures in the same second: two folders
+    assert first != second and sorted(os.listdir(run)) == sorted(os.path.basename(p) for p in (first, second))
+    assert (run / os.path.basename(second) / "out.log").read_text() == "attempt 2\n"
