@@ -111,6 +111,8 @@ CASES = [
                                                                   str(w["root"] / "no_images.csv"))),
      lambda w, d: str(w["root"] / "no_images.csv")),
     ("keep-list-missing", MAIN, lambda w, d: train(d, *wds(w, "--keep-list", str(d / "keys.txt"))), "--keep-list"),
+    ("keep-list-binary", MAIN, lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "cut.pt"))),
+     "--keep-list"),
     ("keep-list-empty", MAIN, lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "empty_keys.txt"))),
      "--keep-list"),
     ("keep-list-names-no-shard", MAIN,

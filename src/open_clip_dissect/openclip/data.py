@@ -21,6 +21,10 @@ Differences from ``open_clip_train.data`` (open_clip_torch 3.3.0) in the webdata
   rank and the dataloader worker only, so two runs with the same seed see the same samples in
   the same order (upstream seeds the sample buffer from the process id and time);
 - a dropped sample (no caption or image, undecodable image) is logged with its key and shard;
+- a shard that ends without tar's end-of-archive blocks (cut between two members) is logged as
+  truncated, as one cut inside a member is (``tarfile`` alone reads it as a shorter shard);
+- an epoch that yields no batch fails, naming its cause (``NonEmptyEpochLoader``), instead of
+  reaching OpenCLIP's loop as an epoch of zero steps;
 - only the members listed in ``shard_members`` are read, each by its own decoder: nothing in a
   shard is ever unpickled (upstream's ``wds.decode("pilrgb")`` unpickles ``.pyd``/``.pkl``
   members). OpenCLIP's own validation loader is built with the same decoding (``get_data``).
@@ -277,7 +281,7 @@ def check_local_shards(urls, flag: str = "--train-data") -> None:
         raise InputError(flag, f"shard not found: {missing[0]}{more}")
 
 
-class NoSampleInEpoch:
+class NonEmptyEpochLoader:
     """Iterates a training loader and fails, naming the cause, when an epoch yields no batch.
 
     Without this an epoch whose samples were all filtered out (a keep-list that names none of
@@ -424,7 +428,7 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
     dataloader.num_batches = num_batches
     dataloader.num_samples = num_samples
     diagnose = functools.partial(why_no_sample, urls, args.batch_size, keep, args.sample_key)
-    return upstream.DataInfo(dataloader=NoSampleInEpoch(dataloader, diagnose), shared_epoch=shared_epoch)
+    return upstream.DataInfo(dataloader=NonEmptyEpochLoader(dataloader, diagnose), shared_epoch=shared_epoch)
 
 
 def dataset_size(input_shards):
@@ -510,7 +514,7 @@ def expand_shard_urls(pattern: str, flag: str, weights: Optional[str] = None):
 def check_data_inputs(args) -> None:
     """The data flags' files, checked before OpenCLIP creates the run folder: a run refused for
     them leaves nothing behind. What only reading the data can tell (an epoch without a sample)
-    is reported by the loaders (``NoSampleInEpoch``)."""
+    is reported by the loaders (``NonEmptyEpochLoader``)."""
     kind = None
     if args.train_data or args.dataset_type == "synthetic":
         kind = dataset_kind(args.train_data, args.dataset_type, "--train-data")
@@ -553,7 +557,10 @@ def _check_keep_list(args, kind: str) -> None:
     path = args.keep_list
     if os.path.isdir(path):
         path = os.path.join(path, KEY_LIST_NAME)
-    keep = KeySet.from_file(path, "--keep-list")
+    try:
+        keep = KeySet.from_file(path, "--keep-list")
+    except UnicodeDecodeError as exn:
+        raise InputError("--keep-list", f"{path} is not a text file of keys, one per line ({exn.reason})") from None
     if not len(keep):
         raise InputError("--keep-list", f"{path} lists no key")
     if kind == "csv":
@@ -682,6 +689,7 @@ def get_data(args, preprocess_fns, epoch=0, tokenizer=None, train_batch_size=Non
     preprocess_train, preprocess_val = preprocess_fns
     data = {}
     if args.train_data or args.dataset_type == "synthetic":
+        dataset_kind(args.train_data, args.dataset_type, "--train-data")  # upstream's ValueError, named
         upstream_fn = upstream.get_dataset_fn(args.train_data, args.dataset_type)
         train_args = args
         if train_batch_size is not None and train_batch_size != args.batch_size:
@@ -690,6 +698,7 @@ def get_data(args, preprocess_fns, epoch=0, tokenizer=None, train_batch_size=Non
         data["train"] = _KEYED[upstream_fn](
             train_args, preprocess_train, is_train=True, epoch=epoch, tokenizer=tokenizer)
     if args.val_data:
+        dataset_kind(args.val_data, args.dataset_type, "--val-data")
         with swapped(upstream, wds=SafeDecodingWebdataset()):
             data["val"] = upstream.get_dataset_fn(args.val_data, args.dataset_type)(
                 args, preprocess_val, is_train=False, tokenizer=tokenizer)
