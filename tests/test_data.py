@@ -154,9 +154,29 @@ def test_corrupt_shard_is_named(tmp_path, caplog):
     assert f"Skipping the rest of shard {bad}" in caplog.text
 
 
+@pytest.mark.parametrize("cut", ["member boundary", "inside a header"])
+def test_shard_cut_between_members_is_named(tmp_path, caplog, cut):
+    # tarfile's stream reader ends silently when the data stops between two members (or in a
+    # header): without the end-of-archive blocks the shard is truncated, not shorter.
+    good, bad = str(tmp_path / "good.tar"), str(tmp_path / "bad.tar")
+    _write_tar(good, [("a.png", _png()), ("a.txt", b"x"), ("b.png", _png()), ("b.txt", b"y")])
+    with tarfile.open(good) as tar:
+        b_header = tar.getmember("b.png").offset
+    with open(good, "rb") as f:
+        payload = f.read()
+    with open(bad, "wb") as f:
+        f.write(payload[:b_header] if cut == "member boundary" else payload[:b_header + 100])
+    with caplog.at_level(logging.WARNING):
+        samples = list(data.tarfile_to_samples_nothrow([{"url": bad}, {"url": good}]))
+    assert [s["__key__"] for s in samples] == ["a", "a", "b"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"Shard {bad} is truncated: it ends after 2 members without tar's end-of-archive "
+                        f"blocks; reading the samples before the cut"]  # none for the complete shard
+
+
 def test_missing_shard_is_named(tiny_data):
     pattern = os.path.join(tiny_data.root, "train", "{00000..00009}.tar")
-    with pytest.raises(FileNotFoundError, match=r"--train-data: shard not found: .*00004.tar \(and 5 more\)"):
+    with pytest.raises(InputError, match=r"--train-data: shard not found: .*00004.tar \(and 5 more\)"):
         _train_loader(_args("--train-data", pattern, "--dataset-type", "webdataset"))
 
 
@@ -177,7 +197,7 @@ def test_csv_bad_columns_fail_before_training(tiny_data, tmp_path):
     with pytest.raises(InputError, match="--csv-caption-key"):
         _train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv",
                             "--csv-caption-key", "caption"))
-    with pytest.raises(FileNotFoundError, match="--train-data: csv file not found"):
+    with pytest.raises(InputError, match="--train-data: csv file not found"):
         _train_loader(_args("--train-data", str(tmp_path / "none.csv"), "--dataset-type", "csv"))
 
 

@@ -6,6 +6,7 @@ import torch
 
 from open_clip_dissect.core import oracle_scores as O
 from open_clip_dissect.core.strategies import per_sample_infonce
+from open_clip_dissect.errors import InputError
 
 
 def _rand(n, d=8, seed=0):
@@ -41,7 +42,7 @@ def test_negcliploss_batches_have_no_small_remainder():
     b = O.negcliploss(u, v, tau=0.07, batch_size=4, repeats=5, seed=3)
     assert torch.equal(a, b)  # seeded
     assert not torch.equal(a, O.negcliploss(u, v, tau=0.07, batch_size=4, repeats=5, seed=4))
-    with pytest.raises(ValueError, match="batch-size"):
+    with pytest.raises(InputError, match="--negcliploss-batch-size: must be >= 2"):
         O.negcliploss(u, v, batch_size=1)
 
 

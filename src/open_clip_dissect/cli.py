@@ -1,4 +1,10 @@
-"""``open-clip-dissect`` command: ``train``, ``make-data`` and ``summary`` sub-commands."""
+"""``open-clip-dissect`` command and its sub-commands (``train``, ``make-data``, ``summary``, ``eval``,
+``embed``, ``score``, ``filter``).
+
+A sub-command raises ``InputError`` for bad input, before it writes anything where that can be
+checked up front; ``main`` turns it into one line and exit status 2. Any other exception is a
+bug and keeps its traceback.
+"""
 import argparse
 import json
 import os
@@ -88,25 +94,29 @@ def make_data(argv) -> int:
     if args.image_format is None:
         args.image_format = "jpg" if layouts else "png"
     elif layouts and args.image_format != "jpg":
-        print("make-data: --coco-layout/--flickr-layout write JPEG files; the shards must hold the same "
-              "images: use --image-format jpg", file=sys.stderr)
-        return 2
+        raise InputError("--image-format", "--coco-layout/--flickr-layout write JPEG files; the shards must "
+                                           "hold the same images: use --image-format jpg")
+    for flag, value, least in (("--train-size", args.train_size, 0), ("--val-size", args.val_size, 0),
+                               ("--test-size", args.test_size, 0), ("--test-captions", args.test_captions, 1),
+                               ("--image-size", args.image_size, 1), ("--workers", args.workers, 1)):
+        if value < least:
+            raise InputError(flag, f"must be >= {least}, got {value}")
+    for flag, folder in (("--out", args.out), ("--coco-layout", args.coco_layout),
+                         ("--flickr-layout", args.flickr_layout)):
+        if folder and os.path.exists(folder) and not os.path.isdir(folder):
+            raise InputError(flag, f"{folder} is a file, not a folder")
     settings = synthetic.resolve_settings(args.preset, **{
         name: getattr(args, name) for name in synthetic.SETTING_DEFAULTS})
     manifest_path = os.path.join(args.out, "manifest.json")
     if os.path.exists(manifest_path) and not args.force:
         print(f"{manifest_path} exists: the data set is already there (use --force to rewrite it).")
         return 0
-    try:
-        manifest = synthetic.make_dataset(
-            args.out, args.train_size, args.val_size, args.seed, settings.pop("noise_rate"),
-            settings.pop("noise_kind"), args.shard_size, args.image_size, args.image_format, args.csv,
-            args.workers, progress=not args.quiet, test_size=args.test_size, test_captions=args.test_captions,
-            coco_layout=args.coco_layout, flickr_layout=args.flickr_layout,
-            difficulty=synthetic.Difficulty(**settings), preset=args.preset)
-    except ValueError as exn:
-        print(f"make-data: {exn}", file=sys.stderr)
-        return 2
+    manifest = synthetic.make_dataset(
+        args.out, args.train_size, args.val_size, args.seed, settings.pop("noise_rate"),
+        settings.pop("noise_kind"), args.shard_size, args.image_size, args.image_format, args.csv,
+        args.workers, progress=not args.quiet, test_size=args.test_size, test_captions=args.test_captions,
+        coco_layout=args.coco_layout, flickr_layout=args.flickr_layout,
+        difficulty=synthetic.Difficulty(**settings), preset=args.preset)
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['num_samples']} samples ({info['num_noisy']} noisy) in "
               f"{info['num_shards']} shards: {info['pattern']}")
@@ -121,15 +131,20 @@ def make_data(argv) -> int:
 def read_results(run_dir: str) -> list:
     """Evaluation records of ``<run>/checkpoints/results.jsonl`` (OpenCLIP's val metrics and our
     ``--retrieval-data`` metrics), one merged dict per epoch."""
+    if not os.path.isdir(run_dir):
+        raise InputError(run_dir, "no such run folder (give <--logs>/<--name> of a training run)")
     path = os.path.join(run_dir, "checkpoints", "results.jsonl")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no evaluation results at {path} (was the run given --val-data, "
-                                f"--retrieval-data or --retrieval-benchmark?)")
+        raise InputError(path, "no evaluation results (was the run given --val-data, --retrieval-data or "
+                               "--retrieval-benchmark?)")
     by_epoch = {}
     with open(path) as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if line.strip():
-                record = json.loads(line)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exn:
+                    raise InputError(path, f"line {number} is not JSON ({exn})") from None
                 by_epoch.setdefault(record.get("epoch"), {}).update(record)
     return list(by_epoch.values())
 
@@ -164,6 +179,14 @@ def retrieval_summary(record: dict) -> dict:
     return out
 
 
+def _has_retrieval_metrics(record: dict) -> bool:
+    try:
+        retrieval_summary(record)
+    except KeyError:
+        return False
+    return True
+
+
 def summary_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="open-clip-dissect summary",
                                 description="Print the validation retrieval metrics of a run, or with "
@@ -179,6 +202,9 @@ def summary_parser() -> argparse.ArgumentParser:
 def summary(argv) -> int:
     p = summary_parser()
     args = p.parse_args(argv)
+    missing = [d for d in args.run_dirs if not os.path.isdir(d)]
+    if missing:
+        raise InputError(missing[0], "no such run folder (give <--logs>/<--name> of a training run)")
     if args.table:
         from open_clip_dissect.openclip.benchmark_table import table1
 
@@ -187,11 +213,11 @@ def summary(argv) -> int:
     if len(args.run_dirs) != 1:
         p.error("give one run directory (or --table and several)")
     args.run_dir = args.run_dirs[0]
-    try:
-        records = read_results(args.run_dir)
-    except FileNotFoundError as exn:
-        print(f"summary: {exn}", file=sys.stderr)
-        return 2
+    records = read_results(args.run_dir)
+    if not any(_has_retrieval_metrics(r) for r in records):
+        raise InputError(os.path.join(args.run_dir, "checkpoints", "results.jsonl"),
+                         "holds no retrieval metrics (IR/TR recalls)")
+    records = [r for r in records if _has_retrieval_metrics(r)]
     audits = {a["epoch"]: a for a in read_selection(args.run_dir)}
     audit_columns = ("kept", "precision", "random", "AUROC") if any(
         "audit_kept_precision" in a for a in audits.values()) else ()
@@ -257,6 +283,17 @@ def eval_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_output_file(path, flag: str = "--out") -> None:
+    """An output file path must not name a folder (checked before the work, not at its end)."""
+    if path and os.path.isdir(path):
+        raise InputError(flag, f"{path} is a folder; give a file path")
+
+
+def check_output_folder(path, flag: str = "--out") -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(flag, f"{path} is a file, not a folder")
+
+
 def benchmark_json_path(checkpoint: str, benchmark: str) -> str:
     """Where ``eval --benchmark`` writes its JSON by default: ``epoch_40.pt`` ->
     ``epoch_40.mscoco_captions.json`` (never ``*.pt``: OpenCLIP's ``--resume latest`` globs those)."""
@@ -280,9 +317,17 @@ def evaluate(argv) -> int:
     from open_clip_dissect.openclip.frozen import load_frozen_model
     from open_clip_dissect.openclip.retrieval import evaluate_retrieval
 
-    if args.benchmark:  # before the model loads: a missing extra or file is reported at once
+    from open_clip_dissect.openclip.data import check_data_source
+    from open_clip_dissect.openclip.run_attempt import check_model_name
+
+    # Before the model loads: a missing extra or file is reported at once.
+    check_model_name(args.model)
+    if args.benchmark:
         require_clip_benchmark("--benchmark")
         check_benchmark_files(args.benchmark, args.dataset_root, args.annotation_file)
+    else:
+        check_data_source(args.data, "--data", args.csv_img_key, args.csv_caption_key, args.csv_separator)
+    check_output_file(args.out)
     model, preprocess, tokenizer = load_frozen_model(args.model, args.checkpoint, args.device, args.precision,
                                                      allow_pickle=args.allow_pickle_checkpoints)
     out = args.out
@@ -303,9 +348,10 @@ def evaluate(argv) -> int:
             model, preprocess, tokenizer, args.data, args.device,
             args.batch_size, get_autocast(args.precision, torch.device(args.device).type),
             open_clip.get_input_dtype(args.precision), img_key=args.csv_img_key,
-            caption_key=args.csv_caption_key, sep=args.csv_separator)
+            caption_key=args.csv_caption_key, sep=args.csv_separator, flag="--data")
     print(json.dumps(metrics, indent=1))
     if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with atomic_output(out) as tmp, open(tmp, "w") as f:
             json.dump(metrics, f, indent=1)
         print(f"written: {out}", file=sys.stderr)
@@ -367,10 +413,12 @@ def score_command(argv) -> int:
     from open_clip_dissect.offline.embeddings import load_embeddings
 
     if "forgetting" in args.scores and not args.selection_record:
-        print("score: forgetting needs --selection-record", file=sys.stderr)
-        return 2
+        raise InputError("--selection-record", "needed for the forgetting score")
+    coreset.check_score_options(args.scores, args.target is not None, args.negcliploss_batch_size,
+                                args.negcliploss_repeats, args.vas_d_fraction, args.vas_d_rounds)
+    check_output_file(args.out)
     frame, image, text, index = load_embeddings(args.embeddings)
-    target = load_embeddings(args.target)[1] if args.target else None
+    target = load_embeddings(args.target, flag="--target")[1] if args.target else None
     columns = coreset.compute_scores(
         args.scores, image, text, index["tau"], target, args.clipscore_scale, args.negcliploss_batch_size,
         args.negcliploss_repeats, args.vas_d_fraction, args.vas_d_rounds, args.seed)
@@ -400,10 +448,10 @@ def filter_command(argv) -> int:
                    help="Output folder: keys.txt (for --keep-list) and uids.npy (DataComp format) "
                         "when the samples carry 32-hex uids.")
     args = p.parse_args(argv)
-    import pandas as pd
-
-    frame = pd.read_parquet(args.scores)
-    rows = coreset.apply_rules(frame, coreset.parse_rules(args.keep))
+    rules = coreset.parse_rules(args.keep)
+    check_output_folder(args.out)
+    frame = coreset.read_scores(args.scores)
+    rows = coreset.apply_rules(frame, rules)
     summary = coreset.write_keep_list(frame, rows, args.out)
     print(json.dumps(summary))
     return 0
@@ -429,9 +477,15 @@ COMMANDS = {
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS:
-        print("usage: open-clip-dissect {" + ",".join(COMMANDS) + "} ...\n")
-        print("\n".join("  " + help_ for _, help_ in COMMANDS.values()))
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        asked_for_help = bool(argv) and argv[0] in ("-h", "--help")
+        stream = sys.stdout if asked_for_help else sys.stderr
+        print("usage: open-clip-dissect {" + ",".join(COMMANDS) + "} ...\n", file=stream)
+        print("\n".join("  " + help_ for _, help_ in COMMANDS.values()), file=stream)
+        if asked_for_help:
+            return 0
+        what = f"unknown command {argv[0]!r}" if argv else "give a command"
+        print(f"open-clip-dissect: error: {what}; choose from {', '.join(COMMANDS)}", file=stream)
+        return 2
     command, _ = COMMANDS[argv[0]]
     register_model_configs()
     try:

@@ -23,8 +23,24 @@ import torch
 import torch.nn.functional as F
 
 from open_clip_dissect.core.strategies import clipscore  # same formula online and offline
+from open_clip_dissect.errors import InputError
 
-__all__ = ["clipscore", "negcliploss", "normsim", "vas", "vas_d", "second_moment"]
+__all__ = ["clipscore", "negcliploss", "normsim", "vas", "vas_d", "second_moment", "check_negcliploss_options",
+           "check_vas_d_options"]
+
+
+def check_negcliploss_options(batch_size: int, repeats: int) -> None:
+    if batch_size < 2:
+        raise InputError("--negcliploss-batch-size", f"must be >= 2, got {batch_size}")
+    if repeats < 1:
+        raise InputError("--negcliploss-repeats", f"must be >= 1, got {repeats}")
+
+
+def check_vas_d_options(keep_fraction: float, rounds: int) -> None:
+    if not 0.0 < keep_fraction <= 1.0:
+        raise InputError("--vas-d-fraction", f"must be in (0, 1], got {keep_fraction}")
+    if rounds < 1:
+        raise InputError("--vas-d-rounds", f"must be >= 1, got {rounds}")
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -52,10 +68,7 @@ def _batch_loss_terms(u: torch.Tensor, v: torch.Tensor, tau: float, chunk: int) 
 def negcliploss(u: torch.Tensor, v: torch.Tensor, tau: float = 0.01, batch_size: int = 32768,
                 repeats: int = 10, seed: int = 0, chunk: int = 4096) -> torch.Tensor:
     """negCLIPLoss of every pair against ``repeats`` random batchings of the pool."""
-    if batch_size < 2:
-        raise ValueError(f"--negcliploss-batch-size must be >= 2, got {batch_size}")
-    if repeats < 1:
-        raise ValueError(f"--negcliploss-repeats must be >= 1, got {repeats}")
+    check_negcliploss_options(batch_size, repeats)
     u, v = _unit(u), _unit(v)
     n = len(u)
     diagonal = (u * v).sum(-1)
@@ -109,8 +122,7 @@ def vas_d(u: torch.Tensor, keep_fraction: float, rounds: int = 5) -> torch.Tenso
     lowest VAS against the current survivors' Sigma, then re-estimates Sigma from the survivors.
     Returns a score whose top ``keep_fraction`` is exactly the VAS-D selection: the round a sample
     survived to, plus its VAS at that round squashed into [0, 1)."""
-    if not 0.0 < keep_fraction <= 1.0:
-        raise ValueError(f"vas-d keep fraction must be in (0, 1], got {keep_fraction}")
+    check_vas_d_options(keep_fraction, rounds)
     n = len(u)
     target = max(1, round(keep_fraction * n))
     alive = torch.ones(n, dtype=torch.bool, device=u.device)

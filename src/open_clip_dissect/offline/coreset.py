@@ -20,16 +20,41 @@ SCORES = ("clipscore", "negcliploss", "normsim2", "normsiminf", "vas", "vas-d", 
 NEEDS_TARGET = ("normsim2", "normsiminf", "vas")
 
 
+def check_score_options(names: Sequence[str], has_target: bool, negcliploss_batch_size: int = 32768,
+                        negcliploss_repeats: int = 10, vas_d_fraction: float = 0.3, vas_d_rounds: int = 5) -> None:
+    """The ``score`` flags, before any embedding is read."""
+    unknown = [n for n in names if n not in SCORES]
+    if unknown:
+        raise InputError("--scores", f"unknown {unknown}; choose from {list(SCORES)}")
+    if not has_target and any(n in NEEDS_TARGET for n in names):
+        raise InputError("--target", f"needed for {[n for n in names if n in NEEDS_TARGET]}")
+    if "negcliploss" in names:
+        oracle_scores.check_negcliploss_options(negcliploss_batch_size, negcliploss_repeats)
+    if "vas-d" in names:
+        oracle_scores.check_vas_d_options(vas_d_fraction, vas_d_rounds)
+
+
+def read_scores(path: str) -> pd.DataFrame:
+    """The parquet ``score`` wrote (``--scores`` of ``filter``)."""
+    if not os.path.isfile(path):
+        raise InputError("--scores", f"file not found: {path}")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exn:  # noqa: BLE001 - pyarrow raises several types for a file that is not parquet
+        raise InputError(path, f"cannot read it as parquet (--scores takes the file `score` wrote): "
+                               f"{type(exn).__name__}: {exn}") from None
+    if "key" not in frame.columns:
+        raise InputError(path, f"has no 'key' column (columns: {list(frame.columns)})")
+    return frame
+
+
 def compute_scores(names: Sequence[str], image: torch.Tensor, text: torch.Tensor, tau: float,
                    target: torch.Tensor = None, clipscore_scale: float = 100.0,
                    negcliploss_batch_size: int = 32768, negcliploss_repeats: int = 10,
                    vas_d_fraction: float = 0.3, vas_d_rounds: int = 5, seed: int = 0) -> dict:
     names = [n for n in names if n != "forgetting"]  # from selection records: see forgetting_scores
-    unknown = [n for n in names if n not in SCORES]
-    if unknown:
-        raise InputError("--scores", f"unknown {unknown}; choose from {list(SCORES)}")
-    if target is None and any(n in NEEDS_TARGET for n in names):
-        raise InputError("--target", f"needed for {[n for n in names if n in NEEDS_TARGET]}")
+    check_score_options(names, target is not None, negcliploss_batch_size, negcliploss_repeats,
+                        vas_d_fraction, vas_d_rounds)
     out = {}
     for name in names:
         if name == "clipscore":
@@ -101,6 +126,8 @@ def datacomp_uids(uids: Sequence[str]) -> np.ndarray:
 
 
 def write_keep_list(frame: pd.DataFrame, rows: np.ndarray, out_dir: str) -> dict:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise InputError("--out", f"{out_dir} is a file, not a folder")
     os.makedirs(out_dir, exist_ok=True)
     kept = frame.iloc[rows]
     with atomic_output(os.path.join(out_dir, KEY_LIST_NAME)) as tmp, open(tmp, "w") as f:

@@ -80,12 +80,7 @@ class _CsvRows(torch.utils.data.Dataset):
 
 
 def _csv_parts(path, part_size, img_key, caption_key, key_column, sep):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--data: csv file not found: {path}")
     frame = pd.read_csv(path, sep=sep, dtype={key_column: str} if key_column else None)
-    from open_clip_dissect.openclip.data import check_csv_columns
-
-    check_csv_columns(path, frame.columns, sep, img_key, caption_key, key_column)
     frame["__key__"] = frame[key_column].astype(str) if key_column else [str(i) for i in range(len(frame))]
     for start in range(0, len(frame), part_size):
         yield f"{path}[{start}:{start + part_size}]", frame.iloc[start:start + part_size]
@@ -97,37 +92,40 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
           sep: str = "\t", part_size: int = 100_000, progress: bool = True,
           allow_pickle: bool = False) -> dict:
     import open_clip
-    from open_clip_train.data import expand_urls
     from open_clip_train.precision import get_autocast
     from tqdm import tqdm
 
-    os.makedirs(out_dir, exist_ok=True)
+    from open_clip_dissect.openclip.data import check_data_source, expand_shard_urls, is_csv_path
+    from open_clip_dissect.openclip.run_attempt import check_model_name
+
+    # Everything the flags name is checked before the output folder is made.
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise InputError("--out", f"{out_dir} is a file, not a folder")
+    check_model_name(model_name)
+    check_data_source(data, "--data", img_key, caption_key, sep, key_column)
     index_path = os.path.join(out_dir, INDEX)
     index = {"model": model_name, "checkpoint": checkpoint, "data": data, "parts": {}}
     if os.path.isfile(index_path):
-        with open(index_path) as f:
-            previous = json.load(f)
+        previous = _read_index(index_path)
         if (previous["model"], previous["checkpoint"]) != (model_name, checkpoint):
             raise InputError("--out", f"{out_dir} holds embeddings of {previous['model']} / "
                              f"{previous['checkpoint']}; use another folder")
         index = previous
     model, preprocess, tokenizer = load_frozen_model(model_name, checkpoint, device, precision,
                                                      allow_pickle=allow_pickle)
+    os.makedirs(out_dir, exist_ok=True)
     index["logit_scale"] = float(model.logit_scale.exp())
     index["tau"] = 1.0 / index["logit_scale"]
     autocast = get_autocast(precision, device_type=torch.device(device).type)
     input_dtype = open_clip.get_input_dtype(precision)
 
-    if data.endswith((".csv", ".tsv")):
+    if is_csv_path(data):
         parts = [(source, lambda frame=frame: torch.utils.data.DataLoader(
             _CsvRows(frame, img_key, caption_key, preprocess, tokenizer), batch_size=batch_size,
             num_workers=workers, collate_fn=_collate))
             for source, frame in _csv_parts(data, part_size, img_key, caption_key, key_column, sep)]
     else:
-        from open_clip_dissect.openclip.data import check_local_shards
-
-        urls = expand_urls(data)[0]
-        check_local_shards(urls, flag="--data")
+        urls = expand_shard_urls(data, "--data")
         parts = [(url, lambda url=url: _wds_part(url, preprocess, tokenizer, batch_size, workers, sample_key))
                  for url in urls]
     bar = tqdm(total=len(parts), desc="embed", unit="part", disable=not progress)
@@ -158,14 +156,32 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
     return index
 
 
-def load_embeddings(directory: str):
-    """``(frame with key/uid/noisy, image [N, d], text [N, d], index)`` in part order."""
+def _read_index(path: str) -> dict:
+    try:
+        with open(path) as f:
+            index = json.load(f)
+        if not isinstance(index, dict) or not isinstance(index.get("parts"), dict):
+            raise ValueError("no 'parts'")
+        index["model"], index["checkpoint"]  # noqa: B018 - both are required
+        return index
+    except (ValueError, KeyError) as exn:
+        raise InputError(path, f"not an index written by `open-clip-dissect embed` ({exn})") from None
+
+
+def load_embeddings(directory: str, flag: str = "--embeddings"):
+    """``(frame with key/uid/noisy, image [N, d], text [N, d], index)`` in part order; ``flag``
+    names the folder in errors."""
     index_path = os.path.join(directory, INDEX)
     if not os.path.isfile(index_path):
-        raise InputError("--embeddings", f"no {INDEX} in {directory} (run `open-clip-dissect embed` first)")
-    with open(index_path) as f:
-        index = json.load(f)
-    names = sorted(n for n, p in index["parts"].items() if p["count"])
+        raise InputError(flag, f"no {INDEX} in {directory} (run `open-clip-dissect embed` first)")
+    index = _read_index(index_path)
+    names = sorted(n for n, p in index["parts"].items() if p.get("count"))
+    if not names:
+        raise InputError(flag, f"{directory} holds no embeddings (its data had no usable sample)")
+    paths = [os.path.join(directory, f"{n}.{kind}") for n in names for kind in ("keys.parquet", "image.npy", "text.npy")]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise InputError(missing[0], f"listed in {index_path} but missing (re-run `open-clip-dissect embed`)")
     frames = [pd.read_parquet(os.path.join(directory, f"{n}.keys.parquet")) for n in names]
     image = torch.from_numpy(np.concatenate([np.load(os.path.join(directory, f"{n}.image.npy")) for n in names]))
     text = torch.from_numpy(np.concatenate([np.load(os.path.join(directory, f"{n}.text.npy")) for n in names]))

@@ -10,6 +10,8 @@ picks it, and every rank fails to load it, at every later requeue too. During ou
 - ``get_latest_checkpoint``: ``latest_complete_checkpoint(upstream)``, newest first, skipping
   (with a warning naming it) a checkpoint that is not complete or whose selection state is not,
   which covers files left by older runs or by other tools.
+
+An explicit ``--resume PATH`` is checked the same way before the run starts (``check_resume``).
 """
 import glob
 import logging
@@ -89,6 +91,19 @@ def state_problem(checkpoint: str) -> Optional[str]:
 
 def checkpoint_problem(path: str) -> Optional[str]:
     return file_problem(path) or state_problem(path)
+
+
+def check_resume(path: Optional[str]) -> None:
+    """An explicit ``--resume PATH`` (not ``latest``, not remote) must be a complete checkpoint;
+    checked before the run starts, as ``--resume latest`` checks the files it picks."""
+    if path is None or path == "latest" or "://" in path:
+        return
+    if not os.path.isfile(path):
+        raise InputError("--resume", f"checkpoint not found: {path}")
+    problem = file_problem(path)
+    if problem:
+        raise InputError("--resume", f"{path} cannot be loaded, it is incomplete or damaged ({problem}); "
+                                     f"pass an older checkpoint, or --resume latest, which skips such files")
 
 
 def latest_complete_checkpoint(upstream: Callable) -> Callable:

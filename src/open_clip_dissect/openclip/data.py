@@ -21,6 +21,10 @@ Differences from ``open_clip_train.data`` (open_clip_torch 3.3.0) in the webdata
   rank and the dataloader worker only, so two runs with the same seed see the same samples in
   the same order (upstream seeds the sample buffer from the process id and time);
 - a dropped sample (no caption or image, undecodable image) is logged with its key and shard;
+- a shard that ends without tar's end-of-archive blocks (cut between two members) is logged as
+  truncated, as one cut inside a member is (``tarfile`` alone reads it as a shorter shard);
+- an epoch that yields no batch fails, naming its cause (``NonEmptyEpochLoader``), instead of
+  reaching OpenCLIP's loop as an epoch of zero steps;
 - only the members listed in ``shard_members`` are read, each by its own decoder: nothing in a
   shard is ever unpickled (upstream's ``wds.decode("pilrgb")`` unpickles ``.pyd``/``.pkl``
   members). OpenCLIP's own validation loader is built with the same decoding (``get_data``).
@@ -31,6 +35,8 @@ import logging
 import math
 import os
 import random
+import re
+import tarfile
 from typing import Optional
 
 import numpy as np
@@ -39,13 +45,13 @@ import torch
 import webdataset as wds
 from torch.utils.data import get_worker_info
 from webdataset.filters import _shuffle
-from webdataset.tariterators import base_plus_ext, tar_file_expander, url_opener, valid_sample
+from webdataset.tariterators import base_plus_ext, url_opener, valid_sample
 
 import open_clip_train.data as upstream
 
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.core.history import hash_keys
-from open_clip_dissect.core.keyset import KeySet
+from open_clip_dissect.core.keyset import KEY_LIST_NAME, KeySet
 from open_clip_dissect.openclip.devices import pin_host_batches
 from open_clip_dissect.openclip.patching import swapped
 from open_clip_dissect.openclip.shard_members import ALLOWED_MEMBERS, decode_sample, decode_stage
@@ -139,6 +145,69 @@ def group_by_keys_nothrow(data, keys=base_plus_ext, lcase=True, suffixes=None, h
         yield current_sample
 
 
+class _EndCheckingTarInfo(tarfile.TarInfo):
+    """A ``TarInfo`` whose header reader notes on the archive how it ended.
+
+    ``tarfile``'s stream reader stops without an error when the data ends at a member boundary,
+    or in the middle of a header, just as at the end-of-archive blocks: without this note a
+    shard cut between two members reads as a complete, shorter shard."""
+
+    @classmethod
+    def fromtarfile(cls, archive):
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.EOFHeaderError:  # a zero block: the end-of-archive marker
+            archive.dissect_complete = True
+            raise
+        except tarfile.HeaderError:  # no data, part of a header, or not a header
+            archive.dissect_complete = False
+            raise
+
+
+def tar_file_iterator(fileobj, url, handler=log_shard_error):
+    """``{"fname", "data"}`` per regular member of one tar stream; mirrors webdataset 1.0's
+    ``tar_file_iterator`` (the ``__*__`` metadata members are skipped) and logs a warning naming
+    the shard when it ends without its end-of-archive blocks (truncated at a member boundary)."""
+    stream = tarfile.open(fileobj=fileobj, mode="r|*", tarinfo=_EndCheckingTarInfo)
+    members = 0
+    for tarinfo in stream:
+        fname = tarinfo.name
+        try:
+            if not tarinfo.isreg() or fname is None or re.match(r"__[^/]*__($|/)", fname):
+                continue
+            data = stream.extractfile(tarinfo).read()
+            members += 1
+            yield dict(fname=fname, data=data)
+            stream.members = []  # a stream never revisits a member: do not keep them all
+        except Exception as exn:
+            exn.args = exn.args + (url,)
+            if handler(exn):
+                continue
+            break
+    else:
+        if not getattr(stream, "dissect_complete", True):
+            log.warning(f"Shard {url} is truncated: it ends after {members} members without tar's "
+                        f"end-of-archive blocks; reading the samples before the cut")
+    del stream
+
+
+def tar_file_expander(data, handler=log_shard_error):
+    """Mirrors webdataset 1.0's ``tar_file_expander`` with the iterator above: the members of
+    every opened shard, each shard followed by the end-of-shard marker ``{}``."""
+    for source in data:
+        url = source["url"]
+        try:
+            for sample in tar_file_iterator(source["stream"], url, handler=handler):
+                sample["__url__"] = url
+                yield sample
+            yield {}
+        except Exception as exn:
+            exn.args = exn.args + (source.get("stream"), url)
+            if handler(exn):
+                continue
+            break
+
+
 def tarfile_to_samples_nothrow(src, handler=log_shard_error):
     """Mirrors ``open_clip_train.data.tarfile_to_samples_nothrow`` with the grouping above; members
     that no pipeline reads (``shard_members.ALLOWED_MEMBERS``) are dropped here, undecoded."""
@@ -210,7 +279,65 @@ def check_local_shards(urls, flag: str = "--train-data") -> None:
     missing = [u for u in local if not os.path.isfile(u)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise FileNotFoundError(f"{flag}: shard not found: {missing[0]}{more}")
+        raise InputError(flag, f"shard not found: {missing[0]}{more}")
+
+
+class NonEmptyEpochLoader:
+    """Iterates a training loader and fails, naming the cause, when an epoch yields no batch.
+
+    Without this an epoch whose samples were all filtered out (a keep-list that names none of
+    them), unreadable or skipped reaches OpenCLIP's loop as zero steps, and the run crashes at
+    the epoch's end far from the cause. ``diagnose()`` says why (the main process re-reads the
+    shards only then)."""
+
+    def __init__(self, loader, diagnose):
+        self.loader, self.diagnose = loader, diagnose
+
+    def __getattr__(self, name):  # num_batches, num_samples and the loader's own attributes
+        if name in ("loader", "diagnose"):
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = 0
+        for batch in self.loader:
+            batches += 1
+            yield batch
+        if batches == 0:
+            subject, cause = self.diagnose()
+            raise InputError(subject, f"the epoch has no samples: {cause}")
+
+
+def why_no_sample(urls, batch_size: int, keep: Optional[KeySet] = None, mode: str = "url+key",
+                  flag: str = "--train-data"):
+    """``(flag, cause)`` for a webdataset epoch that yielded no batch: nothing readable in the
+    shards, no sample listed in ``--keep-list``, or every listed sample skipped or fewer than a
+    batch. Reads the shards in this process, warnings silenced (the workers logged them)."""
+    read = listed = usable = 0
+    example = None
+    quiet = lambda exn: True  # noqa: E731 - shard errors were already logged by the workers
+    for sample in tarfile_to_samples_nothrow([{"url": u} for u in urls], handler=quiet):
+        read += 1
+        example = example or make_sample_key(sample["__url__"], sample["__key__"], mode)
+        if keep is not None and make_sample_key(sample["__url__"], sample["__key__"], mode) not in keep:
+            continue
+        listed += 1
+        if upstream.filter_no_caption_or_no_image(sample):
+            usable += 1
+            if usable >= batch_size:
+                break
+    shards = f"the {len(urls)} shard(s) of {flag}"
+    if not read:
+        return flag, f"none of {shards} holds a readable sample (see the warnings above)"
+    if keep is not None and not listed:
+        return "--keep-list", (f"none of the {read} samples of {shards} is listed (their keys look like "
+                               f"{example!r}, see --sample-key)")
+    return flag, (f"{usable} of the {listed} samples{' listed in --keep-list' if keep is not None else ''} "
+                  f"have a caption and an image, fewer than one batch of {batch_size} per worker "
+                  f"(see the warnings above)")
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -235,11 +362,7 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
     elif keep is not None:
         num_samples = len(keep)  # an epoch is one pass over the kept samples
     else:
-        num_samples, num_shards = upstream.get_dataset_size(input_shards)
-        if not num_samples:
-            raise RuntimeError(
-                "--train-num-samples: the number of training samples is needed for webdataset "
-                f"training and no sizes.json or __len__ file was found next to {urls[0]}.")
+        num_samples, num_shards = dataset_size(input_shards)
 
     shared_epoch = upstream.SharedEpoch(epoch=epoch)
     if args.train_data_upsampling_factors is not None and not resampled:
@@ -306,7 +429,165 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
     )
     dataloader.num_batches = num_batches
     dataloader.num_samples = num_samples
-    return upstream.DataInfo(dataloader=dataloader, shared_epoch=shared_epoch)
+    diagnose = functools.partial(why_no_sample, urls, args.batch_size, keep, args.sample_key)
+    return upstream.DataInfo(dataloader=NonEmptyEpochLoader(dataloader, diagnose), shared_epoch=shared_epoch)
+
+
+def dataset_size(input_shards):
+    """``open_clip_train.data.get_dataset_size`` for training: ``(samples, shards)``, or an
+    ``InputError`` naming the sizes file that cannot be read or the flag that is missing."""
+    urls, _ = upstream.expand_urls(input_shards)
+    folder = os.path.dirname(urls[0])
+    sizes = next((p for p in (os.path.join(folder, "sizes.json"), os.path.join(folder, "__len__"))
+                  if os.path.exists(p)), None)
+    try:
+        num_samples, num_shards = upstream.get_dataset_size(input_shards)
+    except KeyError as exn:
+        raise InputError(sizes, f"lists no size for the shard {exn.args[0]} of --train-data") from None
+    except (OSError, ValueError, SyntaxError, TypeError) as exn:
+        raise InputError(sizes, f"cannot read the number of samples: {exn}") from None
+    if not num_samples:
+        raise InputError("--train-num-samples", "webdataset training needs the number of samples: pass it, "
+                                                f"or put a sizes.json or __len__ file next to {urls[0]}")
+    return num_samples, num_shards
+
+
+def is_csv_path(path: str) -> bool:
+    """Whether a data path names a csv file (the retrieval, eval and embed data); else shards."""
+    return path.endswith((".csv", ".tsv"))
+
+
+def dataset_kind(path: Optional[str], dataset_type: str, flag: str) -> str:
+    """``webdataset``, ``csv`` or ``synthetic``: the loader ``open_clip_train.data.get_dataset_fn``
+    picks for ``path`` (--dataset-type auto goes by the extension), or an ``InputError``."""
+    if dataset_type != "auto":
+        return dataset_type
+    extension = path.split(".")[-1]
+    if extension in ("csv", "tsv"):
+        return "csv"
+    if extension == "tar":
+        return "webdataset"
+    raise InputError("--dataset-type", f"auto cannot tell the type of {flag} {path} from its extension "
+                                       f"'.{extension}'; pass --dataset-type webdataset or csv")
+
+
+def check_csv_file(path: str, flag: str, sep: str = "\t", img_key=None, caption_key=None, key_column=None,
+                   images: bool = False):
+    """The header of the csv ``flag`` names, after checking that the file exists, parses with
+    ``sep`` and has the columns asked for; with ``images``, also that every image it names
+    exists (for data read in this process: retrieval, eval, embed). Returns the columns."""
+    if not os.path.isfile(path):
+        raise InputError(flag, f"csv file not found: {path}")
+    try:
+        header = pd.read_csv(path, sep=sep, nrows=0).columns
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exn:
+        raise InputError(path, f"cannot read it as a table separated by {sep!r} (see --csv-separator): "
+                               f"{str(exn).strip()}") from None
+    check_csv_columns(path, header, sep, img_key, caption_key, key_column)
+    if images and img_key is not None:
+        names = pd.read_csv(path, sep=sep, usecols=[img_key], dtype=str)[img_key]
+        missing = [(row, name) for row, name in enumerate(names) if not os.path.isfile(str(name))]
+        if missing:
+            (row, name), more = missing[0], f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise InputError(path, f"row {row}: image not found: {name}{more}")
+    return header
+
+
+def check_data_source(path: str, flag: str, img_key="filepath", caption_key="title", sep="\t",
+                      key_column=None) -> None:
+    """Data read in this process (``--retrieval-data``, ``eval``/``embed --data``): a csv with
+    its columns and images, or local shards that exist."""
+    if is_csv_path(path):
+        check_csv_file(path, flag, sep, img_key, caption_key, key_column, images=True)
+    else:
+        check_local_shards(expand_shard_urls(path, flag), flag)
+
+
+def expand_shard_urls(pattern: str, flag: str, weights: Optional[str] = None):
+    """``open_clip_train.data.expand_urls``: the shard urls (and weights) of a brace pattern."""
+    try:
+        return upstream.expand_urls(pattern, weights) if weights is not None else upstream.expand_urls(pattern)[0]
+    except AssertionError as exn:  # upstream asserts equal counts of sources and weights
+        raise InputError("--train-data-upsampling-factors", f"{exn}") from None
+    except ValueError as exn:
+        raise InputError(flag if weights is None else "--train-data-upsampling-factors", f"{exn}") from None
+
+
+def check_data_inputs(args) -> None:
+    """The data flags' files, checked before OpenCLIP creates the run folder: a run refused for
+    them leaves nothing behind. What only reading the data can tell (an epoch without a sample)
+    is reported by the loaders (``NonEmptyEpochLoader``)."""
+    kind = None
+    if args.train_data or args.dataset_type == "synthetic":
+        kind = dataset_kind(args.train_data, args.dataset_type, "--train-data")
+    if kind == "webdataset":
+        _check_training_shards(args)
+    elif kind == "csv":
+        check_csv_file(args.train_data, "--train-data", args.csv_separator, args.csv_img_key,
+                       args.csv_caption_key, args.csv_key_key)
+    if args.keep_list and kind is not None:
+        _check_keep_list(args, kind)
+    if args.val_data and args.dataset_type != "synthetic":
+        if dataset_kind(args.val_data, args.dataset_type, "--val-data") == "csv":
+            check_csv_file(args.val_data, "--val-data", args.csv_separator, args.csv_img_key, args.csv_caption_key)
+        else:
+            check_local_shards(expand_shard_urls(args.val_data, "--val-data"), "--val-data")
+    if args.retrieval_data:
+        check_data_source(args.retrieval_data, "--retrieval-data", args.csv_img_key, args.csv_caption_key,
+                          args.csv_separator)
+
+
+def _check_training_shards(args) -> None:
+    factors = args.train_data_upsampling_factors
+    if factors is not None and not args.dataset_resampled:
+        raise InputError("--train-data-upsampling-factors", "is only supported with --dataset-resampled")
+    urls = expand_shard_urls(args.train_data, "--train-data")
+    if factors is not None:
+        expand_shard_urls(args.train_data, "--train-data", factors)
+    check_local_shards(urls)
+    if args.train_num_samples is None and not args.keep_list:
+        dataset_size(args.train_data)
+    if not args.dataset_resampled and len(urls) < args.workers:  # times the processes: checked again later
+        raise InputError("--workers", f"{len(urls)} shards cannot feed {args.workers} workers; use fewer "
+                                      f"workers or --dataset-resampled")
+
+
+def _check_keep_list(args, kind: str) -> None:
+    """A keep-list that names no training sample would give epochs without samples."""
+    if kind == "synthetic":
+        raise InputError("--keep-list", "needs --dataset-type webdataset or csv")
+    path = args.keep_list
+    if os.path.isdir(path):
+        path = os.path.join(path, KEY_LIST_NAME)
+    try:
+        keep = KeySet.from_file(path, "--keep-list")
+    except UnicodeDecodeError as exn:
+        raise InputError("--keep-list", f"{path} is not a text file of keys, one per line ({exn.reason})") from None
+    if not len(keep):
+        raise InputError("--keep-list", f"{path} lists no key")
+    if kind == "csv":
+        column = args.csv_key_key
+        if column:
+            keys = pd.read_csv(args.train_data, sep=args.csv_separator, usecols=[column], dtype=str)[column]
+            keys = keys.astype(str).tolist()
+        else:
+            keys = [str(i) for i in range(len(pd.read_csv(args.train_data, sep=args.csv_separator, usecols=[0])))]
+        if not bool(keep.contains(hash_keys(keys)).any()):
+            named = f"its {column!r} column" if column else "row indices 0, 1, ... (see --csv-key-key)"
+            raise InputError("--keep-list", f"no key in {path} names a row of {args.train_data} (keys are {named})")
+    elif args.sample_key == "url+key":  # a listed key starts with its shard's url; none listed: no sample
+        urls = set(expand_shard_urls(args.train_data, "--train-data"))
+        with open(path) as f:
+            first = None
+            for line in f:
+                key = line.strip()
+                first = first or key
+                if key and any(key[:i] in urls for i, c in enumerate(key) if c == "/"):
+                    return
+        example = next(iter(sorted(urls)))
+        raise InputError("--keep-list", f"no key in {path} names a sample of --train-data: with --sample-key "
+                                        f"url+key a key is '<shard url>/<__key__>' (e.g. '{example}/...'), the "
+                                        f"list holds e.g. {first!r}; for bare keys pass --sample-key key")
 
 
 def check_csv_columns(path: str, present, sep: str = "\t", img_key=None, caption_key=None,
@@ -326,10 +607,7 @@ class KeyedCsvDataset(upstream.CsvDataset):
 
     def __init__(self, input_filename, transforms, img_key, caption_key, sep="\t", tokenizer=None,
                  key_column=None, keep: Optional[KeySet] = None):
-        if not os.path.isfile(input_filename):
-            raise FileNotFoundError(f"--train-data: csv file not found: {input_filename}")
-        header = pd.read_csv(input_filename, sep=sep, nrows=0).columns
-        check_csv_columns(input_filename, header, sep, img_key, caption_key, key_column)
+        header = check_csv_file(input_filename, "--train-data", sep, img_key, caption_key, key_column)
         super().__init__(input_filename, transforms, img_key, caption_key, sep=sep, tokenizer=tokenizer)
         extra = [c for c in (key_column, "noisy") if c is not None and c in header]
         columns = pd.read_csv(input_filename, sep=sep, usecols=extra, dtype={key_column: str}) \
@@ -344,6 +622,10 @@ class KeyedCsvDataset(upstream.CsvDataset):
             for name in ("images", "captions", "keys", "noisy"):
                 values = getattr(self, name)
                 setattr(self, name, [values[i] for i in rows.tolist()])
+        if not self.keys:
+            if keep is not None:
+                raise InputError("--keep-list", f"the epoch has no samples: no row of {input_filename} is listed")
+            raise InputError(input_filename, "the epoch has no samples: the file holds no row")
 
     def __getitem__(self, idx):
         images, texts = super().__getitem__(idx)
@@ -363,7 +645,13 @@ def get_keyed_csv_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer
     keep = KeySet.from_file(args.keep_list, "--keep-list") if args.keep_list else None
     cls = functools.partial(KeyedCsvDataset, key_column=args.csv_key_key, keep=keep)
     with swapped(upstream, CsvDataset=cls):
-        return upstream.get_csv_dataset(args, preprocess_fn, is_train, epoch, tokenizer)
+        info = upstream.get_csv_dataset(args, preprocess_fn, is_train, epoch, tokenizer)
+    if info.dataloader.num_batches == 0:  # upstream drops the last partial batch
+        rows = len(info.dataloader.dataset)
+        raise InputError("--batch-size", f"the epoch has no samples: {args.train_data} has {rows} rows"
+                                         f"{' listed in --keep-list' if keep is not None else ''}, "
+                                         f"fewer than one batch of {args.batch_size} per process")
+    return info
 
 
 def get_keyed_synthetic_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer=None):
@@ -403,6 +691,7 @@ def get_data(args, preprocess_fns, epoch=0, tokenizer=None, train_batch_size=Non
     preprocess_train, preprocess_val = preprocess_fns
     data = {}
     if args.train_data or args.dataset_type == "synthetic":
+        dataset_kind(args.train_data, args.dataset_type, "--train-data")  # upstream's ValueError, named
         upstream_fn = upstream.get_dataset_fn(args.train_data, args.dataset_type)
         train_args = args
         if train_batch_size is not None and train_batch_size != args.batch_size:
@@ -411,6 +700,7 @@ def get_data(args, preprocess_fns, epoch=0, tokenizer=None, train_batch_size=Non
         data["train"] = _KEYED[upstream_fn](
             train_args, preprocess_train, is_train=True, epoch=epoch, tokenizer=tokenizer)
     if args.val_data:
+        dataset_kind(args.val_data, args.dataset_type, "--val-data")
         with swapped(upstream, wds=SafeDecodingWebdataset()):
             data["val"] = upstream.get_dataset_fn(args.val_data, args.dataset_type)(
                 args, preprocess_val, is_train=False, tokenizer=tokenizer)

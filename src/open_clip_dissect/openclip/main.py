@@ -8,7 +8,9 @@
 incomplete checkpoints; see ``checkpoint_files``); and torch's ``DistributedDataParallel`` by
 ``CpuFriendlyDDP`` (several processes on CPU). ``upstream.py`` lists them all. Nothing is
 patched by ``import open_clip_dissect``. A process that sees one GPU in a distributed run (each
-task confined to its bound GPU) gets OpenCLIP's ``--no-set-device-rank`` (``devices.py``).
+task confined to its bound GPU) gets OpenCLIP's ``--no-set-device-rank`` (``devices.py``). The files the flags name are checked
+before OpenCLIP writes anything, and a run that fails later does not block its retry
+(``run_attempt``).
 """
 import logging
 import sys
@@ -19,7 +21,7 @@ import torch
 import open_clip_train.logger as upstream_logger
 
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import checkpoint_files, devices, params, train
+from open_clip_dissect.openclip import checkpoint_files, devices, params, run_attempt, train
 from open_clip_dissect.openclip.configs import register_model_configs
 from open_clip_dissect.openclip.patching import swapped
 
@@ -55,9 +57,10 @@ class CpuFriendlyDDP(torch.nn.parallel.DistributedDataParallel):
         super().__init__(module, device_ids, *args, **kwargs)
 
 
-def patched_open_clip_train(session: "train.TrainingSession" = None):
+def patched_open_clip_train(session: "train.TrainingSession" = None, parse_args=None):
     """Our functions swapped into ``open_clip_train.main`` for the duration of a ``with`` block;
-    ``session`` (default: a new one) provides the data and the epoch loop."""
+    ``session`` (default: a new one) provides the data and the epoch loop, ``parse_args``
+    (default: ``params.parse_args``) the flags."""
     import open_clip_train.main as upstream_main
 
     session = session if session is not None else train.TrainingSession()
@@ -65,7 +68,7 @@ def patched_open_clip_train(session: "train.TrainingSession" = None):
     stack.enter_context(swapped(torch.nn.parallel, DistributedDataParallel=CpuFriendlyDDP))
     stack.enter_context(swapped(
         upstream_main,
-        parse_args=params.parse_args,
+        parse_args=parse_args or params.parse_args,
         get_data=session.get_data,
         train_one_epoch=session.train_one_epoch,
         setup_logging=setup_logging,
@@ -83,16 +86,20 @@ def main(argv=None) -> int:
     import open_clip_train.main as upstream_main
 
     session = train.TrainingSession()
+    attempt = run_attempt.RunAttempt()  # files checked before OpenCLIP writes any
     try:
         argv, note = devices.visible_device_flags(argv)  # one GPU per task: cuda:0, not cuda:<local rank>
         STARTUP_NOTES[:] = [note] if note else []
-        with patched_open_clip_train(session):
+        with patched_open_clip_train(session, attempt.parse_args):
             status = upstream_main.main(argv)
         if session.selector is not None:  # the final checkpoint exists now
             session.collect_stale_states(session.args)
-    except InputError as exn:  # bad flag or file: one line, no traceback
-        print(f"open_clip_dissect: error: {exn}", file=sys.stderr)
-        return 2
+    except BaseException as exn:
+        attempt.failed(exn)  # a failure after start-up must not block the corrected command
+        if isinstance(exn, InputError):  # bad flag or file: one line, no traceback
+            print(f"open_clip_dissect: error: {exn}", file=sys.stderr)
+            return 2
+        raise
     return 1 if status == -1 else 0
 
 

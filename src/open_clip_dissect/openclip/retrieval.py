@@ -14,7 +14,6 @@ else the ``.txt`` lines) or a CSV (rows sharing an image path form one image's c
 loaders never shuffle: positions index the ground truth.
 """
 import logging
-import os
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -90,14 +89,14 @@ def _groups_of(sample) -> List[str]:
     return [str(g) for g in groups] if isinstance(groups, list) else []
 
 
-def iter_webdataset(urls: Sequence[str]) -> Iterator[Tuple[object, List[str], List[str]]]:
+def iter_webdataset(urls: Sequence[str], flag: str = "--retrieval-data") -> Iterator[Tuple[object, List[str], List[str]]]:
     """(PIL image, captions, groups) per sample, in shard order; groups come from the ``.json``
     ``groups`` list (e.g. ``rare``), if any."""
     import webdataset as wds
 
     from open_clip_dissect.openclip.data import check_local_shards, decode_or_skip, tarfile_to_samples_nothrow
 
-    check_local_shards(urls, flag="--retrieval-data")
+    check_local_shards(urls, flag=flag)
     pipeline = wds.DataPipeline(  # only allow-listed members are decoded (shard_members)
         wds.SimpleShardList(list(urls)), tarfile_to_samples_nothrow,
         decode_or_skip, wds.rename(image="jpg;png;jpeg;webp", keep=True))
@@ -111,28 +110,31 @@ def iter_webdataset(urls: Sequence[str]) -> Iterator[Tuple[object, List[str], Li
 
 
 def iter_csv(path: str, img_key: str = "filepath", caption_key: str = "title",
-             sep: str = "\t") -> Iterator[Tuple[object, List[str], List[str]]]:
+             sep: str = "\t", flag: str = "--retrieval-data") -> Iterator[Tuple[object, List[str], List[str]]]:
     """(PIL image, captions, no groups) per distinct image path, in order of first appearance."""
     import pandas as pd
     from PIL import Image
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--retrieval-data: csv file not found: {path}")
-    from open_clip_dissect.openclip.data import check_csv_columns
+    from open_clip_dissect.openclip.data import check_csv_file
 
+    check_csv_file(path, flag, sep, img_key, caption_key)
     frame = pd.read_csv(path, sep=sep)
-    check_csv_columns(path, frame.columns, sep, img_key, caption_key)
     for image_path, group in frame.groupby(img_key, sort=False):
-        with Image.open(image_path) as image:
+        try:
+            image = Image.open(image_path)
+        except OSError as exn:  # missing or not an image: the csv is wrong
+            raise InputError(path, f"cannot open the image {image_path}: {exn}") from None
+        with image:
             yield image.convert("RGB"), group[caption_key].astype(str).tolist(), []
 
 
-def iter_retrieval_data(path: str, img_key="filepath", caption_key="title", sep="\t"):
-    if path.endswith((".csv", ".tsv")):
-        return iter_csv(path, img_key, caption_key, sep)
-    from open_clip_train.data import expand_urls
+def iter_retrieval_data(path: str, img_key="filepath", caption_key="title", sep="\t", flag="--retrieval-data"):
+    """``flag``: the flag that names ``path``, for error messages."""
+    from open_clip_dissect.openclip.data import expand_shard_urls, is_csv_path
 
-    return iter_webdataset(expand_urls(path)[0])
+    if is_csv_path(path):
+        return iter_csv(path, img_key, caption_key, sep, flag)
+    return iter_webdataset(expand_shard_urls(path, flag), flag)
 
 
 # ----------------------------------------------------------------------------- model

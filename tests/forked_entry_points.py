@@ -1,0 +1,98 @@
+"""Run the command-line entry points many times in little time.
+
+A fresh interpreter spends about 7 s of CPU importing torch and OpenCLIP before it reads its
+first flag. ``EntryPoints`` starts one server process that imports them once; each ``run``
+forks it and the copy runs the module as ``python -m MODULE ARGV...`` does (``runpy``, ``sys.exit``,
+an uncaught exception printed with its traceback, exit status 1), its stdout and stderr in files.
+The server itself never computes with torch, so a fork starts from a clean state.
+"""
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+from types import SimpleNamespace
+
+PRELOAD = ("torch", "open_clip", "open_clip_train.main", "pandas", "webdataset",
+           "open_clip_dissect.openclip.main", "open_clip_dissect.cli")
+
+
+class EntryPoints:
+    def __init__(self, env=None):
+        full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.server = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, env=full_env)
+        self.folder = tempfile.mkdtemp(prefix="entry-points-")
+        self.runs = 0
+
+    def run(self, module, args, cwd, timeout=300):
+        """``(returncode, stdout, stderr)`` of ``python -m module args`` in ``cwd``."""
+        self.runs += 1
+        out, err = (os.path.join(self.folder, f"{self.runs}.{name}") for name in ("out", "err"))
+        request = {"module": module, "argv": [str(a) for a in args], "cwd": str(cwd), "stdout": out, "stderr": err}
+        self.server.stdin.write(json.dumps(request) + "\n")
+        self.server.stdin.flush()
+        ready, _, _ = select.select([self.server.stdout], [], [], timeout)
+        if not ready:
+            self.close()
+            raise TimeoutError(f"{module} {args} ran past {timeout} s")
+        reply = json.loads(self.server.stdout.readline())
+        with open(out) as f_out, open(err) as f_err:
+            return SimpleNamespace(returncode=reply["returncode"], stdout=f_out.read(), stderr=f_err.read())
+
+    def close(self):
+        self.server.kill()
+        self.server.wait()
+
+
+def _child(request) -> None:
+    """Run one request in this forked process; never returns."""
+    import runpy
+    import traceback
+
+    code = 1
+    try:
+        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(target, fd)
+            os.close(target)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        sys.stdin = open(os.devnull)
+        os.chdir(request["cwd"])
+        sys.argv = [request["module"], *request["argv"]]
+        try:
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exn:  # as the interpreter maps sys.exit's argument
+            if exn.code is None or isinstance(exn.code, int):
+                code = exn.code or 0
+            else:
+                print(exn.code, file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - an uncaught exception: traceback, status 1
+            traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def serve() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(request)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+
+
+if __name__ == "__main__":
+    serve()
