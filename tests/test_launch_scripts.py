@@ -127,7 +127,8 @@ def test_sbatch_header_requeues_and_appends(stubs):
 
 
 @pytest.mark.parametrize("confined, devices", [(True, ["cuda", "cuda"]), (False, ["cuda:0", "cuda:1"])])
-def test_sbatch_tasks_find_their_gpu_whether_or_not_the_cluster_confines_them(stubs, tmp_path, confined, devices):
+def test_sbatch_tasks_find_their_gpu_whether_or_not_the_cluster_confines_them(stubs, tmp_path, confined, devices,
+                                                                              tiny_data):
     """With --accel-bind=g a cluster that confines each task to its bound GPU shows every task
     one device, cuda:0: asking for cuda:<local rank> fails on ranks 1+ ("invalid device
     ordinal"). The tasks get as far as OpenCLIP's device set-up (tests/fake_cuda stops them)."""
@@ -136,10 +137,13 @@ def test_sbatch_tasks_find_their_gpu_whether_or_not_the_cluster_confines_them(st
     record.mkdir()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in (
         "DATA", "MASTER_PORT", "RUN_NAME", "CUDA_VISIBLE_DEVICES", "WORLD_SIZE", "LOCAL_RANK", "RANK")}
+    # DATA: shards that exist (the entry point checks the files before OpenCLIP's device set-up)
     env = {**clean, **slurm_job(5), "PATH": f"{stubs}:{os.environ['PATH']}", "STUB_RECORD": str(record),
+           "DATA": tiny_data.train,
            "STUB_PYTHON": sys.executable, "FAKE_CUDA_RECORD": str(record), "CONFINE": "1" if confined else "0",
            "PYTHONPATH": os.pathsep.join(p for p in (FAKE_CUDA, os.environ.get("PYTHONPATH")) if p)}
-    result = subprocess.run(["bash", SBATCH], cwd=record, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(["bash", SBATCH, "--workers", "1"], cwd=record, env=env, capture_output=True, text=True,
+                            timeout=300)  # a later flag wins; 4 tiny shards feed one worker
     logs = "\n".join((record / f"task{r}.log").read_text()[-2000:] for r in (0, 1) if (record / f"task{r}.log").exists())
     assert result.returncode == 0, result.stderr[-2000:] + logs
     assert [(record / f"rank{r}.device").read_text() for r in (0, 1)] == devices
