@@ -13,7 +13,7 @@ DEMO_RATIO ?= 0.5
 DEMO_FLAGS ?= --model dissect-vit-tiny --precision fp32 --batch-size 128 --lr 1e-3 --wd 0.1 \
 	--warmup 50 --workers 1 --seed 0 --log-every-n-steps 50
 
-.PHONY: venv demo demo-data test slurm-test gpu-check bench patch patch-check clean
+.PHONY: venv demo demo-data test lint slurm-test gpu-check bench patch patch-check clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ demo: $(STAMP) $(DEMO_DATA)/manifest.json
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
+
+# ruff (pyproject.toml): lint errors and formatting; `ruff format src tests scripts` fixes the latter.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
 
 # The sbatch script under a real one-node SLURM on localhost: requeue, resubmission, truncated
 # checkpoint (~5 min; root: installs Debian's slurm-wlm and munge when missing).

@@ -18,6 +18,7 @@ The reference-model strategies (``clipscore-oracle``, ``learnability``) score wi
 reference trained first, once, on clean pairs drawn with another seed (the generator's vocabulary
 is fixed, so it transfers); its own R@sum on the test split is in the report.
 """
+
 import argparse
 import json
 import os
@@ -42,31 +43,55 @@ NEEDS_REFERENCE = tuple(n for n in list_strategies() if strategy_class(n).needs_
 PROFILES = {
     "smoke": dict(
         regimes={"learning": dict(train=256, test=32, noise="shuffle", epochs=1, batch=32)},
-        strategies=("random", "dissect-mome", "learnability"), ratio_free=("infobatch",), ratios=(0.5,), seeds=(0,),
-        warmup_epochs=1, reference=dict(train=256, test=32, noise="shuffle", epochs=1, batch=32),
-        model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
+        strategies=("random", "dissect-mome", "learnability"),
+        ratio_free=("infobatch",),
+        ratios=(0.5,),
+        seeds=(0,),
+        warmup_epochs=1,
+        reference=dict(train=256, test=32, noise="shuffle", epochs=1, batch=32),
+        model="dissect-vit-tiny",
+        precision="fp32",
+        workers=1,
+        lr=1e-3,
         overhead=dict(batch=32, reps=3, warmup=1),
-        history=dict(sizes=(10**5,), batch=1024, steps=5, dict_max=10**5)),
+        history=dict(sizes=(10**5,), batch=1024, steps=5, dict_max=10**5),
+    ),
     "quick": dict(
         regimes={
             "learning": dict(train=3000, test=200, noise="shuffle", epochs=2, batch=64),
             "memorising": dict(train=512, test=200, noise="partial", epochs=12, batch=64),
         },
-        strategies=STRATEGIES, ratio_free=RATIO_FREE, ratios=(0.3, 0.5, 0.7), seeds=(0,), warmup_epochs=1,
+        strategies=STRATEGIES,
+        ratio_free=RATIO_FREE,
+        ratios=(0.3, 0.5, 0.7),
+        seeds=(0,),
+        warmup_epochs=1,
         reference=dict(train=3000, test=200, noise="shuffle", epochs=3, batch=64),
-        model="dissect-vit-tiny", precision="fp32", workers=1, lr=1e-3,
+        model="dissect-vit-tiny",
+        precision="fp32",
+        workers=1,
+        lr=1e-3,
         overhead=dict(batch=128, reps=15, warmup=3),
-        history=dict(sizes=(10**6, 10**7, 10**8), batch=1024, steps=30, dict_max=10**7)),
+        history=dict(sizes=(10**6, 10**7, 10**8), batch=1024, steps=30, dict_max=10**7),
+    ),
     "full": dict(
         regimes={
             "learning": dict(train=200000, test=1000, noise="shuffle", epochs=10, batch=512),
             "memorising": dict(train=20000, test=1000, noise="partial", epochs=60, batch=512),
         },
-        strategies=STRATEGIES, ratio_free=RATIO_FREE, ratios=(0.3, 0.5, 0.7), seeds=(0, 1), warmup_epochs=5,
+        strategies=STRATEGIES,
+        ratio_free=RATIO_FREE,
+        ratios=(0.3, 0.5, 0.7),
+        seeds=(0, 1),
+        warmup_epochs=5,
         reference=dict(train=50000, test=1000, noise="shuffle", epochs=5, batch=512),
-        model="dissect-vit-tiny", precision="amp", workers=8, lr=1e-3,
+        model="dissect-vit-tiny",
+        precision="amp",
+        workers=8,
+        lr=1e-3,
         overhead=dict(batch=512, reps=30, warmup=5),
-        history=dict(sizes=(10**6, 10**7, 10**8), batch=4096, steps=30, dict_max=10**7)),
+        history=dict(sizes=(10**6, 10**7, 10**8), batch=4096, steps=30, dict_max=10**7),
+    ),
 }
 
 
@@ -76,24 +101,58 @@ def log(msg):
 
 # ----------------------------------------------------------------------------- part 1
 
+
 def make_data(root, name, spec, seed=0, noise_rate=0.4):
-    arguments = bench_data.data_arguments(train=spec["train"], test=spec["test"], seed=seed, noise_rate=noise_rate,
-                                          noise_kind=spec["noise"])
+    arguments = bench_data.data_arguments(
+        train=spec["train"], test=spec["test"], seed=seed, noise_rate=noise_rate, noise_kind=spec["noise"]
+    )
     return bench_data.make_data(root, name, arguments, workers=os.cpu_count() or 1)
 
 
 def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir=None, reference=None):
     run_dir = os.path.join(logs, name)
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "open_clip_dissect.main", "--model", cfg["model"],
-           "--precision", cfg["precision"], "--batch-size", str(spec["batch"]), "--lr", str(cfg["lr"]),
-           "--warmup", "10", "--seed", str(seed), "--workers", str(cfg["workers"]),
-           "--epochs", str(spec["epochs"]), "--dataset-type", "webdataset",
-           "--train-data", manifest["splits"]["train"]["pattern"],
-           "--retrieval-data", manifest["splits"]["test"]["pattern"],
-           "--logs", logs, "--name", name, "--save-frequency", "0", "--log-every-n-steps", "1000",
-           "--selection", strategy, "--dissect-warmup-epochs", str(cfg["warmup_epochs"]),
-           "--scan-warmup-epochs", str(cfg["warmup_epochs"])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "open_clip_dissect.main",
+        "--model",
+        cfg["model"],
+        "--precision",
+        cfg["precision"],
+        "--batch-size",
+        str(spec["batch"]),
+        "--lr",
+        str(cfg["lr"]),
+        "--warmup",
+        "10",
+        "--seed",
+        str(seed),
+        "--workers",
+        str(cfg["workers"]),
+        "--epochs",
+        str(spec["epochs"]),
+        "--dataset-type",
+        "webdataset",
+        "--train-data",
+        manifest["splits"]["train"]["pattern"],
+        "--retrieval-data",
+        manifest["splits"]["test"]["pattern"],
+        "--logs",
+        logs,
+        "--name",
+        name,
+        "--save-frequency",
+        "0",
+        "--log-every-n-steps",
+        "1000",
+        "--selection",
+        strategy,
+        "--dissect-warmup-epochs",
+        str(cfg["warmup_epochs"]),
+        "--scan-warmup-epochs",
+        str(cfg["warmup_epochs"]),
+    ]
     if ratio != "own":
         cmd += ["--ratio", str(ratio)]
     if record_dir:
@@ -105,8 +164,11 @@ def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     results, audit, _ = bench_data.read_run(run_dir)
-    return {"curve": [(r["epoch"], r["train_seconds"], r["retrieval_R@sum"]) for r in results if "retrieval_R@sum" in r],
-            "audit": audit, "process_seconds": time.perf_counter() - started}
+    return {
+        "curve": [(r["epoch"], r["train_seconds"], r["retrieval_R@sum"]) for r in results if "retrieval_R@sum" in r],
+        "audit": audit,
+        "process_seconds": time.perf_counter() - started,
+    }
 
 
 def reference_model(cfg, root):
@@ -129,42 +191,69 @@ def time_to_accuracy(cfg, root):
     for regime, spec in cfg["regimes"].items():
         manifest = make_data(root, regime, spec)
         for seed in cfg["seeds"]:
-            runs = [("none", 1.0)] + [(s, r) for r in cfg["ratios"] for s in cfg["strategies"]] + [
-                (s, "own") for s in cfg["ratio_free"]]
+            runs = (
+                [("none", 1.0)]
+                + [(s, r) for r in cfg["ratios"] for s in cfg["strategies"]]
+                + [(s, "own") for s in cfg["ratio_free"]]
+            )
             for strategy, ratio in runs:
                 name = f"{regime}-{strategy}-r{ratio}-s{seed}"
-                record = os.path.join(root, "records", name) if (
-                    strategy == "dissect-mome" and ratio == 0.5 and seed == cfg["seeds"][0]) else None
+                record = (
+                    os.path.join(root, "records", name)
+                    if (strategy == "dissect-mome" and ratio == 0.5 and seed == cfg["seeds"][0])
+                    else None
+                )
                 log(f"[bench] {name} ...")
                 out = train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record, reference)
                 curves[(regime, strategy, ratio, seed)] = out["curve"]
                 kept[(regime, strategy, ratio, seed)] = (
                     sum(a["kept"] for a in out["audit"]) / sum(a["candidates"] for a in out["audit"])
-                    if out["audit"] else 1.0)
+                    if out["audit"]
+                    else 1.0
+                )
                 for a in out["audit"]:
-                    audit_rows.append({"regime": regime, "strategy": strategy, "ratio": ratio, "seed": seed,
-                                       "epoch": a["epoch"], "kept_precision": a.get("audit_kept_precision"),
-                                       "random_precision": a.get("audit_random_precision"),
-                                       "auroc": a.get("audit_auroc")})
+                    audit_rows.append(
+                        {
+                            "regime": regime,
+                            "strategy": strategy,
+                            "ratio": ratio,
+                            "seed": seed,
+                            "epoch": a["epoch"],
+                            "kept_precision": a.get("audit_kept_precision"),
+                            "random_precision": a.get("audit_random_precision"),
+                            "auroc": a.get("audit_auroc"),
+                        }
+                    )
                 if record:
-                    shutil.copy(os.path.join(record, "distributions.png"),
-                                os.path.join(root, f"distributions_{regime}_dissect-mome.png"))
+                    shutil.copy(
+                        os.path.join(record, "distributions.png"),
+                        os.path.join(root, f"distributions_{regime}_dissect-mome.png"),
+                    )
             full = curves[(regime, "none", 1.0, seed)]
             target, full_seconds = full[-1][2], full[-1][1]
             for (reg, strategy, ratio, s), curve in curves.items():
                 if reg != regime or s != seed:
                     continue
                 reached = next((t for _, t, r in curve if r >= target), None)
-                rows.append({
-                    "regime": regime, "strategy": strategy, "ratio": ratio, "seed": seed,
-                    "kept_fraction": kept[(reg, strategy, ratio, s)], "final_rsum": curve[-1][2], "best_rsum": max(r for _, _, r in curve),
-                    "train_seconds": curve[-1][1], "seconds_to_full_final": reached,
-                    "speedup": (full_seconds / reached) if reached else None,
-                })
+                rows.append(
+                    {
+                        "regime": regime,
+                        "strategy": strategy,
+                        "ratio": ratio,
+                        "seed": seed,
+                        "kept_fraction": kept[(reg, strategy, ratio, s)],
+                        "final_rsum": curve[-1][2],
+                        "best_rsum": max(r for _, _, r in curve),
+                        "train_seconds": curve[-1][1],
+                        "seconds_to_full_final": reached,
+                        "speedup": (full_seconds / reached) if reached else None,
+                    }
+                )
     return rows, audit_rows, curves, reference_rsum
 
 
 # ----------------------------------------------------------------------------- part 2
+
 
 def step_overhead(cfg):
     import open_clip
@@ -227,8 +316,14 @@ def step_overhead(cfg):
                 times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    config = LoaderConfig(selection="dissect-mome", candidates=B, device=device, input_dtype=input_dtype,
-                          autocast=autocast, log_every_n_steps=10**9)
+    config = LoaderConfig(
+        selection="dissect-mome",
+        candidates=B,
+        device=device,
+        input_dtype=input_dtype,
+        autocast=autocast,
+        log_every_n_steps=10**9,
+    )
     rows = []
     stock = timed(lambda: train_step(images, tokens))
     scorer = Scorer(model, autocast=autocast, logit_scale=False)  # what dissect-mome reads
@@ -237,12 +332,24 @@ def step_overhead(cfg):
         k = strategies.num_kept(B, ratio)
         train_k = timed(lambda: train_step(images[:k], tokens[:k]))
         selector = Selector(strategies.create_strategy("dissect-mome"), ratio=ratio)
-        batches = iter(SelectingLoader(_Repeat((images, tokens, keys, hashes, noisy)), selector, model, config,
-                                       1, EpochRecord()))
+        batches = iter(
+            SelectingLoader(_Repeat((images, tokens, keys, hashes, noisy)), selector, model, config, 1, EpochRecord())
+        )
         full = timed(lambda: train_step(*next(batches)))
-        rows.append({"device": device, "batch": B, "ratio": ratio, "k": k, "stock_step": stock,
-                     "scoring_pass": scoring, "train_step_k": train_k, "selection_step": full,
-                     "overhead_over_floor": full / (scoring + train_k), "vs_stock": full / stock})
+        rows.append(
+            {
+                "device": device,
+                "batch": B,
+                "ratio": ratio,
+                "k": k,
+                "stock_step": stock,
+                "scoring_pass": scoring,
+                "train_step_k": train_k,
+                "selection_step": full,
+                "overhead_over_floor": full / (scoring + train_k),
+                "vs_stock": full / stock,
+            }
+        )
     return rows
 
 
@@ -276,8 +383,14 @@ def history_throughput(cfg):
         ids = np.arange(n, dtype=np.int64)
         hashes = torch.sort(digit_hashes(ids)).values
         store = HistoryStore()
-        store.load_state_dict({"hash": hashes, "score": torch.zeros(n), "epoch": torch.zeros(n, dtype=torch.int16),
-                               "visits": torch.zeros(n, dtype=torch.int16)})
+        store.load_state_dict(
+            {
+                "hash": hashes,
+                "score": torch.zeros(n),
+                "epoch": torch.zeros(n, dtype=torch.int16),
+                "visits": torch.zeros(n, dtype=torch.int16),
+            }
+        )
         del hashes
         batches = []
         for _ in range(spec["steps"]):
@@ -299,17 +412,27 @@ def history_throughput(cfg):
         # The fresh run is merged into the main one when it outgrows sqrt(2 n B): time one such
         # merge and spread it over the batches that fill the fresh run.
         limit = int((2.0 * n * B) ** 0.5)
-        fresh = {"hash": torch.sort(digit_hashes(np.arange(n, n + limit, dtype=np.int64))).values,
-                 "score": torch.zeros(limit), "epoch": torch.zeros(limit, dtype=torch.int16),
-                 "visits": torch.zeros(limit, dtype=torch.int16)}
+        fresh = {
+            "hash": torch.sort(digit_hashes(np.arange(n, n + limit, dtype=np.int64))).values,
+            "score": torch.zeros(limit),
+            "epoch": torch.zeros(limit, dtype=torch.int16),
+            "visits": torch.zeros(limit, dtype=torch.int16),
+        }
         start = time.perf_counter()
         merged = _merge(store.main, fresh)
         merge_s = time.perf_counter() - start
         del merged, fresh
         amortised = merge_s * (B // 10) / limit
-        row = {"keys": n, "batch": B, "store_s_per_batch": store_s + amortised, "merge_s": merge_s,
-               "store_keys_per_s": B / (store_s + amortised),
-               "store_bytes_per_key": store.nbytes / len(store), "dict_s_per_batch": None, "dict_vs_store": None}
+        row = {
+            "keys": n,
+            "batch": B,
+            "store_s_per_batch": store_s + amortised,
+            "merge_s": merge_s,
+            "store_keys_per_s": B / (store_s + amortised),
+            "store_bytes_per_key": store.nbytes / len(store),
+            "dict_s_per_batch": None,
+            "dict_vs_store": None,
+        }
         store_s += amortised
         if n <= spec["dict_max"]:
             table = {f"{i:012d}": (0.0, 0, 0) for i in range(n)}
@@ -340,8 +463,12 @@ def exchange_throughput(cfg, root):
 
     spec = cfg["history"]
     out = os.path.join(root, "exchange.json")
-    mp.spawn(_exchange_worker, args=(2, os.path.join(root, "exchange-init"), out, spec["batch"],
-                                     spec["sizes"][0], spec["steps"]), nprocs=2, join=True)
+    mp.spawn(
+        _exchange_worker,
+        args=(2, os.path.join(root, "exchange-init"), out, spec["batch"], spec["sizes"][0], spec["steps"]),
+        nprocs=2,
+        join=True,
+    )
     os.remove(os.path.join(root, "exchange-init")) if os.path.exists(os.path.join(root, "exchange-init")) else None
     with open(out) as f:
         return json.load(f)
@@ -371,17 +498,27 @@ def _exchange_worker(rank, world, init_file, out, B, n, steps):
             store.update(h, scores, 0)
             times.append(time.perf_counter() - start)
         if rank == 0:
-            step = statistics.median(times[len(times) // 3:])  # after the store has filled up
+            step = statistics.median(times[len(times) // 3 :])  # after the store has filled up
             with open(out, "w") as f:
-                json.dump({"keys": n, "batch": B, "exchange": True, "store_s_per_batch": step,
-                           "store_keys_per_s": B / step, "store_bytes_per_key": store.nbytes / max(len(store), 1),
-                           "local_keys": len(store)}, f)
+                json.dump(
+                    {
+                        "keys": n,
+                        "batch": B,
+                        "exchange": True,
+                        "store_s_per_batch": step,
+                        "store_keys_per_s": B / step,
+                        "store_bytes_per_key": store.nbytes / max(len(store), 1),
+                        "local_keys": len(store),
+                    },
+                    f,
+                )
     finally:
         dist.destroy_process_group()
 
 
 class _Repeat:
     """An endless loader repeating one keyed batch (for timing)."""
+
     num_batches = 10**9
     num_samples = 10**9
 
@@ -394,6 +531,7 @@ class _Repeat:
 
 
 # ----------------------------------------------------------------------------- report
+
 
 def fmt(v, digits=2):
     if v is None:
@@ -426,8 +564,14 @@ def plots(root, curves, audit_rows, cfg):
         fig, axes = plt.subplots(1, len(cfg["ratios"]), figsize=(5 * len(cfg["ratios"]), 4), squeeze=False)
         for ax, ratio in zip(axes[0], cfg["ratios"]):
             for strategy in cfg["strategies"]:
-                pts = [(a["epoch"], a["kept_precision"]) for a in audit_rows if a["regime"] == regime
-                       and a["strategy"] == strategy and a["ratio"] == ratio and a["seed"] == cfg["seeds"][0]]
+                pts = [
+                    (a["epoch"], a["kept_precision"])
+                    for a in audit_rows
+                    if a["regime"] == regime
+                    and a["strategy"] == strategy
+                    and a["ratio"] == ratio
+                    and a["seed"] == cfg["seeds"][0]
+                ]
                 if pts:
                     ax.plot(*zip(*pts), "-o", ms=3, label=strategy)
             base = [a["random_precision"] for a in audit_rows if a["regime"] == regime]
@@ -450,57 +594,87 @@ def write_report(root, profile, rows, audit_rows, overhead, history, started, re
     last_audit = {}
     for a in audit_rows:
         last_audit[(a["regime"], a["strategy"], a["ratio"], a["seed"])] = a
-    lines = [f"# Benchmark, profile `{profile}`", "",
-             f"Command: `make bench PROFILE={profile}`; machine: {machine()}; "
-             f"{time.strftime('%Y-%m-%d')}; total {time.time() - started:.0f} s.", "",
-             "## Time to accuracy", "",
-             "`seconds to full` = training wall-clock at the end of the first epoch whose R@sum reaches "
-             "the full-data run's final R@sum; `speed-up` = full-data wall-clock / that. `precision` = "
-             "kept-set precision in the last epoch (clean fraction of all candidates in brackets); `kept` = "
-             "fraction of all candidates trained on over the run (r = `own`: the strategy sets its counts)." + (
-                 f" clipscore-oracle and learnability score with a frozen reference trained on clean pairs of "
-                 f"another seed (R@sum {reference_rsum:.1f} on its own test split)." if reference_rsum is not None
-                 else ""), "",
-             "| regime | strategy | r | kept | seed | final R@sum | best R@sum | train s | s to full | speed-up | precision | AUROC |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Benchmark, profile `{profile}`",
+        "",
+        f"Command: `make bench PROFILE={profile}`; machine: {machine()}; "
+        f"{time.strftime('%Y-%m-%d')}; total {time.time() - started:.0f} s.",
+        "",
+        "## Time to accuracy",
+        "",
+        "`seconds to full` = training wall-clock at the end of the first epoch whose R@sum reaches "
+        "the full-data run's final R@sum; `speed-up` = full-data wall-clock / that. `precision` = "
+        "kept-set precision in the last epoch (clean fraction of all candidates in brackets); `kept` = "
+        "fraction of all candidates trained on over the run (r = `own`: the strategy sets its counts)."
+        + (
+            f" clipscore-oracle and learnability score with a frozen reference trained on clean pairs of "
+            f"another seed (R@sum {reference_rsum:.1f} on its own test split)."
+            if reference_rsum is not None
+            else ""
+        ),
+        "",
+        "| regime | strategy | r | kept | seed | final R@sum | best R@sum | train s | s to full | speed-up | precision | AUROC |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         a = last_audit.get((r["regime"], r["strategy"], r["ratio"], r["seed"]), {})
         prec = f"{fmt(a.get('kept_precision'), 3)} ({fmt(a.get('random_precision'), 3)})" if a else "-"
-        lines.append(f"| {r['regime']} | {r['strategy']} | {r['ratio']} | {fmt(r['kept_fraction'], 2)} | {r['seed']} | "
-                     f"{fmt(r['final_rsum'], 1)} | "
-                     f"{fmt(r['best_rsum'], 1)} | {fmt(r['train_seconds'], 1)} | {fmt(r['seconds_to_full_final'], 1)} | "
-                     f"{fmt(r['speedup'])} | {prec} | {fmt(a.get('auroc'), 3)} |")
+        lines.append(
+            f"| {r['regime']} | {r['strategy']} | {r['ratio']} | {fmt(r['kept_fraction'], 2)} | {r['seed']} | "
+            f"{fmt(r['final_rsum'], 1)} | "
+            f"{fmt(r['best_rsum'], 1)} | {fmt(r['train_seconds'], 1)} | {fmt(r['seconds_to_full_final'], 1)} | "
+            f"{fmt(r['speedup'])} | {prec} | {fmt(a.get('auroc'), 3)} |"
+        )
     if len({r["seed"] for r in rows}) > 1:
         frame = pd.DataFrame(rows)
         spread = frame.groupby(["regime", "strategy", "ratio"], sort=False)["final_rsum"].agg(["mean", "std", "count"])
-        lines += ["", "### Seed spread of the final R@sum", "", "| regime | strategy | r | mean | std | seeds |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "### Seed spread of the final R@sum",
+            "",
+            "| regime | strategy | r | mean | std | seeds |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for (regime, strategy, ratio), g in spread.iterrows():
             lines.append(f"| {regime} | {strategy} | {ratio} | {g['mean']:.1f} | {g['std']:.1f} | {int(g['count'])} |")
-    lines += ["", "## Step overhead (medians)", "",
-              "`over floor` = selection step / (scoring pass + training step on k), target <= 1.05; "
-              "`vs stock` = selection step / stock OpenCLIP step on B.", "",
-              "| device | B | r | k | stock step s | scoring s | train on k s | selection step s | over floor | vs stock |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Step overhead (medians)",
+        "",
+        "`over floor` = selection step / (scoring pass + training step on k), target <= 1.05; "
+        "`vs stock` = selection step / stock OpenCLIP step on B.",
+        "",
+        "| device | B | r | k | stock step s | scoring s | train on k s | selection step s | over floor | vs stock |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for o in overhead:
-        lines.append(f"| {o['device']} | {o['batch']} | {o['ratio']} | {o['k']} | {o['stock_step']:.4f} | "
-                     f"{o['scoring_pass']:.4f} | {o['train_step_k']:.4f} | {o['selection_step']:.4f} | "
-                     f"{o['overhead_over_floor']:.3f} | {o['vs_stock']:.3f} |")
-    lines += ["", "## History store (single process, CPU)", "",
-              "Batch = hash the string keys, get, update (90% known keys, 10% new), plus the amortised "
-              "share of merging the fresh run into the main one (`merge s`: one merge). The dict "
-              "baseline does the same work per sample in Python (the paper's code); skipped where it "
-              "would not fit in memory. `exchange` rows: 2 gloo processes, one sharded get+update per step.", "",
-              "| keys | batch | store ms/batch | merge s | store keys/s | bytes/key | dict ms/batch | dict / store |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines.append(
+            f"| {o['device']} | {o['batch']} | {o['ratio']} | {o['k']} | {o['stock_step']:.4f} | "
+            f"{o['scoring_pass']:.4f} | {o['train_step_k']:.4f} | {o['selection_step']:.4f} | "
+            f"{o['overhead_over_floor']:.3f} | {o['vs_stock']:.3f} |"
+        )
+    lines += [
+        "",
+        "## History store (single process, CPU)",
+        "",
+        "Batch = hash the string keys, get, update (90% known keys, 10% new), plus the amortised "
+        "share of merging the fresh run into the main one (`merge s`: one merge). The dict "
+        "baseline does the same work per sample in Python (the paper's code); skipped where it "
+        "would not fit in memory. `exchange` rows: 2 gloo processes, one sharded get+update per step.",
+        "",
+        "| keys | batch | store ms/batch | merge s | store keys/s | bytes/key | dict ms/batch | dict / store |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for h in history:
         dict_ms = f"{h['dict_s_per_batch'] * 1e3:.2f}" if h.get("dict_s_per_batch") else "-"
         ratio = f"{h['dict_vs_store']:.2f}" if h.get("dict_vs_store") else "-"
         merge = f"{h['merge_s']:.3f}" if h.get("merge_s") is not None else "-"
         label = f"exchange, 2 processes, keys drawn from {h['keys']:,}" if h.get("exchange") else f"{h['keys']:,}"
-        lines.append(f"| {label} | {h['batch']} | "
-                     f"{h['store_s_per_batch'] * 1e3:.2f} | {merge} | {h['store_keys_per_s']:,.0f} | "
-                     f"{h['store_bytes_per_key']:.1f} | {dict_ms} | {ratio} |")
+        lines.append(
+            f"| {label} | {h['batch']} | "
+            f"{h['store_s_per_batch'] * 1e3:.2f} | {merge} | {h['store_keys_per_s']:,.0f} | "
+            f"{h['store_bytes_per_key']:.1f} | {dict_ms} | {ratio} |"
+        )
     lines += ["", "Plots: " + ", ".join(sorted(p for p in os.listdir(root) if p.endswith(".png")))]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(root, "results.md"), "w") as f:
@@ -519,15 +693,25 @@ def machine():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--profile", choices=sorted([*PROFILES, "paper", "web"]), default="quick",
-                   help="Profile; 'paper' and 'web' are scripts/paper_bench.py, seeds and intervals ('web': "
-                        "the web preset, every baseline, 5 seeds; scripts/web_bench.py) (default: quick).")
+    p.add_argument(
+        "--profile",
+        choices=sorted([*PROFILES, "paper", "web"]),
+        default="quick",
+        help="Profile; 'paper' and 'web' are scripts/paper_bench.py, seeds and intervals ('web': "
+        "the web preset, every baseline, 5 seeds; scripts/web_bench.py) (default: quick).",
+    )
     p.add_argument("--out", default=None, help="Output folder (default: bench/results/<profile>).")
-    p.add_argument("--parts", default="accuracy,overhead,history",
-                   help="Comma-separated parts to run (default: accuracy,overhead,history).")
-    p.add_argument("--strategies", default=None,
-                   help="Comma-separated strategies for the accuracy part; the full-data run always "
-                        "runs (default: the profile's).")
+    p.add_argument(
+        "--parts",
+        default="accuracy,overhead,history",
+        help="Comma-separated parts to run (default: accuracy,overhead,history).",
+    )
+    p.add_argument(
+        "--strategies",
+        default=None,
+        help="Comma-separated strategies for the accuracy part; the full-data run always "
+        "runs (default: the profile's).",
+    )
     args = p.parse_args(argv)
     if args.profile in ("paper", "web"):
         import paper_bench

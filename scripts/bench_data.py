@@ -5,6 +5,7 @@ A data set lives in ``<root>/data/<name>-<digest>/``, the digest taken over ever
 ``synthetic.make_dataset`` that changes the bytes, so that a changed preset or size can never be
 read from an old cache.
 """
+
 import hashlib
 import json
 import os
@@ -12,15 +13,25 @@ import os
 from open_clip_dissect import synthetic
 
 
-def data_arguments(train, test, seed, noise_rate=0.4, noise_kind="shuffle", val=0, preset=None,
-                   test_captions=5, **difficulty):
+def data_arguments(
+    train, test, seed, noise_rate=0.4, noise_kind="shuffle", val=0, preset=None, test_captions=5, **difficulty
+):
     """The generator's arguments: the preset's values, then ``noise_*`` and ``difficulty`` (not None)."""
-    given = dict(difficulty, noise_rate=noise_rate if preset is None else None,
-                 noise_kind=noise_kind if preset is None else None)
+    given = dict(
+        difficulty, noise_rate=noise_rate if preset is None else None, noise_kind=noise_kind if preset is None else None
+    )
     settings = synthetic.resolve_settings(preset, **given)
-    return dict(train_size=train, val_size=val, test_size=test, test_captions=test_captions, seed=seed,
-                noise_rate=settings.pop("noise_rate"), noise_kind=settings.pop("noise_kind"),
-                preset=preset, difficulty=settings)
+    return dict(
+        train_size=train,
+        val_size=val,
+        test_size=test,
+        test_captions=test_captions,
+        seed=seed,
+        noise_rate=settings.pop("noise_rate"),
+        noise_kind=settings.pop("noise_kind"),
+        preset=preset,
+        difficulty=settings,
+    )
 
 
 def data_digest(arguments):
@@ -36,8 +47,14 @@ def make_data(root, name, arguments, workers=1):
             return json.load(f)
     kwargs = dict(arguments)
     difficulty = synthetic.Difficulty(**kwargs.pop("difficulty"))
-    return synthetic.make_dataset(out, shard_size=max(64, arguments["train_size"] // 8), workers=workers,
-                                  progress=False, difficulty=difficulty, **kwargs)
+    return synthetic.make_dataset(
+        out,
+        shard_size=max(64, arguments["train_size"] // 8),
+        workers=workers,
+        progress=False,
+        difficulty=difficulty,
+        **kwargs,
+    )
 
 
 def read_run(run_dir):

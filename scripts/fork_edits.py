@@ -7,6 +7,7 @@ anchor is missing or ambiguous (a changed upstream), this fails naming the file 
 
 Usage: fork_edits.py SRC_DIR   (the folder holding open_clip_train's main.py and params.py)
 """
+
 import os
 import sys
 
@@ -17,32 +18,61 @@ MARK = "  # open_clip_dissect"
 EDITS = [
     # The fork's own loader decodes only the members its pipeline reads: upstream's default
     # handlers would unpickle a shard's .pyd/.pkl members (see README, "Security").
-    ("data.py", 'wds.decode("pilrgb", handler=log_and_continue),', "replace", [
-        'wds.decode("pilrgb", only=("jpg", "jpeg", "png", "webp", "txt", "json"), '
-        'handler=log_and_continue),' + MARK + ": never unpickle",
-    ]),
-    ("params.py", "args = parser.parse_args(args)", "before", [
-        "from open_clip_dissect.openclip import fork as dissect" + MARK,
-        "dissect.add_args(parser)" + MARK,
-    ]),
-    ("params.py", "return args", "before", [
-        "dissect.check_args(args)" + MARK,
-        "",
-    ]),
-    ("main.py", "from open_clip_train.train import train_one_epoch, evaluate", "after", [
-        "from open_clip_dissect.openclip.fork import session_for" + MARK,
-    ]),
-    ("main.py", "data = get_data(", "replace", [
-        "dissect = session_for(args)" + MARK + ": None unless one of its flags is used",
-        "get_train_data = dissect.get_data if dissect else get_data" + MARK,
-        "train_epoch = dissect.train_one_epoch if dissect else train_one_epoch" + MARK,
-        "data = get_train_data(" + MARK,
-    ]),
-    ("main.py", "train_one_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, "
-                "tb_writer=writer)", "replace", [
-        "train_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, "
-        "tb_writer=writer)" + MARK,
-    ]),
+    (
+        "data.py",
+        'wds.decode("pilrgb", handler=log_and_continue),',
+        "replace",
+        [
+            'wds.decode("pilrgb", only=("jpg", "jpeg", "png", "webp", "txt", "json"), '
+            "handler=log_and_continue)," + MARK + ": never unpickle",
+        ],
+    ),
+    (
+        "params.py",
+        "args = parser.parse_args(args)",
+        "before",
+        [
+            "from open_clip_dissect.openclip import fork as dissect" + MARK,
+            "dissect.add_args(parser)" + MARK,
+        ],
+    ),
+    (
+        "params.py",
+        "return args",
+        "before",
+        [
+            "dissect.check_args(args)" + MARK,
+            "",
+        ],
+    ),
+    (
+        "main.py",
+        "from open_clip_train.train import train_one_epoch, evaluate",
+        "after",
+        [
+            "from open_clip_dissect.openclip.fork import session_for" + MARK,
+        ],
+    ),
+    (
+        "main.py",
+        "data = get_data(",
+        "replace",
+        [
+            "dissect = session_for(args)" + MARK + ": None unless one of its flags is used",
+            "get_train_data = dissect.get_data if dissect else get_data" + MARK,
+            "train_epoch = dissect.train_one_epoch if dissect else train_one_epoch" + MARK,
+            "data = get_train_data(" + MARK,
+        ],
+    ),
+    (
+        "main.py",
+        "train_one_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=writer)",
+        "replace",
+        [
+            "train_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, "
+            "tb_writer=writer)" + MARK,
+        ],
+    ),
 ]
 
 
@@ -56,17 +86,19 @@ def apply_edits(src_dir: str) -> None:
                 continue
             hits = [i for i, line in enumerate(lines) if line.strip() == anchor]
             if len(hits) != 1:
-                raise SystemExit(f"{path}: expected the line {anchor!r} once, found it {len(hits)} times "
-                                 f"(another OpenCLIP version? update scripts/fork_edits.py)")
+                raise SystemExit(
+                    f"{path}: expected the line {anchor!r} once, found it {len(hits)} times "
+                    f"(another OpenCLIP version? update scripts/fork_edits.py)"
+                )
             i = hits[0]
-            indent = lines[i][:len(lines[i]) - len(lines[i].lstrip())]
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
             block = [indent + line if line else "" for line in new]
             if where == "before":
                 lines[i:i] = block
             elif where == "after":
-                lines[i + 1:i + 1] = block
+                lines[i + 1 : i + 1] = block
             else:
-                lines[i:i + 1] = block
+                lines[i : i + 1] = block
         with open(path, "w") as f:
             f.write("\n".join(lines))
 

@@ -14,6 +14,7 @@ NCCL runs (torchrun) in local and in global scope; the step-time table of ``scri
 Exit status: 0 when no check FAILed (WARN and SKIP included), 1 when one did, and 5 when there is
 no CUDA device at all: then one line says so and nothing runs (as pytest's 5, "no tests ran").
 """
+
 import argparse
 import collections
 import json
@@ -60,8 +61,14 @@ class Verdicts:
             return None
         started = time.monotonic()
         try:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=cwd,
-                                    env={**os.environ, "WANDB_MODE": "disabled", **(env or {})})
+            result = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=limit,
+                cwd=cwd,
+                env={**os.environ, "WANDB_MODE": "disabled", **(env or {})},
+            )
         except subprocess.TimeoutExpired:
             self.say("FAIL", check, f"timed out after {limit:.0f} s: {' '.join(map(str, cmd))[:200]}")
             return None
@@ -74,11 +81,43 @@ class Verdicts:
 
 
 def train_flags(data, logs, name, *extra):
-    return ["--model", MODEL, "--batch-size", "128", "--epochs", "1", "--lr", "1e-3", "--warmup", "5",
-            "--workers", "2", "--seed", "0", "--log-every-n-steps", "4", "--device", "cuda",
-            "--train-data", data["train"], "--val-data", data["val"], "--dataset-type", "webdataset",
-            "--selection", "dissect-mome", "--ratio", "0.5", "--logs", logs, "--name", name,
-            "--selection-record", os.path.join(logs, name, "records"), *extra]
+    return [
+        "--model",
+        MODEL,
+        "--batch-size",
+        "128",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "5",
+        "--workers",
+        "2",
+        "--seed",
+        "0",
+        "--log-every-n-steps",
+        "4",
+        "--device",
+        "cuda",
+        "--train-data",
+        data["train"],
+        "--val-data",
+        data["val"],
+        "--dataset-type",
+        "webdataset",
+        "--selection",
+        "dissect-mome",
+        "--ratio",
+        "0.5",
+        "--logs",
+        logs,
+        "--name",
+        name,
+        "--selection-record",
+        os.path.join(logs, name, "records"),
+        *extra,
+    ]
 
 
 def check_run(verdicts, check, cmd, logs, name, timeout, env=None):
@@ -103,8 +142,12 @@ def check_run(verdicts, check, cmd, logs, name, timeout, env=None):
         verdicts.say("FAIL", check, f"no {plot}")
     else:
         share = summary["time_scoring"] / max(summary["time_scoring"] + summary["time_training"], 1e-9)
-        verdicts.say("PASS", check, f"{result.seconds:.0f} s, {summary['candidates']} candidates, kept "
-                                    f"{summary['kept']}, last loss {losses[-1]:.3f}, scoring share {share:.0%}")
+        verdicts.say(
+            "PASS",
+            check,
+            f"{result.seconds:.0f} s, {summary['candidates']} candidates, kept "
+            f"{summary['kept']}, last loss {losses[-1]:.3f}, scoring share {share:.0%}",
+        )
 
 
 def sync_probe(steps: int = 8, batch: int = 256) -> int:
@@ -135,12 +178,22 @@ def sync_probe(steps: int = 8, batch: int = 256) -> int:
 
         def __iter__(self):
             for _ in range(steps):
-                yield (torch.randn(batch, 3, 32, 32), tokens.clone(), keys, hash_keys(keys),
-                       torch.zeros(batch, dtype=torch.int8))
+                yield (
+                    torch.randn(batch, 3, 32, 32),
+                    tokens.clone(),
+                    keys,
+                    hash_keys(keys),
+                    torch.zeros(batch, dtype=torch.int8),
+                )
 
-    config = LoaderConfig(selection="dissect-mome", candidates=batch, device="cuda",
-                          autocast=get_autocast("amp", device_type="cuda"), log_every_n_steps=10**6,
-                          pin_memory=True)
+    config = LoaderConfig(
+        selection="dissect-mome",
+        candidates=batch,
+        device="cuda",
+        autocast=get_autocast("amp", device_type="cuda"),
+        log_every_n_steps=10**6,
+        pin_memory=True,
+    )
     selector = Selector(strategies.create_strategy("dissect-mome"), ratio=0.5)
     sites = collections.Counter()
     for epoch in range(2):
@@ -151,8 +204,11 @@ def sync_probe(steps: int = 8, batch: int = 256) -> int:
                 counting = epoch == 1 and 1 <= i < steps - 2
                 torch.cuda.set_sync_debug_mode("warn" if counting else 0)
             torch.cuda.set_sync_debug_mode(0)
-        sites.update(f"{os.path.relpath(w.filename, REPO)}:{w.lineno}" for w in caught
-                     if epoch == 1 and "synchroniz" in str(w.message))
+        sites.update(
+            f"{os.path.relpath(w.filename, REPO)}:{w.lineno}"
+            for w in caught
+            if epoch == 1 and "synchroniz" in str(w.message)
+        )
         selector.end_epoch()
     print(sum(sites.values()), steps - 3, *(f"{site}={n}" for site, n in sites.most_common(5)))
     return 0
@@ -160,8 +216,20 @@ def sync_probe(steps: int = 8, batch: int = 256) -> int:
 
 def bench_table(verdicts, work):
     out = os.path.join(work, "bench")
-    result = verdicts.run("bench-step-times", [sys.executable, os.path.join(REPO, "scripts", "bench.py"),
-                                               "--profile", "full", "--parts", "overhead", "--out", out], 180)
+    result = verdicts.run(
+        "bench-step-times",
+        [
+            sys.executable,
+            os.path.join(REPO, "scripts", "bench.py"),
+            "--profile",
+            "full",
+            "--parts",
+            "overhead",
+            "--out",
+            out,
+        ],
+        180,
+    )
     if result is None:
         return []
     import csv
@@ -169,36 +237,51 @@ def bench_table(verdicts, work):
     with open(os.path.join(out, "step_overhead.csv")) as f:
         rows = list(csv.DictReader(f))
     worst = max(float(r["overhead_over_floor"]) for r in rows)
-    verdicts.say("PASS" if worst <= 1.05 else "WARN", "bench-step-times",
-                 f"selection step / (scoring + train on k) <= {worst:.3f} (target 1.05); table below")
-    table = ["| B | r | stock step s | scoring s | train on k s | selection step s | over floor | vs stock |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    verdicts.say(
+        "PASS" if worst <= 1.05 else "WARN",
+        "bench-step-times",
+        f"selection step / (scoring + train on k) <= {worst:.3f} (target 1.05); table below",
+    )
+    table = [
+        "| B | r | stock step s | scoring s | train on k s | selection step s | over floor | vs stock |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        table.append(f"| {r['batch']} | {r['ratio']} | {float(r['stock_step']):.4f} | {float(r['scoring_pass']):.4f} | "
-                     f"{float(r['train_step_k']):.4f} | {float(r['selection_step']):.4f} | "
-                     f"{float(r['overhead_over_floor']):.3f} | {float(r['vs_stock']):.3f} |")
+        table.append(
+            f"| {r['batch']} | {r['ratio']} | {float(r['stock_step']):.4f} | {float(r['scoring_pass']):.4f} | "
+            f"{float(r['train_step_k']):.4f} | {float(r['selection_step']):.4f} | "
+            f"{float(r['overhead_over_floor']):.3f} | {float(r['vs_stock']):.3f} |"
+        )
     return table
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--budget", type=float, default=480,
-                   help="Seconds for all checks; a check that would start later is skipped (default: 480).")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=480,
+        help="Seconds for all checks; a check that would start later is skipped (default: 480).",
+    )
     p.add_argument("--work", default=None, help="Folder for data and runs (default: a temporary one, removed).")
     p.add_argument("--probe", choices=("sync",), default=None, help=argparse.SUPPRESS)  # one check's own process
     args = p.parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():
-        print("gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing checked "
-              f"(exit status {NO_CUDA})")
+        print(
+            "gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing checked "
+            f"(exit status {NO_CUDA})"
+        )
         return NO_CUDA
     if args.probe == "sync":
         return sync_probe()
     gpus = torch.cuda.device_count()
     verdicts = Verdicts(args.budget)
-    print(f"gpu-check: {gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-          f"budget {args.budget:.0f} s", flush=True)
+    print(
+        f"gpu-check: {gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, budget {args.budget:.0f} s",
+        flush=True,
+    )
     work = args.work or tempfile.mkdtemp(prefix="gpu-check-")
     table = []
     try:
@@ -213,14 +296,38 @@ def main(argv=None) -> int:
 
 def run_checks(verdicts, work, gpus):
     py = sys.executable
-    result = verdicts.run("cuda-tests", [py, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                                         os.path.join(REPO, "tests")], 150, cwd=REPO)
+    result = verdicts.run(
+        "cuda-tests",
+        [py, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", os.path.join(REPO, "tests")],
+        150,
+        cwd=REPO,
+    )
     if result is not None:
         verdicts.say("PASS", "cuda-tests", result.stdout.strip().splitlines()[-1])
 
-    result = verdicts.run("make-data", [py, "-m", "open_clip_dissect.cli", "make-data", "--out",
-                                        os.path.join(work, "data"), "--train-size", "2048", "--val-size", "256",
-                                        "--shard-size", "256", "--seed", "0", "--workers", "4", "--quiet"], 120)
+    result = verdicts.run(
+        "make-data",
+        [
+            py,
+            "-m",
+            "open_clip_dissect.cli",
+            "make-data",
+            "--out",
+            os.path.join(work, "data"),
+            "--train-size",
+            "2048",
+            "--val-size",
+            "256",
+            "--shard-size",
+            "256",
+            "--seed",
+            "0",
+            "--workers",
+            "4",
+            "--quiet",
+        ],
+        120,
+    )
     if result is None:
         return bench_table(verdicts, work)
     with open(os.path.join(work, "data", "manifest.json")) as f:
@@ -230,27 +337,57 @@ def run_checks(verdicts, work, gpus):
     main_module = [py, "-m", "open_clip_dissect.main"]
     check_run(verdicts, "amp", main_module + train_flags(data, logs, "amp", "--precision", "amp"), logs, "amp", 90)
     if torch_bf16():
-        check_run(verdicts, "amp_bf16", main_module + train_flags(data, logs, "bf16", "--precision", "amp_bf16"),
-                  logs, "bf16", 90)
+        check_run(
+            verdicts,
+            "amp_bf16",
+            main_module + train_flags(data, logs, "bf16", "--precision", "amp_bf16"),
+            logs,
+            "bf16",
+            90,
+        )
     else:
         verdicts.say("SKIP", "amp_bf16", "this GPU has no bfloat16")
-    check_run(verdicts, "torchcompile", main_module + train_flags(
-        data, logs, "compile", "--precision", "amp", "--torchcompile"), logs, "compile", 180)
+    check_run(
+        verdicts,
+        "torchcompile",
+        main_module + train_flags(data, logs, "compile", "--precision", "amp", "--torchcompile"),
+        logs,
+        "compile",
+        180,
+    )
 
     result = verdicts.run("sync-debug", [py, os.path.abspath(__file__), "--probe", "sync"], 90)
     if result is not None:
         syncs, steps, *sites = result.stdout.strip().splitlines()[-1].split()
-        verdicts.say("PASS" if syncs == "0" else "WARN", "sync-debug",
-                     f"{syncs} synchronizing CUDA calls in {steps} selection steps" +
-                     (f" ({', '.join(sites)})" if sites else ""))
+        verdicts.say(
+            "PASS" if syncs == "0" else "WARN",
+            "sync-debug",
+            f"{syncs} synchronizing CUDA calls in {steps} selection steps"
+            + (f" ({', '.join(sites)})" if sites else ""),
+        )
 
     if gpus >= 2:
-        run = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "open_clip_dissect.main", "--"]
+        run = [
+            py,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "open_clip_dissect.main",
+            "--",
+        ]
         for scope in ("local", "global"):
             name = f"nccl-{scope}"
-            check_run(verdicts, name, run + train_flags(data, logs, name, "--precision", "amp",
-                                                        "--selection-scope", scope), logs, name, 120)
+            check_run(
+                verdicts,
+                name,
+                run + train_flags(data, logs, name, "--precision", "amp", "--selection-scope", scope),
+                logs,
+                name,
+                120,
+            )
     else:
         verdicts.say("SKIP", "nccl-local", f"needs 2 GPUs, {gpus} visible")
         verdicts.say("SKIP", "nccl-global", f"needs 2 GPUs, {gpus} visible")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Write the synthetic noisy image-text data set; same flags as `open-clip-dissect make-data`."""
+
 import sys
 
 from open_clip_dissect.cli import make_data

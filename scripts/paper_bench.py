@@ -28,6 +28,7 @@ stopped, and the report covers whatever has finished. Runs use one thread each a
 ``parallel`` of them at a time (accuracy does not depend on timing; the wall-clock columns of
 this profile are not comparable across runs).
 """
+
 import json
 import math
 import os
@@ -59,8 +60,16 @@ METHODS = {
     "dissect-mome-auto-spread": ("dissect-mome", MOME_AUTO + ["--dissect-auto-signal", "spread"]),
 }
 # In order of priority: the runs go method by method (all seeds), regime by regime.
-COMPARE_DETECTORS = ("full", "random", "dissect-warmup-fixed", "dissect-warmup-auto-retrieval", "dissect-mome",
-                     "dissect-warmup-auto-spread", "dissect-warmup-auto-loss", "dissect-mome-auto-spread")
+COMPARE_DETECTORS = (
+    "full",
+    "random",
+    "dissect-warmup-fixed",
+    "dissect-warmup-auto-retrieval",
+    "dissect-mome",
+    "dissect-warmup-auto-spread",
+    "dissect-warmup-auto-loss",
+    "dissect-mome-auto-spread",
+)
 HELD_OUT = ("full", "random", "dissect-warmup-fixed", "dissect-warmup-auto", "dissect-mome", "dissect-mome-auto")
 PAPER = dict(
     regimes={
@@ -68,7 +77,12 @@ PAPER = dict(
         "memorising-partial": dict(MEMORISING, noise="partial", methods=HELD_OUT),
         "learning": dict(train=6000, test=500, noise="shuffle", epochs=4, batch=256, val_every=1, methods=HELD_OUT),
     },
-    seeds=(0, 1, 2), ratio=0.5, noise_rate=0.4, model="dissect-vit-tiny", lr=1e-3, parallel=2,
+    seeds=(0, 1, 2),
+    ratio=0.5,
+    noise_rate=0.4,
+    model="dissect-vit-tiny",
+    lr=1e-3,
+    parallel=2,
     methods=METHODS,
     recorded=("full", "random"),  # --selection-record: the per-sample scores of Fig. 3
 )
@@ -86,20 +100,59 @@ def run_name(regime, label, seed):
 
 def make_data(root, regime, spec, seed, noise_rate):
     # The val split (the retrieval detector's held-out data) leaves train and test byte-identical.
-    arguments = bench_data.data_arguments(train=spec["train"], test=spec["test"], seed=seed, noise_rate=noise_rate,
-                                          noise_kind=spec["noise"], val=spec.get("val", 500))
+    arguments = bench_data.data_arguments(
+        train=spec["train"],
+        test=spec["test"],
+        seed=seed,
+        noise_rate=noise_rate,
+        noise_kind=spec["noise"],
+        val=spec.get("val", 500),
+    )
     return bench_data.make_data(root, f"{regime}-s{seed}", arguments)
 
 
 def command(cfg, spec, manifest, logs, name, strategy, flags, seed, record):
     fixed = str(max(1, spec["epochs"] // 4))
-    cmd = [sys.executable, "-m", "open_clip_dissect.main", "--model", cfg["model"], "--precision", "fp32",
-           "--batch-size", str(spec["batch"]), "--lr", str(cfg["lr"]), "--warmup", "10", "--seed", str(seed),
-           "--workers", "1", "--epochs", str(spec["epochs"]), "--dataset-type", "webdataset",
-           "--train-data", manifest["splits"]["train"]["pattern"],
-           "--retrieval-data", manifest["splits"]["test"]["pattern"], "--val-frequency", str(spec["val_every"]),
-           "--logs", logs, "--name", name, "--save-frequency", "0", "--log-every-n-steps", "1000",
-           "--selection", strategy, *[f.replace("{fixed}", fixed) for f in flags]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "open_clip_dissect.main",
+        "--model",
+        cfg["model"],
+        "--precision",
+        "fp32",
+        "--batch-size",
+        str(spec["batch"]),
+        "--lr",
+        str(cfg["lr"]),
+        "--warmup",
+        "10",
+        "--seed",
+        str(seed),
+        "--workers",
+        "1",
+        "--epochs",
+        str(spec["epochs"]),
+        "--dataset-type",
+        "webdataset",
+        "--train-data",
+        manifest["splits"]["train"]["pattern"],
+        "--retrieval-data",
+        manifest["splits"]["test"]["pattern"],
+        "--val-frequency",
+        str(spec["val_every"]),
+        "--logs",
+        logs,
+        "--name",
+        name,
+        "--save-frequency",
+        "0",
+        "--log-every-n-steps",
+        "1000",
+        "--selection",
+        strategy,
+        *[f.replace("{fixed}", fixed) for f in flags],
+    ]
     if auto_signal(strategy, flags) == "retrieval":  # watches the val split, never the reported test split
         cmd += ["--val-data", manifest["splits"]["val"]["pattern"]]
     if strategy != "observe":
@@ -125,18 +178,26 @@ def run_one(cfg, root, regime, spec, label, seed):
         shutil.rmtree(record, ignore_errors=True)
     started = time.time()
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    result = subprocess.run(command(cfg, spec, manifest, logs, name, strategy, flags, seed, record),
-                            capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        command(cfg, spec, manifest, logs, name, strategy, flags, seed, record), capture_output=True, text=True, env=env
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     run_dir = os.path.join(logs, name)
     curve, epochs, events = bench_data.read_run(run_dir)
     curve = [r for r in curve if "retrieval_R@sum" in r]
-    out = {"regime": regime, "label": label, "seed": seed, "strategy": strategy, "seconds": time.time() - started,
-           "auto_signal": auto_signal(strategy, flags),
-           "curve": [{"epoch": r["epoch"], "rsum": r["retrieval_R@sum"]} for r in curve],
-           "epochs": epochs, "events": events,
-           "groups": record_groups(record, spec["epochs"]) if record else None}
+    out = {
+        "regime": regime,
+        "label": label,
+        "seed": seed,
+        "strategy": strategy,
+        "seconds": time.time() - started,
+        "auto_signal": auto_signal(strategy, flags),
+        "curve": [{"epoch": r["epoch"], "rsum": r["retrieval_R@sum"]} for r in curve],
+        "epochs": epochs,
+        "events": events,
+        "groups": record_groups(record, spec["epochs"]) if record else None,
+    }
     os.makedirs(os.path.dirname(cached), exist_ok=True)
     with open(cached + ".tmp", "w") as f:
         json.dump(out, f)
@@ -177,8 +238,12 @@ def record_groups(record, epochs):
 
 
 def run_all(cfg, root):
-    jobs = [(regime, spec, label, seed) for regime, spec in cfg["regimes"].items()
-            for label in spec["methods"] for seed in cfg["seeds"]]
+    jobs = [
+        (regime, spec, label, seed)
+        for regime, spec in cfg["regimes"].items()
+        for label in spec["methods"]
+        for seed in cfg["seeds"]
+    ]
     done = []
     log(f"[paper] {len(jobs)} runs, {cfg['parallel']} at a time; results cached in {root}/runs")
 
@@ -186,8 +251,10 @@ def run_all(cfg, root):
         regime, spec, label, seed = job
         out = run_one(cfg, root, regime, spec, label, seed)
         done.append(out)
-        log(f"[paper] {len(done)}/{len(jobs)} {run_name(regime, label, seed)}: final R@sum "
-            f"{out['curve'][-1]['rsum']:.1f} ({out['seconds']:.0f} s){' | ' + out['events'][0] if out['events'] else ''}")
+        log(
+            f"[paper] {len(done)}/{len(jobs)} {run_name(regime, label, seed)}: final R@sum "
+            f"{out['curve'][-1]['rsum']:.1f} ({out['seconds']:.0f} s){' | ' + out['events'][0] if out['events'] else ''}"
+        )
         return out
 
     # The data sets are made first, one at a time (the runs then read them in parallel).
@@ -199,6 +266,7 @@ def run_all(cfg, root):
 
 
 # ----------------------------------------------------------------------------- analysis
+
 
 def mean_sd(values):
     values = [v for v in values if v is not None]
@@ -248,12 +316,15 @@ def replay_detectors(run):
         detector = EarlyLearningDetector(signal)
         measured = False
         for e in run["epochs"]:
-            signals = EpochSignals(mean_loss=e.get("mean_loss"), clipscore_std=e.get("clipscore_std"),
-                                   retrieval=rsum.get(e["epoch"]))
+            signals = EpochSignals(
+                mean_loss=e.get("mean_loss"), clipscore_std=e.get("clipscore_std"), retrieval=rsum.get(e["epoch"])
+            )
             measured |= detector.value(signals) is not None
             detector.update(e["epoch"] - 1, signals)
         if measured:  # (a random run does not compute the loss)
-            found[signal] = (detector.detected_epoch, detector.fired_epoch) if detector.fired_epoch is not None else None
+            found[signal] = (
+                (detector.detected_epoch, detector.fired_epoch) if detector.fired_epoch is not None else None
+            )
     return found
 
 
@@ -266,47 +337,75 @@ def analyse(cfg, runs):
         for s in seeds:
             curve = by[(regime, "full", s)]["curve"]
             peak = max(curve, key=lambda c: c["rsum"])
-            full_info.append({"seed": s, "peak_epoch": peak["epoch"], "peak": peak["rsum"], "final": curve[-1]["rsum"],
-                              "decline": peak["rsum"] - curve[-1]["rsum"],
-                              "gap_peak_full": gap_peak(by[(regime, "full", s)]["groups"]),
-                              "gap_peak_random": gap_peak(by[(regime, "random", s)]["groups"])
-                              if (regime, "random", s) in by else None,
-                              "replayed_random": replay_detectors(by[(regime, "random", s)])
-                              if (regime, "random", s) in by else None})
+            full_info.append(
+                {
+                    "seed": s,
+                    "peak_epoch": peak["epoch"],
+                    "peak": peak["rsum"],
+                    "final": curve[-1]["rsum"],
+                    "decline": peak["rsum"] - curve[-1]["rsum"],
+                    "gap_peak_full": gap_peak(by[(regime, "full", s)]["groups"]),
+                    "gap_peak_random": gap_peak(by[(regime, "random", s)]["groups"])
+                    if (regime, "random", s) in by
+                    else None,
+                    "replayed_random": replay_detectors(by[(regime, "random", s)])
+                    if (regime, "random", s) in by
+                    else None,
+                }
+            )
         rows = []
         for label in spec["methods"]:
             cells = [by[(regime, label, s)] for s in cfg["seeds"] if (regime, label, s) in by]
             if not cells:
                 continue
             finals = [c["curve"][-1]["rsum"] for c in cells]
-            paired = [c["curve"][-1]["rsum"] - by[(regime, "random", c["seed"])]["curve"][-1]["rsum"]
-                      for c in cells if (regime, "random", c["seed"]) in by]
-            versus_full = [c["curve"][-1]["rsum"] - by[(regime, "full", c["seed"])]["curve"][-1]["rsum"]
-                           for c in cells if (regime, "full", c["seed"]) in by]
+            paired = [
+                c["curve"][-1]["rsum"] - by[(regime, "random", c["seed"])]["curve"][-1]["rsum"]
+                for c in cells
+                if (regime, "random", c["seed"]) in by
+            ]
+            versus_full = [
+                c["curve"][-1]["rsum"] - by[(regime, "full", c["seed"])]["curve"][-1]["rsum"]
+                for c in cells
+                if (regime, "full", c["seed"]) in by
+            ]
             to_peak, trained_to_peak = [], []
             for c in cells:
                 info = next((f for f in full_info if f["seed"] == c["seed"]), None)
                 hit = next((p for p in c["curve"] if info and p["rsum"] >= info["peak"]), None) if info else None
                 to_peak.append(hit["epoch"] if hit else None)
-                trained_to_peak.append(sum(e["kept"] for e in c["epochs"] if e["epoch"] <= hit["epoch"]) if hit else None)
+                trained_to_peak.append(
+                    sum(e["kept"] for e in c["epochs"] if e["epoch"] <= hit["epoch"]) if hit else None
+                )
             switches = [switch_epoch(c) for c in cells]
             gains = []
             for c, sw in zip(cells, switches):
                 after = sw if sw is not None else (spec["epochs"] if c["label"].startswith("dissect") else 0)
                 gains.append(kept_precision_gain(c, after))
             signals = sorted({c["auto_signal"] for c in cells if c.get("auto_signal")})
-            rows.append({"label": label + (f" ({', '.join(signals)})" if label.endswith("-auto") else ""),
-                         "n": len(cells), "final": mean_sd(finals), "paired": interval(paired),
-                         "vs_full": interval(versus_full), "best": mean_sd([max(p["rsum"] for p in c["curve"]) for c in cells]),
-                         "to_peak": to_peak, "trained_to_peak": trained_to_peak, "switches": switches,
-                         "precision_gain": mean_sd(gains),
-                         "kept_fraction": mean_sd([sum(e["kept"] for e in c["epochs"]) / sum(e["candidates"] for e in c["epochs"])
-                                                   for c in cells])})
+            rows.append(
+                {
+                    "label": label + (f" ({', '.join(signals)})" if label.endswith("-auto") else ""),
+                    "n": len(cells),
+                    "final": mean_sd(finals),
+                    "paired": interval(paired),
+                    "vs_full": interval(versus_full),
+                    "best": mean_sd([max(p["rsum"] for p in c["curve"]) for c in cells]),
+                    "to_peak": to_peak,
+                    "trained_to_peak": trained_to_peak,
+                    "switches": switches,
+                    "precision_gain": mean_sd(gains),
+                    "kept_fraction": mean_sd(
+                        [sum(e["kept"] for e in c["epochs"]) / sum(e["candidates"] for e in c["epochs"]) for c in cells]
+                    ),
+                }
+            )
         report[regime] = {"full": full_info, "rows": rows}
     return report
 
 
 # ----------------------------------------------------------------------------- report
+
 
 def fmt(m, sd=None, digits=1):
     if m is None:
@@ -315,53 +414,78 @@ def fmt(m, sd=None, digits=1):
 
 
 def write_report(cfg, root, report, runs, started):
-    lines = ["# Benchmark, profile `paper`", "",
-             f"Command: `make bench PROFILE=paper`; {time.strftime('%Y-%m-%d')}; {len(runs)} runs "
-             f"({time.time() - started:.0f} s this invocation). Design (fixed before the results): see "
-             f"`scripts/paper_bench.py`. Seeds {list(cfg['seeds'])}, r = {cfg['ratio']}, 40% noisy pairs, "
-             f"{cfg['model']}, retrieval on 500 clean test images x 5 captions.", "",
-             "Columns: `final` = R@sum after the last epoch, mean ± sd over seeds; `vs random` / `vs full` = "
-             "the paired difference of the final R@sum on the same seeds, mean ± 95% t-interval half-width; "
-             "`epochs to peak` = per seed, the first evaluated epoch whose R@sum reaches that seed's full-data "
-             "peak (`-`: never); `trained` = samples back-propagated until then (thousands); `switch` = first "
-             "epoch of selection by delta per seed (0-based; `-`: never); `precision gain` = kept-set precision "
-             "minus the clean fraction, averaged over the epochs from the switch on (all epochs for random and "
-             "full), mean ± sd over seeds.", ""]
+    lines = [
+        "# Benchmark, profile `paper`",
+        "",
+        f"Command: `make bench PROFILE=paper`; {time.strftime('%Y-%m-%d')}; {len(runs)} runs "
+        f"({time.time() - started:.0f} s this invocation). Design (fixed before the results): see "
+        f"`scripts/paper_bench.py`. Seeds {list(cfg['seeds'])}, r = {cfg['ratio']}, 40% noisy pairs, "
+        f"{cfg['model']}, retrieval on 500 clean test images x 5 captions.",
+        "",
+        "Columns: `final` = R@sum after the last epoch, mean ± sd over seeds; `vs random` / `vs full` = "
+        "the paired difference of the final R@sum on the same seeds, mean ± 95% t-interval half-width; "
+        "`epochs to peak` = per seed, the first evaluated epoch whose R@sum reaches that seed's full-data "
+        "peak (`-`: never); `trained` = samples back-propagated until then (thousands); `switch` = first "
+        "epoch of selection by delta per seed (0-based; `-`: never); `precision gain` = kept-set precision "
+        "minus the clean fraction, averaged over the epochs from the switch on (all epochs for random and "
+        "full), mean ± sd over seeds.",
+        "",
+    ]
     for regime, part in report.items():
         spec = cfg["regimes"][regime]
         if not part["rows"]:
             lines += [f"## {regime}", "", "Not run yet.", ""]
             continue
-        lines += [f"## {regime}", "",
-                  f"{spec['train']} pairs ({spec['noise']} noise), batch {spec['batch']}, {spec['epochs']} epochs.", ""]
+        lines += [
+            f"## {regime}",
+            "",
+            f"{spec['train']} pairs ({spec['noise']} noise), batch {spec['batch']}, {spec['epochs']} epochs.",
+            "",
+        ]
         if part["full"]:
             f = part["full"]
             lines.append(
-                "Full data: peak R@sum " + fmt(*mean_sd([x["peak"] for x in f])[:2]) + " at epochs "
-                + ", ".join(str(x["peak_epoch"]) for x in f) + "; final " + fmt(*mean_sd([x["final"] for x in f])[:2])
-                + "; decline peak to final " + fmt(*mean_sd([x["decline"] for x in f])[:2])
+                "Full data: peak R@sum "
+                + fmt(*mean_sd([x["peak"] for x in f])[:2])
+                + " at epochs "
+                + ", ".join(str(x["peak_epoch"]) for x in f)
+                + "; final "
+                + fmt(*mean_sd([x["final"] for x in f])[:2])
+                + "; decline peak to final "
+                + fmt(*mean_sd([x["decline"] for x in f])[:2])
                 + ". Clean-noisy CLIPScore gap peaks (label-based early-learning point, 0-based epoch): full data "
-                + ", ".join(str(x["gap_peak_full"]) for x in f) + "; random r = 0.5 "
-                + ", ".join(str(x["gap_peak_random"]) for x in f) + ".")
+                + ", ".join(str(x["gap_peak_full"]) for x in f)
+                + "; random r = 0.5 "
+                + ", ".join(str(x["gap_peak_random"]) for x in f)
+                + "."
+            )
             replayed = [x["replayed_random"] for x in f if x["replayed_random"]]
             if replayed:
                 lines.append("")
-                lines.append("The detectors replayed on each seed's random r = 0.5 run (where an `auto` warm-up "
-                             "with that signal would end; `point/fired`, `-`: never): " + "; ".join(
-                                 f"{signal} " + ", ".join("-" if r[signal] is None else f"{r[signal][0]}/{r[signal][1]}"
-                                                         for r in replayed)
-                                 for signal in replayed[0]) + " (the loss is not measured by a random run: see the "
-                             "`auto-loss` runs).")
+                lines.append(
+                    "The detectors replayed on each seed's random r = 0.5 run (where an `auto` warm-up "
+                    "with that signal would end; `point/fired`, `-`: never): "
+                    + "; ".join(
+                        f"{signal} "
+                        + ", ".join("-" if r[signal] is None else f"{r[signal][0]}/{r[signal][1]}" for r in replayed)
+                        for signal in replayed[0]
+                    )
+                    + " (the loss is not measured by a random run: see the "
+                    "`auto-loss` runs)."
+                )
             lines.append("")
-        lines += ["| method | seeds | final | vs random | vs full | best | epochs to peak | trained (k) | switch | precision gain |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "| method | seeds | final | vs random | vs full | best | epochs to peak | trained (k) | switch | precision gain |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for r in part["rows"]:
             lines.append(
                 f"| {r['label']} | {r['n']} | {fmt(*r['final'][:2])} | {fmt(*r['paired'][:2])} | {fmt(*r['vs_full'][:2])} | "
                 f"{fmt(*r['best'][:2])} | {', '.join('-' if e is None else str(e) for e in r['to_peak'])} | "
                 f"{', '.join('-' if t is None else f'{t / 1000:.0f}' for t in r['trained_to_peak'])} | "
                 f"{', '.join('-' if s is None else str(s) for s in r['switches'])} | "
-                f"{fmt(*r['precision_gain'][:2], digits=3)} |")
+                f"{fmt(*r['precision_gain'][:2], digits=3)} |"
+            )
         lines.append("")
     return bench_data.save_report(root, lines, report)
 
@@ -380,7 +504,7 @@ def plots(cfg, root, runs):
     def band(ax, xs, ys, label, style="-"):
         ys = np.array(ys, dtype=float)
         m = np.nanmean(ys, axis=0)
-        line, = ax.plot(xs, m, style, label=label, lw=1.3, **({"color": palette[label]} if label in palette else {}))
+        (line,) = ax.plot(xs, m, style, label=label, lw=1.3, **({"color": palette[label]} if label in palette else {}))
         if len(ys) > 1:
             sd = np.nanstd(ys, axis=0, ddof=1)
             ax.fill_between(xs, m - sd, m + sd, color=line.get_color(), alpha=0.15)
@@ -396,8 +520,18 @@ def plots(cfg, root, runs):
             if label == "full":
                 continue
             ep = [e["epoch"] - 1 for e in cells[0]["epochs"]]
-            band(axes[1], ep, [[e.get("audit_kept_precision", np.nan) - e.get("audit_random_precision", np.nan)
-                                for e in c["epochs"]] for c in cells], label)
+            band(
+                axes[1],
+                ep,
+                [
+                    [
+                        e.get("audit_kept_precision", np.nan) - e.get("audit_random_precision", np.nan)
+                        for e in c["epochs"]
+                    ]
+                    for c in cells
+                ],
+                label,
+            )
             band(axes[2], ep, [[e.get("audit_auroc", np.nan) for e in c["epochs"]] for c in cells], label)
         axes[0].set(title=f"{regime}: held-out R@sum (mean ± sd over seeds)", xlabel="epochs completed", ylabel="R@sum")
         axes[1].axhline(0, color="k", lw=0.8)
@@ -409,8 +543,16 @@ def plots(cfg, root, runs):
         fig.tight_layout()
         fig.savefig(os.path.join(root, f"curves_{regime}.png"), dpi=90)
         plt.close(fig)
-        figure3(cfg, root, regime, [by[(regime, "full", s)] for s in cfg["seeds"] if (regime, "full", s) in by],
-                [by[(regime, "random", s)] for s in cfg["seeds"] if (regime, "random", s) in by], band, plt, np)
+        figure3(
+            cfg,
+            root,
+            regime,
+            [by[(regime, "full", s)] for s in cfg["seeds"] if (regime, "full", s) in by],
+            [by[(regime, "random", s)] for s in cfg["seeds"] if (regime, "random", s) in by],
+            band,
+            plt,
+            np,
+        )
 
 
 def figure3(cfg, root, regime, full, random_runs, band, plt, np):
@@ -427,7 +569,9 @@ def figure3(cfg, root, regime, full, random_runs, band, plt, np):
     for epoch, style in ((early, "--"), (late, "-")):
         for name, color in (("clean", "tab:blue"), ("noisy", "tab:red")):
             hist = np.sum([r["groups"][epoch][f"{name}_hist"] for r in full], axis=0)
-            axes[0].step(edges[:-1], hist / hist.sum(), style, where="post", color=color, label=f"{name}, epoch {epoch}")
+            axes[0].step(
+                edges[:-1], hist / hist.sum(), style, where="post", color=color, label=f"{name}, epoch {epoch}"
+            )
     axes[0].set(title="(a) CLIPScore distributions (all seeds)", xlabel="CLIPScore", ylabel="fraction")
     axes[0].legend(fontsize=7)
     for name, color in (("clean", "tab:blue"), ("noisy", "tab:red")):
@@ -440,7 +584,12 @@ def figure3(cfg, root, regime, full, random_runs, band, plt, np):
     band(axes[3], epochs, [[g["all_std"] for g in r["groups"]] for r in full], "spread (std), full data", "--")
     rand = [r for r in random_runs if r.get("groups")]
     if rand:
-        band(axes[3], epochs, [[g["clean_mean"] - g["noisy_mean"] for g in r["groups"]] for r in rand], "gap, random r=0.5")
+        band(
+            axes[3],
+            epochs,
+            [[g["clean_mean"] - g["noisy_mean"] for g in r["groups"]] for r in rand],
+            "gap, random r=0.5",
+        )
         band(axes[3], epochs, [[g["all_std"] for g in r["groups"]] for r in rand], "spread (std), random r=0.5", "--")
     axes[3].set(title="clean - noisy gap and CLIPScore spread", xlabel="epoch (0-based)")
     axes[3].legend(fontsize=7)
@@ -476,42 +625,67 @@ def cli(argv=None):
     import argparse
 
     repo = os.path.dirname(SCRIPTS)
-    p = argparse.ArgumentParser(description=(
-        "The seeded benchmark profiles of make bench: 'paper' (this module's docstring; its design and "
-        "report are frozen) and 'web' (scripts/web_bench.py: the web preset, every baseline, 5 seeds)."))
+    p = argparse.ArgumentParser(
+        description=(
+            "The seeded benchmark profiles of make bench: 'paper' (this module's docstring; its design and "
+            "report are frozen) and 'web' (scripts/web_bench.py: the web preset, every baseline, 5 seeds)."
+        )
+    )
     p.add_argument("--profile", choices=("paper", "web"), default="paper", help="Profile (default: paper).")
-    p.add_argument("--out", default=None,
-                   help="Output folder (default: bench/results/paper; docs/web_bench for --profile web).")
-    p.add_argument("--cache", default=None,
-                   help="web: folder of the cached per-run results (default: <out>/runs, committed under docs/).")
-    p.add_argument("--only", default=None, metavar="REGIME",
-                   help="web: run only this regime, e.g. web-memorising (default: all, in order).")
-    p.add_argument("--report-only", action="store_true", default=False,
-                   help="Only rebuild the report and plots from the cached runs (default: off).")
-    p.add_argument("--calibrate", action="store_true", default=False,
-                   help="web: the calibration measures of the main regime's full-data run for --seed (trained "
-                        "if not cached; about 10 minutes on 2 cores), printed and written to --json (default: off).")
+    p.add_argument(
+        "--out", default=None, help="Output folder (default: bench/results/paper; docs/web_bench for --profile web)."
+    )
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="web: folder of the cached per-run results (default: <out>/runs, committed under docs/).",
+    )
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="REGIME",
+        help="web: run only this regime, e.g. web-memorising (default: all, in order).",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        default=False,
+        help="Only rebuild the report and plots from the cached runs (default: off).",
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        default=False,
+        help="web: the calibration measures of the main regime's full-data run for --seed (trained "
+        "if not cached; about 10 minutes on 2 cores), printed and written to --json (default: off).",
+    )
     p.add_argument("--seed", type=int, default=0, help="--calibrate: the data and training seed (default: 0).")
     p.add_argument("--json", default=None, help="--calibrate: write the measures to this file (default: None).")
     args = p.parse_args(argv)
     if args.profile == "paper" and (args.calibrate or args.only or args.cache):
         p.error("--calibrate, --only and --cache belong to --profile web")
     if args.profile == "paper":
-        return main(os.path.abspath(args.out or os.path.join(repo, "bench", "results", "paper")),
-                    report_only=args.report_only)
+        return main(
+            os.path.abspath(args.out or os.path.join(repo, "bench", "results", "paper")), report_only=args.report_only
+        )
     import web_bench
 
     out = os.path.abspath(args.out or os.path.join(repo, "docs", "web_bench"))
     if args.only and args.only not in web_bench.WEB["regimes"]:
         p.error(f"--only: unknown regime {args.only!r}; choose from {', '.join(web_bench.WEB['regimes'])}")
     if args.calibrate:
-        measures, table = web_bench.calibrate(web_bench.WEB, os.path.join(repo, "bench", "results", "web"),
-                                              os.path.abspath(args.cache or os.path.join(out, "runs")), args.seed,
-                                              args.json)
+        measures, table = web_bench.calibrate(
+            web_bench.WEB,
+            os.path.join(repo, "bench", "results", "web"),
+            os.path.abspath(args.cache or os.path.join(out, "runs")),
+            args.seed,
+            args.json,
+        )
         print(json.dumps(measures, indent=1))
         return 0
-    return web_bench.main(out, cache=args.cache and os.path.abspath(args.cache), only=args.only,
-                          report_only=args.report_only)
+    return web_bench.main(
+        out, cache=args.cache and os.path.abspath(args.cache), only=args.only, report_only=args.report_only
+    )
 
 
 if __name__ == "__main__":

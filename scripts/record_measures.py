@@ -12,6 +12,7 @@ generator's per-sample records (noise label, caption style, image hardness, rare
 
 Epochs are 0-based, as the records store them.
 """
+
 import math
 import os
 
@@ -27,7 +28,7 @@ def auroc(positive, negative):
     from scipy.stats import rankdata
 
     ranks = rankdata(np.concatenate([positive, negative]))
-    u = ranks[:len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
+    u = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
     return float(u / (len(positive) * len(negative)))
 
 
@@ -35,10 +36,17 @@ def sample_table(data_dir):
     """One row per training sample (indexed by its key): noisy, style, hard, rare."""
     from open_clip_dissect.synthetic import read_sample_records
 
-    rows = [{"key": r["key"], "noisy": bool(r["noisy"]), "noise_kind": r.get("noise_kind"),
-             "style": r.get("caption_style", "full"), "hard": bool(r.get("hard")),
-             "rare": "rare" in r.get("groups", [])}
-            for r in read_sample_records(os.path.join(data_dir, "train"))]
+    rows = [
+        {
+            "key": r["key"],
+            "noisy": bool(r["noisy"]),
+            "noise_kind": r.get("noise_kind"),
+            "style": r.get("caption_style", "full"),
+            "hard": bool(r.get("hard")),
+            "rare": "rare" in r.get("groups", []),
+        }
+        for r in read_sample_records(os.path.join(data_dir, "train"))
+    ]
     return pd.DataFrame(rows).set_index("key")
 
 
@@ -62,11 +70,15 @@ def group_table(records):
     rows = []
     for epoch, frame in records.groupby("epoch", sort=True):
         clean, noisy = frame[~frame["noisy"]], frame[frame["noisy"]]
-        row = {"epoch": int(epoch), "gap": float(clean["curr"].mean() - noisy["curr"].mean()),
-               "auroc": auroc(clean["curr"], noisy["curr"]),
-               "rare_auroc": auroc(clean.loc[clean["rare"], "curr"], noisy["curr"]),
-               "clean": float(clean["curr"].mean()), "noisy": float(noisy["curr"].mean()),
-               "rare_clean": float(clean.loc[clean["rare"], "curr"].mean())}
+        row = {
+            "epoch": int(epoch),
+            "gap": float(clean["curr"].mean() - noisy["curr"].mean()),
+            "auroc": auroc(clean["curr"], noisy["curr"]),
+            "rare_auroc": auroc(clean.loc[clean["rare"], "curr"], noisy["curr"]),
+            "clean": float(clean["curr"].mean()),
+            "noisy": float(noisy["curr"].mean()),
+            "rare_clean": float(clean.loc[clean["rare"], "curr"].mean()),
+        }
         for style in ("full", "partial", "alt"):
             row[f"clean_{style}"] = float(clean.loc[clean["style"] == style, "curr"].mean())
         row["clean_hard"] = float(clean.loc[clean["hard"], "curr"].mean())
@@ -82,9 +94,14 @@ def calibration(records):
     peak = max(table, key=lambda r: r["gap"])
     quarter = max(1, math.ceil(len(table) / 4))
     first = [r["rare_auroc"] for r in table[:quarter]]
-    return {"auroc_at_gap_peak": peak["auroc"], "gap_peak_epoch": peak["epoch"],
-            "rare_clean_auroc_first_quarter": float(np.nanmean(first)), "epochs": len(table),
-            "quarter_epochs": quarter, "table": table}
+    return {
+        "auroc_at_gap_peak": peak["auroc"],
+        "gap_peak_epoch": peak["epoch"],
+        "rare_clean_auroc_first_quarter": float(np.nanmean(first)),
+        "epochs": len(table),
+        "quarter_epochs": quarter,
+        "table": table,
+    }
 
 
 def lock_in(records, since_epoch=0):
@@ -99,9 +116,11 @@ def lock_in(records, since_epoch=0):
     out = {"visits": int(len(pairs)), "kept_rate": float(pairs["kept"].mean()) if len(pairs) else None}
     for name, part in (("clean", pairs[~pairs["noisy"]]), ("noisy", pairs[pairs["noisy"]])):
         after_kept, after_dropped = part[part["previous"]], part[~part["previous"]]
-        out[name] = {"kept_rate": float(part["kept"].mean()) if len(part) else None,
-                     "kept_after_kept": float(after_kept["kept"].mean()) if len(after_kept) else None,
-                     "kept_after_dropped": float(after_dropped["kept"].mean()) if len(after_dropped) else None}
+        out[name] = {
+            "kept_rate": float(part["kept"].mean()) if len(part) else None,
+            "kept_after_kept": float(after_kept["kept"].mean()) if len(after_kept) else None,
+            "kept_after_dropped": float(after_dropped["kept"].mean()) if len(after_dropped) else None,
+        }
     return out
 
 
@@ -109,5 +128,7 @@ def rare_kept_share(records, since_epoch=0):
     """Kept visits over all visits of the rare clean pairs, and of all clean pairs, from ``since_epoch`` on."""
     frame = records[(records["epoch"] >= since_epoch) & ~records["noisy"]]
     rare = frame[frame["rare"]]
-    return {"rare_clean": float(rare["kept"].mean()) if len(rare) else None,
-            "clean": float(frame["kept"].mean()) if len(frame) else None}
+    return {
+        "rare_clean": float(rare["kept"].mean()) if len(rare) else None,
+        "clean": float(frame["kept"].mean()) if len(frame) else None,
+    }

@@ -38,6 +38,7 @@ Order: per regime, full data on every seed, then seed by seed every method and r
 one thread each, two at a time, and are cached in ``docs/web_bench/runs/`` (committed,
 so that the profile resumes across sessions); data and logs live in ``bench/results/web/``.
 """
+
 import json
 import os
 import shutil
@@ -73,18 +74,55 @@ SCORING_FREE = ("full", "random")  # methods that need no scoring pass of their 
 ALL = tuple(METHODS)
 WEB = dict(
     regimes={
-        "web-memorising": dict(data=dict(WEB_DATA, train=2000), batch=128, epochs=30, val_every=2, warmup=50,
-                               ratios=(0.3, 0.5), seeds=(0, 1, 2, 3, 4), methods=ALL, main=True),
-        "memorising-shuffle": dict(data=dict(train=1000, test=500, val=500, noise_kind="shuffle", noise_rate=0.4),
-                                   batch=128, epochs=40, val_every=2, warmup=10, ratios=(0.5,), seeds=(0, 1, 2),
-                                   methods=ALL),
-        "web-learning": dict(data=dict(WEB_DATA, train=8000), batch=256, epochs=12, val_every=1, warmup=50,
-                             ratios=(0.5,), seeds=(0, 1, 2), methods=ALL),
+        "web-memorising": dict(
+            data=dict(WEB_DATA, train=2000),
+            batch=128,
+            epochs=30,
+            val_every=2,
+            warmup=50,
+            ratios=(0.3, 0.5),
+            seeds=(0, 1, 2, 3, 4),
+            methods=ALL,
+            main=True,
+        ),
+        "memorising-shuffle": dict(
+            data=dict(train=1000, test=500, val=500, noise_kind="shuffle", noise_rate=0.4),
+            batch=128,
+            epochs=40,
+            val_every=2,
+            warmup=10,
+            ratios=(0.5,),
+            seeds=(0, 1, 2),
+            methods=ALL,
+        ),
+        "web-learning": dict(
+            data=dict(WEB_DATA, train=8000),
+            batch=256,
+            epochs=12,
+            val_every=1,
+            warmup=50,
+            ratios=(0.5,),
+            seeds=(0, 1, 2),
+            methods=ALL,
+        ),
     },
-    model="dissect-vit-tiny", lr=1e-3, parallel=2, equivalence=0.03,
+    model="dissect-vit-tiny",
+    lr=1e-3,
+    parallel=2,
+    equivalence=0.03,
 )
-SELECTION_FIELDS = ("epoch", "candidates", "kept", "selection_from_epoch", "early_learning_point",
-                    "audit_kept_precision", "audit_random_precision", "audit_auroc", "clipscore_std", "mean_loss")
+SELECTION_FIELDS = (
+    "epoch",
+    "candidates",
+    "kept",
+    "selection_from_epoch",
+    "early_learning_point",
+    "audit_kept_precision",
+    "audit_random_precision",
+    "audit_auroc",
+    "clipscore_std",
+    "mean_loss",
+)
 
 
 def run_name(regime, label, ratio, seed):
@@ -103,7 +141,9 @@ def jobs(cfg, only=None):
         for seed in spec["seeds"]:
             for label in spec["methods"]:
                 if label != "full":
-                    out += [(regime, label, ratio, seed) for ratio in (spec["ratios"] if METHODS[label][2] else (None,))]
+                    out += [
+                        (regime, label, ratio, seed) for ratio in (spec["ratios"] if METHODS[label][2] else (None,))
+                    ]
     return out
 
 
@@ -114,14 +154,48 @@ def regime_data(root, regime, spec, seed):
 def command(cfg, spec, manifest, logs, name, label, ratio, seed, record):
     strategy, flags, _ = METHODS[label]
     quarter = str(max(1, spec["epochs"] // 4))
-    cmd = [sys.executable, "-m", "open_clip_dissect.main", "--model", cfg["model"], "--precision", "fp32",
-           "--batch-size", str(spec["batch"]), "--lr", str(cfg["lr"]), "--warmup", str(spec["warmup"]), "--seed", str(seed),
-           "--workers", "1", "--epochs", str(spec["epochs"]), "--dataset-type", "webdataset",
-           "--train-data", manifest["splits"]["train"]["pattern"],
-           "--retrieval-data", manifest["splits"]["test"]["pattern"], "--val-frequency", str(spec["val_every"]),
-           "--logs", logs, "--name", name, "--save-frequency", "0", "--log-every-n-steps", "1000",
-           "--selection", strategy, *[f.replace("{quarter}", quarter) for f in flags],
-           "--selection-record", record]
+    cmd = [
+        sys.executable,
+        "-m",
+        "open_clip_dissect.main",
+        "--model",
+        cfg["model"],
+        "--precision",
+        "fp32",
+        "--batch-size",
+        str(spec["batch"]),
+        "--lr",
+        str(cfg["lr"]),
+        "--warmup",
+        str(spec["warmup"]),
+        "--seed",
+        str(seed),
+        "--workers",
+        "1",
+        "--epochs",
+        str(spec["epochs"]),
+        "--dataset-type",
+        "webdataset",
+        "--train-data",
+        manifest["splits"]["train"]["pattern"],
+        "--retrieval-data",
+        manifest["splits"]["test"]["pattern"],
+        "--val-frequency",
+        str(spec["val_every"]),
+        "--logs",
+        logs,
+        "--name",
+        name,
+        "--save-frequency",
+        "0",
+        "--log-every-n-steps",
+        "1000",
+        "--selection",
+        strategy,
+        *[f.replace("{quarter}", quarter) for f in flags],
+        "--selection-record",
+        record,
+    ]
     if "auto" in flags:  # the detector watches the validation split, never the reported test split
         cmd += ["--val-data", manifest["splits"]["val"]["pattern"]]
     if ratio is not None:
@@ -132,8 +206,9 @@ def command(cfg, spec, manifest, logs, name, label, ratio, seed, record):
 def summarise_records(record, data_dir, label, selection_rows):
     """What the report needs from a run's per-sample records (they are deleted afterwards)."""
     records = record_measures.load_records(record, record_measures.sample_table(data_dir))
-    switch = next((row["selection_from_epoch"] for row in selection_rows
-                   if row.get("selection_from_epoch") is not None), None)
+    switch = next(
+        (row["selection_from_epoch"] for row in selection_rows if row.get("selection_from_epoch") is not None), None
+    )
     since = switch if switch is not None else (1 if label != "full" else 0)
     out = {"switch": switch, "rare_share": record_measures.rare_kept_share(records, since)}
     if label == "full":
@@ -158,18 +233,30 @@ def run_one(cfg, root, cache, job, threads=1):
         shutil.rmtree(folder, ignore_errors=True)
     started = time.time()
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    result = subprocess.run(command(cfg, spec, manifest, logs, name, label, ratio, seed, record),
-                            capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        command(cfg, spec, manifest, logs, name, label, ratio, seed, record), capture_output=True, text=True, env=env
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     run_dir = os.path.join(logs, name)
     results, selection, events = bench_data.read_run(run_dir)
-    out = {"regime": regime, "label": label, "ratio": ratio, "seed": seed, "strategy": METHODS[label][0],
-           "seconds": time.time() - started, "threads": threads, "events": events,
-           "data": os.path.basename(os.path.dirname(manifest["splits"]["train"]["pattern"].rsplit("/", 1)[0])),
-           "curve": [{"epoch": r["epoch"], "rsum": r["retrieval_R@sum"], "rsum_rare": r.get("retrieval_R@sum[rare]")}
-                     for r in results if "retrieval_R@sum" in r],
-           "epochs": [{k: row[k] for k in SELECTION_FIELDS if k in row} for row in selection]}
+    out = {
+        "regime": regime,
+        "label": label,
+        "ratio": ratio,
+        "seed": seed,
+        "strategy": METHODS[label][0],
+        "seconds": time.time() - started,
+        "threads": threads,
+        "events": events,
+        "data": os.path.basename(os.path.dirname(manifest["splits"]["train"]["pattern"].rsplit("/", 1)[0])),
+        "curve": [
+            {"epoch": r["epoch"], "rsum": r["retrieval_R@sum"], "rsum_rare": r.get("retrieval_R@sum[rare]")}
+            for r in results
+            if "retrieval_R@sum" in r
+        ],
+        "epochs": [{k: row[k] for k in SELECTION_FIELDS if k in row} for row in selection],
+    }
     data_dir = os.path.dirname(os.path.dirname(manifest["splits"]["train"]["pattern"]))
     out.update(summarise_records(record, data_dir, label, selection))
     os.makedirs(cache, exist_ok=True)
@@ -193,8 +280,10 @@ def run_all(cfg, root, cache, only=None):
     def one(job):
         out = run_one(cfg, root, cache, job)
         done.append(out)
-        log(f"[web] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {out['curve'][-1]['rsum']:.1f} "
-            f"({out['seconds']:.0f} s){' | ' + out['events'][0] if out['events'] else ''}")
+        log(
+            f"[web] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {out['curve'][-1]['rsum']:.1f} "
+            f"({out['seconds']:.0f} s){' | ' + out['events'][0] if out['events'] else ''}"
+        )
         return out
 
     with ThreadPoolExecutor(cfg["parallel"]) as pool:
@@ -213,15 +302,21 @@ def read_cache(cache):
 
 # ----------------------------------------------------------------------------- calibration
 
+
 def calibrate(cfg, root, cache, seed, json_path=None, threads=2):
     """The calibration measures of the main regime's full-data run for ``seed`` (any seed)."""
     regime = next(r for r, spec in cfg["regimes"].items() if spec.get("main"))
     run = run_one(cfg, root, cache, (regime, "full", None, seed), threads=threads)
     measures = {k: v for k, v in run["calibration"].items() if k != "table"}
-    measures.update(seed=seed, regime=regime, final_rsum=run["curve"][-1]["rsum"],
-                    conditions={"auroc_at_gap_peak in [0.70, 0.85]": 0.70 <= measures["auroc_at_gap_peak"] <= 0.85,
-                                "rare_clean_auroc_first_quarter <= 0.65":
-                                    measures["rare_clean_auroc_first_quarter"] <= 0.65})
+    measures.update(
+        seed=seed,
+        regime=regime,
+        final_rsum=run["curve"][-1]["rsum"],
+        conditions={
+            "auroc_at_gap_peak in [0.70, 0.85]": 0.70 <= measures["auroc_at_gap_peak"] <= 0.85,
+            "rare_clean_auroc_first_quarter <= 0.65": measures["rare_clean_auroc_first_quarter"] <= 0.65,
+        },
+    )
     if json_path:
         with open(json_path, "w") as f:
             json.dump(measures, f, indent=1)
@@ -230,38 +325,71 @@ def calibrate(cfg, root, cache, seed, json_path=None, threads=2):
 
 def calibration_markdown(runs):
     """docs/web_bench/calibration.md: both measures per seed and the per-epoch table of seed 0."""
-    fulls = sorted((r for r in runs if r["label"] == "full" and r.get("calibration")
-                    and WEB["regimes"][r["regime"]].get("main")), key=lambda r: r["seed"])
+    fulls = sorted(
+        (r for r in runs if r["label"] == "full" and r.get("calibration") and WEB["regimes"][r["regime"]].get("main")),
+        key=lambda r: r["seed"],
+    )
     if not fulls:
         return None
-    lines = ["# Calibration of the `web` preset", "",
-             "Full-data (`--selection observe`) runs of the main regime (`web-memorising`: 2,000 pairs, batch "
-             "128, 30 epochs). Conditions, fixed before any selection method ran on the preset: the "
-             "absolute-score AUROC (clean above noisy) at the epoch where the clean-noisy gap peaks lies in "
-             "[0.70, 0.85]; over the first quarter of the epochs, the AUROC of the clean pairs about the "
-             "rarest tenth of the concepts against the noisy pairs is at most 0.65. Command: `python "
-             "scripts/paper_bench.py --calibrate --seed S --json FILE`.", "",
-             "| seed | gap peak epoch | AUROC at gap peak | rare clean vs noisy, first quarter | both met |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Calibration of the `web` preset",
+        "",
+        "Full-data (`--selection observe`) runs of the main regime (`web-memorising`: 2,000 pairs, batch "
+        "128, 30 epochs). Conditions, fixed before any selection method ran on the preset: the "
+        "absolute-score AUROC (clean above noisy) at the epoch where the clean-noisy gap peaks lies in "
+        "[0.70, 0.85]; over the first quarter of the epochs, the AUROC of the clean pairs about the "
+        "rarest tenth of the concepts against the noisy pairs is at most 0.65. Command: `python "
+        "scripts/paper_bench.py --calibrate --seed S --json FILE`.",
+        "",
+        "| seed | gap peak epoch | AUROC at gap peak | rare clean vs noisy, first quarter | both met |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in fulls:
         c = r["calibration"]
         met = 0.70 <= c["auroc_at_gap_peak"] <= 0.85 and c["rare_clean_auroc_first_quarter"] <= 0.65
-        lines.append(f"| {r['seed']} | {c['gap_peak_epoch']} | {c['auroc_at_gap_peak']:.3f} | "
-                     f"{c['rare_clean_auroc_first_quarter']:.3f} | {'yes' if met else 'no'} |")
+        lines.append(
+            f"| {r['seed']} | {c['gap_peak_epoch']} | {c['auroc_at_gap_peak']:.3f} | "
+            f"{c['rare_clean_auroc_first_quarter']:.3f} | {'yes' if met else 'no'} |"
+        )
     table = fulls[0]["calibration"]["table"]
-    lines += ["", f"Per epoch, seed {fulls[0]['seed']} (0-based epochs; mean CLIPScore per group; `alt`, "
-              "`partial`, `full`: clean pairs by caption style; `hard`: clean pairs with a harder image; "
-              "`rare`: clean pairs about a rare concept):", "",
-              "| epoch | AUROC | rare AUROC | gap | clean | noisy | rare | full | partial | alt | hard | "
-              "noisy shuffle | noisy partial |", "| " + " | ".join(["---"] * 13) + " |"]
+    lines += [
+        "",
+        f"Per epoch, seed {fulls[0]['seed']} (0-based epochs; mean CLIPScore per group; `alt`, "
+        "`partial`, `full`: clean pairs by caption style; `hard`: clean pairs with a harder image; "
+        "`rare`: clean pairs about a rare concept):",
+        "",
+        "| epoch | AUROC | rare AUROC | gap | clean | noisy | rare | full | partial | alt | hard | "
+        "noisy shuffle | noisy partial |",
+        "| " + " | ".join(["---"] * 13) + " |",
+    ]
     for t in table:
-        lines.append("| " + " | ".join([str(t["epoch"]), f"{t['auroc']:.3f}", f"{t['rare_auroc']:.3f}"] + [
-            f"{t[k]:.1f}" for k in ("gap", "clean", "noisy", "rare_clean", "clean_full", "clean_partial",
-                                   "clean_alt", "clean_hard", "noisy_shuffle", "noisy_partial")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [str(t["epoch"]), f"{t['auroc']:.3f}", f"{t['rare_auroc']:.3f}"]
+                + [
+                    f"{t[k]:.1f}"
+                    for k in (
+                        "gap",
+                        "clean",
+                        "noisy",
+                        "rare_clean",
+                        "clean_full",
+                        "clean_partial",
+                        "clean_alt",
+                        "clean_hard",
+                        "noisy_shuffle",
+                        "noisy_partial",
+                    )
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- analysis
+
 
 def verdict(ci, scale, equivalence):
     """Words a paired interval supports: better, worse, level (inside +-equivalence of ``scale``),
@@ -310,11 +438,19 @@ def analyse(cfg, runs):
         peaks = [max(p["rsum"] for p in r["curve"]) for r in full.values()]
         declines = [max(p["rsum"] for p in r["curve"]) - final(r) for r in full.values()]
         m, sd, n = mean_sd(full_finals)
-        info = {"n": n, "final": (m, sd), "peak": mean_sd(peaks)[:2], "decline": interval(declines),
-                "sd_over_mean": (sd / m) if (sd is not None and m) else None,
-                "peak_epochs": [max(r["curve"], key=lambda p: p["rsum"])["epoch"] for r in full.values()],
-                "calibration": {s: {k: v for k, v in r["calibration"].items() if k != "table"}
-                                for s, r in full.items() if r.get("calibration")}}
+        info = {
+            "n": n,
+            "final": (m, sd),
+            "peak": mean_sd(peaks)[:2],
+            "decline": interval(declines),
+            "sd_over_mean": (sd / m) if (sd is not None and m) else None,
+            "peak_epochs": [max(r["curve"], key=lambda p: p["rsum"])["epoch"] for r in full.values()],
+            "calibration": {
+                s: {k: v for k, v in r["calibration"].items() if k != "table"}
+                for s, r in full.items()
+                if r.get("calibration")
+            },
+        }
         tables = {}
         for ratio in spec["ratios"]:
             rows, cells_of = [], {}
@@ -323,27 +459,40 @@ def analyse(cfg, runs):
                 if by.get(key):
                     cells_of[label] = by[key]
             random_runs = cells_of.get("random", {})
-            baseline_means = {b: statistics.mean(final(c) for c in cells_of[b].values())
-                              for b in BASELINES if b in cells_of}
+            baseline_means = {
+                b: statistics.mean(final(c) for c in cells_of[b].values()) for b in BASELINES if b in cells_of
+            }
             best = max(baseline_means, key=baseline_means.get) if baseline_means else None
             for label, cells in cells_of.items():
                 cells = [cells[s] for s in sorted(cells)]
                 lock = [c["lock_in"] for c in cells if c.get("lock_in")]
-                rows.append({
-                    "label": label, "n": len(cells), "final": mean_sd([final(c) for c in cells])[:2],
-                    "vs_random": interval(paired(cells, random_runs)) if label != "random" else (None, None, 0),
-                    "vs_best": interval(paired(cells, cells_of[best])) if best and label != best else (None, None, 0),
-                    "vs_full": interval(paired(cells, full)) if label != "full" else (None, None, 0),
-                    "rare": mean_sd([final_rare(c) for c in cells])[:2],
-                    "rare_share": mean_sd([c["rare_share"]["rare_clean"] for c in cells])[:2],
-                    "clean_share": mean_sd([c["rare_share"]["clean"] for c in cells])[:2],
-                    "trained": statistics.mean(trained(c) for c in cells),
-                    "scored": statistics.mean(scored(c) for c in cells),
-                    "switches": [c.get("switch") for c in cells],
-                    "lock_in": {group: {k: mean_sd([x[group][k] for x in lock if x[group][k] is not None])[:2]
-                                        for k in ("kept_rate", "kept_after_kept", "kept_after_dropped")}
-                                for group in ("clean", "noisy")} if lock else None,
-                })
+                rows.append(
+                    {
+                        "label": label,
+                        "n": len(cells),
+                        "final": mean_sd([final(c) for c in cells])[:2],
+                        "vs_random": interval(paired(cells, random_runs)) if label != "random" else (None, None, 0),
+                        "vs_best": interval(paired(cells, cells_of[best]))
+                        if best and label != best
+                        else (None, None, 0),
+                        "vs_full": interval(paired(cells, full)) if label != "full" else (None, None, 0),
+                        "rare": mean_sd([final_rare(c) for c in cells])[:2],
+                        "rare_share": mean_sd([c["rare_share"]["rare_clean"] for c in cells])[:2],
+                        "clean_share": mean_sd([c["rare_share"]["clean"] for c in cells])[:2],
+                        "trained": statistics.mean(trained(c) for c in cells),
+                        "scored": statistics.mean(scored(c) for c in cells),
+                        "switches": [c.get("switch") for c in cells],
+                        "lock_in": {
+                            group: {
+                                k: mean_sd([x[group][k] for x in lock if x[group][k] is not None])[:2]
+                                for k in ("kept_rate", "kept_after_kept", "kept_after_dropped")
+                            }
+                            for group in ("clean", "noisy")
+                        }
+                        if lock
+                        else None,
+                    }
+                )
             for row in rows:
                 row["verdict_random"] = verdict(row["vs_random"], m, cfg["equivalence"])
                 row["verdict_best"] = verdict(row["vs_best"], m, cfg["equivalence"])
@@ -354,26 +503,40 @@ def analyse(cfg, runs):
 
 # ----------------------------------------------------------------------------- report
 
+
 def write_report(cfg, out, report, runs):
-    lines = ["# Benchmark, profile `web`", "",
-             f"Command: `make bench PROFILE=web` (`python scripts/paper_bench.py --profile web`); report of "
-             f"{time.strftime('%Y-%m-%d')} over {len(runs)} cached runs. Design (fixed before the results): the "
-             "docstring of `scripts/web_bench.py`. R@sum = IR@1 + IR@10 + TR@1 + TR@10 on the clean test split.", "",
-             "Columns: `final` = R@sum after the last epoch, mean ± sd over seeds; `vs random`, `vs best baseline`, "
-             "`vs full` = paired difference of the final R@sum on the same seeds, mean ± 95% t-interval half-width, "
-             "with the verdict the interval supports (`level`: the interval lies within ±3% of full data's mean "
-             "R@sum; `cannot tell`: neither a difference nor equivalence at this precision); `R@sum rare` = the "
-             "same on the queries about test images that show one of the rarest tenth of the concepts; `rare "
-             "kept` / `clean kept` = share of the rare clean pairs' / all clean pairs' visits that were trained "
-             "(from the switch on for DISSect); `trained`, `scored` = samples back-propagated and scoring forward "
-             "passes over the run, thousands (full data and random need no scoring pass).", ""]
+    lines = [
+        "# Benchmark, profile `web`",
+        "",
+        f"Command: `make bench PROFILE=web` (`python scripts/paper_bench.py --profile web`); report of "
+        f"{time.strftime('%Y-%m-%d')} over {len(runs)} cached runs. Design (fixed before the results): the "
+        "docstring of `scripts/web_bench.py`. R@sum = IR@1 + IR@10 + TR@1 + TR@10 on the clean test split.",
+        "",
+        "Columns: `final` = R@sum after the last epoch, mean ± sd over seeds; `vs random`, `vs best baseline`, "
+        "`vs full` = paired difference of the final R@sum on the same seeds, mean ± 95% t-interval half-width, "
+        "with the verdict the interval supports (`level`: the interval lies within ±3% of full data's mean "
+        "R@sum; `cannot tell`: neither a difference nor equivalence at this precision); `R@sum rare` = the "
+        "same on the queries about test images that show one of the rarest tenth of the concepts; `rare "
+        "kept` / `clean kept` = share of the rare clean pairs' / all clean pairs' visits that were trained "
+        "(from the switch on for DISSect); `trained`, `scored` = samples back-propagated and scoring forward "
+        "passes over the run, thousands (full data and random need no scoring pass).",
+        "",
+    ]
     for regime, part in report.items():
         spec = cfg["regimes"][regime]
         f = part["full"]
-        lines += [f"## {regime}", "", f"{spec['data']['train']} pairs"
-                  + (f" (preset `{spec['data']['preset']}`)" if spec["data"].get("preset") else
-                     f" ({spec['data']['noise_kind']} noise, {spec['data']['noise_rate']:.0%})")
-                  + f", batch {spec['batch']}, {spec['epochs']} epochs, seeds {list(spec['seeds'])}.", ""]
+        lines += [
+            f"## {regime}",
+            "",
+            f"{spec['data']['train']} pairs"
+            + (
+                f" (preset `{spec['data']['preset']}`)"
+                if spec["data"].get("preset")
+                else f" ({spec['data']['noise_kind']} noise, {spec['data']['noise_rate']:.0%})"
+            )
+            + f", batch {spec['batch']}, {spec['epochs']} epochs, seeds {list(spec['seeds'])}.",
+            "",
+        ]
         if not f["n"]:
             lines += ["Not run yet.", ""]
             continue
@@ -382,36 +545,58 @@ def write_report(cfg, out, report, runs):
         lines.append(
             f"Full data ({f['n']} seeds): final R@sum {fmt(*f['final'])}, peak {fmt(*f['peak'])} at epochs "
             f"{', '.join(map(str, f['peak_epochs']))}; decline peak to final {fmt(dm, dh)} (95% interval): "
-            + ("the damage selection is meant to avoid is present, so 'beats full data' can be tested here."
-               if shown else "no decline beyond its interval, so 'beats full data' cannot be tested in this regime.")
-            + (f" Seed-to-seed sd / mean of the final R@sum: {100 * f['sd_over_mean']:.1f}% (target at most 3%: "
-               f"{'met' if f['sd_over_mean'] <= 0.03 else 'not met'})." if f["sd_over_mean"] is not None else ""))
+            + (
+                "the damage selection is meant to avoid is present, so 'beats full data' can be tested here."
+                if shown
+                else "no decline beyond its interval, so 'beats full data' cannot be tested in this regime."
+            )
+            + (
+                f" Seed-to-seed sd / mean of the final R@sum: {100 * f['sd_over_mean']:.1f}% (target at most 3%: "
+                f"{'met' if f['sd_over_mean'] <= 0.03 else 'not met'})."
+                if f["sd_over_mean"] is not None
+                else ""
+            )
+        )
         lines.append("")
         for ratio, table in part["tables"].items():
-            lines += [f"### r = {ratio}" + (f" (best non-DISSect method: `{table['best_baseline']}`)"
-                                            if table["best_baseline"] else ""), "",
-                      "| method | seeds | final | vs random | vs best baseline | vs full | R@sum rare | rare kept | "
-                      "clean kept | trained (k) | scored (k) | switch |", "| " + " | ".join(["---"] * 12) + " |"]
+            lines += [
+                f"### r = {ratio}"
+                + (f" (best non-DISSect method: `{table['best_baseline']}`)" if table["best_baseline"] else ""),
+                "",
+                "| method | seeds | final | vs random | vs best baseline | vs full | R@sum rare | rare kept | "
+                "clean kept | trained (k) | scored (k) | switch |",
+                "| " + " | ".join(["---"] * 12) + " |",
+            ]
             for r in table["rows"]:
+
                 def ci(c, word):
                     return "-" if c[0] is None or c[1] is None else f"{fmt(c[0], c[1])} ({word})"
+
                 lines.append(
                     f"| {r['label']} | {r['n']} | {fmt(*r['final'])} | {ci(r['vs_random'], r['verdict_random'])} | "
                     f"{ci(r['vs_best'], r['verdict_best'])} | "
                     f"{ci(r['vs_full'], verdict(r['vs_full'], f['final'][0], cfg['equivalence']))} | "
                     f"{fmt(*r['rare'])} | {fmt(*r['rare_share'], digits=3)} | {fmt(*r['clean_share'], digits=3)} | "
                     f"{r['trained'] / 1000:.1f} | {r['scored'] / 1000:.1f} | "
-                    f"{', '.join('-' if s is None else str(s) for s in r['switches'])} |")
+                    f"{', '.join('-' if s is None else str(s) for s in r['switches'])} |"
+                )
             lines.append("")
             locked = [r for r in table["rows"] if r["lock_in"]]
             if locked:
-                lines += ["Lock-in (from the switch on; mean over seeds): P(kept | kept at the previous visit) and "
-                          "P(kept | dropped at the previous visit), against the pair group's kept rate.", "",
-                          "| method | clean: kept rate | after kept | after dropped | noisy: kept rate | after kept | "
-                          "after dropped |", "| " + " | ".join(["---"] * 7) + " |"]
+                lines += [
+                    "Lock-in (from the switch on; mean over seeds): P(kept | kept at the previous visit) and "
+                    "P(kept | dropped at the previous visit), against the pair group's kept rate.",
+                    "",
+                    "| method | clean: kept rate | after kept | after dropped | noisy: kept rate | after kept | "
+                    "after dropped |",
+                    "| " + " | ".join(["---"] * 7) + " |",
+                ]
                 for r in locked:
-                    cells = [fmt(*r["lock_in"][g][k], digits=3) for g in ("clean", "noisy")
-                             for k in ("kept_rate", "kept_after_kept", "kept_after_dropped")]
+                    cells = [
+                        fmt(*r["lock_in"][g][k], digits=3)
+                        for g in ("clean", "noisy")
+                        for k in ("kept_rate", "kept_after_kept", "kept_after_dropped")
+                    ]
                     lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
                 lines.append("")
     return bench_data.save_report(out, lines, report)
@@ -432,27 +617,59 @@ def plots(cfg, out, runs):
         fig, axes = plt.subplots(2, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 9.5), squeeze=False)
         for column, ratio in enumerate(spec["ratios"]):
             for label in spec["methods"]:
-                cells = [r for r in regime_runs if r["label"] == label and r["ratio"] == (ratio if METHODS[label][2] else None)]
+                cells = [
+                    r
+                    for r in regime_runs
+                    if r["label"] == label and r["ratio"] == (ratio if METHODS[label][2] else None)
+                ]
                 if not cells:
                     continue
                 # x at each evaluation (the curve's epoch counts completed epochs): samples
                 # back-propagated, and forward passes (training + the scoring pass a method needs).
-                trained_x = np.array([[sum(e["kept"] for e in c["epochs"][:p["epoch"]]) for p in c["curve"]]
-                                      for c in cells], dtype=float).mean(0) / 1000
-                scored_x = np.array([[0 if label in SCORING_FREE else sum(e["candidates"] for e in c["epochs"][:p["epoch"]])
-                                      for p in c["curve"]] for c in cells], dtype=float).mean(0) / 1000
+                trained_x = (
+                    np.array(
+                        [[sum(e["kept"] for e in c["epochs"][: p["epoch"]]) for p in c["curve"]] for c in cells],
+                        dtype=float,
+                    ).mean(0)
+                    / 1000
+                )
+                scored_x = (
+                    np.array(
+                        [
+                            [
+                                0 if label in SCORING_FREE else sum(e["candidates"] for e in c["epochs"][: p["epoch"]])
+                                for p in c["curve"]
+                            ]
+                            for c in cells
+                        ],
+                        dtype=float,
+                    ).mean(0)
+                    / 1000
+                )
                 ys = np.array([[p["rsum"] for p in c["curve"]] for c in cells], dtype=float)
                 m = ys.mean(0)
                 for row, xs in ((0, trained_x), (1, trained_x + scored_x)):
                     ax = axes[row][column]
-                    ax.plot(xs, m, color=palette[label], label=label, lw=1.4, ls="--" if label.startswith("dissect") else "-")
+                    ax.plot(
+                        xs,
+                        m,
+                        color=palette[label],
+                        label=label,
+                        lw=1.4,
+                        ls="--" if label.startswith("dissect") else "-",
+                    )
                     if len(cells) > 1:
                         sd = ys.std(0, ddof=1)
                         ax.fill_between(xs, m - sd, m + sd, color=palette[label], alpha=0.12)
-            for row, xlabel in ((0, "samples back-propagated (thousands)"),
-                                (1, "forward passes: training + scoring (thousands)")):
-                axes[row][column].set(title=f"{regime}, r = {ratio}: test R@sum (mean ± sd over seeds)",
-                                      xlabel=xlabel, ylabel="R@sum (%, sum of four recalls)")
+            for row, xlabel in (
+                (0, "samples back-propagated (thousands)"),
+                (1, "forward passes: training + scoring (thousands)"),
+            ):
+                axes[row][column].set(
+                    title=f"{regime}, r = {ratio}: test R@sum (mean ± sd over seeds)",
+                    xlabel=xlabel,
+                    ylabel="R@sum (%, sum of four recalls)",
+                )
                 axes[row][column].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(out, f"rsum_vs_cost_{regime}.png"), dpi=90)
@@ -465,7 +682,10 @@ def plots(cfg, out, runs):
 def calibration_plot(fulls, out, regime, plt, np):
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8))
     epochs = [t["epoch"] for t in fulls[0]["calibration"]["table"]]
-    for key, label, color in (("auroc", "all clean vs noisy", "k"), ("rare_auroc", "rare clean vs noisy", "tab:purple")):
+    for key, label, color in (
+        ("auroc", "all clean vs noisy", "k"),
+        ("rare_auroc", "rare clean vs noisy", "tab:purple"),
+    ):
         ys = np.array([[t[key] for t in r["calibration"]["table"]] for r in fulls])
         axes[0].plot(epochs, ys.mean(0), color=color, label=label)
         if len(fulls) > 1:
@@ -473,20 +693,29 @@ def calibration_plot(fulls, out, regime, plt, np):
     axes[0].axhspan(0.70, 0.85, color="tab:green", alpha=0.08, label="target at the gap peak")
     axes[0].axhline(0.65, color="tab:purple", lw=0.8, ls=":", label="rare target (first quarter)")
     axes[0].axhline(0.5, color="grey", lw=0.8)
-    axes[0].set(title=f"{regime}, full data: AUROC of the absolute CLIPScore (band: min-max over seeds)",
-                xlabel="epoch (0-based)", ylabel="AUROC (clean above noisy)")
+    axes[0].set(
+        title=f"{regime}, full data: AUROC of the absolute CLIPScore (band: min-max over seeds)",
+        xlabel="epoch (0-based)",
+        ylabel="AUROC (clean above noisy)",
+    )
     axes[0].legend(fontsize=7)
-    for key, label in (("clean_full", "clean, full caption"), ("clean_partial", "clean, partial caption"),
-                       ("clean_alt", "clean, alt-text caption"), ("clean_hard", "clean, hard image"),
-                       ("rare_clean", "clean, rare concept"), ("noisy_shuffle", "noisy, shuffled"),
-                       ("noisy_partial", "noisy, wrong attribute")):
+    for key, label in (
+        ("clean_full", "clean, full caption"),
+        ("clean_partial", "clean, partial caption"),
+        ("clean_alt", "clean, alt-text caption"),
+        ("clean_hard", "clean, hard image"),
+        ("rare_clean", "clean, rare concept"),
+        ("noisy_shuffle", "noisy, shuffled"),
+        ("noisy_partial", "noisy, wrong attribute"),
+    ):
         ys = np.array([[t[key] for t in r["calibration"]["table"]] for r in fulls], dtype=float)
         if np.isnan(ys).all():  # a group the data does not have (e.g. no wrong-attribute noise)
             continue
         with np.errstate(invalid="ignore"):
             axes[1].plot(epochs, np.nanmean(ys, 0), label=label, ls="--" if key.startswith("noisy") else "-")
-    axes[1].set(title="mean CLIPScore per group (mean over seeds)", xlabel="epoch (0-based)",
-                ylabel="CLIPScore (100 x cosine)")
+    axes[1].set(
+        title="mean CLIPScore per group (mean over seeds)", xlabel="epoch (0-based)", ylabel="CLIPScore (100 x cosine)"
+    )
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "calibration.png"), dpi=90)

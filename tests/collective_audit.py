@@ -7,6 +7,7 @@ Bytes received: what arrives from other ranks (all-gather: the others' tensors; 
 rows sent here by others; gather: the others' tensors on the root, 0 elsewhere; scatter and
 broadcast: the tensor on every rank but the source; all-reduce: the tensor's size).
 """
+
 import inspect
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
@@ -15,10 +16,33 @@ import torch
 import torch.distributed as dist
 
 # What NCCL reduces and moves (ncclDataType_t): no bool, no complex.
-NCCL_DTYPES = frozenset({torch.int8, torch.uint8, torch.int32, torch.int64, torch.float16, torch.bfloat16,
-                         torch.float32, torch.float64, torch.float8_e4m3fn, torch.float8_e5m2})
-OPS = ("all_gather", "all_gather_into_tensor", "all_reduce", "all_to_all_single", "all_to_all", "gather",
-       "scatter", "broadcast", "reduce", "reduce_scatter_tensor", "barrier")
+NCCL_DTYPES = frozenset(
+    {
+        torch.int8,
+        torch.uint8,
+        torch.int32,
+        torch.int64,
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.float8_e4m3fn,
+        torch.float8_e5m2,
+    }
+)
+OPS = (
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_reduce",
+    "all_to_all_single",
+    "all_to_all",
+    "gather",
+    "scatter",
+    "broadcast",
+    "reduce",
+    "reduce_scatter_tensor",
+    "barrier",
+)
 
 
 @dataclass
@@ -95,9 +119,16 @@ class CollectiveAudit:
             bound.apply_defaults()
             group = bound.arguments.get("group")
             tensor, received = _measure(name, bound.arguments, dist.get_world_size(group), dist.get_rank(group))
-            self.calls.append(Call(name, None if tensor is None else str(tensor.dtype).replace("torch.", ""),
-                                   () if tensor is None else tuple(tensor.shape), str(dist.get_backend(group)),
-                                   received, self.label))
+            self.calls.append(
+                Call(
+                    name,
+                    None if tensor is None else str(tensor.dtype).replace("torch.", ""),
+                    () if tensor is None else tuple(tensor.shape),
+                    str(dist.get_backend(group)),
+                    received,
+                    self.label,
+                )
+            )
             return original(*args, **kwargs)
 
         return call

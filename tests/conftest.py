@@ -15,8 +15,9 @@ register_model_configs()  # in-process tests build the tiny models (the entry po
 
 def pytest_configure(config):
     # here, not in setup.cfg: a change there would make every `make` target reinstall the venv
-    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped without one (make gpu-check runs "
-                                       "them: pytest -m cuda)")
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA device; skipped without one (make gpu-check runs them: pytest -m cuda)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -30,11 +31,26 @@ def pytest_collection_modifyitems(config, items):
         if "cuda" in item.keywords:
             item.add_marker(skip)
 
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "dissect-vit-tiny"
 # The smallest useful training command on CPU; tests add data, logs and name.
-TINY_TRAIN_FLAGS = ["--model", TINY, "--precision", "fp32", "--batch-size", "32", "--lr", "1e-3",
-                    "--warmup", "2", "--seed", "0", "--log-every-n-steps", "1"]
+TINY_TRAIN_FLAGS = [
+    "--model",
+    TINY,
+    "--precision",
+    "fp32",
+    "--batch-size",
+    "32",
+    "--lr",
+    "1e-3",
+    "--warmup",
+    "2",
+    "--seed",
+    "0",
+    "--log-every-n-steps",
+    "1",
+]
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +58,19 @@ def tiny_data(tmp_path_factory):
     """512 noisy training pairs in 4 shards (+ CSV), 64 clean validation pairs, 32 retrieval
     test images with 3 captions each."""
     out = str(tmp_path_factory.mktemp("synthetic"))
-    manifest = synthetic.make_dataset(out, train_size=512, val_size=64, seed=0, noise_rate=0.4,
-                                      noise_kind="shuffle", shard_size=128, csv=True, progress=False,
-                                      test_size=32, test_captions=3)
+    manifest = synthetic.make_dataset(
+        out,
+        train_size=512,
+        val_size=64,
+        seed=0,
+        noise_rate=0.4,
+        noise_kind="shuffle",
+        shard_size=128,
+        csv=True,
+        progress=False,
+        test_size=32,
+        test_captions=3,
+    )
     return SimpleNamespace(
         root=out,
         train=manifest["splits"]["train"]["pattern"],
@@ -61,11 +87,28 @@ def tiny_data(tmp_path_factory):
 def oracle(tmp_path_factory):
     """A tiny CLIP trained on 2048 clean pairs: the 'pretrained oracle' of the tests."""
     root = tmp_path_factory.mktemp("oracle")
-    manifest = synthetic.make_dataset(str(root / "clean"), train_size=2048, val_size=0, seed=7,
-                                      noise_rate=0.0, shard_size=512, progress=False)
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", manifest["splits"]["train"]["pattern"], "--dataset-type",
-             "webdataset", "--workers", "1", "--batch-size", "64", "--epochs", "3", "--warmup", "20",
-             "--logs", str(root), "--name", "oracle"]  # (a 2-step warm-up can collapse clean-data runs)
+    manifest = synthetic.make_dataset(
+        str(root / "clean"), train_size=2048, val_size=0, seed=7, noise_rate=0.0, shard_size=512, progress=False
+    )
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        manifest["splits"]["train"]["pattern"],
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "3",
+        "--warmup",
+        "20",
+        "--logs",
+        str(root),
+        "--name",
+        "oracle",
+    ]  # (a 2-step warm-up can collapse clean-data runs)
     result = run_module("open_clip_dissect.main", flags)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return str(root / "oracle" / "checkpoints" / "epoch_3.pt")
@@ -74,8 +117,9 @@ def oracle(tmp_path_factory):
 def run_module(module, args, cwd=None, timeout=600, env=None):
     """Run ``python -m module args`` in a fresh interpreter; return the CompletedProcess."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def read_jsonl(path):

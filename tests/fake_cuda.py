@@ -17,9 +17,15 @@ stand-in result, so that the code under test runs on:
 FakeTensorMode also raises, as CUDA would, when an op mixes a CUDA tensor with a CPU one (other
 than a 0-d CPU scalar): "no tensor on the wrong device" comes for free.
 """
+
 import torch
-from torch._subclasses.fake_tensor import (DataDependentOutputException, DynamicOutputShapeException, FakeTensor,
-                                           FakeTensorMode, unset_fake_temporarily)
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensor,
+    FakeTensorMode,
+    unset_fake_temporarily,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -87,8 +93,13 @@ class FakeCuda(TorchDispatchMode):
                 self.syncs.append(("d2h", tuple(src.shape)))
                 with unset_fake_temporarily():
                     return dst.zero_()
-            if isinstance(dst, FakeTensor) and dst.device.type == "cuda" and not isinstance(src, FakeTensor) \
-                    and src.device.type == "cpu" and src.dim() > 0:
+            if (
+                isinstance(dst, FakeTensor)
+                and dst.device.type == "cuda"
+                and not isinstance(src, FakeTensor)
+                and src.device.type == "cpu"
+                and src.dim() > 0
+            ):
                 self._h2d(src, args[2] if len(args) > 2 else kwargs.get("non_blocking", False), tuple(src.shape))
         if func is aten._local_scalar_dense.default and fakes:
             self.syncs.append(("item", tuple(args[0].shape)))
@@ -102,8 +113,9 @@ class FakeCuda(TorchDispatchMode):
         except (DynamicOutputShapeException, DataDependentOutputException):
             self.syncs.append((str(func).split(".")[1], tuple(fakes[0].shape)))
             device = fakes[0].device
-            real_args, real_kwargs = tree_map(lambda x: self._real(x) if isinstance(x, FakeTensor) else x,
-                                              (args, kwargs))
+            real_args, real_kwargs = tree_map(
+                lambda x: self._real(x) if isinstance(x, FakeTensor) else x, (args, kwargs)
+            )
             with unset_fake_temporarily():
                 out = func(*real_args, **real_kwargs)
             return tree_map(lambda x: self._fake_like(x, device) if isinstance(x, torch.Tensor) else x, out)

@@ -6,6 +6,7 @@ forks it and the copy runs the module as ``python -m MODULE ARGV...`` does (``ru
 an uncaught exception printed with its traceback, exit status 1), its stdout and stderr in files.
 The server itself never computes with torch, so a fork starts from a clean state.
 """
+
 import json
 import os
 import select
@@ -14,15 +15,27 @@ import sys
 import tempfile
 from types import SimpleNamespace
 
-PRELOAD = ("torch", "open_clip", "open_clip_train.main", "pandas", "webdataset",
-           "open_clip_dissect.openclip.main", "open_clip_dissect.cli")
+PRELOAD = (
+    "torch",
+    "open_clip",
+    "open_clip_train.main",
+    "pandas",
+    "webdataset",
+    "open_clip_dissect.openclip.main",
+    "open_clip_dissect.cli",
+)
 
 
 class EntryPoints:
     def __init__(self, env=None):
         full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.server = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True, env=full_env)
+        self.server = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=full_env,
+        )
         self.folder = tempfile.mkdtemp(prefix="entry-points-")
         self.runs = 0
 

@@ -6,13 +6,13 @@ folder of its own (``forked_entry_points``: a forked copy of a process that has 
 and OpenCLIP once, so the table takes seconds, not minutes); the folder must hold exactly what
 it held before. Two cases also run in a fresh interpreter, to show that the fork runs them alike.
 """
+
 import os
 import shutil
 
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TINY_TRAIN_FLAGS, run_module
 from forked_entry_points import EntryPoints
 
@@ -47,20 +47,23 @@ def world(tiny_data, tmp_path_factory):
     pd.DataFrame({"key": ["a", "b"], "clipscore": [1.0, 2.0]}).to_parquet(root / "scores.parquet")
     torch.save({"epoch": 1, "state_dict": {"w": torch.zeros(1000)}}, root / "epoch_1.pt")
     payload = (root / "epoch_1.pt").read_bytes()
-    (root / "cut.pt").write_bytes(payload[:len(payload) // 2])  # a write killed half-way
+    (root / "cut.pt").write_bytes(payload[: len(payload) // 2])  # a write killed half-way
     (root / "no_results").mkdir()
     (root / "bad_results" / "checkpoints").mkdir(parents=True)
     (root / "bad_results" / "checkpoints" / "results.jsonl").write_text('{"epoch": 1, \n')
     (root / "embeddings").mkdir()
-    w.update(shard=shard, train=tiny_data.train, csv=tiny_data.train_csv,
-             missing=os.path.join(tiny_data.root, "train", "{00000..00009}.tar"))
+    w.update(
+        shard=shard,
+        train=tiny_data.train,
+        csv=tiny_data.train_csv,
+        missing=os.path.join(tiny_data.root, "train", "{00000..00009}.tar"),
+    )
     return w
 
 
 def train(d, *flags):
     """A tiny training command whose run folder is ``d/logs/run``."""
-    return [*TINY_TRAIN_FLAGS, "--workers", "1", "--epochs", "1", "--logs", str(d / "logs"), "--name", "run",
-            *flags]
+    return [*TINY_TRAIN_FLAGS, "--workers", "1", "--epochs", "1", "--logs", str(d / "logs"), "--name", "run", *flags]
 
 
 def wds(w, *flags):
@@ -78,137 +81,434 @@ D = "case"  # ... or under the case's own folder
 # (id, module, argv (w: world, d: the case's folder), what the error line must name)
 CASES = [
     # --- python -m open_clip_dissect.main: refused before OpenCLIP creates the run folder
-    ("shards-missing", MAIN, lambda w, d: train(d, "--train-data", w["missing"], "--dataset-type", "webdataset"),
-     "--train-data: shard not found"),
+    (
+        "shards-missing",
+        MAIN,
+        lambda w, d: train(d, "--train-data", w["missing"], "--dataset-type", "webdataset"),
+        "--train-data: shard not found",
+    ),
     ("pattern-unbalanced", MAIN, lambda w, d: train(d, "--train-data", "/x/{0000..0003.tar"), "--train-data"),
     ("type-unknown", MAIN, lambda w, d: train(d, "--train-data", str(w["root"] / "pool.parquet")), "--dataset-type"),
-    ("csv-missing", MAIN, lambda w, d: train(d, "--train-data", str(d / "none.csv"), "--dataset-type", "csv"),
-     "--train-data: csv file not found"),
-    ("csv-unparsable", MAIN, lambda w, d: train(d, "--train-data", str(w["root"] / "unparsable.csv"),
-                                                "--dataset-type", "csv"), lambda w, d: str(w["root"] / "unparsable.csv")),
+    (
+        "csv-missing",
+        MAIN,
+        lambda w, d: train(d, "--train-data", str(d / "none.csv"), "--dataset-type", "csv"),
+        "--train-data: csv file not found",
+    ),
+    (
+        "csv-unparsable",
+        MAIN,
+        lambda w, d: train(d, "--train-data", str(w["root"] / "unparsable.csv"), "--dataset-type", "csv"),
+        lambda w, d: str(w["root"] / "unparsable.csv"),
+    ),
     ("csv-image-column", MAIN, lambda w, d: train(d, *csv(w, "--csv-img-key", "image")), "--csv-img-key"),
     ("csv-caption-column", MAIN, lambda w, d: train(d, *csv(w, "--csv-caption-key", "caption")), "--csv-caption-key"),
     ("csv-key-column", MAIN, lambda w, d: train(d, *csv(w, "--csv-key-key", "uid")), "--csv-key-key"),
-    ("sizes-missing", MAIN, lambda w, d: train(d, "--train-data", str(w["root"] / "nosizes" / "00000.tar"),
-                                               "--dataset-type", "webdataset"), "--train-num-samples"),
-    ("sizes-unreadable", MAIN, lambda w, d: train(d, "--train-data", str(w["root"] / "badsizes" / "00000.tar"),
-                                                  "--dataset-type", "webdataset"),
-     lambda w, d: str(w["root"] / "badsizes" / "sizes.json")),
-    ("sizes-lack-shard", MAIN, lambda w, d: train(d, "--train-data", str(w["root"] / "othersizes" / "00000.tar"),
-                                                  "--dataset-type", "webdataset"),
-     lambda w, d: str(w["root"] / "othersizes" / "sizes.json")),
+    (
+        "sizes-missing",
+        MAIN,
+        lambda w, d: train(d, "--train-data", str(w["root"] / "nosizes" / "00000.tar"), "--dataset-type", "webdataset"),
+        "--train-num-samples",
+    ),
+    (
+        "sizes-unreadable",
+        MAIN,
+        lambda w, d: train(
+            d, "--train-data", str(w["root"] / "badsizes" / "00000.tar"), "--dataset-type", "webdataset"
+        ),
+        lambda w, d: str(w["root"] / "badsizes" / "sizes.json"),
+    ),
+    (
+        "sizes-lack-shard",
+        MAIN,
+        lambda w, d: train(
+            d, "--train-data", str(w["root"] / "othersizes" / "00000.tar"), "--dataset-type", "webdataset"
+        ),
+        lambda w, d: str(w["root"] / "othersizes" / "sizes.json"),
+    ),
     ("workers-exceed-shards", MAIN, lambda w, d: train(d, *wds(w, "--workers", "8")), "--workers"),
-    ("upsampling-unresampled", MAIN, lambda w, d: train(d, *wds(w, "--train-data-upsampling-factors", "1")),
-     "--train-data-upsampling-factors"),
-    ("upsampling-count", MAIN, lambda w, d: train(d, "--train-data", f"{w['train']}::{w['train']}",
-                                                  "--dataset-type", "webdataset", "--dataset-resampled",
-                                                  "--train-data-upsampling-factors", "1::2::3"),
-     "--train-data-upsampling-factors"),
+    (
+        "upsampling-unresampled",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--train-data-upsampling-factors", "1")),
+        "--train-data-upsampling-factors",
+    ),
+    (
+        "upsampling-count",
+        MAIN,
+        lambda w, d: train(
+            d,
+            "--train-data",
+            f"{w['train']}::{w['train']}",
+            "--dataset-type",
+            "webdataset",
+            "--dataset-resampled",
+            "--train-data-upsampling-factors",
+            "1::2::3",
+        ),
+        "--train-data-upsampling-factors",
+    ),
     ("val-shards-missing", MAIN, lambda w, d: train(d, *wds(w, "--val-data", w["missing"])), "--val-data"),
-    ("retrieval-csv-missing", MAIN, lambda w, d: train(d, *wds(w, "--retrieval-data", str(d / "test.csv"))),
-     "--retrieval-data: csv file not found"),
-    ("retrieval-images-missing", MAIN, lambda w, d: train(d, *wds(w, "--retrieval-data",
-                                                                  str(w["root"] / "no_images.csv"))),
-     lambda w, d: str(w["root"] / "no_images.csv")),
+    (
+        "retrieval-csv-missing",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--retrieval-data", str(d / "test.csv"))),
+        "--retrieval-data: csv file not found",
+    ),
+    (
+        "retrieval-images-missing",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--retrieval-data", str(w["root"] / "no_images.csv"))),
+        lambda w, d: str(w["root"] / "no_images.csv"),
+    ),
     ("keep-list-missing", MAIN, lambda w, d: train(d, *wds(w, "--keep-list", str(d / "keys.txt"))), "--keep-list"),
-    ("keep-list-binary", MAIN, lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "cut.pt"))),
-     "--keep-list"),
-    ("keep-list-empty", MAIN, lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "empty_keys.txt"))),
-     "--keep-list"),
-    ("keep-list-names-no-shard", MAIN,
-     lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "other_keys.txt"))), "--keep-list"),
-    ("keep-list-names-no-row", MAIN,
-     lambda w, d: train(d, *csv(w, "--keep-list", str(w["root"] / "other_keys.txt"))), "--keep-list"),
-    ("keep-list-synthetic", MAIN, lambda w, d: train(d, "--dataset-type", "synthetic", "--train-num-samples", "64",
-                                                     "--keep-list", str(w["root"] / "other_keys.txt")), "--keep-list"),
+    ("keep-list-binary", MAIN, lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "cut.pt"))), "--keep-list"),
+    (
+        "keep-list-empty",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "empty_keys.txt"))),
+        "--keep-list",
+    ),
+    (
+        "keep-list-names-no-shard",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "other_keys.txt"))),
+        "--keep-list",
+    ),
+    (
+        "keep-list-names-no-row",
+        MAIN,
+        lambda w, d: train(d, *csv(w, "--keep-list", str(w["root"] / "other_keys.txt"))),
+        "--keep-list",
+    ),
+    (
+        "keep-list-synthetic",
+        MAIN,
+        lambda w, d: train(
+            d,
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "64",
+            "--keep-list",
+            str(w["root"] / "other_keys.txt"),
+        ),
+        "--keep-list",
+    ),
     ("resume-missing", MAIN, lambda w, d: train(d, *wds(w, "--resume", str(d / "epoch_3.pt"))), "--resume"),
-    ("resume-truncated", MAIN, lambda w, d: train(d, *wds(w, "--resume", str(w["root"] / "cut.pt"))),
-     lambda w, d: f"--resume: {w['root'] / 'cut.pt'}"),
+    (
+        "resume-truncated",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--resume", str(w["root"] / "cut.pt"))),
+        lambda w, d: f"--resume: {w['root'] / 'cut.pt'}",
+    ),
     ("model-unknown", MAIN, lambda w, d: train(d, *wds(w, "--model", "dissect-vit-tny")), "--model"),
     ("pretrained-unknown", MAIN, lambda w, d: train(d, *wds(w, "--pretrained", "laion9000")), "--pretrained"),
     ("ratio", MAIN, lambda w, d: train(d, *wds(w, "--selection", "random", "--ratio", "0")), "--ratio"),
     ("noisy-keys-missing", MAIN, lambda w, d: train(d, *wds(w, "--noisy-keys", str(d / "noisy.txt"))), "--noisy-keys"),
     ("oracle-missing", MAIN, lambda w, d: train(d, *wds(w, "--selection", "clipscore-oracle")), "--selection"),
-    ("oracle-model-unknown", MAIN, lambda w, d: train(d, *wds(w, "--selection", "clipscore-oracle", "--oracle-model",
-                                                              "nope", "--oracle-checkpoint", str(w["root"] / "epoch_1.pt"))),
-     "--oracle-model"),
+    (
+        "oracle-model-unknown",
+        MAIN,
+        lambda w, d: train(
+            d,
+            *wds(
+                w,
+                "--selection",
+                "clipscore-oracle",
+                "--oracle-model",
+                "nope",
+                "--oracle-checkpoint",
+                str(w["root"] / "epoch_1.pt"),
+            ),
+        ),
+        "--oracle-model",
+    ),
     # --- open-clip-dissect train: the same entry point
     ("train-shards-missing", CLI, lambda w, d: ["train", *train(d, "--train-data", w["missing"])], "--train-data"),
-    ("train-resume-truncated", CLI, lambda w, d: ["train", *train(d, *wds(w, "--resume", str(w["root"] / "cut.pt")))],
-     "--resume"),
+    (
+        "train-resume-truncated",
+        CLI,
+        lambda w, d: ["train", *train(d, *wds(w, "--resume", str(w["root"] / "cut.pt")))],
+        "--resume",
+    ),
     # --- make-data
-    ("make-data-noise-rate", CLI, lambda w, d: ["make-data", "--out", str(d / "out"), "--noise-rate", "2"],
-     "--noise-rate"),
-    ("make-data-layout-format", CLI, lambda w, d: ["make-data", "--out", str(d / "out"), "--test-size", "2",
-                                                   "--coco-layout", str(d / "coco"), "--image-format", "png"],
-     "--image-format"),
-    ("make-data-shard-size", CLI, lambda w, d: ["make-data", "--out", str(d / "out"), "--shard-size", "0"],
-     "--shard-size"),
+    (
+        "make-data-noise-rate",
+        CLI,
+        lambda w, d: ["make-data", "--out", str(d / "out"), "--noise-rate", "2"],
+        "--noise-rate",
+    ),
+    (
+        "make-data-layout-format",
+        CLI,
+        lambda w, d: [
+            "make-data",
+            "--out",
+            str(d / "out"),
+            "--test-size",
+            "2",
+            "--coco-layout",
+            str(d / "coco"),
+            "--image-format",
+            "png",
+        ],
+        "--image-format",
+    ),
+    (
+        "make-data-shard-size",
+        CLI,
+        lambda w, d: ["make-data", "--out", str(d / "out"), "--shard-size", "0"],
+        "--shard-size",
+    ),
     ("make-data-size", CLI, lambda w, d: ["make-data", "--out", str(d / "out"), "--train-size", "-5"], "--train-size"),
-    ("make-data-out-file", CLI, lambda w, d: ["make-data", "--out", str(w["root"] / "a_file"), "--train-size", "4"],
-     "--out"),
+    (
+        "make-data-out-file",
+        CLI,
+        lambda w, d: ["make-data", "--out", str(w["root"] / "a_file"), "--train-size", "4"],
+        "--out",
+    ),
     # --- summary
-    ("summary-no-folder", CLI, lambda w, d: ["summary", str(d / "logs" / "nothing")],
-     lambda w, d: str(d / "logs" / "nothing")),
-    ("summary-no-results", CLI, lambda w, d: ["summary", str(w["root"] / "no_results")],
-     lambda w, d: str(w["root"] / "no_results" / "checkpoints" / "results.jsonl")),
-    ("summary-bad-results", CLI, lambda w, d: ["summary", str(w["root"] / "bad_results")],
-     lambda w, d: str(w["root"] / "bad_results" / "checkpoints" / "results.jsonl")),
-    ("summary-table-no-folder", CLI, lambda w, d: ["summary", "--table", str(d / "a"), str(d / "b")],
-     lambda w, d: str(d / "a")),
+    (
+        "summary-no-folder",
+        CLI,
+        lambda w, d: ["summary", str(d / "logs" / "nothing")],
+        lambda w, d: str(d / "logs" / "nothing"),
+    ),
+    (
+        "summary-no-results",
+        CLI,
+        lambda w, d: ["summary", str(w["root"] / "no_results")],
+        lambda w, d: str(w["root"] / "no_results" / "checkpoints" / "results.jsonl"),
+    ),
+    (
+        "summary-bad-results",
+        CLI,
+        lambda w, d: ["summary", str(w["root"] / "bad_results")],
+        lambda w, d: str(w["root"] / "bad_results" / "checkpoints" / "results.jsonl"),
+    ),
+    (
+        "summary-table-no-folder",
+        CLI,
+        lambda w, d: ["summary", "--table", str(d / "a"), str(d / "b")],
+        lambda w, d: str(d / "a"),
+    ),
     # --- eval
-    ("eval-checkpoint-missing", CLI, lambda w, d: ["eval", "--model", "dissect-vit-tiny", "--data", w["data"].test,
-                                                   "--checkpoint", str(d / "none.pt"), "--out", str(d / "m.json")],
-     "--checkpoint"),
-    ("eval-data-missing", CLI, lambda w, d: ["eval", "--model", "dissect-vit-tiny", "--data", str(d / "test.csv"),
-                                             "--out", str(d / "m.json")], "--data: csv file not found"),
-    ("eval-shards-missing", CLI, lambda w, d: ["eval", "--model", "dissect-vit-tiny", "--data", w["missing"]],
-     "--data: shard not found"),
+    (
+        "eval-checkpoint-missing",
+        CLI,
+        lambda w, d: [
+            "eval",
+            "--model",
+            "dissect-vit-tiny",
+            "--data",
+            w["data"].test,
+            "--checkpoint",
+            str(d / "none.pt"),
+            "--out",
+            str(d / "m.json"),
+        ],
+        "--checkpoint",
+    ),
+    (
+        "eval-data-missing",
+        CLI,
+        lambda w, d: ["eval", "--model", "dissect-vit-tiny", "--data", str(d / "test.csv"), "--out", str(d / "m.json")],
+        "--data: csv file not found",
+    ),
+    (
+        "eval-shards-missing",
+        CLI,
+        lambda w, d: ["eval", "--model", "dissect-vit-tiny", "--data", w["missing"]],
+        "--data: shard not found",
+    ),
     ("eval-model-unknown", CLI, lambda w, d: ["eval", "--model", "ViT-Q-99", "--data", w["data"].test], "--model"),
-    ("eval-out-folder", CLI, lambda w, d: ["eval", "--model", "dissect-vit-tiny", "--data", w["data"].test,
-                                           "--out", str(w["root"])], "--out"),
+    (
+        "eval-out-folder",
+        CLI,
+        lambda w, d: ["eval", "--model", "dissect-vit-tiny", "--data", w["data"].test, "--out", str(w["root"])],
+        "--out",
+    ),
     # --- embed
-    ("embed-data-missing", CLI, lambda w, d: ["embed", "--model", "dissect-vit-tiny", "--data", str(d / "x.csv"),
-                                              "--out", str(d / "emb")], "--data: csv file not found"),
-    ("embed-checkpoint-missing", CLI, lambda w, d: ["embed", "--model", "dissect-vit-tiny", "--data", w["train"],
-                                                    "--checkpoint", str(d / "none.pt"), "--out", str(d / "emb")],
-     "--checkpoint"),
-    ("embed-key-column", CLI, lambda w, d: ["embed", "--model", "dissect-vit-tiny", "--data", w["csv"],
-                                            "--csv-key-key", "uid", "--out", str(d / "emb")], "--csv-key-key"),
-    ("embed-out-file", CLI, lambda w, d: ["embed", "--model", "dissect-vit-tiny", "--data", w["train"],
-                                          "--out", str(w["root"] / "a_file")], "--out"),
+    (
+        "embed-data-missing",
+        CLI,
+        lambda w, d: ["embed", "--model", "dissect-vit-tiny", "--data", str(d / "x.csv"), "--out", str(d / "emb")],
+        "--data: csv file not found",
+    ),
+    (
+        "embed-checkpoint-missing",
+        CLI,
+        lambda w, d: [
+            "embed",
+            "--model",
+            "dissect-vit-tiny",
+            "--data",
+            w["train"],
+            "--checkpoint",
+            str(d / "none.pt"),
+            "--out",
+            str(d / "emb"),
+        ],
+        "--checkpoint",
+    ),
+    (
+        "embed-key-column",
+        CLI,
+        lambda w, d: [
+            "embed",
+            "--model",
+            "dissect-vit-tiny",
+            "--data",
+            w["csv"],
+            "--csv-key-key",
+            "uid",
+            "--out",
+            str(d / "emb"),
+        ],
+        "--csv-key-key",
+    ),
+    (
+        "embed-out-file",
+        CLI,
+        lambda w, d: ["embed", "--model", "dissect-vit-tiny", "--data", w["train"], "--out", str(w["root"] / "a_file")],
+        "--out",
+    ),
     # --- score
-    ("score-forgetting-record", CLI, lambda w, d: ["score", "--embeddings", str(w["root"] / "embeddings"),
-                                                   "--scores", "forgetting", "--out", str(d / "s.parquet")],
-     "--selection-record"),
-    ("score-no-embeddings", CLI, lambda w, d: ["score", "--embeddings", str(w["root"] / "embeddings"),
-                                               "--scores", "clipscore", "--out", str(d / "s.parquet")], "--embeddings"),
-    ("score-negcliploss-batch", CLI, lambda w, d: ["score", "--embeddings", str(w["root"] / "embeddings"),
-                                                   "--scores", "negcliploss", "--negcliploss-batch-size", "1",
-                                                   "--out", str(d / "s.parquet")], "--negcliploss-batch-size"),
-    ("score-vas-d-fraction", CLI, lambda w, d: ["score", "--embeddings", str(w["root"] / "embeddings"),
-                                                "--scores", "vas-d", "--vas-d-fraction", "0",
-                                                "--out", str(d / "s.parquet")], "--vas-d-fraction"),
-    ("score-target-needed", CLI, lambda w, d: ["score", "--embeddings", str(w["root"] / "embeddings"),
-                                               "--scores", "normsim2", "--out", str(d / "s.parquet")], "--target"),
+    (
+        "score-forgetting-record",
+        CLI,
+        lambda w, d: [
+            "score",
+            "--embeddings",
+            str(w["root"] / "embeddings"),
+            "--scores",
+            "forgetting",
+            "--out",
+            str(d / "s.parquet"),
+        ],
+        "--selection-record",
+    ),
+    (
+        "score-no-embeddings",
+        CLI,
+        lambda w, d: [
+            "score",
+            "--embeddings",
+            str(w["root"] / "embeddings"),
+            "--scores",
+            "clipscore",
+            "--out",
+            str(d / "s.parquet"),
+        ],
+        "--embeddings",
+    ),
+    (
+        "score-negcliploss-batch",
+        CLI,
+        lambda w, d: [
+            "score",
+            "--embeddings",
+            str(w["root"] / "embeddings"),
+            "--scores",
+            "negcliploss",
+            "--negcliploss-batch-size",
+            "1",
+            "--out",
+            str(d / "s.parquet"),
+        ],
+        "--negcliploss-batch-size",
+    ),
+    (
+        "score-vas-d-fraction",
+        CLI,
+        lambda w, d: [
+            "score",
+            "--embeddings",
+            str(w["root"] / "embeddings"),
+            "--scores",
+            "vas-d",
+            "--vas-d-fraction",
+            "0",
+            "--out",
+            str(d / "s.parquet"),
+        ],
+        "--vas-d-fraction",
+    ),
+    (
+        "score-target-needed",
+        CLI,
+        lambda w, d: [
+            "score",
+            "--embeddings",
+            str(w["root"] / "embeddings"),
+            "--scores",
+            "normsim2",
+            "--out",
+            str(d / "s.parquet"),
+        ],
+        "--target",
+    ),
     # --- filter
-    ("filter-scores-missing", CLI, lambda w, d: ["filter", "--scores", str(d / "s.parquet"), "--keep", "clipscore:0.5",
-                                                 "--out", str(d / "kept")], "--scores"),
-    ("filter-scores-not-parquet", CLI, lambda w, d: ["filter", "--scores", str(w["root"] / "scores.txt"),
-                                                     "--keep", "clipscore:0.5", "--out", str(d / "kept")],
-     lambda w, d: str(w["root"] / "scores.txt")),
-    ("filter-rule", CLI, lambda w, d: ["filter", "--scores", str(w["root"] / "scores.parquet"), "--keep", "clipscore",
-                                       "--out", str(d / "kept")], "--keep"),
-    ("filter-out-file", CLI, lambda w, d: ["filter", "--scores", str(w["root"] / "scores.parquet"),
-                                           "--keep", "clipscore:0.5", "--out", str(w["root"] / "a_file")], "--out"),
+    (
+        "filter-scores-missing",
+        CLI,
+        lambda w, d: ["filter", "--scores", str(d / "s.parquet"), "--keep", "clipscore:0.5", "--out", str(d / "kept")],
+        "--scores",
+    ),
+    (
+        "filter-scores-not-parquet",
+        CLI,
+        lambda w, d: [
+            "filter",
+            "--scores",
+            str(w["root"] / "scores.txt"),
+            "--keep",
+            "clipscore:0.5",
+            "--out",
+            str(d / "kept"),
+        ],
+        lambda w, d: str(w["root"] / "scores.txt"),
+    ),
+    (
+        "filter-rule",
+        CLI,
+        lambda w, d: [
+            "filter",
+            "--scores",
+            str(w["root"] / "scores.parquet"),
+            "--keep",
+            "clipscore",
+            "--out",
+            str(d / "kept"),
+        ],
+        "--keep",
+    ),
+    (
+        "filter-out-file",
+        CLI,
+        lambda w, d: [
+            "filter",
+            "--scores",
+            str(w["root"] / "scores.parquet"),
+            "--keep",
+            "clipscore:0.5",
+            "--out",
+            str(w["root"] / "a_file"),
+        ],
+        "--out",
+    ),
     # --- the command itself
     ("unknown-command", CLI, lambda w, d: ["trian", "--epochs", "1"], "unknown command 'trian'"),
 ]
 
 
 def files_under(folder):
-    return sorted(os.path.relpath(os.path.join(top, name), folder)
-                  for top, dirs, names in os.walk(folder) for name in dirs + names)
+    return sorted(
+        os.path.relpath(os.path.join(top, name), folder)
+        for top, dirs, names in os.walk(folder)
+        for name in dirs + names
+    )
 
 
 def assert_refused(result, subject):
@@ -226,8 +526,9 @@ def test_the_table_covers_every_entry_point(world, tmp_path):
 
 
 @pytest.mark.parametrize("case_id, module, argv, subject", CASES, ids=[case[0] for case in CASES])
-def test_bad_input_is_refused_in_one_line_and_leaves_nothing(case_id, module, argv, subject, world, entry_points,
-                                                             tmp_path):
+def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
+    case_id, module, argv, subject, world, entry_points, tmp_path
+):
     before = files_under(world["root"])
     subject = subject(world, tmp_path) if callable(subject) else subject
     result = entry_points.run(module, argv(world, tmp_path), cwd=tmp_path)
@@ -265,6 +566,7 @@ def test_a_bug_still_gives_a_traceback(monkeypatch):
 
 # --- failures after OpenCLIP's start-up (issue 26, section 6)
 
+
 def test_an_epoch_without_samples_names_its_cause_and_the_retry_runs(world, entry_points, tmp_path):
     # Keys checked only while reading (bare __key__s): none of them is in the data.
     (tmp_path / "keys.txt").write_text("99999998\n99999999\n")
@@ -289,11 +591,18 @@ def test_unreadable_shards_give_an_epoch_without_samples(selection, entry_points
     for name in ("00000.tar", "00001.tar"):  # e.g. an HTML error page saved by a failed download
         (shards / name).write_bytes(b"<html>503 Service Unavailable</html>\n" * 40)
     (shards / "sizes.json").write_text('{"00000.tar": 64, "00001.tar": 64}')
-    flags = ["--train-data", str(shards / "{00000..00001}.tar"), "--dataset-type", "webdataset",
-             "--selection", selection]
+    flags = [
+        "--train-data",
+        str(shards / "{00000..00001}.tar"),
+        "--dataset-type",
+        "webdataset",
+        "--selection",
+        selection,
+    ]
     result = entry_points.run(MAIN, train(tmp_path, *flags), cwd=tmp_path)
-    assert_refused(result, "--train-data: the epoch has no samples: none of the 2 shard(s) of --train-data "
-                           "holds a readable sample")
+    assert_refused(
+        result, "--train-data: the epoch has no samples: none of the 2 shard(s) of --train-data holds a readable sample"
+    )
     assert not os.path.exists(tmp_path / "logs" / "run" / "checkpoints")  # moved aside with the log
 
 

@@ -1,4 +1,5 @@
 """InfoBatch, SCAN, DivBS and learnability as pure tensor code, and the weighted CLIP loss."""
+
 import math
 
 import pytest
@@ -22,9 +23,11 @@ def _history(score, seen):
 
 # ----------------------------------------------------------------------------- learnability
 
+
 def test_learnability_keeps_the_largest_learner_minus_reference_loss():
-    scores = S.BatchScores(torch.zeros(4), loss=torch.tensor([3.0, 1.0, 2.0, 0.5]),
-                           oracle_loss=torch.tensor([1.0, 0.5, 0.2, 0.1]))
+    scores = S.BatchScores(
+        torch.zeros(4), loss=torch.tensor([3.0, 1.0, 2.0, 0.5]), oracle_loss=torch.tensor([1.0, 0.5, 0.2, 0.1])
+    )
     d = S.create_strategy("learnability").decide(scores, None, 2, 0, _g())
     # learnability = [2.0, 0.5, 1.8, 0.4]: a noisy pair (high loss for both) is not learnable
     assert torch.allclose(d.rank, torch.tensor([2.0, 0.5, 1.8, 0.4]))
@@ -33,6 +36,7 @@ def test_learnability_keeps_the_largest_learner_minus_reference_loss():
 
 
 # ----------------------------------------------------------------------------- InfoBatch
+
 
 def test_infobatch_by_hand():
     s = S.InfoBatch(prune=0.5, anneal=0.25, epochs=4)
@@ -103,6 +107,7 @@ def test_infobatch_flags_are_checked():
 def test_history_mean_reaches_infobatch_through_the_selector():
     selector = Selector(S.create_strategy("infobatch", epochs=4), ratio=0.5)
     from open_clip_dissect.core.history import hash_keys
+
     hashes = hash_keys([f"k{i}" for i in range(4)])
     selector.store.update(hashes, torch.tensor([1.0, 2.0, 3.0, 6.0]), epoch=0)
     selector.begin_epoch(1)
@@ -111,11 +116,12 @@ def test_history_mean_reaches_infobatch_through_the_selector():
 
 # ----------------------------------------------------------------------------- SCAN
 
+
 def test_scan_schedule_and_warmup_criterion():
     s = S.Scan(warmup_improvement=0.3)
     assert s.prune_fraction(0) is None
     s.end_epoch(0, EpochSignals(mean_loss=10.0))
-    s.end_epoch(1, EpochSignals(mean_loss=6.0))   # 40% better: still warming up
+    s.end_epoch(1, EpochSignals(mean_loss=6.0))  # 40% better: still warming up
     assert s.cycle_start is None
     assert "warm-up ends after epoch 2" in s.end_epoch(2, EpochSignals(mean_loss=5.0))  # 17% better
     assert s.cycle_start == 3
@@ -138,8 +144,9 @@ def test_scan_nominates_pairs_both_directions_agree_on():
 
 def test_scan_prepares_then_prunes_the_nominated():
     s = S.Scan(nominate=0.3, warmup_epochs=1)
-    scores = S.BatchScores(torch.zeros(10), loss=torch.arange(10.0),
-                           loss_directions=torch.stack([torch.arange(10.0)] * 2, 1))
+    scores = S.BatchScores(
+        torch.zeros(10), loss=torch.arange(10.0), loss_directions=torch.stack([torch.arange(10.0)] * 2, 1)
+    )
     unseen = _history([0.0] * 10, [False] * 10)
     warm = s.decide(scores, unseen, 1, epoch=0, generator=_g())
     assert warm.kept.tolist() == list(range(10)) and warm.new_history is None
@@ -157,6 +164,7 @@ def test_scan_prepares_then_prunes_the_nominated():
 
 # ----------------------------------------------------------------------------- DivBS
 
+
 def test_contrastive_gradient_matches_autograd():
     gen = torch.Generator().manual_seed(0)
     u = F.normalize(torch.randn(5, 3, generator=gen), dim=-1)
@@ -166,8 +174,10 @@ def test_contrastive_gradient_matches_autograd():
     for i in range(5):
         ui, vi = u.clone().requires_grad_(), v.clone().requires_grad_()
         logits = scale * ui @ vi.T
-        li = (F.cross_entropy(logits[i:i + 1], torch.tensor([i]))
-              + F.cross_entropy(logits.T[i:i + 1], torch.tensor([i]))) / 2
+        li = (
+            F.cross_entropy(logits[i : i + 1], torch.tensor([i]))
+            + F.cross_entropy(logits.T[i : i + 1], torch.tensor([i]))
+        ) / 2
         gu, gv = torch.autograd.grad(li, (ui, vi))
         assert torch.allclose(closed[i], torch.cat([gu[i], gv[i]]), atol=1e-5)
 
@@ -181,8 +191,7 @@ def test_divbs_covers_orthogonal_directions_by_hand():
         kept = S.create_strategy("divbs").decide(scores, None, 2, 0, _g(seed)).kept.tolist()
         assert 2 in kept and len(set(kept) & {0, 1}) == 1, kept
     # First picks follow |g . r|: (2/3, 2/3, 1/3) -> sample 2 first about 1/5 of the time
-    firsts = torch.tensor([S.create_strategy("divbs").decide(scores, None, 1, 0, _g(s)).kept[0]
-                           for s in range(2000)])
+    firsts = torch.tensor([S.create_strategy("divbs").decide(scores, None, 1, 0, _g(s)).kept[0] for s in range(2000)])
     assert abs(float((firsts == 2).float().mean()) - 0.2) < 0.04
     # k = B keeps everything once the residual is spent (uniform picks)
     assert sorted(S.create_strategy("divbs").decide(scores, None, 3, 0, _g()).kept.tolist()) == [0, 1, 2]
@@ -197,10 +206,14 @@ def test_divbs_ranks_by_pick_order():
 
 # ----------------------------------------------------------------------------- weighted loss
 
+
 def _features(n=6, d=4, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return (F.normalize(torch.randn(n, d, generator=gen), dim=-1),
-            F.normalize(torch.randn(n, d, generator=gen), dim=-1), torch.tensor(10.0))
+    return (
+        F.normalize(torch.randn(n, d, generator=gen), dim=-1),
+        F.normalize(torch.randn(n, d, generator=gen), dim=-1),
+        torch.tensor(10.0),
+    )
 
 
 def test_weighted_clip_loss_with_unit_weights_is_clip_loss():
@@ -215,7 +228,7 @@ def test_weighted_clip_loss_by_hand_and_with_accumulation():
     image, text, scale = _features()
     per_sample = S.per_sample_infonce(image, text, scale)
     channel = LossWeights(accum_freq=2)
-    channel.push(torch.tensor([2.0, 1.0, 0.0]), candidates=5)   # 3 trained of 5 candidates
+    channel.push(torch.tensor([2.0, 1.0, 0.0]), candidates=5)  # 3 trained of 5 candidates
     channel.push(torch.tensor([1.0, 2.0, 2.0]), candidates=4)
     loss = WeightedClipLoss(channel)(image, text, scale, output_dict=True)["contrastive_loss"]
     w = torch.tensor([2.0, 1.0, 0.0, 1.0, 2.0, 2.0])
@@ -227,14 +240,21 @@ def test_weighted_clip_loss_by_hand_and_with_accumulation():
 def test_strategy_state_travels_with_the_selector_state():
     selector = Selector(S.create_strategy("scan"), ratio=0.5)
     selector.begin_epoch(0)
-    scores = S.BatchScores(torch.zeros(4), loss=torch.tensor([4.0, 3.0, 2.0, 1.0]),
-                           loss_directions=torch.tensor([[4.0, 4.0], [3.0, 3.0], [2.0, 2.0], [1.0, 1.0]]))
+    scores = S.BatchScores(
+        torch.zeros(4),
+        loss=torch.tensor([4.0, 3.0, 2.0, 1.0]),
+        loss_directions=torch.tensor([[4.0, 4.0], [3.0, 3.0], [2.0, 2.0], [1.0, 1.0]]),
+    )
     from open_clip_dissect.core.history import hash_keys
+
     selector.decide(hash_keys(["a", "b", "c", "d"]), scores, 0)
     selector.end_epoch()  # mean loss 2.5 recorded; one more epoch with < 30% improvement ends warm-up
     selector.begin_epoch(1)
-    selector.decide(hash_keys(["a", "b", "c", "d"]), S.BatchScores(torch.zeros(4), loss=torch.full((4,), 2.0),
-                                                                   loss_directions=torch.full((4, 2), 2.0)), 1)
+    selector.decide(
+        hash_keys(["a", "b", "c", "d"]),
+        S.BatchScores(torch.zeros(4), loss=torch.full((4,), 2.0), loss_directions=torch.full((4, 2), 2.0)),
+        1,
+    )
     selector.end_epoch()
     assert selector.strategy.cycle_start == 2
     restored = Selector(S.create_strategy("scan"), ratio=0.5)
@@ -243,4 +263,5 @@ def test_strategy_state_travels_with_the_selector_state():
     with pytest.raises(ValueError, match="--selection-scope local"):
         from open_clip_dissect.dist.communicator import Communicator
         from open_clip_dissect.dist.exchange import RankExchange
+
         Selector(S.create_strategy("infobatch"), ratio=0.5, exchange=RankExchange(Communicator(0, 2)))

@@ -1,4 +1,5 @@
 """`make bench PROFILE=smoke`: a few steps of every benchmark part, so the benchmark cannot rot."""
+
 import csv
 import os
 import subprocess
@@ -8,14 +9,25 @@ from conftest import REPO
 
 def test_bench_smoke_profile(tmp_path):
     out = tmp_path / "smoke"
-    result = subprocess.run(["make", "-s", "-C", REPO, "bench", "PROFILE=smoke", f"BENCH_OUT={out}"],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        ["make", "-s", "-C", REPO, "bench", "PROFILE=smoke", f"BENCH_OUT={out}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "## Time to accuracy" in result.stdout and "## Step overhead" in result.stdout
     assert "## History store" in result.stdout
-    for name in ("results.md", "time_to_accuracy.csv", "audit.csv", "step_overhead.csv", "history_store.csv",
-                 "rsum_vs_time_learning.png", "kept_precision_learning.png",
-                 "distributions_learning_dissect-mome.png"):
+    for name in (
+        "results.md",
+        "time_to_accuracy.csv",
+        "audit.csv",
+        "step_overhead.csv",
+        "history_store.csv",
+        "rsum_vs_time_learning.png",
+        "kept_precision_learning.png",
+        "distributions_learning_dissect-mome.png",
+    ):
         assert os.path.getsize(out / name) > 0, name
     with open(out / "time_to_accuracy.csv") as f:
         rows = list(csv.DictReader(f))
@@ -40,10 +52,25 @@ def test_paper_profile_on_a_tiny_design(tmp_path):
     import paper_bench
 
     cfg = dict(paper_bench.PAPER, seeds=(0, 1), parallel=1)
-    cfg["methods"] = {**paper_bench.METHODS, "dissect-warmup-auto": ("dissect-warmup", [
-        "--dissect-warmup-epochs", "auto", "--dissect-auto-signal", "retrieval", "--dissect-auto-patience", "5"])}
-    cfg["regimes"] = {"memorising-shuffle": dict(train=128, test=16, val=16, epochs=2, batch=32, val_every=1, noise="shuffle",
-                                                 methods=("full", "random", "dissect-warmup-auto"))}
+    cfg["methods"] = {
+        **paper_bench.METHODS,
+        "dissect-warmup-auto": (
+            "dissect-warmup",
+            ["--dissect-warmup-epochs", "auto", "--dissect-auto-signal", "retrieval", "--dissect-auto-patience", "5"],
+        ),
+    }
+    cfg["regimes"] = {
+        "memorising-shuffle": dict(
+            train=128,
+            test=16,
+            val=16,
+            epochs=2,
+            batch=32,
+            val_every=1,
+            noise="shuffle",
+            methods=("full", "random", "dissect-warmup-auto"),
+        )
+    }
     assert paper_bench.main(str(tmp_path), cfg) == 0
     text = (tmp_path / "results.md").read_text()
     assert "## memorising-shuffle" in text and "Full data: peak R@sum" in text

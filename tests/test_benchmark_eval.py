@@ -1,6 +1,7 @@
 """CLIP_benchmark as the backend for MS-COCO / Flickr: our synthetic test split in their real
 file layouts, read by their real code; our retrieval metric against theirs; the checks that keep
 anything from being downloaded; and the training-time --retrieval-benchmark."""
+
 import json
 import os
 import shutil
@@ -8,13 +9,12 @@ import shutil
 import open_clip
 import pytest
 import torch
+from conftest import TINY, TINY_TRAIN_FLAGS, read_jsonl, run_module
 
 from open_clip_dissect import cli, synthetic
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip import benchmark_eval
 from open_clip_dissect.openclip.retrieval import embed_retrieval_data, evaluate_retrieval, iter_retrieval_data
-
-from conftest import TINY, TINY_TRAIN_FLAGS, read_jsonl, run_module
 
 pytest.importorskip("clip_benchmark", reason="needs the eval extra: pip install 'open_clip_dissect[eval]'")
 
@@ -26,10 +26,20 @@ def bench(tmp_path_factory):
     model saved as a checkpoint."""
     root = tmp_path_factory.mktemp("bench")
     sets = root / "sets"
-    manifest = synthetic.make_dataset(str(root / "data"), train_size=64, val_size=0, seed=3, noise_rate=0.0,
-                                      shard_size=64, image_format="jpg", progress=False, test_size=24,
-                                      test_captions=3, coco_layout=str(sets / "mscoco_captions"),
-                                      flickr_layout=str(sets / "flickr30k"))
+    manifest = synthetic.make_dataset(
+        str(root / "data"),
+        train_size=64,
+        val_size=0,
+        seed=3,
+        noise_rate=0.0,
+        shard_size=64,
+        image_format="jpg",
+        progress=False,
+        test_size=24,
+        test_captions=3,
+        coco_layout=str(sets / "mscoco_captions"),
+        flickr_layout=str(sets / "flickr30k"),
+    )
     scenes = [s.scene for s in synthetic.make_samples("test", 1000, 3, captions_per_image=3)]
     assert len(set(scenes)) == len(scenes)  # the test split repeats no scene, so no image ties
     torch.manual_seed(1)
@@ -67,12 +77,22 @@ def test_layouts_are_read_by_clip_benchmark_as_the_shards_hold_them(bench, no_do
 
     root, manifest, _ = bench
     shards = list(iter_retrieval_data(manifest["splits"]["test"]["pattern"]))
-    coco = _samples(build_dataset("mscoco_captions", root=str(root / "sets" / "mscoco_captions"), split="test",
-                                  download=False, task="zeroshot_retrieval"))
+    coco = _samples(
+        build_dataset(
+            "mscoco_captions",
+            root=str(root / "sets" / "mscoco_captions"),
+            split="test",
+            download=False,
+            task="zeroshot_retrieval",
+        )
+    )
     assert [captions for _, captions in coco] == [captions for _, captions, _ in shards]
     assert all(a.tobytes() == b.tobytes() for (a, _), (b, _, _) in zip(coco, shards))  # same JPEG bytes
-    flickr = _samples(build_dataset("flickr30k", root=str(root / "sets" / "flickr30k"), split="test",
-                                    download=False, task="zeroshot_retrieval"))
+    flickr = _samples(
+        build_dataset(
+            "flickr30k", root=str(root / "sets" / "flickr30k"), split="test", download=False, task="zeroshot_retrieval"
+        )
+    )
     # Flickr rows are CSV: a caption with a comma is quoted, and CLIP_benchmark keeps the quotes.
     quoted = [[f'"{c}"' if "," in c else c for c in captions] for _, captions, _ in shards]
     assert [captions for _, captions in flickr] == quoted
@@ -106,7 +126,7 @@ def test_our_metric_equals_clip_benchmark_on_the_same_model_and_data(bench):
 
 def min_margin(images, texts, text_image):
     """The smallest score gap between a query's best correct candidate and any wrong one."""
-    sims = texts @ images.T                                        # caption queries
+    sims = texts @ images.T  # caption queries
     own = torch.zeros_like(sims, dtype=torch.bool)
     own[torch.arange(len(texts)), text_image] = True
     ir = (sims - sims[own][:, None]).abs()[~own]
@@ -124,26 +144,65 @@ def benchmark_eval_model(checkpoint):
 def test_eval_benchmark_and_eval_data_agree_and_write_json(bench, no_download, capsys):
     root, manifest, checkpoint = bench
     common = ["--model", TINY, "--checkpoint", checkpoint, "--workers", "0"]
-    assert cli.main(["eval", *common, "--benchmark", "mscoco_captions",
-                     "--dataset-root", str(root / "sets" / "mscoco_captions")]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                *common,
+                "--benchmark",
+                "mscoco_captions",
+                "--dataset-root",
+                str(root / "sets" / "mscoco_captions"),
+            ]
+        )
+        == 0
+    )
     with open(checkpoint[:-3] + ".mscoco_captions.json") as f:
         coco = json.load(f)
     assert coco["benchmark"] == "mscoco_captions" and coco["backend"] == "clip_benchmark 1.6.2"
     assert (coco["images"], coco["captions"]) == (24, 72)
-    assert cli.main(["eval", *common, "--data", manifest["splits"]["test"]["pattern"],
-                     "--out", str(root / "data.json")]) == 0
+    assert (
+        cli.main(["eval", *common, "--data", manifest["splits"]["test"]["pattern"], "--out", str(root / "data.json")])
+        == 0
+    )
     with open(root / "data.json") as f:
         ours = json.load(f)
     for key in ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10", "R@sum"):
         assert coco[key] == pytest.approx(ours[key], abs=1e-9), key
     flickr_root = root / "sets" / "flickr30k"
-    assert cli.main(["eval", *common, "--benchmark", "flickr30k", "--dataset-root", str(flickr_root),
-                     "--out", str(root / "flickr.json")]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                *common,
+                "--benchmark",
+                "flickr30k",
+                "--dataset-root",
+                str(flickr_root),
+                "--out",
+                str(root / "flickr.json"),
+            ]
+        )
+        == 0
+    )
     assert json.load(open(root / "flickr.json"))["captions"] == 72
     # flickr8k: the same layout under its own annotation name
     shutil.copy(flickr_root / "flickr30k_test_karpathy.txt", flickr_root / "flickr8k_test_karpathy.txt")
-    assert cli.main(["eval", *common, "--benchmark", "flickr8k", "--dataset-root", str(flickr_root),
-                     "--out", str(root / "flickr8k.json")]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                *common,
+                "--benchmark",
+                "flickr8k",
+                "--dataset-root",
+                str(flickr_root),
+                "--out",
+                str(root / "flickr8k.json"),
+            ]
+        )
+        == 0
+    )
     assert json.load(open(root / "flickr8k.json"))["R@sum"] == json.load(open(root / "flickr.json"))["R@sum"]
 
 
@@ -153,14 +212,20 @@ def _coco_copy(bench, tmp_path):
     return root
 
 
-@pytest.mark.parametrize("damage, named, says", [
-    (lambda r: shutil.rmtree(r), "", "no such folder"),
-    (lambda r: shutil.rmtree(r / "val2014"), "val2014", "val2014.zip"),
-    (lambda r: os.remove(r / "coco_test_karpathy.json"), "coco_test_karpathy.json", "coco_test_karpathy.json"),
-    (lambda r: open(r / "coco_test_karpathy.json", "w").close(), "coco_test_karpathy.json", "is empty"),
-    (lambda r: os.remove(r / "val2014" / "COCO_val2014_000000000007.jpg"), "val2014/COCO_val2014_000000000007.jpg",
-     "1 of 24 images missing"),
-])
+@pytest.mark.parametrize(
+    "damage, named, says",
+    [
+        (lambda r: shutil.rmtree(r), "", "no such folder"),
+        (lambda r: shutil.rmtree(r / "val2014"), "val2014", "val2014.zip"),
+        (lambda r: os.remove(r / "coco_test_karpathy.json"), "coco_test_karpathy.json", "coco_test_karpathy.json"),
+        (lambda r: open(r / "coco_test_karpathy.json", "w").close(), "coco_test_karpathy.json", "is empty"),
+        (
+            lambda r: os.remove(r / "val2014" / "COCO_val2014_000000000007.jpg"),
+            "val2014/COCO_val2014_000000000007.jpg",
+            "1 of 24 images missing",
+        ),
+    ],
+)
 def test_missing_coco_files_are_errors_that_name_the_path(bench, tmp_path, no_download, capsys, damage, named, says):
     root = _coco_copy(bench, tmp_path)
     damage(root)
@@ -189,10 +254,27 @@ def test_missing_flickr_files_are_errors(bench, tmp_path, no_download):
 def test_training_evaluates_the_benchmarks_on_rank_0(bench, tmp_path):
     root, manifest, _ = bench
     sets = str(root / "sets")
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", manifest["splits"]["train"]["pattern"], "--dataset-type",
-             "webdataset", "--train-num-samples", "64", "--workers", "0", "--epochs", "1",
-             "--retrieval-benchmark", "mscoco_captions,flickr30k", "--benchmark-root", sets,
-             "--logs", str(tmp_path), "--name", "run"]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        manifest["splits"]["train"]["pattern"],
+        "--dataset-type",
+        "webdataset",
+        "--train-num-samples",
+        "64",
+        "--workers",
+        "0",
+        "--epochs",
+        "1",
+        "--retrieval-benchmark",
+        "mscoco_captions,flickr30k",
+        "--benchmark-root",
+        sets,
+        "--logs",
+        str(tmp_path),
+        "--name",
+        "run",
+    ]
     result = run_module("open_clip_dissect.main", flags, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = read_jsonl(tmp_path / "run" / "checkpoints" / "results.jsonl")
@@ -205,9 +287,12 @@ def test_training_evaluates_the_benchmarks_on_rank_0(bench, tmp_path):
     assert summary.returncode == 0 and "MS-COCO" in summary.stdout and "Flickr30K" in summary.stdout
     assert f"{coco['mscoco_captions_R@sum']:.2f}" in summary.stdout
 
-    missing = run_module("open_clip_dissect.main", [*flags[:-4], "--benchmark-root", str(tmp_path / "none"),
-                                                    "--logs", str(tmp_path), "--name", "bad"])
+    missing = run_module(
+        "open_clip_dissect.main",
+        [*flags[:-4], "--benchmark-root", str(tmp_path / "none"), "--logs", str(tmp_path), "--name", "bad"],
+    )
     assert missing.returncode == 2 and "--benchmark-root" in missing.stderr.splitlines()[-1]
-    unknown = run_module("open_clip_dissect.main", [*flags[:-6], "--retrieval-benchmark", "imagenet",
-                                                    "--benchmark-root", sets])
+    unknown = run_module(
+        "open_clip_dissect.main", [*flags[:-6], "--retrieval-benchmark", "imagenet", "--benchmark-root", sets]
+    )
     assert unknown.returncode == 2 and "unknown benchmark 'imagenet'" in unknown.stderr

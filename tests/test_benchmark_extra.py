@@ -1,5 +1,6 @@
 """Without the ``eval`` extra the plain install still works and names the extra to install (kept
 out of test_benchmark_eval.py, which is skipped when clip_benchmark is missing)."""
+
 import sys
 
 import pytest

@@ -1,17 +1,17 @@
 """Atomic checkpoint writes and a ``--resume latest`` that skips incomplete checkpoints."""
+
 import logging
 import os
 import shutil
 
+import open_clip_train.main as upstream_main
 import pytest
 import torch
+from conftest import TINY_TRAIN_FLAGS, run_module
 
-import open_clip_train.main as upstream_main
 from open_clip_dissect.openclip import checkpoint_files
 from open_clip_dissect.openclip.main import patched_open_clip_train
 from open_clip_dissect.openclip.state_files import save_state, state_path
-
-from conftest import TINY_TRAIN_FLAGS, run_module
 
 
 def _checkpoint(path, epoch):
@@ -28,12 +28,13 @@ def _truncate(path, keep=0.5):
     with open(path, "rb") as f:
         data = f.read()
     with open(path, "wb") as f:
-        f.write(data[:int(len(data) * keep)])
+        f.write(data[: int(len(data) * keep)])
 
 
 def _latest(folder):
     return checkpoint_files.latest_complete_checkpoint(upstream_main.get_latest_checkpoint)(
-        os.path.join(folder, "checkpoints"), remote=False)
+        os.path.join(folder, "checkpoints"), remote=False
+    )
 
 
 def test_atomic_save_replaces_whole_file_or_keeps_the_old_one(tmp_path, monkeypatch):
@@ -116,9 +117,25 @@ def test_latest_accepts_legacy_checkpoints_and_runs_without_state(tmp_path):
 def test_resume_latest_falls_back_and_retrains_the_same_epoch(tiny_data, tmp_path):
     """A truncated epoch_2.pt: the resume takes epoch_1.pt with its selection state and trains
     epoch 2 again, ending bit-identical to the uninterrupted run."""
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
-             "--workers", "1", "--logs", str(tmp_path), "--name", "run", "--epochs", "2",
-             "--selection", "dissect-mome", "--resume", "latest"]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        tiny_data.train,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--logs",
+        str(tmp_path),
+        "--name",
+        "run",
+        "--epochs",
+        "2",
+        "--selection",
+        "dissect-mome",
+        "--resume",
+        "latest",
+    ]
     first = run_module("open_clip_dissect.main", flags)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpts = tmp_path / "run" / "checkpoints"

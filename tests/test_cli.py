@@ -1,21 +1,22 @@
 """The flag merge: our group on OpenCLIP's parser, nothing patched outside our entry point."""
+
 import subprocess
 import sys
 
 import open_clip_train.main as upstream_main
 import open_clip_train.params as upstream_params
 import pytest
+from conftest import run_module
 
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip import params
 from open_clip_dissect.openclip.main import patched_open_clip_train
 
-from conftest import run_module
-
 
 def test_our_flags_and_openclip_flags_parse_together():
-    args = params.parse_args(["--batch-size", "7", "--model", "RN50", "--selection", "none",
-                              "--csv-key-key", "uid", "--dataset-type", "csv"])
+    args = params.parse_args(
+        ["--batch-size", "7", "--model", "RN50", "--selection", "none", "--csv-key-key", "uid", "--dataset-type", "csv"]
+    )
     assert args.batch_size == 7 and args.model == "RN50"
     assert args.selection == "none" and args.csv_key_key == "uid"
     # OpenCLIP's own post-processing still runs (per-model optimizer defaults).
@@ -29,11 +30,17 @@ def test_defaults():
     assert (args.dissect_warmup_epochs, args.dissect_momentum) == (5, 0.9)
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["--ratio", "0"], "--ratio"), (["--ratio", "1.5"], "--ratio"),
-    (["--dissect-momentum", "1"], "--dissect-momentum"), (["--dissect-momentum", "-0.1"], "--dissect-momentum"),
-    (["--dissect-warmup-epochs", "-1"], "--dissect-warmup-epochs"), (["--clipscore-scale", "0"], "--clipscore-scale"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--ratio", "0"], "--ratio"),
+        (["--ratio", "1.5"], "--ratio"),
+        (["--dissect-momentum", "1"], "--dissect-momentum"),
+        (["--dissect-momentum", "-0.1"], "--dissect-momentum"),
+        (["--dissect-warmup-epochs", "-1"], "--dissect-warmup-epochs"),
+        (["--clipscore-scale", "0"], "--clipscore-scale"),
+    ],
+)
 def test_bad_selection_values_name_the_flag(argv, flag):
     with pytest.raises(InputError, match=flag):
         params.parse_args(argv)
@@ -55,14 +62,19 @@ def test_the_default_auto_signal_watches_val_data_never_a_reported_split(tmp_pat
         params.parse_args(auto + ["--val-data", held_out, "--val-frequency", "0"])
 
 
-@pytest.mark.parametrize("argv, candidates", [
-    (["--selection", "random"], 64), (["--selection", "random", "--selection-batch-mode", "fixed"], 128),
-    (["--selection", "random", "--selection-batch-mode", "fixed", "--ratio", "0.3"], 214),
-    (["--selection", "observe", "--selection-batch-mode", "fixed"], 64),  # trains on all: B, not B / r
-    (["--selection", "none", "--selection-batch-mode", "fixed"], 64),
-])
+@pytest.mark.parametrize(
+    "argv, candidates",
+    [
+        (["--selection", "random"], 64),
+        (["--selection", "random", "--selection-batch-mode", "fixed"], 128),
+        (["--selection", "random", "--selection-batch-mode", "fixed", "--ratio", "0.3"], 214),
+        (["--selection", "observe", "--selection-batch-mode", "fixed"], 64),  # trains on all: B, not B / r
+        (["--selection", "none", "--selection-batch-mode", "fixed"], 64),
+    ],
+)
 def test_candidates_per_step(argv, candidates):
     from open_clip_dissect.openclip.train import candidates_per_step
+
     assert candidates_per_step(params.parse_args(["--batch-size", "64"] + argv)) == candidates
 
 
@@ -70,7 +82,8 @@ def test_the_entry_point_reports_a_bad_value_in_one_line():
     result = run_module("open_clip_dissect.main", ["--selection", "dissect-mome", "--dissect-momentum", "1"])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "open_clip_dissect: error: --dissect-momentum: must be in [0.0, 1.0), got 1.0")
+        "open_clip_dissect: error: --dissect-momentum: must be in [0.0, 1.0), got 1.0"
+    )
 
 
 def test_a_flag_the_strategy_does_not_read_is_reported(caplog):
@@ -109,30 +122,43 @@ def test_entry_point_patches_are_scoped():
 
 
 def test_import_patches_nothing():
-    code = ("import open_clip_train.main as m, open_clip_train.train as t, open_clip_train.data as d;"
-            "before = (m.train_one_epoch, m.get_data, m.parse_args, d.CsvDataset);"
-            "import open_clip_dissect, open_clip_dissect.main, open_clip, torch.utils.data as tud;"
-            "assert (m.train_one_epoch, m.get_data, m.parse_args, d.CsvDataset) == before;"
-            "assert 'dissect-vit-tiny' not in open_clip.list_models();"  # the entry points register it
-            "from open_clip_dissect.openclip.configs import register_model_configs as r; r(); r();"
-            "assert 'dissect-vit-tiny' in open_clip.list_models() and 'RN50' in open_clip.list_models()")
+    code = (
+        "import open_clip_train.main as m, open_clip_train.train as t, open_clip_train.data as d;"
+        "before = (m.train_one_epoch, m.get_data, m.parse_args, d.CsvDataset);"
+        "import open_clip_dissect, open_clip_dissect.main, open_clip, torch.utils.data as tud;"
+        "assert (m.train_one_epoch, m.get_data, m.parse_args, d.CsvDataset) == before;"
+        "assert 'dissect-vit-tiny' not in open_clip.list_models();"  # the entry points register it
+        "from open_clip_dissect.openclip.configs import register_model_configs as r; r(); r();"
+        "assert 'dissect-vit-tiny' in open_clip.list_models() and 'RN50' in open_clip.list_models()"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_core_imports_no_openclip():
-    code = ("import sys, open_clip_dissect.core, open_clip_dissect.core.selector, "
-            "open_clip_dissect.core.strategies, open_clip_dissect.core.history, open_clip_dissect.core.audit, "
-            "open_clip_dissect.core.keyset, open_clip_dissect.core.epoch_record, open_clip_dissect.core.oracle_scores;"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('open_clip', 'open_clip_train', 'pandas', 'matplotlib'));"
-            "assert not bad, bad")
+    code = (
+        "import sys, open_clip_dissect.core, open_clip_dissect.core.selector, "
+        "open_clip_dissect.core.strategies, open_clip_dissect.core.history, open_clip_dissect.core.audit, "
+        "open_clip_dissect.core.keyset, open_clip_dissect.core.epoch_record, open_clip_dissect.core.oracle_scores;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('open_clip', 'open_clip_train', 'pandas', 'matplotlib'));"
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_help_lists_both_groups():
     result = run_module("open_clip_dissect.main", ["--help"])
     assert result.returncode == 0
-    for flag in ("--train-data", "--accum-freq", "--selection", "--sample-key", "--csv-key-key",
-                 "--ratio", "--selection-batch-mode", "--dissect-momentum", "--selection-record"):
+    for flag in (
+        "--train-data",
+        "--accum-freq",
+        "--selection",
+        "--sample-key",
+        "--csv-key-key",
+        "--ratio",
+        "--selection-batch-mode",
+        "--dissect-momentum",
+        "--selection-record",
+    ):
         assert flag in result.stdout
     assert "open_clip_dissect:" in result.stdout and "(default: none)" in result.stdout
 
@@ -151,13 +177,33 @@ def test_every_listed_upstream_name_exists():
 
 def test_a_flag_the_settings_ignore_is_named_in_a_warning(caplog):
     with caplog.at_level("WARNING"):
-        params.parse_args(["--selection", "dissect-mome", "--dissect-mome-warmup-epochs", "2",
-                           "--dissect-auto-signal", "spread", "--precision", "fp32"])
+        params.parse_args(
+            [
+                "--selection",
+                "dissect-mome",
+                "--dissect-mome-warmup-epochs",
+                "2",
+                "--dissect-auto-signal",
+                "spread",
+                "--precision",
+                "fp32",
+            ]
+        )
     assert "--selection dissect-mome ignores --dissect-auto-signal with these settings" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):
-        params.parse_args(["--selection", "dissect-mome", "--dissect-mome-warmup-epochs", "auto",
-                           "--dissect-auto-signal", "spread", "--precision", "fp32"])
+        params.parse_args(
+            [
+                "--selection",
+                "dissect-mome",
+                "--dissect-mome-warmup-epochs",
+                "auto",
+                "--dissect-auto-signal",
+                "spread",
+                "--precision",
+                "fp32",
+            ]
+        )
     assert "ignores" not in caplog.text
 
 

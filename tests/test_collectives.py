@@ -4,6 +4,7 @@ moves; collectives and bytes received per step stay within budget (global scope:
 at most its own k training samples, whatever the world size, plus per-candidate metadata).
 Also: one global decision even when the ranks' RNGs differ; a NaN on one rank stops every rank in
 the same step with the same message; the epoch-end reduction on a rank that saw no batch."""
+
 import datetime
 import os
 
@@ -11,15 +12,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from collective_audit import NCCL_DTYPES, CollectiveAudit
+
 from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.selector import OracleFeatures, Selector
 from open_clip_dissect.core.strategies import Strategy, create_strategy, list_strategies, strategy_class
 
-N, D, RATIO, K = 8, 4, 0.5, 4              # candidates per rank, embedding width, ratio, k
-IMAGE, TEXT = (3, 16, 16), 6               # per-sample image shape (float32), text tokens (int64)
-ROW_BYTES = 3 * 16 * 16 * 4 + TEXT * 8     # one training sample on the wire
+N, D, RATIO, K = 8, 4, 0.5, 4  # candidates per rank, embedding width, ratio, k
+IMAGE, TEXT = (3, 16, 16), 6  # per-sample image shape (float32), text tokens (int64)
+ROW_BYTES = 3 * 16 * 16 * 4 + TEXT * 8  # one training sample on the wire
 OPTIONS = {"dissect-warmup": {"warmup_epochs": 1}, "scan": {"warmup_epochs": 1}, "infobatch": {"epochs": 4}}
 EPOCHS, STEPS = 2, 2
 # Collectives per step (after the epoch's first): history get (counts, hashes, answers) and
@@ -71,17 +72,30 @@ def _batch(rank, epoch, step, skew=False):
 
 def _init(rank, world, init_file, timeout=60):
     torch.set_num_threads(1)  # a forked child: no thread pool inherited half-made
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=timeout))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=timeout),
+    )
     from open_clip_dissect.dist.communicator import Communicator
+
     return Communicator(rank, world)
 
 
 def _selector(name, scope, comm, seed=0):
     from open_clip_dissect.dist.exchange import RankExchange
     from open_clip_dissect.dist.sharded_history import ShardedHistoryStore
-    return Selector(create_strategy(name, **OPTIONS.get(name, {})), RATIO, seed, store=ShardedHistoryStore(comm=comm),
-                    comm=comm, exchange=RankExchange(comm) if scope == "global" else None)
+
+    return Selector(
+        create_strategy(name, **OPTIONS.get(name, {})),
+        RATIO,
+        seed,
+        store=ShardedHistoryStore(comm=comm),
+        comm=comm,
+        exchange=RankExchange(comm) if scope == "global" else None,
+    )
 
 
 def _step(selector, comm, batch, epoch):
@@ -130,8 +144,13 @@ def audited(request, tmp_path_factory):
 
 def test_every_rank_issues_the_same_collectives(audited):
     world, ranks = audited
-    signatures = [[(op, dtype, shape[1:] if op == "all_to_all_single" else shape, backend, label)
-                   for op, dtype, shape, backend, _, label in r["calls"]] for r in ranks]
+    signatures = [
+        [
+            (op, dtype, shape[1:] if op == "all_to_all_single" else shape, backend, label)
+            for op, dtype, shape, backend, _, label in r["calls"]
+        ]
+        for r in ranks
+    ]
     assert all(s == signatures[0] for s in signatures[1:])
     assert len(signatures[0]) > 0
 
@@ -187,6 +206,7 @@ def test_the_samples_that_move_are_only_those_a_rank_lacks(audited):
 
 def test_moves_fill_what_each_rank_lacks_from_the_surplus_in_rank_order():
     from open_clip_dissect.dist.exchange import moves
+
     assert moves([6, 1, 4, 1], 3) == [[0, 2, 0, 1], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
     assert moves([3, 3], 3) == [[0, 0], [0, 0]]
     assert moves([0, 8], 4) == [[0, 0], [4, 0]]
@@ -194,6 +214,7 @@ def test_moves_fill_what_each_rank_lacks_from_the_surplus_in_rank_order():
 
 def test_sample_rows_round_trip_any_dtypes():
     from open_clip_dissect.dist.exchange import as_rows, from_rows
+
     images = torch.randn(5, 3, 2, 2).to(torch.bfloat16)
     texts = torch.randint(0, 50000, (5, 7))
     back = from_rows(as_rows(images, texts)[1:4], images, texts)
@@ -262,6 +283,7 @@ def test_a_nan_on_one_rank_stops_every_rank_in_the_same_step(tmp_path):
 # -- the epoch's end on a rank that saw no batch -------------------------------------------------------
 class EpochWatcher(Strategy):
     """Keeps the first k; records the epochs it was told ended."""
+
     name = "epoch-watcher"
 
     def __init__(self):

@@ -4,6 +4,7 @@ and resumed with ``--resume latest`` selects, and trains, exactly as an uninterr
 The windows: during an epoch's training; after the epoch's selection state is written but
 before OpenCLIP's checkpoint (during evaluation); after the checkpoint is written. The runs use
 ``--save-most-recent --delete-previous-checkpoint`` with evaluation data, as cluster jobs do."""
+
 import glob
 import os
 import signal
@@ -11,19 +12,39 @@ import signal
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_TRAIN_FLAGS, run_module
 
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip import state_files
 from open_clip_dissect.openclip.crash_points import VARIABLE
 
-from conftest import TINY_TRAIN_FLAGS, run_module
-
 
 def _flags(data, logs, name, records):
-    return [*TINY_TRAIN_FLAGS, "--train-data", data.train, "--val-data", data.val, "--dataset-type",
-            "webdataset", "--workers", "1", "--train-num-samples", "128", "--epochs", "3",
-            "--selection", "dissect-mome", "--logs", str(logs), "--name", name,
-            "--selection-record", str(records), "--save-most-recent", "--delete-previous-checkpoint"]
+    return [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        data.train,
+        "--val-data",
+        data.val,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--train-num-samples",
+        "128",
+        "--epochs",
+        "3",
+        "--selection",
+        "dissect-mome",
+        "--logs",
+        str(logs),
+        "--name",
+        name,
+        "--selection-record",
+        str(records),
+        "--save-most-recent",
+        "--delete-previous-checkpoint",
+    ]
 
 
 def _decisions(records, epoch):
@@ -66,7 +87,10 @@ def test_killed_three_times_resumes_exactly(tiny_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # Only the states a checkpoint needs are left: epoch 3's (epoch_3.pt and epoch_latest.pt).
     assert sorted(p for p in os.listdir(checkpoints) if p != "results.jsonl") == [
-        "epoch_3.dissect-state.rank0-of-1", "epoch_3.pt", "epoch_latest.pt"]
+        "epoch_3.dissect-state.rank0-of-1",
+        "epoch_3.pt",
+        "epoch_latest.pt",
+    ]
 
 
 def test_resume_never_pairs_a_state_of_another_epoch(tmp_path):
@@ -82,13 +106,18 @@ def test_resume_never_pairs_a_state_of_another_epoch(tmp_path):
     with pytest.raises(InputError, match=r"holds epoch 1.*epoch_1.dissect-state \(none\)") as error:
         state_files.find_state(str(checkpoint), 1)
     assert str(checkpoint) in str(error.value)
-    state_files.save_state(state_files.epoch_state_path(str(tmp_path), 1), selector.state_dict(), epoch=1,
-                           fingerprint={"ratio": 0.5, "seed": 0, "world_size": 1})
+    state_files.save_state(
+        state_files.epoch_state_path(str(tmp_path), 1),
+        selector.state_dict(),
+        epoch=1,
+        fingerprint={"ratio": 0.5, "seed": 0, "world_size": 1},
+    )
     base = state_files.find_state(str(checkpoint), 1)
     assert base.endswith("epoch_1.dissect-state")
     with pytest.raises(InputError, match=r"ratio: saved 0.5, now 0.3") as error:
-        state_files.restore_selector(selector, state_files.state_files(base), 0,
-                                     {"ratio": 0.3, "seed": 0, "world_size": 2})  # world size may change
+        state_files.restore_selector(
+            selector, state_files.state_files(base), 0, {"ratio": 0.3, "seed": 0, "world_size": 2}
+        )  # world size may change
     assert "seed" not in str(error.value) and "--selection-reset-history" in str(error.value)
 
 
@@ -111,8 +140,11 @@ def test_a_truncated_or_foreign_state_file_is_named(tmp_path):
     from open_clip_dissect.core.selector import Selector
     from open_clip_dissect.core.strategies import create_strategy
 
-    path = state_files.save_state(str(tmp_path / "epoch_1.dissect-state"),
-                                  Selector(create_strategy("dissect-mome"), ratio=0.5).state_dict(), epoch=1)
+    path = state_files.save_state(
+        str(tmp_path / "epoch_1.dissect-state"),
+        Selector(create_strategy("dissect-mome"), ratio=0.5).state_dict(),
+        epoch=1,
+    )
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
     with pytest.raises(InputError, match="cannot read") as error:
@@ -139,8 +171,10 @@ def test_the_fingerprint_covers_what_decides_and_not_what_is_ignored(caplog):
         state_files.check_fingerprint(fingerprint(*fixed), train_mode, "state")
     assert "ratio" not in fingerprint("infobatch") and "ratio" in fingerprint("random")
     # A format-2 state recorded every option and no scoring mode: read in format 3's terms.
-    old = dict(fingerprint(*fixed), options={"warmup_epochs": 3, "auto_signal": "retrieval", "auto_patience": 2,
-                                             "auto_min_improvement": 0.05})
+    old = dict(
+        fingerprint(*fixed),
+        options={"warmup_epochs": 3, "auto_signal": "retrieval", "auto_patience": 2, "auto_min_improvement": 0.05},
+    )
     del old["selection_scoring_mode"]
     with caplog.at_level("WARNING"):
         state_files.check_fingerprint(state_files.upgrade_fingerprint(old, train_mode, "state"), train_mode, "state")

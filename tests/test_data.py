@@ -1,4 +1,5 @@
 """Key-carrying training loaders for webdataset, csv and synthetic data sets."""
+
 import io
 import json
 import logging
@@ -6,22 +7,20 @@ import os
 import tarfile
 
 import open_clip
+import open_clip_train.data as upstream_data
 import pandas as pd
 import pytest
 import torch
-import open_clip_train.data as upstream_data
+from conftest import TINY
 from webdataset.tariterators import tar_file_expander, url_opener
 
-from open_clip_dissect.errors import InputError
 from open_clip_dissect.core.history import hash_keys
+from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip import data, params
-
-from conftest import TINY
 
 
 def _args(*argv, **overrides):
-    args = params.parse_args(["--model", TINY, "--batch-size", "32", "--workers", "0",
-                              "--precision", "fp32", *argv])
+    args = params.parse_args(["--model", TINY, "--batch-size", "32", "--workers", "0", "--precision", "fp32", *argv])
     args.world_size, args.rank, args.distributed = 1, 0, False
     for name, value in overrides.items():
         setattr(args, name, value)
@@ -86,12 +85,20 @@ def test_sample_order_is_a_function_of_seed_and_epoch(tiny_data):
 
 def test_upsampling_factors_still_work(tiny_data):
     two = f"{tiny_data.train}::{tiny_data.train}"
-    args = _args("--train-data", two, "--dataset-type", "webdataset", "--dataset-resampled",
-                 "--train-data-upsampling-factors", "1::3")
+    args = _args(
+        "--train-data",
+        two,
+        "--dataset-type",
+        "webdataset",
+        "--dataset-resampled",
+        "--train-data-upsampling-factors",
+        "1::3",
+    )
     assert len(_keys(_train_loader(args))) == 1024  # sizes.json counts both sources
     with pytest.raises(InputError, match="--dataset-resampled"):
-        _train_loader(_args("--train-data", two, "--dataset-type", "webdataset",
-                            "--train-data-upsampling-factors", "1::3"))
+        _train_loader(
+            _args("--train-data", two, "--dataset-type", "webdataset", "--train-data-upsampling-factors", "1::3")
+        )
 
 
 def _write_tar(path, members):
@@ -105,6 +112,7 @@ def _write_tar(path, members):
 def _png():
     buf = io.BytesIO()
     from PIL import Image
+
     Image.new("RGB", (8, 8), (255, 0, 0)).save(buf, format="PNG")
     return buf.getvalue()
 
@@ -121,15 +129,26 @@ def test_end_of_shard_marker_separates_shards(tmp_path):
         list(upstream_data.group_by_keys_nothrow(iter(files)))
     samples = list(data.group_by_keys_nothrow(iter(files)))
     assert [(s["__key__"], sorted(k for k in s if not k.startswith("__"))) for s in samples] == [
-        ("k1", ["png", "txt"]), ("k2", ["png"]), ("k2", ["txt"]), ("k3", ["png", "txt"])]
+        ("k1", ["png", "txt"]),
+        ("k2", ["png"]),
+        ("k2", ["txt"]),
+        ("k3", ["png", "txt"]),
+    ]
     assert [s["__url__"] for s in samples] == [a, a, b, b]
 
 
 def test_bad_samples_are_skipped_and_named(tmp_path, caplog):
     shard = str(tmp_path / "bad.tar")
-    _write_tar(shard, [("ok.png", _png()), ("ok.txt", b"a red square"),
-                       ("nocap.png", _png()),
-                       ("broken.png", b"not a png"), ("broken.txt", b"a blue circle")])
+    _write_tar(
+        shard,
+        [
+            ("ok.png", _png()),
+            ("ok.txt", b"a red square"),
+            ("nocap.png", _png()),
+            ("broken.png", b"not a png"),
+            ("broken.txt", b"a blue circle"),
+        ],
+    )
     with open(tmp_path / "sizes.json", "w") as f:
         json.dump({"bad.tar": 3}, f)
     args = _args("--train-data", shard, "--dataset-type", "webdataset", batch_size=1)
@@ -165,13 +184,15 @@ def test_shard_cut_between_members_is_named(tmp_path, caplog, cut):
     with open(good, "rb") as f:
         payload = f.read()
     with open(bad, "wb") as f:
-        f.write(payload[:b_header] if cut == "member boundary" else payload[:b_header + 100])
+        f.write(payload[:b_header] if cut == "member boundary" else payload[: b_header + 100])
     with caplog.at_level(logging.WARNING):
         samples = list(data.tarfile_to_samples_nothrow([{"url": bad}, {"url": good}]))
     assert [s["__key__"] for s in samples] == ["a", "a", "b"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [f"Shard {bad} is truncated: it ends after 2 members without tar's end-of-archive "
-                        f"blocks; reading the samples before the cut"]  # none for the complete shard
+    assert warnings == [
+        f"Shard {bad} is truncated: it ends after 2 members without tar's end-of-archive "
+        f"blocks; reading the samples before the cut"
+    ]  # none for the complete shard
 
 
 def test_missing_shard_is_named(tiny_data):
@@ -183,8 +204,7 @@ def test_missing_shard_is_named(tiny_data):
 def test_csv_keys_row_index_and_column(tiny_data):
     keys = _keys(_train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv")))
     assert sorted(keys, key=int) == [str(i) for i in range(512)]
-    loader = _train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv",
-                                 "--csv-key-key", "key"))
+    loader = _train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv", "--csv-key-key", "key"))
     labels = _labels(loader)
     assert sorted(labels) == [f"{i:08d}" for i in range(512)]
     assert sum(labels.values()) == tiny_data.manifest["splits"]["train"]["num_noisy"]
@@ -192,11 +212,11 @@ def test_csv_keys_row_index_and_column(tiny_data):
 
 def test_csv_bad_columns_fail_before_training(tiny_data, tmp_path):
     with pytest.raises(InputError, match="--csv-key-key: column 'uid' not in"):
-        _train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv",
-                            "--csv-key-key", "uid"))
+        _train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv", "--csv-key-key", "uid"))
     with pytest.raises(InputError, match="--csv-caption-key"):
-        _train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv",
-                            "--csv-caption-key", "caption"))
+        _train_loader(
+            _args("--train-data", tiny_data.train_csv, "--dataset-type", "csv", "--csv-caption-key", "caption")
+        )
     with pytest.raises(InputError, match="--train-data: csv file not found"):
         _train_loader(_args("--train-data", str(tmp_path / "none.csv"), "--dataset-type", "csv"))
 
@@ -208,8 +228,7 @@ def test_synthetic_type_carries_index(tiny_data):
 
 def test_validation_loader_is_upstreams(tiny_data):
     preprocess = open_clip.image_transform(32, is_train=False)
-    args = _args("--train-data", tiny_data.train, "--val-data", tiny_data.val,
-                 "--dataset-type", "webdataset")
+    args = _args("--train-data", tiny_data.train, "--val-data", tiny_data.val, "--dataset-type", "webdataset")
     val = data.get_data(args, (preprocess, preprocess), tokenizer=open_clip.get_tokenizer(TINY))["val"]
     batches = list(val.dataloader)
     assert all(len(b) == 2 for b in batches) and sum(len(b[0]) for b in batches) == 64
@@ -218,14 +237,20 @@ def test_validation_loader_is_upstreams(tiny_data):
 def test_keep_list_restricts_training_stream(tiny_data, tmp_path):
     kept = [f"{tiny_data.root}/train/0000{i // 128}.tar/{i:08d}" for i in range(0, 512, 3)]  # 171 keys
     (tmp_path / "keys.txt").write_text("\n".join(kept) + "\n")
-    loader = _train_loader(_args("--train-data", tiny_data.train, "--dataset-type", "webdataset",
-                                 "--keep-list", str(tmp_path)))
+    loader = _train_loader(
+        _args("--train-data", tiny_data.train, "--dataset-type", "webdataset", "--keep-list", str(tmp_path))
+    )
     assert loader.num_samples == 192  # 171 samples rounded up to whole batches of 32
     keys = _keys(loader)
     assert len(keys) == 192 and set(keys) <= set(kept)  # only listed samples
     assert len(set(keys)) >= 160  # a full pass over the list (the rest of the epoch repeats some)
     rows = [str(i) for i in range(0, 512, 3)]
     (tmp_path / "rows.txt").write_text("\n".join(rows))
-    csv_keys = _keys(_train_loader(_args("--train-data", tiny_data.train_csv, "--dataset-type", "csv",
-                                         "--keep-list", str(tmp_path / "rows.txt"))))
+    csv_keys = _keys(
+        _train_loader(
+            _args(
+                "--train-data", tiny_data.train_csv, "--dataset-type", "csv", "--keep-list", str(tmp_path / "rows.txt")
+            )
+        )
+    )
     assert set(csv_keys) <= set(rows) and len(csv_keys) == 160  # 171 rows, whole batches of 32

@@ -1,17 +1,27 @@
 """Two CPU processes (gloo) through torchrun: DDP on CPU, sharded history, elastic resume."""
+
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import TINY_TRAIN_FLAGS, read_jsonl
 
 
 def torchrun(nproc, args, timeout=900, env=None, check=True):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           str(nproc), "-m", "open_clip_dissect.main", "--", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "open_clip_dissect.main",
+        "--",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check:
@@ -20,8 +30,19 @@ def torchrun(nproc, args, timeout=900, env=None, check=True):
 
 
 def _two_rank_flags(data, logs):
-    return [*TINY_TRAIN_FLAGS, "--train-data", data.train, "--dataset-type", "webdataset",
-            "--workers", "1", "--logs", str(logs), "--selection", "dissect-mome"]
+    return [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        data.train,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--logs",
+        str(logs),
+        "--selection",
+        "dissect-mome",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +57,15 @@ def test_a_killed_rank_resumes_exactly(two_rank_run, tiny_data, tmp_path):
     """Rank 1 is killed (SIGKILL) in the middle of epoch 2; torchrun ends rank 0. The job
     resumed with --resume latest ends with both ranks' selection state and the weights of the
     uninterrupted run."""
-    flags = [*_two_rank_flags(tiny_data, tmp_path), "--name", "killed", "--epochs", "2",
-             "--save-most-recent", "--delete-previous-checkpoint"]
+    flags = [
+        *_two_rank_flags(tiny_data, tmp_path),
+        "--name",
+        "killed",
+        "--epochs",
+        "2",
+        "--save-most-recent",
+        "--delete-previous-checkpoint",
+    ]
     killed = torchrun(2, flags, env={"OPEN_CLIP_DISSECT_KILL_AT": "train:1:5@1"}, check=False)
     assert killed.returncode != 0
     torchrun(2, [*flags, "--resume", "latest"])
@@ -68,8 +96,11 @@ def test_two_processes_dissect_then_resume_on_one(two_rank_run, tiny_data, tmp_p
     # The 2-rank checkpoint resumed by a single process (elastic): the whole history comes back.
     single = [a for a in flags]
     from conftest import run_module
-    result = run_module("open_clip_dissect.main", [*single, "--name", "one", "--epochs", "3",
-                                                   "--resume", str(run / "checkpoints" / "epoch_2.pt")])
+
+    result = run_module(
+        "open_clip_dissect.main",
+        [*single, "--name", "one", "--epochs", "3", "--resume", str(run / "checkpoints" / "epoch_2.pt")],
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "one" / "out.log") as f:
         log = f.read()
@@ -77,9 +108,27 @@ def test_two_processes_dissect_then_resume_on_one(two_rank_run, tiny_data, tmp_p
 
 
 def test_global_scope_gives_every_rank_the_same_batch_size(tiny_data, tmp_path):
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
-             "--workers", "1", "--logs", str(tmp_path), "--name", "global", "--epochs", "1",
-             "--selection", "dissect-mome", "--selection-scope", "global", "--ratio", "0.25"]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        tiny_data.train,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--logs",
+        str(tmp_path),
+        "--name",
+        "global",
+        "--epochs",
+        "1",
+        "--selection",
+        "dissect-mome",
+        "--selection-scope",
+        "global",
+        "--ratio",
+        "0.25",
+    ]
     torchrun(2, flags)  # ClipLoss's all-gather aborts on unequal per-rank batch sizes
     summary = read_jsonl(tmp_path / "global" / "selection.jsonl")[0]
     assert summary["candidates"] == 512 and summary["kept"] == 8 * 8 * 2  # k = 8 per rank and step
@@ -117,15 +166,32 @@ def _rebalance_worker(rank, world, init_file, out_dir):
 def test_infobatch_pads_unequal_kept_counts_across_ranks(tiny_data, tmp_path):
     """Each rank prunes its own random number; the ranks pad to the largest count with
     weight-0 samples so that ClipLoss's all-gather (which needs equal sizes) goes through."""
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
-             "--workers", "1", "--logs", str(tmp_path), "--name", "infobatch", "--epochs", "2",
-             "--selection", "infobatch", "--infobatch-anneal", "0"]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        tiny_data.train,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--logs",
+        str(tmp_path),
+        "--name",
+        "infobatch",
+        "--epochs",
+        "2",
+        "--selection",
+        "infobatch",
+        "--infobatch-anneal",
+        "0",
+    ]
     torchrun(2, flags)
     first, second = read_jsonl(tmp_path / "infobatch" / "selection.jsonl")
     assert first["kept"] == 512 and second["kept"] < 512
     for rank in range(2):
-        state = torch.load(tmp_path / "infobatch" / "checkpoints" / f"epoch_2.dissect-state.rank{rank}-of-2",
-                           weights_only=True)
+        state = torch.load(
+            tmp_path / "infobatch" / "checkpoints" / f"epoch_2.dissect-state.rank{rank}-of-2", weights_only=True
+        )
         assert state["strategy"] == "infobatch" and len(state["store"]["hash"]) > 150
 
 
@@ -135,9 +201,11 @@ def test_weighted_clip_loss_across_two_ranks(tmp_path):
     import torch.multiprocessing as mp
 
     for local in (False, True):
-        mp.spawn(_weighted_loss_worker, args=(2, str(tmp_path / f"init{local}"), str(tmp_path), local),
-                 nprocs=2, join=True)
+        mp.spawn(
+            _weighted_loss_worker, args=(2, str(tmp_path / f"init{local}"), str(tmp_path), local), nprocs=2, join=True
+        )
         from open_clip_dissect.core.strategies import per_sample_infonce
+
         image, text, weights = _weighted_loss_inputs()
         per_sample = per_sample_infonce(image, text, torch.tensor(10.0))
         for rank in range(2):
@@ -169,7 +237,8 @@ def _weighted_loss_worker(rank, world, init_file, out_dir, local):
         channel = LossWeights()
         channel.push(weights[rows], candidates=4 + rank)  # 3 trained of 4 (rank 0) and of 5 (rank 1)
         loss = WeightedClipLoss(channel, local_loss=local, rank=rank, world_size=world)(
-            image[rows], text[rows], torch.tensor(10.0))
+            image[rows], text[rows], torch.tensor(10.0)
+        )
         torch.save(loss.detach(), os.path.join(out_dir, f"loss{rank}.pt"))
     finally:
         dist.destroy_process_group()

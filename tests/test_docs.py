@@ -1,19 +1,24 @@
 """The README and docs/ point only at what a clone of the repository holds, and tell what they
 promise (the demo's time and machine, its one-epoch variant)."""
+
 import glob
 import os
 import re
 import subprocess
 
 import pytest
-
 from conftest import REPO
 
-DOCS = ["README.md", *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "**", "*.md"),
-                                                                           recursive=True))]
-LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"  # [text](target), ![alt](target)
-                  r"|^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)"                    # [label]: target
-                  r"|(?:href|src)=\"([^\"]+)\"", flags=re.M)                   # <a href="...">, <img src="...">
+DOCS = [
+    "README.md",
+    *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True)),
+]
+LINK = re.compile(
+    r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"  # [text](target), ![alt](target)
+    r"|^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)"  # [label]: target
+    r"|(?:href|src)=\"([^\"]+)\"",
+    flags=re.M,
+)  # <a href="...">, <img src="...">
 CODE_SPAN = re.compile(r"`([^`\s]+)`")
 PLACEHOLDER = re.compile(r"[<>*{}%$]")
 OTHER_REPOSITORIES = {"src/open_clip_train/"}  # OpenCLIP's layout, which patches/ applies to
@@ -62,8 +67,12 @@ def test_repository_paths_in_code_spans_exist(doc):
     for span in CODE_SPAN.findall(read(doc)):
         if span.startswith("../"):
             missing.append(span)  # outside the repository: a clone has nothing there
-        elif ("/" in span and span.split("/")[0] in top_level and not PLACEHOLDER.search(span)
-              and span not in OTHER_REPOSITORIES):
+        elif (
+            "/" in span
+            and span.split("/")[0] in top_level
+            and not PLACEHOLDER.search(span)
+            and span not in OTHER_REPOSITORIES
+        ):
             if os.path.normpath(span) not in tracked:
                 missing.append(span)
     assert not missing, f"{doc} names paths the repository does not hold: {missing}"
@@ -77,7 +86,7 @@ def test_the_link_checker_sees_links():
 def test_demo_time_names_its_machine_and_a_one_epoch_variant():
     readme = read("README.md")
     start = readme.index("## Two commands")
-    section = readme[start:readme.index("\n## ", start + 1)]
+    section = readme[start : readme.index("\n## ", start + 1)]
     assert "make demo DEMO_EPOCHS=1" in section
     assert re.search(r"measured on .*CPU", section, flags=re.S)
     with open(os.path.join(REPO, "Makefile")) as f:

@@ -1,5 +1,6 @@
 """The early-learning detectors, the DISSect warm-up gate built on them, ``observe`` and the
 epoch signals the Selector sums (pure tensor code, no training)."""
+
 import pytest
 import torch
 
@@ -43,11 +44,14 @@ def test_loss_detector_fires_when_improvement_falls_under_the_threshold():
     assert detector.switch_epoch == 4
 
 
-@pytest.mark.parametrize("signal,field,values", [
-    ("spread", "clipscore_std", [1.0, 3.0, 2.0, 4.0, 3.5, 3.4, 3.3]),
-    ("loss", "mean_loss", [5.0, 3.0, 2.0, 1.95, 1.9]),
-    ("retrieval", "retrieval", [1.0, 3.0, 2.0, 4.0, 3.5, 3.4, 3.3]),
-])
+@pytest.mark.parametrize(
+    "signal,field,values",
+    [
+        ("spread", "clipscore_std", [1.0, 3.0, 2.0, 4.0, 3.5, 3.4, 3.3]),
+        ("loss", "mean_loss", [5.0, 3.0, 2.0, 1.95, 1.9]),
+        ("retrieval", "retrieval", [1.0, 3.0, 2.0, 4.0, 3.5, 3.4, 3.3]),
+    ],
+)
 def test_detector_state_round_trip_detects_nothing_twice(signal, field, values):
     straight = EarlyLearningDetector(signal)
     expected = _feed(straight, values, field)
@@ -116,7 +120,9 @@ def test_selector_sums_the_epoch_signals_over_its_batches():
 
 @pytest.mark.parametrize("name,flag", [("dissect-warmup", "warmup_epochs"), ("dissect-mome", "warmup_epochs")])
 def test_auto_warmup_selects_at_random_until_the_spread_peaks_then_by_delta(name, flag):
-    selector = Selector(S.create_strategy(name, **{flag: "auto", "auto_signal": "spread", "auto_patience": 2}), ratio=0.25, seed=1)
+    selector = Selector(
+        S.create_strategy(name, **{flag: "auto", "auto_signal": "spread", "auto_patience": 2}), ratio=0.25, seed=1
+    )
     decisions, lines = _run(selector, range(6))
     # The spread peaks at epoch 2 and is below it at the ends of epochs 3 and 4: selection from 5.
     assert list(lines) == [4]
@@ -134,12 +140,18 @@ def test_auto_warmup_selects_at_random_until_the_spread_peaks_then_by_delta(name
 
 
 def test_auto_warmup_state_travels_with_the_selector_state():
-    straight = Selector(S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=1)
+    straight = Selector(
+        S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=1
+    )
     expected, expected_lines = _run(straight, range(6))
     for cut in (3, 5):  # before the detection, after it
-        first = Selector(S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=1)
+        first = Selector(
+            S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=1
+        )
         _, lines = _run(first, range(cut))
-        resumed = Selector(S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=7)
+        resumed = Selector(
+            S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=7
+        )
         resumed.load_state_dict(first.state_dict())
         decisions, more = _run(resumed, range(cut, 6))
         assert {**lines, **more} == expected_lines  # detected once, whichever side of the cut
@@ -148,8 +160,9 @@ def test_auto_warmup_state_travels_with_the_selector_state():
 
 
 def test_retrieval_signal_reads_the_score_handed_to_the_selector():
-    selector = Selector(S.create_strategy("dissect-mome", warmup_epochs="auto", auto_signal="retrieval",
-                                          auto_patience=1), ratio=0.25)
+    selector = Selector(
+        S.create_strategy("dissect-mome", warmup_epochs="auto", auto_signal="retrieval", auto_patience=1), ratio=0.25
+    )
     _, lines = _run(selector, range(4), retrieval=[10.0, 20.0, 15.0, 30.0])
     assert list(lines) == [2] and "retrieval R@sum peaked at 20.0000" in lines[2]
 
@@ -166,6 +179,7 @@ def test_warmup_options_are_checked():
     with pytest.raises(InputError, match="--dissect-auto-signal: must be one of retrieval, loss, spread"):
         S.create_strategy("dissect-mome", warmup_epochs="auto", auto_signal="gap")
     from open_clip_dissect.core.strategies.dissect import epochs_or_auto
+
     assert epochs_or_auto("AUTO") == "auto" and epochs_or_auto("3") == 3
     with pytest.raises(ValueError):
         epochs_or_auto("three")

@@ -3,10 +3,11 @@ strategy's decision through ``Selector.step``, and a CUDA history store, with te
 claim to be on CUDA. No tensor lands on the wrong device, and the host syncs are counted: one a
 step (the decision's single device-to-host read), plus the count of the kept samples for the two
 strategies that keep a random number (InfoBatch, SCAN); none inside the per-sample path."""
+
 import pytest
 import torch
-
 from fake_cuda import FakeCuda
+
 from open_clip_dissect.core.history import HistoryStore, _merge_sorted, hash_keys
 from open_clip_dissect.core.selector import OracleFeatures, Selector
 from open_clip_dissect.core.strategies import BatchScores, History, create_strategy, list_strategies, strategy_class
@@ -14,8 +15,12 @@ from open_clip_dissect.core.strategies import BatchScores, History, create_strat
 B, D = 16, 8
 KEYS = [f"/shard/{i:04d}" for i in range(B)]
 # Options that walk each strategy through all its phases within EPOCHS epochs.
-OPTIONS = {"dissect-warmup": {"warmup_epochs": 1}, "dissect-mome": {"warmup_epochs": 1},
-           "scan": {"warmup_epochs": 1}, "infobatch": {"epochs": 4}}
+OPTIONS = {
+    "dissect-warmup": {"warmup_epochs": 1},
+    "dissect-mome": {"warmup_epochs": 1},
+    "scan": {"warmup_epochs": 1},
+    "infobatch": {"epochs": 4},
+}
 EPOCHS = 4
 # The syncs a step may make: the decision's one read; strategies that keep a random number of
 # samples count them (nonzero), since the loader needs that number on the host anyway.
@@ -83,8 +88,14 @@ def test_a_cuda_history_store_answers_without_a_sync_and_updates_with_one():
     with FakeCuda() as gpu:
         store = HistoryStore("cuda")
         old = hash_keys([f"/old/{i}" for i in range(40)]).sort().values
-        store.load_state_dict({"hash": old, "score": torch.zeros(40), "epoch": torch.zeros(40, dtype=torch.int16),
-                               "visits": torch.zeros(40, dtype=torch.int16)})
+        store.load_state_dict(
+            {
+                "hash": old,
+                "score": torch.zeros(40),
+                "epoch": torch.zeros(40, dtype=torch.int16),
+                "visits": torch.zeros(40, dtype=torch.int16),
+            }
+        )
         for epoch in range(2):
             mark = gpu.mark()
             seen, score, last, visits = store.get(hashes, with_visits=True)
@@ -94,9 +105,12 @@ def test_a_cuda_history_store_answers_without_a_sync_and_updates_with_one():
             store.update(hashes, torch.rand(B, device="cuda"), epoch, torch.rand(B, device="cuda") > 0.5)
             assert gpu.since(mark) == ["item"]  # how many keys are new: the size of the insertion
         a = {k: v.to("cuda") for k, v in store.state_dict().items()}
-        b = {"hash": torch.zeros(5, dtype=torch.int64, device="cuda"), "score": torch.zeros(5, device="cuda"),
-             "epoch": torch.zeros(5, dtype=torch.int16, device="cuda"),
-             "visits": torch.zeros(5, dtype=torch.int16, device="cuda")}
+        b = {
+            "hash": torch.zeros(5, dtype=torch.int64, device="cuda"),
+            "score": torch.zeros(5, device="cuda"),
+            "epoch": torch.zeros(5, dtype=torch.int16, device="cuda"),
+            "visits": torch.zeros(5, dtype=torch.int16, device="cuda"),
+        }
         mark = gpu.mark()
         merged = _merge_sorted(a, b)
         assert gpu.since(mark) == [] and len(merged["hash"]) == 45 and merged["score"].device.type == "cuda"

@@ -1,4 +1,5 @@
 """patches/: the patch for forks of open_clip_train applies to the pinned release and trains."""
+
 import glob
 import os
 import shutil
@@ -8,7 +9,6 @@ from importlib.metadata import version
 
 import open_clip_train
 import pytest
-
 from conftest import REPO, TINY_TRAIN_FLAGS, read_jsonl, run_module
 
 PATCH = os.path.join(REPO, "patches", f"open_clip_train-{version('open_clip_torch')}.patch")
@@ -17,8 +17,11 @@ PATCH = os.path.join(REPO, "patches", f"open_clip_train-{version('open_clip_torc
 def _pristine_copy(root):
     """The installed release's open_clip_train sources, laid out like OpenCLIP's repository."""
     fork = root / "fork"
-    shutil.copytree(os.path.dirname(open_clip_train.__file__), fork / "src" / "open_clip_train",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        os.path.dirname(open_clip_train.__file__),
+        fork / "src" / "open_clip_train",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     return fork
 
 
@@ -35,8 +38,12 @@ def test_a_patch_exists_for_the_pinned_version():
 
 def test_patch_is_what_make_patch_generates(tmp_path):
     out = tmp_path / "fresh.patch"
-    result = subprocess.run(["bash", os.path.join(REPO, "scripts", "make_patch.sh"), str(out)],
-                            env={**os.environ, "PY": sys.executable}, capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", os.path.join(REPO, "scripts", "make_patch.sh"), str(out)],
+        env={**os.environ, "PY": sys.executable},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     with open(PATCH) as committed:
         assert out.read_text() == committed.read(), "patches/ is stale: run make patch"
@@ -50,9 +57,25 @@ def test_patched_fork_trains_one_epoch_with_selection(tiny_data, tmp_path):
     with open(fork / "src" / "open_clip_train" / "main.py") as f:
         assert "session_for(args)" in f.read()
 
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
-             "--workers", "1", "--logs", str(tmp_path / "logs"), "--name", "fork", "--epochs", "1",
-             "--selection", "dissect-mome", "--ratio", "0.5"]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        tiny_data.train,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--logs",
+        str(tmp_path / "logs"),
+        "--name",
+        "fork",
+        "--epochs",
+        "1",
+        "--selection",
+        "dissect-mome",
+        "--ratio",
+        "0.5",
+    ]
     env = {"PYTHONPATH": str(fork / "src")}
     result = run_module("open_clip_train.main", flags, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -69,9 +92,21 @@ def test_patched_fork_trains_one_epoch_with_selection(tiny_data, tmp_path):
     assert bad.returncode != 0 and "--ratio: must be in (0, 1]" in bad.stderr
     # (csv: stock OpenCLIP 3.3.0's own webdataset pipeline fails on webdataset 1.0's end-of-shard
     # marker, which our keyed loader fixes; see README "Versions and CPU notes")
-    plain = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train_csv, "--dataset-type", "csv",
-             "--workers", "1", "--logs", str(tmp_path / "logs"), "--name", "plain",
-             "--epochs", "1"]
+    plain = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        tiny_data.train_csv,
+        "--dataset-type",
+        "csv",
+        "--workers",
+        "1",
+        "--logs",
+        str(tmp_path / "logs"),
+        "--name",
+        "plain",
+        "--epochs",
+        "1",
+    ]
     result = run_module("open_clip_train.main", plain, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not os.path.exists(tmp_path / "logs" / "plain" / "selection.jsonl")
@@ -90,6 +125,9 @@ def test_fork_edits_name_a_missing_anchor(tmp_path, anchor):
     fork = _pristine_copy(tmp_path)
     params = fork / "src" / "open_clip_train" / "params.py"
     params.write_text(params.read_text().replace(anchor, "args = parser.parse_known_args(args)[0]"))
-    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "fork_edits.py"),
-                             str(fork / "src" / "open_clip_train")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "fork_edits.py"), str(fork / "src" / "open_clip_train")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "params.py" in result.stderr and repr(anchor) in result.stderr

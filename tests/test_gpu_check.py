@@ -1,4 +1,5 @@
 """``make gpu-check`` (scripts/gpu_check.py) on a machine without CUDA, and its verdict lines."""
+
 import io
 import os
 import subprocess
@@ -6,7 +7,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
@@ -20,7 +20,8 @@ def test_without_cuda_one_line_and_exit_status_5():
     result = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, timeout=300)
     assert result.returncode == gpu_check.NO_CUDA == 5
     assert result.stdout.splitlines() == [
-        "gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing checked (exit status 5)"]
+        "gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing checked (exit status 5)"
+    ]
     assert "Traceback" not in result.stderr and result.stderr.strip() == ""
     with open(os.path.join(REPO, "Makefile")) as f:
         assert "\t$(PY) scripts/gpu_check.py\n" in f.read()
@@ -44,8 +45,9 @@ def test_verdicts_pass_fail_timeout_and_budget():
 def test_a_training_check_reads_the_runs_summary_loss_and_plot(tmp_path):
     run = tmp_path / "amp"
     (run / "records").mkdir(parents=True)
-    (run / "selection.jsonl").write_text('{"candidates": 2048, "kept": 1024, "time_scoring": 1.0, '
-                                         '"time_training": 3.0}\n')
+    (run / "selection.jsonl").write_text(
+        '{"candidates": 2048, "kept": 1024, "time_scoring": 1.0, "time_training": 3.0}\n'
+    )
     (run / "out.log").write_text("Contrastive_loss: 4.1 (4.1) \nContrastive_loss: 3.9 (4.0)\n")
     out = io.StringIO()
     verdicts = gpu_check.Verdicts(budget=60, out=out)

@@ -2,30 +2,31 @@
 ``cuda`` run only where CUDA is: ``make gpu-check``): the candidate batch is released before the
 training step, host batches are pinned for CUDA devices, phase times come from CUDA events,
 the device of a task confined to one GPU, and --horovod refused with a selection."""
+
 import weakref
 
 import open_clip
 import pytest
 import torch
+from conftest import TINY
 
 from open_clip_dissect.core import strategies
 from open_clip_dissect.core.epoch_record import EpochRecord
 from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.selector import Selector
+from open_clip_dissect.core.transfer import to_device
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip import data, devices, params
-from open_clip_dissect.core.transfer import to_device
 from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader
 from open_clip_dissect.openclip.timing import PhaseTimer
 from open_clip_dissect.openclip.weighted_loss import LossWeights
-
-from conftest import TINY
 
 CUDA = pytest.param("cuda", marks=pytest.mark.cuda)
 
 
 class FreshBatches:
     """A loader whose batches nothing else references once yielded (as a DataLoader's)."""
+
     num_batches = 3
     num_samples = 24
 
@@ -33,8 +34,13 @@ class FreshBatches:
         tok = open_clip.get_tokenizer(TINY)
         for b in range(self.num_batches):
             keys = [f"s{b}-{i}" for i in range(8)]
-            yield (torch.randn(8, 3, 32, 32), tok([f"caption {b} {i}" for i in range(8)]), keys, hash_keys(keys),
-                   torch.tensor([i % 2 for i in range(8)], dtype=torch.int8))
+            yield (
+                torch.randn(8, 3, 32, 32),
+                tok([f"caption {b} {i}" for i in range(8)]),
+                keys,
+                hash_keys(keys),
+                torch.tensor([i % 2 for i in range(8)], dtype=torch.int8),
+            )
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
@@ -42,9 +48,15 @@ class FreshBatches:
 def test_the_candidate_batch_is_released_before_the_training_step(selection, device):
     model = open_clip.create_model(TINY, output_dict=True).to(device)
     strategy = strategies.create_strategy(selection)
-    loader = SelectingLoader(FreshBatches(), Selector(strategy, ratio=0.5), model,
-                             LoaderConfig(selection=selection, candidates=8, device=device), 0, EpochRecord(),
-                             loss_weights=LossWeights() if strategy.variable_kept else None)
+    loader = SelectingLoader(
+        FreshBatches(),
+        Selector(strategy, ratio=0.5),
+        model,
+        LoaderConfig(selection=selection, candidates=8, device=device),
+        0,
+        EpochRecord(),
+        loss_weights=LossWeights() if strategy.variable_kept else None,
+    )
     scored = []  # weak references to what the scoring pass saw and made
     scorer = loader.scorer
 
@@ -69,9 +81,24 @@ def test_host_batches_are_pinned_for_cuda_devices_only(monkeypatch, tiny_data):
     assert devices.pin_host_batches("cuda:1") and devices.pin_host_batches("cuda")
     assert not devices.pin_host_batches("cpu")
     for device, pinned in (("cuda:0", True), ("cpu", False)):
-        args = params.parse_args(["--model", TINY, "--batch-size", "32", "--workers", "0", "--device", device,
-                                  "--train-data", tiny_data.train, "--dataset-type", "webdataset",
-                                  "--selection", "random"])
+        args = params.parse_args(
+            [
+                "--model",
+                TINY,
+                "--batch-size",
+                "32",
+                "--workers",
+                "0",
+                "--device",
+                device,
+                "--train-data",
+                tiny_data.train,
+                "--dataset-type",
+                "webdataset",
+                "--selection",
+                "random",
+            ]
+        )
         args.world_size, args.rank, args.distributed, args.selection_candidates = 1, 0, False, 32
         preprocess = open_clip.image_transform(32, is_train=True)
         loader = data.get_data(args, (preprocess, preprocess), tokenizer=open_clip.get_tokenizer(TINY))["train"]
@@ -89,6 +116,7 @@ def test_a_pinned_copy_is_asynchronous_and_exact():
 
 class FakeEvent:
     """A CUDA event on a fake clock: ``record`` stamps it; ``synchronize`` is counted."""
+
     clock = 0.0
     made = []
     syncs = 0
@@ -114,9 +142,9 @@ def test_phase_timer_on_the_cpu_adds_wall_clock_intervals(monkeypatch):
     timer = PhaseTimer("cpu")
     timer.start("scoring")
     timer.start("training")  # ends scoring: 2 s
-    timer.stop()             # 0.5 s
+    timer.stop()  # 0.5 s
     timer.start("scoring")
-    timer.stop()             # 2 s
+    timer.stop()  # 2 s
     assert (timer.seconds("scoring"), timer.seconds("training"), timer.seconds("other")) == (4.0, 0.5, 0.0)
 
 
@@ -144,8 +172,14 @@ def test_the_loader_times_phases_with_events_on_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     FakeEvent.made = []
     model = open_clip.create_model(TINY, output_dict=True)
-    loader = SelectingLoader(FreshBatches(), Selector(strategies.create_strategy("random"), ratio=0.5), model,
-                             LoaderConfig(selection="random", candidates=8, device="cuda:0"), 0, EpochRecord())
+    loader = SelectingLoader(
+        FreshBatches(),
+        Selector(strategies.create_strategy("random"), ratio=0.5),
+        model,
+        LoaderConfig(selection="random", candidates=8, device="cuda:0"),
+        0,
+        EpochRecord(),
+    )
     loader.timer.start("scoring")
     assert len(FakeEvent.made) == 1 and loader.time_scoring == 0.0
 
@@ -215,9 +249,14 @@ def test_the_entry_point_reads_the_visible_gpus_and_the_local_rank(monkeypatch):
 def test_the_progress_line_counts_this_ranks_candidates(caplog):
     """The log's count is what this rank scored, not rank 0's count times the world size."""
     model = open_clip.create_model(TINY, output_dict=True)
-    loader = SelectingLoader(FreshBatches(), Selector(strategies.create_strategy("random"), ratio=0.5), model,
-                             LoaderConfig(selection="random", candidates=8, world_size=4, log_every_n_steps=1),
-                             0, EpochRecord())
+    loader = SelectingLoader(
+        FreshBatches(),
+        Selector(strategies.create_strategy("random"), ratio=0.5),
+        model,
+        LoaderConfig(selection="random", candidates=8, world_size=4, log_every_n_steps=1),
+        0,
+        EpochRecord(),
+    )
     with caplog.at_level("INFO", logger="open_clip_dissect.openclip.loader"):
         for _ in loader:
             pass

@@ -1,4 +1,5 @@
 """HistoryStore: vectorised get/update by key, first-sight insertion, merges, state round trip."""
+
 import random
 
 import pytest
@@ -83,8 +84,10 @@ def test_cuda_store_matches_cpu_store():
     for store in (cpu, gpu):
         store.update(hash_keys(keys[:600]), torch.arange(600.0), epoch=0)
         store.update(hash_keys(keys[300:]), torch.arange(700.0), epoch=1)
-    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu.get(hash_keys(keys), with_visits=True),
-                                                                gpu.get(hash_keys(keys), with_visits=True)))
+    assert all(
+        torch.equal(a, b.cpu())
+        for a, b in zip(cpu.get(hash_keys(keys), with_visits=True), gpu.get(hash_keys(keys), with_visits=True))
+    )
 
 
 def test_repeated_and_neighbouring_keys_in_a_batch_match_a_dict():

@@ -1,12 +1,12 @@
 """The launch scripts themselves, run by bash with stub ``srun``, ``scontrol`` and ``torchrun``
 on PATH that record their arguments and environment (a real SLURM: ``make slurm-test``)."""
+
 import os
 import re
 import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 SBATCH = os.path.join(REPO, "scripts", "slurm", "train_multinode.sbatch")
@@ -56,11 +56,15 @@ def run_script(script, stubs, tmp_path, args=(), **env):
     launcher (srun or torchrun) received: its argument list and its environment."""
     record = tmp_path / f"record{len(list(tmp_path.glob('record*')))}"
     record.mkdir()
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("SLURM_") and k not in ("DATA", "MASTER_PORT", "RUN_NAME", "NPROC")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLURM_") and k not in ("DATA", "MASTER_PORT", "RUN_NAME", "NPROC")
+    }
     full_env = {**clean, "PATH": f"{stubs}:{os.environ['PATH']}", "STUB_RECORD": str(record), **env}
-    subprocess.run(["bash", script, *args], cwd=record, env=full_env, check=True,
-                   capture_output=True, text=True, timeout=60)
+    subprocess.run(
+        ["bash", script, *args], cwd=record, env=full_env, check=True, capture_output=True, text=True, timeout=60
+    )
     launcher = "srun" if script == SBATCH else "torchrun"
     argv = (record / f"{launcher}.args").read_text().split("\0")[:-1]
     environ = dict(item.split("=", 1) for item in (record / f"{launcher}.env").read_text().split("\0")[:-1])
@@ -89,8 +93,8 @@ def test_data_default_is_the_documented_pattern_and_a_set_value_passes_unchanged
 
 def test_sbatch_launches_through_srun_with_a_port_per_job(stubs, tmp_path):
     argv, environ = run_script(SBATCH, stubs, tmp_path, **slurm_job(41))
-    assert argv[:argv.index("python")] == ["--kill-on-bad-exit=1", "--cpu-bind=v", "--accel-bind=gn"]
-    assert argv[argv.index("python"):][:4] == ["python", "-u", "-m", "open_clip_dissect.main"]
+    assert argv[: argv.index("python")] == ["--kill-on-bad-exit=1", "--cpu-bind=v", "--accel-bind=gn"]
+    assert argv[argv.index("python") :][:4] == ["python", "-u", "-m", "open_clip_dissect.main"]
     assert flag(argv, "--resume") == "latest" and flag(argv, "--save-frequency") == "1"
     assert environ["MASTER_ADDR"] == "node-a"
     ports = {run_script(SBATCH, stubs, tmp_path, **slurm_job(job))[1]["MASTER_PORT"] for job in (41, 42, 99999)}
@@ -127,23 +131,38 @@ def test_sbatch_header_requeues_and_appends(stubs):
 
 
 @pytest.mark.parametrize("confined, devices", [(True, ["cuda", "cuda"]), (False, ["cuda:0", "cuda:1"])])
-def test_sbatch_tasks_find_their_gpu_whether_or_not_the_cluster_confines_them(stubs, tmp_path, confined, devices,
-                                                                              tiny_data):
+def test_sbatch_tasks_find_their_gpu_whether_or_not_the_cluster_confines_them(
+    stubs, tmp_path, confined, devices, tiny_data
+):
     """With --accel-bind=g a cluster that confines each task to its bound GPU shows every task
     one device, cuda:0: asking for cuda:<local rank> fails on ranks 1+ ("invalid device
     ordinal"). The tasks get as far as OpenCLIP's device set-up (tests/fake_cuda stops them)."""
     (stubs / "srun").write_text(TASKS)
     record = tmp_path / "record"
     record.mkdir()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in (
-        "DATA", "MASTER_PORT", "RUN_NAME", "CUDA_VISIBLE_DEVICES", "WORLD_SIZE", "LOCAL_RANK", "RANK")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLURM_")
+        and k not in ("DATA", "MASTER_PORT", "RUN_NAME", "CUDA_VISIBLE_DEVICES", "WORLD_SIZE", "LOCAL_RANK", "RANK")
+    }
     # DATA: shards that exist (the entry point checks the files before OpenCLIP's device set-up)
-    env = {**clean, **slurm_job(5), "PATH": f"{stubs}:{os.environ['PATH']}", "STUB_RECORD": str(record),
-           "DATA": tiny_data.train,
-           "STUB_PYTHON": sys.executable, "FAKE_CUDA_RECORD": str(record), "CONFINE": "1" if confined else "0",
-           "PYTHONPATH": os.pathsep.join(p for p in (FAKE_CUDA, os.environ.get("PYTHONPATH")) if p)}
-    result = subprocess.run(["bash", SBATCH, "--workers", "1"], cwd=record, env=env, capture_output=True, text=True,
-                            timeout=300)  # a later flag wins; 4 tiny shards feed one worker
-    logs = "\n".join((record / f"task{r}.log").read_text()[-2000:] for r in (0, 1) if (record / f"task{r}.log").exists())
+    env = {
+        **clean,
+        **slurm_job(5),
+        "PATH": f"{stubs}:{os.environ['PATH']}",
+        "STUB_RECORD": str(record),
+        "DATA": tiny_data.train,
+        "STUB_PYTHON": sys.executable,
+        "FAKE_CUDA_RECORD": str(record),
+        "CONFINE": "1" if confined else "0",
+        "PYTHONPATH": os.pathsep.join(p for p in (FAKE_CUDA, os.environ.get("PYTHONPATH")) if p),
+    }
+    result = subprocess.run(
+        ["bash", SBATCH, "--workers", "1"], cwd=record, env=env, capture_output=True, text=True, timeout=300
+    )  # a later flag wins; 4 tiny shards feed one worker
+    logs = "\n".join(
+        (record / f"task{r}.log").read_text()[-2000:] for r in (0, 1) if (record / f"task{r}.log").exists()
+    )
     assert result.returncode == 0, result.stderr[-2000:] + logs
     assert [(record / f"rank{r}.device").read_text() for r in (0, 1)] == devices

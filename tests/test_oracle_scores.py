@@ -1,4 +1,5 @@
 """Oracle-based scores (issue 6 groundwork) against hand-computed examples."""
+
 import math
 
 import pytest

@@ -1,13 +1,14 @@
 """The audit and the selection records cover every rank: the exact AUROC merge, the per-rank record
 files and their readers, and a 2-process run whose audit is that of the union of its records."""
+
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TINY_TRAIN_FLAGS, read_jsonl
+
 from open_clip_dissect.core.audit import audit
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.offline.coreset import forgetting_scores
@@ -24,7 +25,7 @@ def _shards(seed, n, noisy_rate):
     noisy = (torch.rand(n, generator=g) < noisy_rate).to(torch.int8)
     kept = torch.rand(n, generator=g) < 0.5
     cut = [0, n - 20, n - 20, n]
-    noisy[cut[2]:] = -1
+    noisy[cut[2] :] = -1
     noisy[:5] = -1
     return [(score[a:b], kept[a:b], noisy[a:b]) for a, b in zip(cut, cut[1:])], (score, kept, noisy)
 
@@ -67,8 +68,13 @@ def test_merged_audit_equals_the_audit_of_the_union(tmp_path):
 
 def _columns(curr, noisy):
     curr = torch.as_tensor(curr, dtype=torch.float32)
-    return {"curr": curr, "hist": curr, "delta": curr, "kept": torch.ones(len(curr), dtype=torch.bool),
-            "noisy": torch.as_tensor(noisy, dtype=torch.int8)}
+    return {
+        "curr": curr,
+        "hist": curr,
+        "delta": curr,
+        "kept": torch.ones(len(curr), dtype=torch.bool),
+        "noisy": torch.as_tensor(noisy, dtype=torch.int8),
+    }
 
 
 def test_record_files_per_rank_and_their_readers(tmp_path):
@@ -77,12 +83,15 @@ def test_record_files_per_rank_and_their_readers(tmp_path):
     record_lib.write_epoch(directory, 0, ["a", "b"], _columns([10.0, 1.0], [0, 1]), rank=0, world_size=2)
     record_lib.write_epoch(directory, 0, ["c", "d"], _columns([9.0, 2.0], [-1, -1]), rank=1, world_size=2)
     curr = [1.0, 10.0, 2.0, 9.0]
-    pd.DataFrame({"key": ["a", "b", "c", "d"], "epoch": 1, "curr": curr, "hist": curr, "delta": curr,
-                  "kept": True}).to_parquet(tmp_path / "epoch_1.parquet")
+    pd.DataFrame(
+        {"key": ["a", "b", "c", "d"], "epoch": 1, "curr": curr, "hist": curr, "delta": curr, "kept": True}
+    ).to_parquet(tmp_path / "epoch_1.parquet")
     (tmp_path / "epoch_2.rank0-of-2.tmp-123.parquet").write_bytes(b"a write in progress")
     epochs = record_lib.recorded_epochs(directory)
     assert [(e, [f.split("/")[-1] for f in files]) for e, files in epochs] == [
-        (0, ["epoch_0.rank0-of-2.parquet", "epoch_0.rank1-of-2.parquet"]), (1, ["epoch_1.parquet"])]
+        (0, ["epoch_0.rank0-of-2.parquet", "epoch_0.rank1-of-2.parquet"]),
+        (1, ["epoch_1.parquet"]),
+    ]
     frame = record_lib.read_epoch(epochs[0][1])
     assert frame["key"].tolist() == ["a", "b", "c", "d"]
     assert frame["noisy"].tolist()[:2] == [False, True] and frame["noisy"].isna().tolist()[2:] == [True, True]
@@ -94,7 +103,9 @@ def test_record_files_per_rank_and_their_readers(tmp_path):
     record_lib.write_epoch(directory, 0, ["a", "b", "c", "d"], _columns([1, 2, 3, 4], [0, 0, 1, 1]))
     record_lib.write_epoch(directory, 1, ["a"], _columns([1], [0]))
     assert [[f.split("/")[-1] for f in files] for _, files in record_lib.recorded_epochs(directory)] == [
-        ["epoch_0.rank0-of-1.parquet"], ["epoch_1.rank0-of-1.parquet"]]
+        ["epoch_0.rank0-of-1.parquet"],
+        ["epoch_1.rank0-of-1.parquet"],
+    ]
     record_lib.write_epoch(directory, 1, ["a"], _columns([1], [0]), rank=0, world_size=2)
     with pytest.raises(InputError, match="epoch 1 .* incomplete"):  # rank 1 of 2 has not written epoch 1
         record_lib.plot_distributions(directory)
@@ -106,9 +117,27 @@ def test_two_ranks_audit_equals_the_audit_of_their_records(tiny_data, tmp_path):
     from test_distributed import torchrun
 
     records = tmp_path / "records"
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
-             "--workers", "1", "--logs", str(tmp_path), "--name", "audit", "--epochs", "2",
-             "--selection", "dissect-mome", "--ratio", "0.5", "--selection-record", str(records)]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        tiny_data.train,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--logs",
+        str(tmp_path),
+        "--name",
+        "audit",
+        "--epochs",
+        "2",
+        "--selection",
+        "dissect-mome",
+        "--ratio",
+        "0.5",
+        "--selection-record",
+        str(records),
+    ]
     torchrun(2, flags)
     summaries = read_jsonl(tmp_path / "audit" / "selection.jsonl")
     epochs = record_lib.recorded_epochs(str(records))
@@ -118,16 +147,22 @@ def test_two_ranks_audit_equals_the_audit_of_their_records(tiny_data, tmp_path):
         assert len(ranks[0]) > 100 and len(ranks[1]) > 100 and not set(ranks[0].key) & set(ranks[1].key)
         union = record_lib.read_epoch(files)
         assert summary["candidates"] == len(union) == 512 and summary["kept"] == int(union["kept"].sum())
-        expected = audit(torch.tensor(union["delta"].to_numpy()), torch.tensor(union["kept"].to_numpy()),
-                         torch.tensor(union["noisy"].astype("Int8").fillna(-1).to_numpy(dtype=np.int8)))
+        expected = audit(
+            torch.tensor(union["delta"].to_numpy()),
+            torch.tensor(union["kept"].to_numpy()),
+            torch.tensor(union["noisy"].astype("Int8").fillna(-1).to_numpy(dtype=np.int8)),
+        )
         assert expected["labelled"] == 512
         for name, value in expected.items():
             assert summary[f"audit_{name}"] == pytest.approx(value, abs=1e-9), (epoch, name)
     # Epoch 0 of dissect-mome ranks every sample 0 (no history); epoch 1 ranks by delta, and rank 0's
     # samples alone (what the audit covered before) give another AUROC.
     assert summaries[0]["audit_auroc"] == 0.5 and not math.isclose(summaries[1]["audit_auroc"], 0.5)
-    rank0 = audit(torch.tensor(ranks[0]["delta"].to_numpy()), torch.tensor(ranks[0]["kept"].to_numpy()),
-                  torch.tensor(ranks[0]["noisy"].astype("Int8").to_numpy(dtype=np.int8)))
+    rank0 = audit(
+        torch.tensor(ranks[0]["delta"].to_numpy()),
+        torch.tensor(ranks[0]["kept"].to_numpy()),
+        torch.tensor(ranks[0]["noisy"].astype("Int8").to_numpy(dtype=np.int8)),
+    )
     assert not math.isclose(rank0["auroc"], summaries[1]["audit_auroc"])
     assert (records / "distributions.png").exists()
     assert len(forgetting_scores(str(records))) == 512  # every key, from both ranks' files

@@ -1,15 +1,15 @@
 """Every ```python block of the README runs as written (so the README cannot drift from the API):
 "One call in your own training loop" for every registered strategy that needs no oracle, and
 "Adding a strategy"."""
+
 import os
 import re
 
 import pytest
+from conftest import REPO
 
 from open_clip_dissect.core import Selector, create_strategy, list_strategies
 from open_clip_dissect.core.strategies import registry, strategy_class
-
-from conftest import REPO
 
 ONE_CALL = "One call in your own training loop"
 ADDING = "Adding a strategy"
@@ -21,7 +21,7 @@ def _python_blocks() -> dict:
         readme = f.read()
     blocks = {}
     for match in re.finditer(r"^```python\n(.*?)^```", readme, flags=re.S | re.M):
-        heading = re.findall(r"^#+ (.+)$", readme[:match.start()], flags=re.M)[-1]
+        heading = re.findall(r"^#+ (.+)$", readme[: match.start()], flags=re.M)[-1]
         assert heading not in blocks, f"two python blocks under {heading!r}: give each a test"
         blocks[heading] = match.group(1)
     return blocks

@@ -1,5 +1,6 @@
 """``distributions.png`` at epoch end: rank 0 draws it from each rank's sample file, so its cost
 does not grow with the epoch; the figure has a title, labelled axes, and no degenerate spikes."""
+
 import os
 
 import numpy as np
@@ -14,8 +15,13 @@ def _columns(n, epoch, seed=0):
     g = torch.Generator().manual_seed(seed)
     curr = torch.rand(n, generator=g) * 40
     hist = curr if epoch == 0 else curr + torch.randn(n, generator=g)
-    return {"curr": curr, "hist": hist, "delta": hist - curr, "kept": torch.rand(n, generator=g) < 0.5,
-            "noisy": (torch.rand(n, generator=g) < 0.4).to(torch.int8)}
+    return {
+        "curr": curr,
+        "hist": hist,
+        "delta": hist - curr,
+        "kept": torch.rand(n, generator=g) < 0.5,
+        "noisy": (torch.rand(n, generator=g) < 0.4).to(torch.int8),
+    }
 
 
 def _write(directory, rows, epochs=3, world=2):

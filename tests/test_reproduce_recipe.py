@@ -1,15 +1,15 @@
 """The paper's Table 1 recipe (scripts/reproduce/), dry-run: every command it would launch is
 recorded by stubs and parsed by our own parsers, so the recipe cannot drift from the flags."""
+
 import os
 import subprocess
 
 import pytest
+from conftest import REPO
+from test_launch_scripts import RECORDER, SCONTROL
 
 from open_clip_dissect import cli, synthetic
 from open_clip_dissect.openclip import params
-
-from conftest import REPO
-from test_launch_scripts import RECORDER, SCONTROL
 
 TABLE1 = os.path.join(REPO, "scripts", "reproduce", "cc3m_table1.sbatch")
 EVAL = os.path.join(REPO, "scripts", "reproduce", "cc3m_eval.sh")
@@ -36,21 +36,24 @@ def run(script, stub_bin, tmp_path, args=(), **env):
     """The calls each stub received: {stub name: [argv, ...]}."""
     record = tmp_path / f"record{len(list(tmp_path.glob('record*')))}"
     record.mkdir()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in (
-        "DATA", "RUN_NAME", "BENCHMARK_ROOT", "COCO_ROOT", "FLICKR_ROOT")}
-    full_env = {**clean, "PATH": f"{stub_bin}:{os.environ['PATH']}", "STUB_RECORD": str(record), "REPO": REPO,
-                **env}
-    subprocess.run(["bash", script, *args], cwd=record, env=full_env, check=True, capture_output=True,
-                   text=True, timeout=60)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLURM_") and k not in ("DATA", "RUN_NAME", "BENCHMARK_ROOT", "COCO_ROOT", "FLICKR_ROOT")
+    }
+    full_env = {**clean, "PATH": f"{stub_bin}:{os.environ['PATH']}", "STUB_RECORD": str(record), "REPO": REPO, **env}
+    subprocess.run(
+        ["bash", script, *args], cwd=record, env=full_env, check=True, capture_output=True, text=True, timeout=60
+    )
     calls = {}
     for path in record.glob("*.calls"):
         lines = path.read_text().split("\0\n")[:-1]
-        calls[path.name[:-len(".calls")]] = [line.split("\0") for line in lines]
+        calls[path.name[: -len(".calls")]] = [line.split("\0") for line in lines]
     return calls
 
 
 def training_args(argv):
-    return params.parse_args(argv[argv.index("open_clip_dissect.main") + 1:])
+    return params.parse_args(argv[argv.index("open_clip_dissect.main") + 1 :])
 
 
 @pytest.fixture
@@ -69,8 +72,15 @@ def test_table1_runs_parse_with_the_papers_settings(stub_bin, tmp_path):
     assert "#SBATCH --gpus-per-node=8" in header and "#SBATCH --nodes=1" in header
     names = set()
     for index, (selection, ratio) in enumerate(RUNS):
-        (argv,) = run(TABLE1, stub_bin, tmp_path, SLURM_JOB_ID=str(500 + index), SLURM_ARRAY_TASK_ID=str(index),
-                      SLURM_JOB_NAME="cc3m-table1", SLURM_JOB_NODELIST="node-a")["srun"]
+        (argv,) = run(
+            TABLE1,
+            stub_bin,
+            tmp_path,
+            SLURM_JOB_ID=str(500 + index),
+            SLURM_ARRAY_TASK_ID=str(index),
+            SLURM_JOB_NAME="cc3m-table1",
+            SLURM_JOB_NODELIST="node-a",
+        )["srun"]
         args = training_args(argv)
         assert (args.model, args.batch_size, args.epochs, args.precision) == ("RN50", 1024, 40, "amp")
         assert (args.lr, args.beta1, args.beta2, args.eps, args.wd) == (5e-4, 0.9, 0.999, 1e-8, 0.2)
@@ -85,17 +95,32 @@ def test_table1_runs_parse_with_the_papers_settings(stub_bin, tmp_path):
         names.add(args.name)
     assert len(names) == len(RUNS) and "cc3m-full" in names and "cc3m-dissect-mome-r0.3" in names
     # The authors' script's values as a variant: the flags win, the run gets a name of its own.
-    (argv,) = run(TABLE1, stub_bin, tmp_path, args=["--batch-size", "1280", "--lr", "2e-3", "--wd", "0.1"],
-                  SLURM_JOB_ID="9", SLURM_ARRAY_TASK_ID="4", SLURM_JOB_NAME="cc3m-table1",
-                  SLURM_JOB_NODELIST="node-a")["srun"]
+    (argv,) = run(
+        TABLE1,
+        stub_bin,
+        tmp_path,
+        args=["--batch-size", "1280", "--lr", "2e-3", "--wd", "0.1"],
+        SLURM_JOB_ID="9",
+        SLURM_ARRAY_TASK_ID="4",
+        SLURM_JOB_NAME="cc3m-table1",
+        SLURM_JOB_NODELIST="node-a",
+    )["srun"]
     args = training_args(argv)
     assert (args.batch_size, args.lr, args.wd, args.selection, args.ratio) == (1280, 2e-3, 0.1, "dissect-warmup", 0.3)
     assert args.name.startswith("cc3m-dissect-warmup-r0.3-") and args.name not in names
 
 
 def test_table1_with_benchmarks_during_training(stub_bin, tmp_path, benchmark_root):
-    (argv,) = run(TABLE1, stub_bin, tmp_path, SLURM_JOB_ID="7", SLURM_ARRAY_TASK_ID="5", SLURM_JOB_NAME="t",
-                  SLURM_JOB_NODELIST="node-a", BENCHMARK_ROOT=benchmark_root)["srun"]
+    (argv,) = run(
+        TABLE1,
+        stub_bin,
+        tmp_path,
+        SLURM_JOB_ID="7",
+        SLURM_ARRAY_TASK_ID="5",
+        SLURM_JOB_NAME="t",
+        SLURM_JOB_NODELIST="node-a",
+        BENCHMARK_ROOT=benchmark_root,
+    )["srun"]
     args = training_args(argv)
     assert args.retrieval_benchmark == "mscoco_captions,flickr30k" and args.benchmark_root == benchmark_root
     assert args.val_frequency == 5
@@ -109,10 +134,13 @@ def test_eval_script_evaluates_every_final_checkpoint_and_prints_the_table(stub_
     (logs / "cc3m-unfinished" / "checkpoints").mkdir(parents=True)
     calls = run(EVAL, stub_bin, tmp_path, args=[str(logs)], COCO_ROOT="/data/coco", FLICKR_ROOT="/data/f30k")
     evals = [cli.eval_parser().parse_args(argv[1:]) for argv in calls["open-clip-dissect"] if argv[0] == "eval"]
-    assert sorted((os.path.basename(os.path.dirname(os.path.dirname(e.checkpoint))), e.benchmark, e.dataset_root)
-                  for e in evals) == sorted(
-        (name, benchmark, root) for name in ("cc3m-full", "cc3m-random-r0.3", "cc3m-dissect-mome-r0.5")
-        for benchmark, root in (("mscoco_captions", "/data/coco"), ("flickr30k", "/data/f30k")))
+    assert sorted(
+        (os.path.basename(os.path.dirname(os.path.dirname(e.checkpoint))), e.benchmark, e.dataset_root) for e in evals
+    ) == sorted(
+        (name, benchmark, root)
+        for name in ("cc3m-full", "cc3m-random-r0.3", "cc3m-dissect-mome-r0.5")
+        for benchmark, root in (("mscoco_captions", "/data/coco"), ("flickr30k", "/data/f30k"))
+    )
     assert all(e.model == "RN50" and e.precision == "amp" and e.out is None for e in evals)
     (summary,) = [argv for argv in calls["open-clip-dissect"] if argv[0] == "summary"]
     parsed = cli.summary_parser().parse_args(summary[1:])

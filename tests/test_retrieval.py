@@ -1,4 +1,5 @@
 """Multi-caption retrieval metrics against hand-computed rankings."""
+
 import pytest
 import torch
 
@@ -12,11 +13,13 @@ def _unit(*rows):
 def test_hand_computed_rankings_with_several_captions():
     # 3 images on the axes; image 0 has captions 0, 1; image 1 has 2, 3; image 2 has 4.
     images = _unit([1, 0, 0], [0, 1, 0], [0, 0, 1])
-    texts = _unit([1, 0.1, 0],      # t0 -> image 0 first: IR rank 0
-                  [0.2, 1, 0],      # t1 (image 0) -> image 1 first, image 0 second: rank 1
-                  [0, 1, 0.5],      # t2 -> image 1: rank 0
-                  [0, 0.3, 1],      # t3 (image 1) -> image 2, image 1: rank 1
-                  [1, 0, 0.9])      # t4 (image 2) -> image 0, image 2: rank 1
+    texts = _unit(
+        [1, 0.1, 0],  # t0 -> image 0 first: IR rank 0
+        [0.2, 1, 0],  # t1 (image 0) -> image 1 first, image 0 second: rank 1
+        [0, 1, 0.5],  # t2 -> image 1: rank 0
+        [0, 0.3, 1],  # t3 (image 1) -> image 2, image 1: rank 1
+        [1, 0, 0.9],
+    )  # t4 (image 2) -> image 0, image 2: rank 1
     text_image = torch.tensor([0, 0, 1, 1, 2])
     m = retrieval_metrics(images, texts, text_image, ks=(1, 2, 10))
     assert m["IR@1"] == pytest.approx(100 * 2 / 5) and m["IR@2"] == pytest.approx(100.0)
@@ -29,7 +32,7 @@ def test_hand_computed_rankings_with_several_captions():
 
 
 def test_ties_count_against_the_query():
-    images = _unit([1, 0], [1, 0])          # two identical images
+    images = _unit([1, 0], [1, 0])  # two identical images
     texts = _unit([1, 0], [1, 0])
     m = retrieval_metrics(images, texts, torch.tensor([0, 1]), ks=(1, 2))
     assert m["IR@1"] == 0.0 and m["IR@2"] == 100.0

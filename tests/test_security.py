@@ -2,6 +2,7 @@
 payload are read without unpickling it. Each payload would create a sentinel file when
 unpickled; every test first shows that it does (so the test can fail), then that our readers
 never trigger it."""
+
 import io
 import os
 import pickle
@@ -14,15 +15,14 @@ import open_clip
 import open_clip_train.data as upstream_data
 import pytest
 import torch
+from conftest import REPO, TINY, TINY_TRAIN_FLAGS, run_module, train_losses
 
-from open_clip_dissect.openclip import data, params, retrieval
-from open_clip_dissect.offline import embeddings
-from open_clip_dissect.openclip import state_files as selection
 from open_clip_dissect.errors import InputError
+from open_clip_dissect.offline import embeddings
+from open_clip_dissect.openclip import data, params, retrieval
+from open_clip_dissect.openclip import state_files as selection
 from open_clip_dissect.openclip.frozen import load_frozen_model
 from open_clip_dissect.openclip.shard_members import decode_sample
-
-from conftest import REPO, TINY, TINY_TRAIN_FLAGS, run_module, train_losses
 
 EXTRA_MEMBERS = ("pyd", "pkl", "pickle", "pth", "npy")
 
@@ -82,8 +82,9 @@ def tamper_split(pattern, dst_dir, sentinel):
 
 
 def _args(*argv):
-    args = params.parse_args(["--model", TINY, "--batch-size", "32", "--workers", "0",
-                              "--precision", "fp32", "--sample-key", "key", *argv])
+    args = params.parse_args(
+        ["--model", TINY, "--batch-size", "32", "--workers", "0", "--precision", "fp32", "--sample-key", "key", *argv]
+    )
     args.world_size, args.rank, args.distributed = 1, 0, False
     return args
 
@@ -111,8 +112,7 @@ def _same_batches(a, b):
 def test_decode_sample_keeps_only_allowed_members(sentinel, tiny_data):
     with tarfile.open(os.path.join(os.path.dirname(tiny_data.train), "00000.tar")) as tar:
         members = {m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()[:3]}
-    raw = {"__key__": "k", "__url__": "u", **members,
-           **{ext: payload_bytes(sentinel, ext) for ext in EXTRA_MEMBERS}}
+    raw = {"__key__": "k", "__url__": "u", **members, **{ext: payload_bytes(sentinel, ext) for ext in EXTRA_MEMBERS}}
     decoded = decode_sample(raw)
     assert sorted(decoded) == sorted(["__key__", "__url__", *members])
     assert decoded["png"].mode == "RGB" and isinstance(decoded["txt"], str) and isinstance(decoded["json"], dict)
@@ -133,8 +133,9 @@ def test_every_shard_reader_ignores_pickled_members(sentinel, tiny_data, tmp_pat
 
     keep = tmp_path / "keep.txt"
     keep.write_text("\n".join(k for _, _, keys in clean[0][:4] for k in keys[:8]) + "\n")
-    kept = _train_batches(_args("--train-data", bad_train, "--val-data", bad_val, "--keep-list",
-                                str(keep), "--batch-size", "8", *common))[0]
+    kept = _train_batches(
+        _args("--train-data", bad_train, "--val-data", bad_val, "--keep-list", str(keep), "--batch-size", "8", *common)
+    )[0]
     assert sorted(k for _, _, keys in kept for k in keys) == sorted(keep.read_text().split())
 
     def expand(pattern):
@@ -156,18 +157,21 @@ def test_patched_fork_loader_ignores_pickled_members(sentinel, tiny_data, tmp_pa
     """The fork patch's one-line change: OpenCLIP's own webdataset loader, patched, never
     unpickles; unpatched, it does (the control)."""
     bad_val = tamper_split(tiny_data.val, tmp_path / "val", sentinel)
-    code = ("import sys, open_clip; from open_clip_train import data; "
-            "from types import SimpleNamespace as N; "
-            "args = N(val_data=sys.argv[1], val_num_samples=None, batch_size=16, workers=0, world_size=1, "
-            "train_num_samples=None, dataset_resampled=False, seed=0); "
-            "t = open_clip.image_transform(32, is_train=False); "
-            "info = data.get_wds_dataset(args, t, is_train=False, tokenizer=open_clip.get_tokenizer('RN50')); "
-            "print(sum(len(b[0]) for b in info.dataloader))")
+    code = (
+        "import sys, open_clip; from open_clip_train import data; "
+        "from types import SimpleNamespace as N; "
+        "args = N(val_data=sys.argv[1], val_num_samples=None, batch_size=16, workers=0, world_size=1, "
+        "train_num_samples=None, dataset_resampled=False, seed=0); "
+        "t = open_clip.image_transform(32, is_train=False); "
+        "info = data.get_wds_dataset(args, t, is_train=False, tokenizer=open_clip.get_tokenizer('RN50')); "
+        "print(sum(len(b[0]) for b in info.dataloader))"
+    )
 
     def run(src_dir):
         env = {**os.environ, "PYTHONPATH": src_dir}
-        return subprocess.run([sys.executable, "-c", code, bad_val], capture_output=True, text=True,
-                              timeout=300, env=env, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-c", code, bad_val], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+        )
 
     fork = tmp_path / "fork"
     upstream_dir = os.path.dirname(os.path.dirname(open_clip.__file__))
@@ -183,9 +187,26 @@ def test_patched_fork_loader_ignores_pickled_members(sentinel, tiny_data, tmp_pa
 
 
 def _train(tmp_path, name, train, val, *extra):
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", train, "--val-data", val, "--dataset-type",
-             "webdataset", "--workers", "1", "--sample-key", "key", "--selection", "dissect-mome",
-             "--logs", str(tmp_path), "--name", name, *extra]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        train,
+        "--val-data",
+        val,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--sample-key",
+        "key",
+        "--selection",
+        "dissect-mome",
+        "--logs",
+        str(tmp_path),
+        "--name",
+        name,
+        *extra,
+    ]
     return run_module("open_clip_dissect.main", flags)
 
 
@@ -203,8 +224,16 @@ def test_training_on_a_tampered_shard_equals_clean_training(sentinel, tiny_data,
     state = tmp_path / "clean" / "checkpoints" / "epoch_1.dissect-state.rank0-of-1"
     saved = torch.load(state, weights_only=True)
     torch.save({**saved, "note": Payload(sentinel)}, state)
-    result = _train(tmp_path, "resumed", tiny_data.train, tiny_data.val, "--epochs", "2", "--resume",
-                    str(tmp_path / "clean" / "checkpoints" / "epoch_1.pt"))
+    result = _train(
+        tmp_path,
+        "resumed",
+        tiny_data.train,
+        tiny_data.val,
+        "--epochs",
+        "2",
+        "--resume",
+        str(tmp_path / "clean" / "checkpoints" / "epoch_1.pt"),
+    )
     assert result.returncode == 2 and not sentinel.exists()
     last = result.stderr.strip().splitlines()[-1]
     assert str(state) in last and "refused" in last and "--selection-reset-history" in last
@@ -248,16 +277,36 @@ def test_pickled_checkpoint_is_refused_unless_allowed(pickled_checkpoint, sentin
 
 
 def test_pickled_checkpoint_is_refused_by_the_commands(pickled_checkpoint, sentinel, tiny_data, tmp_path):
-    result = run_module("open_clip_dissect.cli", ["eval", "--model", TINY, "--checkpoint",
-                                                  pickled_checkpoint, "--data", tiny_data.test])
+    result = run_module(
+        "open_clip_dissect.cli", ["eval", "--model", TINY, "--checkpoint", pickled_checkpoint, "--data", tiny_data.test]
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]  # (OpenCLIP's own warnings come before it)
     assert last.startswith("open-clip-dissect eval: error: ") and pickled_checkpoint in last
-    result = run_module("open_clip_dissect.main", [
-        *TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset",
-        "--workers", "1", "--epochs", "1", "--logs", str(tmp_path), "--name", "oracle",
-        "--selection", "clipscore-oracle", "--oracle-model", TINY, "--oracle-checkpoint",
-        pickled_checkpoint])
+    result = run_module(
+        "open_clip_dissect.main",
+        [
+            *TINY_TRAIN_FLAGS,
+            "--train-data",
+            tiny_data.train,
+            "--dataset-type",
+            "webdataset",
+            "--workers",
+            "1",
+            "--epochs",
+            "1",
+            "--logs",
+            str(tmp_path),
+            "--name",
+            "oracle",
+            "--selection",
+            "clipscore-oracle",
+            "--oracle-model",
+            TINY,
+            "--oracle-checkpoint",
+            pickled_checkpoint,
+        ],
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert pickled_checkpoint in last and "--allow-pickle-checkpoints" in last

@@ -1,4 +1,5 @@
 """The selection adapter in-process: scoring pass side effects, NaN handling, state files."""
+
 import open_clip
 import pytest
 import torch
@@ -25,12 +26,15 @@ def _batches(n=2, size=8, image_size=32):
     tok = open_clip.get_tokenizer("dissect-rn-tiny")
     g = torch.Generator().manual_seed(0)
     return ListLoader(
-        (torch.randn(size, 3, image_size, image_size, generator=g),
-         tok([f"caption {b} {i}" for i in range(size)]),
-         [f"s{b}-{i}" for i in range(size)],
-         hash_keys([f"s{b}-{i}" for i in range(size)]),
-         torch.tensor([i % 2 for i in range(size)], dtype=torch.int8))
-        for b in range(n))
+        (
+            torch.randn(size, 3, image_size, image_size, generator=g),
+            tok([f"caption {b} {i}" for i in range(size)]),
+            [f"s{b}-{i}" for i in range(size)],
+            hash_keys([f"s{b}-{i}" for i in range(size)]),
+            torch.tensor([i % 2 for i in range(size)], dtype=torch.int8),
+        )
+        for b in range(n)
+    )
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
@@ -39,8 +43,9 @@ def test_scoring_pass_leaves_batchnorm_statistics_and_mode_alone(mode):
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     selector = Selector(strategies.create_strategy("dissect-mome"), ratio=0.5)
-    loader = SelectingLoader(_batches(), selector, model, _config(scoring_mode=mode), epoch=0,
-                             record=EpochRecord(keep_keys=True))
+    loader = SelectingLoader(
+        _batches(), selector, model, _config(scoring_mode=mode), epoch=0, record=EpochRecord(keep_keys=True)
+    )
     out = list(loader)
     assert [len(images) for images, _ in out] == [4, 4] and loader.num_samples == 8
     assert model.training
@@ -78,8 +83,7 @@ def test_train_scoring_mode_normalises_with_the_batch_statistics():
 
 def test_fixed_mode_trains_the_asked_batch_size():
     model = open_clip.create_model("dissect-vit-tiny", output_dict=True)
-    selector = Selector(strategies.create_strategy("clipscore"), ratio=0.5, batch_mode="fixed",
-                        train_batch_size=4)
+    selector = Selector(strategies.create_strategy("clipscore"), ratio=0.5, batch_mode="fixed", train_batch_size=4)
     loader = SelectingLoader(_batches(size=8), selector, model, _config(), 0, EpochRecord())
     assert [len(images) for images, _ in loader] == [4, 4]
 

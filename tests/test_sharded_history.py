@@ -1,5 +1,6 @@
 """ShardedHistoryStore with 2 gloo processes on CPU: equal to the single-process store for the
 same stream of updates; per-rank state files reload on 1 and 3 ranks with equal per-key state."""
+
 import os
 import random
 
@@ -10,8 +11,8 @@ import torch.multiprocessing as mp
 
 from open_clip_dissect.core.history import HistoryStore, hash_keys
 from open_clip_dissect.dist.communicator import Communicator
-from open_clip_dissect.errors import InputError
 from open_clip_dissect.dist.sharded_history import ShardedHistoryStore, rank_file, saved_rank_files
+from open_clip_dissect.errors import InputError
 
 UNIVERSE = [f"/data/{i % 5:05d}.tar/{i:07d}" for i in range(2000)]
 STEPS = 25
@@ -25,8 +26,13 @@ def _stream(world):
         for rank in range(world):
             size = 48 + 16 * rank  # unequal sizes exercise the padding
             keys = list(dict.fromkeys(rng.choice(UNIVERSE) for _ in range(size)))
-            batches.append((keys, torch.tensor([rng.uniform(0, 100) for _ in keys]),
-                            torch.tensor([rng.random() < 0.9 for _ in keys])))
+            batches.append(
+                (
+                    keys,
+                    torch.tensor([rng.uniform(0, 100) for _ in keys]),
+                    torch.tensor([rng.random() < 0.9 for _ in keys]),
+                )
+            )
         yield step, batches
 
 
@@ -57,8 +63,7 @@ def _reference():
     for step, batches in _stream(2):
         gets.append([store.get(hash_keys(keys)) for keys, _, _ in batches])
         keys = [k for b in batches for k in b[0]]
-        store.update(hash_keys(keys), torch.cat([b[1] for b in batches]), step // 5,
-                     torch.cat([b[2] for b in batches]))
+        store.update(hash_keys(keys), torch.cat([b[1] for b in batches]), step // 5, torch.cat([b[2] for b in batches]))
     return store, gets
 
 
@@ -100,6 +105,7 @@ def test_elastic_resume_keeps_every_key(two_rank_run, world):
 def test_missing_rank_file_is_named(two_rank_run, tmp_path):
     files = saved_rank_files(str(two_rank_run / "state"))
     import shutil
+
     shutil.copy(files[0], tmp_path / os.path.basename(files[0]))
     with pytest.raises(InputError, match=r"rank files \[1\] of 2 are missing"):
         saved_rank_files(str(tmp_path / "state"))

@@ -1,4 +1,5 @@
 """Strategies as pure tensor functions, against hand-computed examples."""
+
 import math
 
 import pytest
@@ -25,8 +26,9 @@ def test_per_sample_infonce_by_hand():
     scale = torch.tensor(2.0)
     # logits = 2 * [[1, 1], [0, 0]]; rows: CE([2,2],0)=log2, CE([0,0],1)=log2
     # cols: column 0 = [2, 0] label 0 -> log(1+e^-2); column 1 = [2, 0] label 1 -> log(e^2+1)
-    expected = torch.tensor([(math.log(2) + math.log(1 + math.exp(-2))) / 2,
-                             (math.log(2) + math.log(math.exp(2) + 1)) / 2])
+    expected = torch.tensor(
+        [(math.log(2) + math.log(1 + math.exp(-2))) / 2, (math.log(2) + math.log(math.exp(2) + 1)) / 2]
+    )
     assert torch.allclose(S.per_sample_infonce(img, txt, scale), expected, atol=1e-6)
 
 
@@ -48,7 +50,10 @@ def _scores(curr, loss=None):
 
 def test_loss_and_clipscore_strategies():
     scores = _scores([10.0, 30.0, 20.0, 40.0], loss=[0.5, 2.0, 1.0, 0.1])
-    pick = lambda name, k: sorted(S.create_strategy(name).decide(scores, None, k, 0, _g()).kept.tolist())
+
+    def pick(name, k):
+        return sorted(S.create_strategy(name).decide(scores, None, k, 0, _g()).kept.tolist())
+
     assert pick("small-loss", 2) == [0, 3]
     assert pick("big-loss", 2) == [1, 2]
     assert pick("clipscore", 2) == [1, 3]
@@ -117,11 +122,12 @@ def test_audit_by_hand():
     kept = torch.tensor([True, True, False, False, True])
     noisy = torch.tensor([0, 1, 0, -1, 1], dtype=torch.int8)
     a = audit(rank, kept, noisy)
-    assert a["kept_precision"] == pytest.approx(1 / 3)   # kept & known: 0 (clean), 1, 4 (noisy)
-    assert a["clean_recall"] == pytest.approx(1 / 2)     # clean: 0 (kept), 2 (dropped)
+    assert a["kept_precision"] == pytest.approx(1 / 3)  # kept & known: 0 (clean), 1, 4 (noisy)
+    assert a["clean_recall"] == pytest.approx(1 / 2)  # clean: 0 (kept), 2 (dropped)
     assert a["random_precision"] == pytest.approx(2 / 4)
-    assert a["auroc"] == pytest.approx(auroc(torch.tensor([4.0, 3.0, 2.0, 0.0]),
-                                             torch.tensor([True, False, True, False])))
+    assert a["auroc"] == pytest.approx(
+        auroc(torch.tensor([4.0, 3.0, 2.0, 0.0]), torch.tensor([True, False, True, False]))
+    )
     assert audit(rank, kept, torch.full((5,), -1, dtype=torch.int8)) == {}
 
 

@@ -2,6 +2,7 @@
 training loop makes): how many it keeps, random tie-breaks, NaN rejected, history stored exactly
 where the strategy says, determinism, and a state round trip. A new strategy is checked here by
 registering it; nothing else to add."""
+
 import pytest
 import torch
 
@@ -49,8 +50,9 @@ def test_keeps_k_distinct_candidates(name):
             assert len(kept) == num_kept(B, 0.5) == 8
 
 
-@pytest.mark.parametrize("name", [n for n in list_strategies()
-                                  if not (strategy_class(n).variable_kept or strategy_class(n).keeps_all)])
+@pytest.mark.parametrize(
+    "name", [n for n in list_strategies() if not (strategy_class(n).variable_kept or strategy_class(n).keeps_all)]
+)
 def test_ties_are_broken_at_random(name):
     kept = {tuple(sorted(_step(_selector(name, seed), 0, 0, equal=True).kept.tolist())) for seed in range(8)}
     assert len(kept) > 1 and kept != {tuple(range(8))}
@@ -111,8 +113,11 @@ def test_a_new_strategy_needs_only_its_class(monkeypatch):
     class Margin(Strategy):
         name = "margin"
         summary = "the k highest CLIPScores above --margin-floor"
-        options = (Option("floor", "--margin-floor", float, 10.0, "CLIPScore below which a pair ranks last",
-                          in_range(0.0, 100.0)),)
+        options = (
+            Option(
+                "floor", "--margin-floor", float, 10.0, "CLIPScore below which a pair ranks last", in_range(0.0, 100.0)
+            ),
+        )
 
         def __init__(self, floor=10.0):
             self.floor = floor

@@ -1,5 +1,6 @@
 """A strategy needs its own file and its test only: the registry feeds --selection's choices and
 help, the flags, the validation, the README's table and the training run."""
+
 import os
 import shutil
 import subprocess
@@ -7,7 +8,7 @@ import sys
 
 from conftest import REPO, TINY_TRAIN_FLAGS, read_jsonl, run_module
 
-THROWAWAY = '''
+THROWAWAY = """
 import torch
 
 from open_clip_dissect.core.strategies.base import Strategy
@@ -26,12 +27,13 @@ class Throwaway(Strategy):
 
     def rank(self, scores, history, epoch, generator):
         return (scores.curr - self.floor).clamp_min(0)
-'''
+"""
 
 
 def test_the_readme_strategy_table_is_the_registry():
-    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "update_docs.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "update_docs.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -39,8 +41,9 @@ def test_a_strategy_file_alone_adds_a_strategy(tmp_path, tiny_data):
     """A throwaway strategy dropped into a copy of the package: --help lists it and its flag, a
     bad value of its flag is refused in one line, and a run trains with it."""
     package = tmp_path / "open_clip_dissect"
-    shutil.copytree(os.path.join(REPO, "src", "open_clip_dissect"), package,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        os.path.join(REPO, "src", "open_clip_dissect"), package, ignore=shutil.ignore_patterns("__pycache__")
+    )
     (package / "core" / "strategies" / "throwaway.py").write_text(THROWAWAY)
     env = {"PYTHONPATH": str(tmp_path)}
     helped = run_module("open_clip_dissect.main", ["--help"], env=env)
@@ -49,10 +52,29 @@ def test_a_strategy_file_alone_adds_a_strategy(tmp_path, tiny_data):
     refused = run_module("open_clip_dissect.main", ["--selection", "throwaway", "--throwaway-floor", "-1"], env=env)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("open_clip_dissect: error: --throwaway-floor: must be")
-    trained = run_module("open_clip_dissect.main", [
-        *TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--dataset-type", "webdataset", "--workers", "1",
-        "--logs", str(tmp_path / "logs"), "--name", "run", "--epochs", "1", "--selection", "throwaway",
-        "--ratio", "0.25"], env=env)
+    trained = run_module(
+        "open_clip_dissect.main",
+        [
+            *TINY_TRAIN_FLAGS,
+            "--train-data",
+            tiny_data.train,
+            "--dataset-type",
+            "webdataset",
+            "--workers",
+            "1",
+            "--logs",
+            str(tmp_path / "logs"),
+            "--name",
+            "run",
+            "--epochs",
+            "1",
+            "--selection",
+            "throwaway",
+            "--ratio",
+            "0.25",
+        ],
+        env=env,
+    )
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
     summary = read_jsonl(tmp_path / "logs" / "run" / "selection.jsonl")[0]
     assert summary["selection"] == "throwaway" and summary["kept"] == 128

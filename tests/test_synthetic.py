@@ -1,4 +1,5 @@
 """The synthetic generator: deterministic bytes, honest noise labels, clean validation split."""
+
 import hashlib
 import io
 import json
@@ -49,8 +50,16 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 @pytest.mark.parametrize("kind", ["shuffle", "partial"])
 def test_noise_labels_are_true(tmp_path, kind):
-    manifest = synthetic.make_dataset(str(tmp_path), train_size=400, val_size=50, seed=1,
-                                      noise_rate=0.4, noise_kind=kind, shard_size=100, progress=False)
+    manifest = synthetic.make_dataset(
+        str(tmp_path),
+        train_size=400,
+        val_size=50,
+        seed=1,
+        noise_rate=0.4,
+        noise_kind=kind,
+        shard_size=100,
+        progress=False,
+    )
     train = _records(tmp_path / "train")
     assert len(train) == 400 and manifest["splits"]["train"]["num_shards"] == 4
     noisy = [r for r in train if r["noisy"]]
@@ -60,8 +69,10 @@ def test_noise_labels_are_true(tmp_path, kind):
     for r in train:
         assert r["txt"] == r["caption"]
         assert (r["caption"] != r["true_caption"]) == r["noisy"]
-        assert r["true_caption"] == synthetic.Scene(
-            r["background"], tuple(synthetic.Shape(**s) for s in r["shapes"])).caption()
+        assert (
+            r["true_caption"]
+            == synthetic.Scene(r["background"], tuple(synthetic.Shape(**s) for s in r["shapes"])).caption()
+        )
         assert len(r["uid"]) == 32
     captions = {r["caption"] for r in train}
     true_captions = {r["true_caption"] for r in train}
@@ -79,13 +90,12 @@ def test_noise_labels_are_true(tmp_path, kind):
 def test_images_show_the_true_scene():
     scene = synthetic.Scene("white", (synthetic.Shape("square", "red", "large", "top left"),))
     image = synthetic.render(scene, 63)
-    assert image.getpixel((10, 10)) == synthetic.COLORS["red"]      # inside the top-left cell
+    assert image.getpixel((10, 10)) == synthetic.COLORS["red"]  # inside the top-left cell
     assert image.getpixel((52, 52)) == synthetic.BACKGROUNDS["white"]
 
 
 def test_csv_and_sizes(tmp_path):
-    synthetic.make_dataset(str(tmp_path), train_size=30, val_size=5, seed=0, shard_size=20,
-                           csv=True, progress=False)
+    synthetic.make_dataset(str(tmp_path), train_size=30, val_size=5, seed=0, shard_size=20, csv=True, progress=False)
     frame = pd.read_csv(tmp_path / "train.csv", sep="\t", dtype={"key": str})
     assert list(frame.columns) == ["filepath", "title", "key", "noisy"]
     assert len(frame) == 30 and all(os.path.isfile(p) for p in frame.filepath)
@@ -106,16 +116,27 @@ WEB = synthetic.Difficulty(**{k: v for k, v in synthetic.PRESETS["web"].items() 
 def test_plain_generator_is_unchanged_by_the_difficulty_code():
     """The defaults draw exactly the scenes and captions of the plain generator."""
     plain = synthetic.make_samples("train", 200, 5, noise_rate=0.4, noise_kind="partial")
-    explicit = synthetic.make_samples("train", 200, 5, noise_rate=0.4, noise_kind="partial",
-                                      difficulty=synthetic.Difficulty())
+    explicit = synthetic.make_samples(
+        "train", 200, 5, noise_rate=0.4, noise_kind="partial", difficulty=synthetic.Difficulty()
+    )
     assert [(s.scene, s.caption, s.noisy) for s in plain] == [(s.scene, s.caption, s.noisy) for s in explicit]
     assert all(s.style == "full" and not s.hard and not s.extra for s in plain)
 
 
 def test_web_preset_draws_what_it_says(tmp_path):
-    manifest = synthetic.make_dataset(str(tmp_path), train_size=3000, val_size=200, test_size=300, seed=2,
-                                      noise_rate=0.4, noise_kind="mixed", shard_size=1000, progress=False,
-                                      difficulty=WEB, preset="web")
+    manifest = synthetic.make_dataset(
+        str(tmp_path),
+        train_size=3000,
+        val_size=200,
+        test_size=300,
+        seed=2,
+        noise_rate=0.4,
+        noise_kind="mixed",
+        shard_size=1000,
+        progress=False,
+        difficulty=WEB,
+        preset="web",
+    )
     train = synthetic.read_sample_records(str(tmp_path / "train"))
     assert manifest["difficulty"]["concept_zipf"] == 1.2 and manifest["preset"] == "web"
     # Zipf 1.2 over 24 concepts: the most frequent concept is far above the rarest.
@@ -178,9 +199,12 @@ def test_hard_images_differ_from_plain_ones_and_noise_is_seeded():
 
 
 def test_difficulty_values_are_checked():
-    for kwargs, flag in ((dict(alt_text_rate=1.5), "--alt-text-rate"), (dict(concept_zipf=-1), "--concept-zipf"),
-                         (dict(alt_text_rate=0.7, partial_caption_rate=0.5), "--alt-text-rate"),
-                         (dict(pixel_noise=-3), "--pixel-noise")):
+    for kwargs, flag in (
+        (dict(alt_text_rate=1.5), "--alt-text-rate"),
+        (dict(concept_zipf=-1), "--concept-zipf"),
+        (dict(alt_text_rate=0.7, partial_caption_rate=0.5), "--alt-text-rate"),
+        (dict(pixel_noise=-3), "--pixel-noise"),
+    ):
         with pytest.raises(ValueError, match=flag):
             synthetic.make_samples("train", 4, 0, difficulty=synthetic.Difficulty(**kwargs))
     assert synthetic.resolve_settings("web", alt_text_rate=0.3)["alt_text_rate"] == 0.3
@@ -191,8 +215,17 @@ def test_colour_words_as_concepts_make_rare_words(tmp_path):
     """--colors 16 --concept-unit color: the Zipf law runs over colour words, so the rarest colours
     are rare words; every colour appears in the balanced test split."""
     difficulty = synthetic.Difficulty(concept_zipf=1.6, alt_text_rate=0.6, colors=16, concept_unit="color")
-    manifest = synthetic.make_dataset(str(tmp_path), train_size=1500, val_size=0, test_size=400, seed=1,
-                                      noise_rate=0.4, shard_size=1500, progress=False, difficulty=difficulty)
+    manifest = synthetic.make_dataset(
+        str(tmp_path),
+        train_size=1500,
+        val_size=0,
+        test_size=400,
+        seed=1,
+        noise_rate=0.4,
+        shard_size=1500,
+        progress=False,
+        difficulty=difficulty,
+    )
     counts = manifest["concept_counts"]
     assert sorted(counts) == sorted(synthetic.palette(16)) and len(manifest["rare_concepts"]) == 2
     assert max(counts.values()) > 30 * min(counts.values())

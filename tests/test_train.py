@@ -1,4 +1,5 @@
 """End-to-end runs of ``python -m open_clip_dissect.main`` against stock OpenCLIP."""
+
 import json
 import os
 import subprocess
@@ -6,18 +7,18 @@ import sys
 
 import pytest
 import torch
-
-from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module, train_losses as _losses
-
+from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
+from conftest import train_losses as _losses
 
 
 def run_stock_openclip(args):
     """Stock ``open_clip_train.main``; importing open_clip_dissect only registers the tiny config."""
-    code = ("import sys; from open_clip_dissect.openclip.configs import register_model_configs; "
-            "register_model_configs(); from open_clip_train.main import main; "
-            "sys.exit(main(sys.argv[1:]) == -1)")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=600)
+    code = (
+        "import sys; from open_clip_dissect.openclip.configs import register_model_configs; "
+        "register_model_configs(); from open_clip_train.main import main; "
+        "sys.exit(main(sys.argv[1:]) == -1)"
+    )
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
 
 
 def _ok(result):
@@ -26,9 +27,23 @@ def _ok(result):
 
 def test_selection_none_is_stock_openclip(tiny_data, tmp_path):
     """Same seed, same data: the same loss at every step and bit-identical weights."""
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train_csv, "--dataset-type", "csv",
-             "--csv-img-key", "filepath", "--csv-caption-key", "title", "--epochs", "2",
-             "--workers", "1", "--logs", str(tmp_path)]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        tiny_data.train_csv,
+        "--dataset-type",
+        "csv",
+        "--csv-img-key",
+        "filepath",
+        "--csv-caption-key",
+        "title",
+        "--epochs",
+        "2",
+        "--workers",
+        "1",
+        "--logs",
+        str(tmp_path),
+    ]
     _ok(run_stock_openclip([*flags, "--name", "stock"]))
     _ok(run_module("open_clip_dissect.main", [*flags, "--name", "ours", "--selection", "none"]))
     stock = _losses(tmp_path / "stock" / "out.log")
@@ -41,9 +56,23 @@ def test_selection_none_is_stock_openclip(tiny_data, tmp_path):
 
 
 def test_webdataset_run_checkpoint_resume_and_summary(tiny_data, tmp_path):
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", tiny_data.train, "--val-data", tiny_data.val,
-             "--dataset-type", "webdataset", "--workers", "1", "--logs", str(tmp_path),
-             "--name", "run", "--retrieval-data", tiny_data.test]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        tiny_data.train,
+        "--val-data",
+        tiny_data.val,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--logs",
+        str(tmp_path),
+        "--name",
+        "run",
+        "--retrieval-data",
+        tiny_data.test,
+    ]
     _ok(run_module("open_clip_dissect.main", [*flags, "--epochs", "1"]))
     run = tmp_path / "run"
     assert sorted(os.listdir(run / "checkpoints")) == ["epoch_1.pt", "results.jsonl"]
@@ -66,9 +95,20 @@ def test_webdataset_run_checkpoint_resume_and_summary(tiny_data, tmp_path):
     last = summary.stdout.strip().splitlines()[-1].split()
     assert float(last[7]) == pytest.approx(retrieval[-1]["retrieval_R@sum"], abs=0.01)
 
-    evaluated = run_module("open_clip_dissect.cli", [
-        "eval", "--model", "dissect-vit-tiny", "--checkpoint", str(run / "checkpoints" / "epoch_2.pt"),
-        "--data", tiny_data.test_csv, "--out", str(tmp_path / "eval.json")])
+    evaluated = run_module(
+        "open_clip_dissect.cli",
+        [
+            "eval",
+            "--model",
+            "dissect-vit-tiny",
+            "--checkpoint",
+            str(run / "checkpoints" / "epoch_2.pt"),
+            "--data",
+            tiny_data.test_csv,
+            "--out",
+            str(tmp_path / "eval.json"),
+        ],
+    )
     _ok(evaluated)
     with open(tmp_path / "eval.json") as f:
         offline = json.load(f)

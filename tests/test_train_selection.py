@@ -1,4 +1,5 @@
 """Every strategy end to end through ``python -m open_clip_dissect.main`` on the synthetic set."""
+
 import glob
 import os
 import shutil
@@ -6,11 +7,10 @@ import shutil
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
 
 from open_clip_dissect import synthetic
 from open_clip_dissect.core.strategies import list_strategies, strategy_class
-
-from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
 
 
 def _ok(result):
@@ -18,8 +18,22 @@ def _ok(result):
 
 
 def _train(data, logs, name, *extra, epochs=1, env=None):
-    flags = [*TINY_TRAIN_FLAGS, "--train-data", data.train, "--dataset-type", "webdataset",
-             "--workers", "1", "--logs", str(logs), "--name", name, "--epochs", str(epochs), *extra]
+    flags = [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        data.train,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--logs",
+        str(logs),
+        "--name",
+        name,
+        "--epochs",
+        str(epochs),
+        *extra,
+    ]
     return run_module("open_clip_dissect.main", flags, env=env)
 
 
@@ -35,8 +49,15 @@ SHORT_RUN_FLAGS = {
 @pytest.mark.parametrize("strategy", list_strategies())
 def test_every_strategy_trains_with_audit_and_state(strategy, tiny_data, tmp_path, request):
     cls = strategy_class(strategy)
-    extra = ["--selection", strategy, "--ratio", "0.25", "--report-to", "tensorboard",
-             *SHORT_RUN_FLAGS.get(strategy, [])]
+    extra = [
+        "--selection",
+        strategy,
+        "--ratio",
+        "0.25",
+        "--report-to",
+        "tensorboard",
+        *SHORT_RUN_FLAGS.get(strategy, []),
+    ]
     if cls.needs_oracle:
         extra += ["--oracle-model", "dissect-vit-tiny", "--oracle-checkpoint", request.getfixturevalue("oracle")]
     epochs = 2 if strategy in SHORT_RUN_FLAGS else 1
@@ -68,6 +89,7 @@ def test_every_strategy_trains_with_audit_and_state(strategy, tiny_data, tmp_pat
         log = f.read()
     assert f"Selection audit epoch {epochs - 1}" in log and "Contrastive_loss" in log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     tags = EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"]
     assert "selection/kept_fraction" in tags and "selection/delta_mean" in tags
     assert "selection_epoch/audit_kept_precision" in tags
@@ -86,16 +108,16 @@ def test_baselines_refuse_what_they_cannot_do(tiny_data, tmp_path):
 def learnable_data(tmp_path_factory):
     """2048 pairs, 40% shuffled captions: enough for a tiny model to learn in one epoch."""
     out = str(tmp_path_factory.mktemp("learnable"))
-    manifest = synthetic.make_dataset(out, train_size=2048, val_size=64, seed=1, noise_rate=0.4,
-                                      shard_size=512, progress=False)
+    manifest = synthetic.make_dataset(
+        out, train_size=2048, val_size=64, seed=1, noise_rate=0.4, shard_size=512, progress=False
+    )
     return type("D", (), {"train": manifest["splits"]["train"]["pattern"]})
 
 
 def test_small_loss_keeps_a_cleaner_set_than_random(learnable_data, tmp_path):
     precision = {}
     for strategy in ("random", "small-loss"):
-        _ok(_train(learnable_data, tmp_path, strategy, "--selection", strategy, "--batch-size", "64",
-                   epochs=2))
+        _ok(_train(learnable_data, tmp_path, strategy, "--selection", strategy, "--batch-size", "64", epochs=2))
         second = read_jsonl(tmp_path / strategy / "selection.jsonl")[1]
         precision[strategy] = second["audit_kept_precision"]
     assert precision["small-loss"] > precision["random"] + 0.05, precision
@@ -103,13 +125,23 @@ def test_small_loss_keeps_a_cleaner_set_than_random(learnable_data, tmp_path):
 
 def test_resume_selects_exactly_as_an_uninterrupted_run(tiny_data, tmp_path):
     common = ["--selection", "dissect-mome", "--ratio", "0.5"]
-    _ok(_train(tiny_data, tmp_path, "full", *common, "--selection-record", str(tmp_path / "rec_full"),
-               epochs=2))
+    _ok(_train(tiny_data, tmp_path, "full", *common, "--selection-record", str(tmp_path / "rec_full"), epochs=2))
     # Resume the same schedule after its first epoch, under another --name: the state is found
     # next to the resumed checkpoint.
     checkpoint = str(tmp_path / "full" / "checkpoints" / "epoch_1.pt")
-    _ok(_train(tiny_data, tmp_path, "second", *common, "--resume", checkpoint,
-               "--selection-record", str(tmp_path / "rec_resumed"), epochs=2))
+    _ok(
+        _train(
+            tiny_data,
+            tmp_path,
+            "second",
+            *common,
+            "--resume",
+            checkpoint,
+            "--selection-record",
+            str(tmp_path / "rec_resumed"),
+            epochs=2,
+        )
+    )
     full = pd.read_parquet(tmp_path / "rec_full" / "epoch_1.rank0-of-1.parquet")
     resumed = pd.read_parquet(tmp_path / "rec_resumed" / "epoch_1.rank0-of-1.parquet")
     assert list(full.columns) == ["key", "epoch", "curr", "hist", "delta", "kept", "noisy"]
@@ -123,14 +155,38 @@ def test_resume_selects_exactly_as_an_uninterrupted_run(tiny_data, tmp_path):
     assert wrong.returncode != 0 and "epoch_1.dissect-state" in wrong.stderr and "'dissect-mome'" in wrong.stderr
     os.makedirs(tmp_path / "bare")
     shutil.copy(checkpoint, tmp_path / "bare" / "epoch_1.pt")
-    missing = _train(tiny_data, tmp_path, "missing", *common, "--resume", str(tmp_path / "bare" / "epoch_1.pt"), epochs=2)
+    missing = _train(
+        tiny_data, tmp_path, "missing", *common, "--resume", str(tmp_path / "bare" / "epoch_1.pt"), epochs=2
+    )
     assert missing.returncode != 0 and "no selection state" in missing.stderr
-    _ok(_train(tiny_data, tmp_path, "reset", *common, "--resume", str(tmp_path / "bare" / "epoch_1.pt"),
-               "--selection-reset-history", epochs=2))
+    _ok(
+        _train(
+            tiny_data,
+            tmp_path,
+            "reset",
+            *common,
+            "--resume",
+            str(tmp_path / "bare" / "epoch_1.pt"),
+            "--selection-reset-history",
+            epochs=2,
+        )
+    )
 
     # Distillation sees the kept samples too (the teacher is the checkpoint trained above).
-    _ok(_train(tiny_data, tmp_path, "distill", "--selection", "clipscore", "--distill-model",
-               "dissect-vit-tiny", "--distill-pretrained", checkpoint, epochs=1))
+    _ok(
+        _train(
+            tiny_data,
+            tmp_path,
+            "distill",
+            "--selection",
+            "clipscore",
+            "--distill-model",
+            "dissect-vit-tiny",
+            "--distill-pretrained",
+            checkpoint,
+            epochs=1,
+        )
+    )
     with open(tmp_path / "distill" / "out.log") as f:
         assert "Distill_loss" in f.read()
 
@@ -138,11 +194,27 @@ def test_resume_selects_exactly_as_an_uninterrupted_run(tiny_data, tmp_path):
 def test_fixed_mode_siglip_accumulation_and_wandb(tiny_data, tmp_path):
     noisy = tmp_path / "noisy.txt"  # the user-supplied list takes over from the .json labels
     noisy.write_text("\n".join(f"{tiny_data.root}/train/00000.tar/{i:08d}" for i in range(128)))
-    result = _train(tiny_data, tmp_path, "fixed", "--selection", "big-loss", "--ratio", "0.5",
-                    "--noisy-keys", str(noisy),
-                    "--selection-batch-mode", "fixed", "--siglip", "--accum-freq", "2",
-                    "--grad-checkpointing",
-                    "--report-to", "wandb", epochs=1, env={"WANDB_DIR": str(tmp_path)})
+    result = _train(
+        tiny_data,
+        tmp_path,
+        "fixed",
+        "--selection",
+        "big-loss",
+        "--ratio",
+        "0.5",
+        "--noisy-keys",
+        str(noisy),
+        "--selection-batch-mode",
+        "fixed",
+        "--siglip",
+        "--accum-freq",
+        "2",
+        "--grad-checkpointing",
+        "--report-to",
+        "wandb",
+        epochs=1,
+        env={"WANDB_DIR": str(tmp_path)},
+    )
     _ok(result)
     summary = read_jsonl(tmp_path / "fixed" / "selection.jsonl")[0]
     # 64 candidates per step to train 32: 512 / 64 = 8 loader batches, 4 optimizer steps.
@@ -162,8 +234,18 @@ def test_auto_warmup_detects_once_and_resumes_exactly(tiny_data, tmp_path):
     in selection.jsonl; a run resumed before or after it detects exactly once and ends with the
     weights of the uninterrupted run. (A threshold of 100% makes the loss signal fire as soon as
     it has two epochs to compare: at the end of epoch 1.)"""
-    auto = ["--selection", "dissect-warmup", "--dissect-warmup-epochs", "auto", "--dissect-auto-signal", "loss",
-            "--dissect-auto-min-improvement", "1.0", "--ratio", "0.5"]
+    auto = [
+        "--selection",
+        "dissect-warmup",
+        "--dissect-warmup-epochs",
+        "auto",
+        "--dissect-auto-signal",
+        "loss",
+        "--dissect-auto-min-improvement",
+        "1.0",
+        "--ratio",
+        "0.5",
+    ]
     _ok(_train(tiny_data, tmp_path, "full", *auto, epochs=3))
     with open(tmp_path / "full" / "out.log") as f:
         lines = [line for line in f if "early-learning point detected" in line]
@@ -176,8 +258,17 @@ def test_auto_warmup_detects_once_and_resumes_exactly(tiny_data, tmp_path):
     final = torch.load(tmp_path / "full" / "checkpoints" / "epoch_3.pt", map_location="cpu")["state_dict"]
     for cut, detections in ((1, 1), (2, 0)):  # resumed before the detection, after it
         name = f"resumed{cut}"
-        _ok(_train(tiny_data, tmp_path, name, *auto, "--resume",
-                   str(tmp_path / "full" / "checkpoints" / f"epoch_{cut}.pt"), epochs=3))
+        _ok(
+            _train(
+                tiny_data,
+                tmp_path,
+                name,
+                *auto,
+                "--resume",
+                str(tmp_path / "full" / "checkpoints" / f"epoch_{cut}.pt"),
+                epochs=3,
+            )
+        )
         with open(tmp_path / name / "out.log") as f:
             assert sum("early-learning point detected" in line for line in f) == detections
         resumed = torch.load(tmp_path / name / "checkpoints" / "epoch_3.pt", map_location="cpu")["state_dict"]
@@ -188,8 +279,19 @@ def test_observe_trains_exactly_as_full_data(tiny_data, tmp_path):
     """``--selection observe`` scores and records every candidate but trains as ``none`` does;
     ``--selection-scoring-mode train`` scores a BatchNorm tower without touching its statistics."""
     _ok(_train(tiny_data, tmp_path, "none", "--selection", "none"))
-    _ok(_train(tiny_data, tmp_path, "observe", "--selection", "observe", "--selection-record",
-               str(tmp_path / "rec"), "--selection-scoring-mode", "train"))
+    _ok(
+        _train(
+            tiny_data,
+            tmp_path,
+            "observe",
+            "--selection",
+            "observe",
+            "--selection-record",
+            str(tmp_path / "rec"),
+            "--selection-scoring-mode",
+            "train",
+        )
+    )
     a = torch.load(tmp_path / "none" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
     b = torch.load(tmp_path / "observe" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -207,9 +309,28 @@ def test_the_retrieval_detector_watches_val_data_and_reports_the_test_split_apar
     """``auto`` with the default signal reads the R@sum of --val-data (logged, naming the split),
     while --retrieval-data is only reported; the retrieval split's rare-concept queries get their
     own R@sum."""
-    _ok(_train(tiny_data, tmp_path, "auto", "--selection", "dissect-warmup", "--dissect-warmup-epochs", "auto",
-               "--dissect-auto-patience", "1", "--ratio", "0.5", "--val-data", tiny_data.val,
-               "--retrieval-data", tiny_data.test, "--val-frequency", "1", epochs=2))
+    _ok(
+        _train(
+            tiny_data,
+            tmp_path,
+            "auto",
+            "--selection",
+            "dissect-warmup",
+            "--dissect-warmup-epochs",
+            "auto",
+            "--dissect-auto-patience",
+            "1",
+            "--ratio",
+            "0.5",
+            "--val-data",
+            tiny_data.val,
+            "--retrieval-data",
+            tiny_data.test,
+            "--val-frequency",
+            "1",
+            epochs=2,
+        )
+    )
     with open(tmp_path / "auto" / "out.log") as f:
         log = f.read()
     watched = [line for line in log.splitlines() if "early-learning detector: --val-data R@sum" in line]

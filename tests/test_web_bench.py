@@ -1,4 +1,5 @@
 """The web profile and the measures it reads off the records: calibration, lock-in, rare share."""
+
 import json
 import os
 import subprocess
@@ -7,7 +8,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
@@ -22,8 +22,9 @@ def test_auroc_counts_ties_half():
 
 
 def _records(rows):
-    frame = pd.DataFrame(rows, columns=["sample", "epoch", "curr", "kept", "noisy", "rare", "style", "hard",
-                                        "noise_kind"])
+    frame = pd.DataFrame(
+        rows, columns=["sample", "epoch", "curr", "kept", "noisy", "rare", "style", "hard", "noise_kind"]
+    )
     return frame
 
 
@@ -56,10 +57,17 @@ def test_lock_in_compares_the_decision_after_kept_and_after_dropped():
     assert out["clean"]["kept_after_kept"] == 1.0 and out["clean"]["kept_after_dropped"] == 0.0
     assert out["noisy"]["kept_after_kept"] == 0.0 and out["noisy"]["kept_after_dropped"] == 1.0
     assert out["clean"]["kept_rate"] == 0.5
-    share = rm.rare_kept_share(_records([(0, 1, 0.0, True, False, True, "alt", False, None),
-                                         (1, 1, 0.0, False, False, True, "alt", False, None),
-                                         (2, 1, 0.0, True, False, False, "alt", False, None),
-                                         (3, 0, 0.0, False, False, True, "alt", False, None)]), since_epoch=1)
+    share = rm.rare_kept_share(
+        _records(
+            [
+                (0, 1, 0.0, True, False, True, "alt", False, None),
+                (1, 1, 0.0, False, False, True, "alt", False, None),
+                (2, 1, 0.0, True, False, False, "alt", False, None),
+                (3, 0, 0.0, False, False, True, "alt", False, None),
+            ]
+        ),
+        since_epoch=1,
+    )
     assert share == {"rare_clean": 0.5, "clean": pytest.approx(2 / 3)}
 
 
@@ -81,16 +89,27 @@ def test_web_profile_on_a_tiny_design(tmp_path):
     plots) on a design small enough for the test suite; the calibration command writes its JSON."""
     import web_bench
 
-    regime = dict(data=dict(preset="web", train=96, val=16, test=16), batch=32, epochs=3, val_every=1, warmup=2,
-                  ratios=(0.5,), seeds=(0, 1), main=True,
-                  methods=("full", "random", "small-loss", "infobatch", "dissect-warmup-auto"))
+    regime = dict(
+        data=dict(preset="web", train=96, val=16, test=16),
+        batch=32,
+        epochs=3,
+        val_every=1,
+        warmup=2,
+        ratios=(0.5,),
+        seeds=(0, 1),
+        main=True,
+        methods=("full", "random", "small-loss", "infobatch", "dissect-warmup-auto"),
+    )
     cfg = dict(web_bench.WEB, regimes={"web-memorising": regime}, parallel=1)
     out, cache, root = tmp_path / "out", tmp_path / "cache", tmp_path / "root"
     assert web_bench.main(str(out), cache=str(cache), root=str(root), cfg=cfg) == 0
     text = (out / "results.md").read_text()
     assert "## web-memorising" in text and "### r = 0.5" in text and "Full data (2 seeds)" in text
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()
-            if line.startswith("| ") and " | 2 | " in line}
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")
+        for line in text.splitlines()
+        if line.startswith("| ") and " | 2 | " in line
+    }
     assert set(rows) >= {"full", "random", "small-loss", "infobatch", "dissect-warmup-auto"}
     assert rows["random"][3] == "-"  # no difference of random to itself
     runs = sorted(os.listdir(cache))
@@ -110,9 +129,13 @@ def test_web_profile_on_a_tiny_design(tmp_path):
 
 
 def test_calibrate_command_line_refuses_what_it_cannot_do():
-    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "paper_bench.py"), "--calibrate"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "paper_bench.py"), "--calibrate"], capture_output=True, text=True
+    )
     assert result.returncode == 2 and "--profile web" in result.stderr
-    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "paper_bench.py"), "--profile", "web",
-                             "--only", "nowhere"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "paper_bench.py"), "--profile", "web", "--only", "nowhere"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "unknown regime 'nowhere'" in result.stderr

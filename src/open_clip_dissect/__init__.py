@@ -13,4 +13,5 @@ Importing the package does nothing else: OpenCLIP is patched only inside
 ``python -m open_clip_dissect.main``, and the tiny model configs are registered by the entry
 points (``openclip.configs.register_model_configs``).
 """
+
 __version__ = "0.1.0"

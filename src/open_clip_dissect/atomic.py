@@ -1,4 +1,5 @@
 """Atomic file output: write to a temporary file beside the target, flush it to disk, rename."""
+
 import os
 from contextlib import contextmanager
 

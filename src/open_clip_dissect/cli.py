@@ -5,6 +5,7 @@ A sub-command raises ``InputError`` for bad input, before it writes anything whe
 checked up front; ``main`` turns it into one line and exit status 2. Any other exception is a
 bug and keeps its traceback.
 """
+
 import argparse
 import json
 import os
@@ -15,73 +16,141 @@ from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.configs import register_model_configs
 from open_clip_dissect.openclip.frozen import ALLOW_PICKLE_FLAG
 
-ALLOW_PICKLE_HELP = ("Load --checkpoint with full unpickling, for legacy checkpoints that store Python "
-                     "objects besides tensors; this runs any code the file carries, so use it only for "
-                     "files you trust (default: off, torch.load(weights_only=True)).")
+ALLOW_PICKLE_HELP = (
+    "Load --checkpoint with full unpickling, for legacy checkpoints that store Python "
+    "objects besides tensors; this runs any code the file carries, so use it only for "
+    "files you trust (default: off, torch.load(weights_only=True))."
+)
 
 
 def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.ArgumentParser:
     from open_clip_dissect import synthetic
 
-    p = argparse.ArgumentParser(prog=prog, description=(
-        "Write a synthetic image-text data set (webdataset shards, optional CSV) with noisy "
-        "correspondence injected into the training split."))
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Write a synthetic image-text data set (webdataset shards, optional CSV) with noisy "
+            "correspondence injected into the training split."
+        ),
+    )
     p.add_argument("--out", required=True, help="Output directory (required).")
     p.add_argument("--train-size", type=int, default=20000, help="Training pairs (default: 20000).")
     p.add_argument("--val-size", type=int, default=1000, help="Clean validation pairs (default: 1000).")
-    p.add_argument("--test-size", type=int, default=0,
-                   help="Images in the clean retrieval split 'test' (default: 0, none).")
-    p.add_argument("--test-captions", type=int, default=5,
-                   help="Differently worded captions per test image (default: 5).")
+    p.add_argument(
+        "--test-size", type=int, default=0, help="Images in the clean retrieval split 'test' (default: 0, none)."
+    )
+    p.add_argument(
+        "--test-captions", type=int, default=5, help="Differently worded captions per test image (default: 5)."
+    )
     p.add_argument("--seed", type=int, default=0, help="Seed; same seed, same bytes (default: 0).")
-    p.add_argument("--noise-rate", type=float, default=None,
-                   help="Fraction of training pairs with a wrong caption, in [0, 1] (default: 0.4).")
-    p.add_argument("--noise-kind", choices=synthetic.NOISE_KINDS, default=None,
-                   help="shuffle: another sample's caption; partial: one or two wrong attributes; "
-                        "mixed: each noisy pair one of the two (default: shuffle).")
+    p.add_argument(
+        "--noise-rate",
+        type=float,
+        default=None,
+        help="Fraction of training pairs with a wrong caption, in [0, 1] (default: 0.4).",
+    )
+    p.add_argument(
+        "--noise-kind",
+        choices=synthetic.NOISE_KINDS,
+        default=None,
+        help="shuffle: another sample's caption; partial: one or two wrong attributes; "
+        "mixed: each noisy pair one of the two (default: shuffle).",
+    )
     web = p.add_argument_group("web-like difficulty (train and val splits; the test split stays balanced)")
-    web.add_argument("--preset", choices=sorted(synthetic.PRESETS), default=None,
-                     help="Named set of the difficulty and noise values; flags given explicitly override "
-                          "it. web: " + ", ".join(f"{k}={v}" for k, v in synthetic.PRESETS["web"].items())
-                          + " (default: None, plain data).")
-    web.add_argument("--concept-zipf", type=float, default=None,
-                     help="Zipf exponent of the concept (colour and shape) frequencies, 0 = uniform (default: 0).")
-    web.add_argument("--partial-caption-rate", type=float, default=None,
-                     help="Fraction of captions naming only some of the shapes or attributes (default: 0).")
-    web.add_argument("--alt-text-rate", type=float, default=None,
-                     help="Fraction of captions in alt-text style, naming one object only (default: 0).")
-    web.add_argument("--hard-image-rate", type=float, default=None,
-                     help="Fraction of images made harder: unmentioned shapes, low contrast, small shapes "
-                          "or a textured background (default: 0).")
-    web.add_argument("--hard-image-kinds", default=None,
-                     help="Comma-separated kinds a hard image draws from, each with probability 1/2: "
-                          + ",".join(synthetic.HARDNESS) + " (default: all of them).")
-    web.add_argument("--colors", type=int, default=None,
-                     help=f"Colour words in use, {len(synthetic.COLORS)} to {len(synthetic.ALL_COLORS)}: the plain six, "
-                          "then " + ", ".join(synthetic.EXTRA_COLORS) + f" (default: {len(synthetic.COLORS)}).")
-    web.add_argument("--concept-unit", choices=synthetic.CONCEPT_UNITS, default=None,
-                     help="What a concept is for --concept-zipf and the rare group: a shape in a colour, or a "
-                          "colour word (default: shape-color).")
-    web.add_argument("--pixel-noise", type=float, default=None,
-                     help="Standard deviation of Gaussian pixel noise on every split, 0-255 scale (default: 0).")
+    web.add_argument(
+        "--preset",
+        choices=sorted(synthetic.PRESETS),
+        default=None,
+        help="Named set of the difficulty and noise values; flags given explicitly override "
+        "it. web: "
+        + ", ".join(f"{k}={v}" for k, v in synthetic.PRESETS["web"].items())
+        + " (default: None, plain data).",
+    )
+    web.add_argument(
+        "--concept-zipf",
+        type=float,
+        default=None,
+        help="Zipf exponent of the concept (colour and shape) frequencies, 0 = uniform (default: 0).",
+    )
+    web.add_argument(
+        "--partial-caption-rate",
+        type=float,
+        default=None,
+        help="Fraction of captions naming only some of the shapes or attributes (default: 0).",
+    )
+    web.add_argument(
+        "--alt-text-rate",
+        type=float,
+        default=None,
+        help="Fraction of captions in alt-text style, naming one object only (default: 0).",
+    )
+    web.add_argument(
+        "--hard-image-rate",
+        type=float,
+        default=None,
+        help="Fraction of images made harder: unmentioned shapes, low contrast, small shapes "
+        "or a textured background (default: 0).",
+    )
+    web.add_argument(
+        "--hard-image-kinds",
+        default=None,
+        help="Comma-separated kinds a hard image draws from, each with probability 1/2: "
+        + ",".join(synthetic.HARDNESS)
+        + " (default: all of them).",
+    )
+    web.add_argument(
+        "--colors",
+        type=int,
+        default=None,
+        help=f"Colour words in use, {len(synthetic.COLORS)} to {len(synthetic.ALL_COLORS)}: the plain six, "
+        "then " + ", ".join(synthetic.EXTRA_COLORS) + f" (default: {len(synthetic.COLORS)}).",
+    )
+    web.add_argument(
+        "--concept-unit",
+        choices=synthetic.CONCEPT_UNITS,
+        default=None,
+        help="What a concept is for --concept-zipf and the rare group: a shape in a colour, or a "
+        "colour word (default: shape-color).",
+    )
+    web.add_argument(
+        "--pixel-noise",
+        type=float,
+        default=None,
+        help="Standard deviation of Gaussian pixel noise on every split, 0-255 scale (default: 0).",
+    )
     p.add_argument("--shard-size", type=int, default=1000, help="Samples per shard (default: 1000).")
     p.add_argument("--image-size", type=int, default=64, help="Image side in pixels (default: 64).")
-    p.add_argument("--image-format", choices=("png", "jpg"), default=None,
-                   help="Image encoding (default: png; jpg with --coco-layout or --flickr-layout, so "
-                        "that the shards and the layouts hold the same JPEG bytes).")
-    p.add_argument("--csv", action="store_true",
-                   help="Also write <out>/<split>.csv (tab-separated, OpenCLIP's filepath/title "
-                        "columns plus key and noisy) with images as files (default: off).")
-    p.add_argument("--coco-layout", default=None, metavar="DIR",
-                   help="Also write the test split in MS-COCO's Karpathy layout as CLIP_benchmark reads "
-                        "it: DIR/val2014/*.jpg and DIR/coco_test_karpathy.json (default: None).")
-    p.add_argument("--flickr-layout", default=None, metavar="DIR",
-                   help="Also write the test split in Flickr30K's Karpathy layout as CLIP_benchmark "
-                        "reads it: DIR/*.jpg and DIR/flickr30k_test_karpathy.txt (default: None).")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="Processes writing shards (default: number of CPUs).")
-    p.add_argument("--force", action="store_true",
-                   help="Overwrite an existing data set in --out (default: refuse).")
+    p.add_argument(
+        "--image-format",
+        choices=("png", "jpg"),
+        default=None,
+        help="Image encoding (default: png; jpg with --coco-layout or --flickr-layout, so "
+        "that the shards and the layouts hold the same JPEG bytes).",
+    )
+    p.add_argument(
+        "--csv",
+        action="store_true",
+        help="Also write <out>/<split>.csv (tab-separated, OpenCLIP's filepath/title "
+        "columns plus key and noisy) with images as files (default: off).",
+    )
+    p.add_argument(
+        "--coco-layout",
+        default=None,
+        metavar="DIR",
+        help="Also write the test split in MS-COCO's Karpathy layout as CLIP_benchmark reads "
+        "it: DIR/val2014/*.jpg and DIR/coco_test_karpathy.json (default: None).",
+    )
+    p.add_argument(
+        "--flickr-layout",
+        default=None,
+        metavar="DIR",
+        help="Also write the test split in Flickr30K's Karpathy layout as CLIP_benchmark "
+        "reads it: DIR/*.jpg and DIR/flickr30k_test_karpathy.txt (default: None).",
+    )
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="Processes writing shards (default: number of CPUs)."
+    )
+    p.add_argument("--force", action="store_true", help="Overwrite an existing data set in --out (default: refuse).")
     p.add_argument("--quiet", action="store_true", help="No progress bars (default: show them).")
     return p
 
@@ -94,37 +163,67 @@ def make_data(argv) -> int:
     if args.image_format is None:
         args.image_format = "jpg" if layouts else "png"
     elif layouts and args.image_format != "jpg":
-        raise InputError("--image-format", "--coco-layout/--flickr-layout write JPEG files; the shards must "
-                                           "hold the same images: use --image-format jpg")
-    for flag, value, least in (("--train-size", args.train_size, 0), ("--val-size", args.val_size, 0),
-                               ("--test-size", args.test_size, 0), ("--test-captions", args.test_captions, 1),
-                               ("--image-size", args.image_size, 1), ("--workers", args.workers, 1)):
+        raise InputError(
+            "--image-format",
+            "--coco-layout/--flickr-layout write JPEG files; the shards must "
+            "hold the same images: use --image-format jpg",
+        )
+    for flag, value, least in (
+        ("--train-size", args.train_size, 0),
+        ("--val-size", args.val_size, 0),
+        ("--test-size", args.test_size, 0),
+        ("--test-captions", args.test_captions, 1),
+        ("--image-size", args.image_size, 1),
+        ("--workers", args.workers, 1),
+    ):
         if value < least:
             raise InputError(flag, f"must be >= {least}, got {value}")
-    for flag, folder in (("--out", args.out), ("--coco-layout", args.coco_layout),
-                         ("--flickr-layout", args.flickr_layout)):
+    for flag, folder in (
+        ("--out", args.out),
+        ("--coco-layout", args.coco_layout),
+        ("--flickr-layout", args.flickr_layout),
+    ):
         if folder and os.path.exists(folder) and not os.path.isdir(folder):
             raise InputError(flag, f"{folder} is a file, not a folder")
-    settings = synthetic.resolve_settings(args.preset, **{
-        name: getattr(args, name) for name in synthetic.SETTING_DEFAULTS})
+    settings = synthetic.resolve_settings(
+        args.preset, **{name: getattr(args, name) for name in synthetic.SETTING_DEFAULTS}
+    )
     manifest_path = os.path.join(args.out, "manifest.json")
     if os.path.exists(manifest_path) and not args.force:
         print(f"{manifest_path} exists: the data set is already there (use --force to rewrite it).")
         return 0
     manifest = synthetic.make_dataset(
-        args.out, args.train_size, args.val_size, args.seed, settings.pop("noise_rate"),
-        settings.pop("noise_kind"), args.shard_size, args.image_size, args.image_format, args.csv,
-        args.workers, progress=not args.quiet, test_size=args.test_size, test_captions=args.test_captions,
-        coco_layout=args.coco_layout, flickr_layout=args.flickr_layout,
-        difficulty=synthetic.Difficulty(**settings), preset=args.preset)
+        args.out,
+        args.train_size,
+        args.val_size,
+        args.seed,
+        settings.pop("noise_rate"),
+        settings.pop("noise_kind"),
+        args.shard_size,
+        args.image_size,
+        args.image_format,
+        args.csv,
+        args.workers,
+        progress=not args.quiet,
+        test_size=args.test_size,
+        test_captions=args.test_captions,
+        coco_layout=args.coco_layout,
+        flickr_layout=args.flickr_layout,
+        difficulty=synthetic.Difficulty(**settings),
+        preset=args.preset,
+    )
     for split, info in manifest["splits"].items():
-        print(f"{split}: {info['num_samples']} samples ({info['num_noisy']} noisy) in "
-              f"{info['num_shards']} shards: {info['pattern']}")
+        print(
+            f"{split}: {info['num_samples']} samples ({info['num_noisy']} noisy) in "
+            f"{info['num_shards']} shards: {info['pattern']}"
+        )
     for layout in ("coco_layout", "flickr_layout"):
         if layout in manifest:
             info = manifest[layout]
-            print(f"test split in the {layout.split('_')[0]} layout: {info['images']} images, "
-                  f"{info['captions']} captions in {info['root']}")
+            print(
+                f"test split in the {layout.split('_')[0]} layout: {info['images']} images, "
+                f"{info['captions']} captions in {info['root']}"
+            )
     return 0
 
 
@@ -135,8 +234,9 @@ def read_results(run_dir: str) -> list:
         raise InputError(run_dir, "no such run folder (give <--logs>/<--name> of a training run)")
     path = os.path.join(run_dir, "checkpoints", "results.jsonl")
     if not os.path.isfile(path):
-        raise InputError(path, "no evaluation results (was the run given --val-data, --retrieval-data or "
-                               "--retrieval-benchmark?)")
+        raise InputError(
+            path, "no evaluation results (was the run given --val-data, --retrieval-data or --retrieval-benchmark?)"
+        )
     by_epoch = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
@@ -166,11 +266,10 @@ def retrieval_summary(record: dict) -> dict:
     ``image_to_text`` text retrieval (TR); a run with neither shows its first
     ``--retrieval-benchmark`` (``<benchmark>_*``).
     """
-    prefixes = [key[:-len("R@sum")] for key in record if key.endswith("_R@sum")]
+    prefixes = [key[: -len("R@sum")] for key in record if key.endswith("_R@sum")]
     if "retrieval_R@sum" in record or (prefixes and "text_to_image_R@1" not in record):
         prefix = "retrieval_" if "retrieval_R@sum" in record else prefixes[0]
-        return {k: record[f"{prefix}{k}"] for k in
-                ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10", "R@sum")}
+        return {k: record[f"{prefix}{k}"] for k in ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10", "R@sum")}
     out = {}
     for name, prefix in (("IR", "text_to_image"), ("TR", "image_to_text")):
         for k in (1, 5, 10):
@@ -188,14 +287,19 @@ def _has_retrieval_metrics(record: dict) -> bool:
 
 
 def summary_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="open-clip-dissect summary",
-                                description="Print the validation retrieval metrics of a run, or with "
-                                            "--table the paper's Table 1 over several runs.")
+    p = argparse.ArgumentParser(
+        prog="open-clip-dissect summary",
+        description="Print the validation retrieval metrics of a run, or with "
+        "--table the paper's Table 1 over several runs.",
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="The run's directory: <--logs>/<--name>.")
-    p.add_argument("--table", action="store_true",
-                   help="A Table-1-shaped table (per benchmark: a row per method, a column group per "
-                        "ratio: IR@1, IR@10, TR@1, TR@10, R@sum) from the `eval --benchmark` JSON next to "
-                        "each run's last checkpoint (default: off).")
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="A Table-1-shaped table (per benchmark: a row per method, a column group per "
+        "ratio: IR@1, IR@10, TR@1, TR@10, R@sum) from the `eval --benchmark` JSON next to "
+        "each run's last checkpoint (default: off).",
+    )
     return p
 
 
@@ -215,70 +319,99 @@ def summary(argv) -> int:
     args.run_dir = args.run_dirs[0]
     records = read_results(args.run_dir)
     if not any(_has_retrieval_metrics(r) for r in records):
-        raise InputError(os.path.join(args.run_dir, "checkpoints", "results.jsonl"),
-                         "holds no retrieval metrics (IR/TR recalls)")
+        raise InputError(
+            os.path.join(args.run_dir, "checkpoints", "results.jsonl"), "holds no retrieval metrics (IR/TR recalls)"
+        )
     records = [r for r in records if _has_retrieval_metrics(r)]
     audits = {a["epoch"]: a for a in read_selection(args.run_dir)}
-    audit_columns = ("kept", "precision", "random", "AUROC") if any(
-        "audit_kept_precision" in a for a in audits.values()) else ()
+    audit_columns = (
+        ("kept", "precision", "random", "AUROC") if any("audit_kept_precision" in a for a in audits.values()) else ()
+    )
     print(f"Validation retrieval of {args.run_dir} (percent; IR = text->image, TR = image->text)")
     if audit_columns:
-        print("Selection audit: kept = fraction of candidates trained on; precision = clean fraction "
-              "of the kept set; random = clean fraction of all candidates; AUROC of the ranking "
-              "score for clean vs noisy")
+        print(
+            "Selection audit: kept = fraction of candidates trained on; precision = clean fraction "
+            "of the kept set; random = clean fraction of all candidates; AUROC of the ranking "
+            "score for clean vs noisy"
+        )
     header = list(retrieval_summary(records[-1])) + list(audit_columns)
     print(f"{'epoch':>5} " + " ".join(f"{c:>9}" for c in header))
     for record in records:
         row = list(retrieval_summary(record).values())
         a = audits.get(record.get("epoch"), {})
         if audit_columns:
-            row += [a.get("kept", float("nan")) / max(a.get("candidates", 0), 1) if a else float("nan"),
-                    a.get("audit_kept_precision", float("nan")), a.get("audit_random_precision", float("nan")),
-                    a.get("audit_auroc", float("nan"))]
-        print(f"{record.get('epoch', '?'):>5} " + " ".join(
-            f"{v:9.2f}" if i < 7 else f"{v:9.3f}" for i, v in enumerate(row)))
+            row += [
+                a.get("kept", float("nan")) / max(a.get("candidates", 0), 1) if a else float("nan"),
+                a.get("audit_kept_precision", float("nan")),
+                a.get("audit_random_precision", float("nan")),
+                a.get("audit_auroc", float("nan")),
+            ]
+        print(
+            f"{record.get('epoch', '?'):>5} "
+            + " ".join(f"{v:9.2f}" if i < 7 else f"{v:9.3f}" for i, v in enumerate(row))
+        )
     return 0
 
 
 def eval_parser() -> argparse.ArgumentParser:
     from open_clip_dissect.openclip.benchmark_eval import BENCHMARKS, EXTRA
 
-    p = argparse.ArgumentParser(prog="open-clip-dissect eval", description=(
-        "Zero-shot retrieval (IR/TR Recall@1/5/10, R@sum) of a checkpoint, several captions per image: "
-        "on our own webdataset/CSV data (--data) or on MS-COCO / Flickr through CLIP_benchmark "
-        "(--benchmark, local files only)."))
+    p = argparse.ArgumentParser(
+        prog="open-clip-dissect eval",
+        description=(
+            "Zero-shot retrieval (IR/TR Recall@1/5/10, R@sum) of a checkpoint, several captions per image: "
+            "on our own webdataset/CSV data (--data) or on MS-COCO / Flickr through CLIP_benchmark "
+            "(--benchmark, local files only)."
+        ),
+    )
     p.add_argument("--model", required=True, help="OpenCLIP model config (anything create_model takes).")
-    p.add_argument("--checkpoint", default=None,
-                   help="Local checkpoint path (OpenCLIP training checkpoint or state dict) "
-                        "(default: None, random weights).")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="Local checkpoint path (OpenCLIP training checkpoint or state dict) (default: None, random weights).",
+    )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", default=None,
-                        help="Retrieval data: webdataset shards (brace pattern) or a .csv/.tsv file "
-                             "(default: None; this or --benchmark).")
-    source.add_argument("--benchmark", choices=BENCHMARKS, default=None,
-                        help=f"A standard test set evaluated by CLIP_benchmark's data set classes and its "
-                             f"zeroshot_retrieval.evaluate; needs the extra: {EXTRA} (default: None; this "
-                             f"or --data).")
-    p.add_argument("--dataset-root", default=None,
-                   help="--benchmark: the folder holding the set (mscoco_captions: val2014/ and "
-                        "coco_test_karpathy.json; flickr30k/flickr8k: the .jpg files and "
-                        "flickr30k_test_karpathy.txt / flickr8k_test_karpathy.txt); nothing is "
-                        "downloaded (default: None).")
-    p.add_argument("--annotation-file", default=None,
-                   help="--benchmark: another annotation file than the one in --dataset-root "
-                        "(default: None, the Karpathy test split's file there).")
+    source.add_argument(
+        "--data",
+        default=None,
+        help="Retrieval data: webdataset shards (brace pattern) or a .csv/.tsv file "
+        "(default: None; this or --benchmark).",
+    )
+    source.add_argument(
+        "--benchmark",
+        choices=BENCHMARKS,
+        default=None,
+        help=f"A standard test set evaluated by CLIP_benchmark's data set classes and its "
+        f"zeroshot_retrieval.evaluate; needs the extra: {EXTRA} (default: None; this "
+        f"or --data).",
+    )
+    p.add_argument(
+        "--dataset-root",
+        default=None,
+        help="--benchmark: the folder holding the set (mscoco_captions: val2014/ and "
+        "coco_test_karpathy.json; flickr30k/flickr8k: the .jpg files and "
+        "flickr30k_test_karpathy.txt / flickr8k_test_karpathy.txt); nothing is "
+        "downloaded (default: None).",
+    )
+    p.add_argument(
+        "--annotation-file",
+        default=None,
+        help="--benchmark: another annotation file than the one in --dataset-root "
+        "(default: None, the Karpathy test split's file there).",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="Batch size (default: 256).")
-    p.add_argument("--workers", type=int, default=4,
-                   help="--benchmark: data-loader processes (default: 4).")
+    p.add_argument("--workers", type=int, default=4, help="--benchmark: data-loader processes (default: 4).")
     p.add_argument("--device", default="cpu", help="Device (default: cpu).")
-    p.add_argument("--precision", default="fp32",
-                   help="OpenCLIP precision; amp is off for fp32 (default: fp32).")
+    p.add_argument("--precision", default="fp32", help="OpenCLIP precision; amp is off for fp32 (default: fp32).")
     p.add_argument("--csv-img-key", default="filepath", help="csv image column (default: filepath).")
     p.add_argument("--csv-caption-key", default="title", help="csv caption column (default: title).")
     p.add_argument("--csv-separator", default="\t", help="csv separator (default: tab).")
-    p.add_argument("--out", default=None,
-                   help="Write the metrics as JSON here (default: None; with --benchmark and "
-                        "--checkpoint: <checkpoint without .pt>.<benchmark>.json next to it).")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="Write the metrics as JSON here (default: None; with --benchmark and "
+        "--checkpoint: <checkpoint without .pt>.<benchmark>.json next to it).",
+    )
     p.add_argument(ALLOW_PICKLE_FLAG, action="store_true", help=ALLOW_PICKLE_HELP)
     return p
 
@@ -312,12 +445,14 @@ def evaluate(argv) -> int:
     import torch
     from open_clip_train.precision import get_autocast
 
-    from open_clip_dissect.openclip.benchmark_eval import (check_benchmark_files, evaluate_benchmark,
-                                                           require_clip_benchmark)
+    from open_clip_dissect.openclip.benchmark_eval import (
+        check_benchmark_files,
+        evaluate_benchmark,
+        require_clip_benchmark,
+    )
+    from open_clip_dissect.openclip.data import check_data_source
     from open_clip_dissect.openclip.frozen import load_frozen_model
     from open_clip_dissect.openclip.retrieval import evaluate_retrieval
-
-    from open_clip_dissect.openclip.data import check_data_source
     from open_clip_dissect.openclip.run_attempt import check_model_name
 
     # Before the model loads: a missing extra or file is reported at once.
@@ -328,27 +463,52 @@ def evaluate(argv) -> int:
     else:
         check_data_source(args.data, "--data", args.csv_img_key, args.csv_caption_key, args.csv_separator)
     check_output_file(args.out)
-    model, preprocess, tokenizer = load_frozen_model(args.model, args.checkpoint, args.device, args.precision,
-                                                     allow_pickle=args.allow_pickle_checkpoints)
+    model, preprocess, tokenizer = load_frozen_model(
+        args.model, args.checkpoint, args.device, args.precision, allow_pickle=args.allow_pickle_checkpoints
+    )
     out = args.out
     if args.benchmark:
-        metrics = evaluate_benchmark(model, preprocess, tokenizer, args.benchmark, args.dataset_root,
-                                     args.annotation_file, args.device, args.batch_size, args.precision,
-                                     args.workers)
+        metrics = evaluate_benchmark(
+            model,
+            preprocess,
+            tokenizer,
+            args.benchmark,
+            args.dataset_root,
+            args.annotation_file,
+            args.device,
+            args.batch_size,
+            args.precision,
+            args.workers,
+        )
         from importlib.metadata import version
 
-        metrics = {"benchmark": args.benchmark, "dataset_root": args.dataset_root,
-                   "annotation_file": args.annotation_file, "model": args.model, "checkpoint": args.checkpoint,
-                   "precision": args.precision, "backend": f"clip_benchmark {version('clip_benchmark')}",
-                   **metrics}
+        metrics = {
+            "benchmark": args.benchmark,
+            "dataset_root": args.dataset_root,
+            "annotation_file": args.annotation_file,
+            "model": args.model,
+            "checkpoint": args.checkpoint,
+            "precision": args.precision,
+            "backend": f"clip_benchmark {version('clip_benchmark')}",
+            **metrics,
+        }
         if out is None and args.checkpoint:
             out = benchmark_json_path(args.checkpoint, args.benchmark)
     else:
         metrics = evaluate_retrieval(
-            model, preprocess, tokenizer, args.data, args.device,
-            args.batch_size, get_autocast(args.precision, torch.device(args.device).type),
-            open_clip.get_input_dtype(args.precision), img_key=args.csv_img_key,
-            caption_key=args.csv_caption_key, sep=args.csv_separator, flag="--data")
+            model,
+            preprocess,
+            tokenizer,
+            args.data,
+            args.device,
+            args.batch_size,
+            get_autocast(args.precision, torch.device(args.device).type),
+            open_clip.get_input_dtype(args.precision),
+            img_key=args.csv_img_key,
+            caption_key=args.csv_caption_key,
+            sep=args.csv_separator,
+            flag="--data",
+        )
     print(json.dumps(metrics, indent=1))
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -359,8 +519,10 @@ def evaluate(argv) -> int:
 
 
 def embed_command(argv) -> int:
-    p = argparse.ArgumentParser(prog="open-clip-dissect embed", description=(
-        "Image and text embeddings of a frozen (oracle) CLIP model, keyed by sample; resumable."))
+    p = argparse.ArgumentParser(
+        prog="open-clip-dissect embed",
+        description=("Image and text embeddings of a frozen (oracle) CLIP model, keyed by sample; resumable."),
+    )
     p.add_argument("--model", required=True, help="OpenCLIP model config (anything create_model takes).")
     p.add_argument("--checkpoint", default=None, help="Local weights file (default: None, random init).")
     p.add_argument("--data", required=True, help="webdataset shards (brace pattern) or a .csv/.tsv.")
@@ -369,8 +531,12 @@ def embed_command(argv) -> int:
     p.add_argument("--workers", type=int, default=1, help="Data-loader workers (default: 1).")
     p.add_argument("--device", default="cpu", help="Device (default: cpu).")
     p.add_argument("--precision", default="fp32", help="OpenCLIP precision (default: fp32).")
-    p.add_argument("--sample-key", choices=("url+key", "key"), default="url+key",
-                   help="Key of a webdataset sample, as in training (default: url+key).")
+    p.add_argument(
+        "--sample-key",
+        choices=("url+key", "key"),
+        default="url+key",
+        help="Key of a webdataset sample, as in training (default: url+key).",
+    )
     p.add_argument("--csv-img-key", default="filepath", help="csv image column (default: filepath).")
     p.add_argument("--csv-caption-key", default="title", help="csv caption column (default: title).")
     p.add_argument("--csv-key-key", default=None, help="csv key column (default: row index).")
@@ -380,10 +546,23 @@ def embed_command(argv) -> int:
     args = p.parse_args(argv)
     from open_clip_dissect.offline.embeddings import embed
 
-    index = embed(args.model, args.checkpoint, args.data, args.out, args.batch_size, args.workers,
-                  args.device, args.precision, args.sample_key, args.csv_img_key, args.csv_caption_key,
-                  args.csv_key_key, args.csv_separator, progress=not args.quiet,
-                  allow_pickle=args.allow_pickle_checkpoints)
+    index = embed(
+        args.model,
+        args.checkpoint,
+        args.data,
+        args.out,
+        args.batch_size,
+        args.workers,
+        args.device,
+        args.precision,
+        args.sample_key,
+        args.csv_img_key,
+        args.csv_caption_key,
+        args.csv_key_key,
+        args.csv_separator,
+        progress=not args.quiet,
+        allow_pickle=args.allow_pickle_checkpoints,
+    )
     print(f"{sum(p['count'] for p in index['parts'].values())} samples in {len(index['parts'])} parts: {args.out}")
     return 0
 
@@ -391,37 +570,71 @@ def embed_command(argv) -> int:
 def score_command(argv) -> int:
     from open_clip_dissect.offline import coreset
 
-    p = argparse.ArgumentParser(prog="open-clip-dissect score", description=(
-        "Scores of every sample from its oracle embeddings, into one parquet (key + a column each)."))
+    p = argparse.ArgumentParser(
+        prog="open-clip-dissect score",
+        description=("Scores of every sample from its oracle embeddings, into one parquet (key + a column each)."),
+    )
     p.add_argument("--embeddings", required=True, help="Folder written by `embed`.")
     p.add_argument("--scores", nargs="+", required=True, choices=coreset.SCORES, help="Scores to compute.")
-    p.add_argument("--target", default=None,
-                   help="`embed` folder of the target set (normsim2, normsiminf, vas) (default: None).")
+    p.add_argument(
+        "--target", default=None, help="`embed` folder of the target set (normsim2, normsiminf, vas) (default: None)."
+    )
     p.add_argument("--out", required=True, help="Output parquet file.")
     p.add_argument("--clipscore-scale", type=float, default=100.0, help="w of CLIPScore (default: 100).")
-    p.add_argument("--negcliploss-batch-size", type=int, default=32768,
-                   help="Batch size of the random batchings (default: 32768, as in the paper).")
-    p.add_argument("--negcliploss-repeats", type=int, default=10,
-                   help="K random batchings averaged (default: 10, as in the paper).")
-    p.add_argument("--vas-d-fraction", type=float, default=0.3,
-                   help="vas-d: fraction of the pool its rounds end at (default: 0.3).")
+    p.add_argument(
+        "--negcliploss-batch-size",
+        type=int,
+        default=32768,
+        help="Batch size of the random batchings (default: 32768, as in the paper).",
+    )
+    p.add_argument(
+        "--negcliploss-repeats",
+        type=int,
+        default=10,
+        help="K random batchings averaged (default: 10, as in the paper).",
+    )
+    p.add_argument(
+        "--vas-d-fraction",
+        type=float,
+        default=0.3,
+        help="vas-d: fraction of the pool its rounds end at (default: 0.3).",
+    )
     p.add_argument("--vas-d-rounds", type=int, default=5, help="vas-d: rounds (default: 5).")
-    p.add_argument("--selection-record", default=None,
-                   help="forgetting: the --selection-record folder of an earlier run (default: None).")
+    p.add_argument(
+        "--selection-record",
+        default=None,
+        help="forgetting: the --selection-record folder of an earlier run (default: None).",
+    )
     p.add_argument("--seed", type=int, default=0, help="Seed of the batchings (default: 0).")
     args = p.parse_args(argv)
     from open_clip_dissect.offline.embeddings import load_embeddings
 
     if "forgetting" in args.scores and not args.selection_record:
         raise InputError("--selection-record", "needed for the forgetting score")
-    coreset.check_score_options(args.scores, args.target is not None, args.negcliploss_batch_size,
-                                args.negcliploss_repeats, args.vas_d_fraction, args.vas_d_rounds)
+    coreset.check_score_options(
+        args.scores,
+        args.target is not None,
+        args.negcliploss_batch_size,
+        args.negcliploss_repeats,
+        args.vas_d_fraction,
+        args.vas_d_rounds,
+    )
     check_output_file(args.out)
     frame, image, text, index = load_embeddings(args.embeddings)
     target = load_embeddings(args.target, flag="--target")[1] if args.target else None
     columns = coreset.compute_scores(
-        args.scores, image, text, index["tau"], target, args.clipscore_scale, args.negcliploss_batch_size,
-        args.negcliploss_repeats, args.vas_d_fraction, args.vas_d_rounds, args.seed)
+        args.scores,
+        image,
+        text,
+        index["tau"],
+        target,
+        args.clipscore_scale,
+        args.negcliploss_batch_size,
+        args.negcliploss_repeats,
+        args.vas_d_fraction,
+        args.vas_d_rounds,
+        args.seed,
+    )
     for name, values in columns.items():
         frame[name] = values
     if "forgetting" in args.scores:  # samples the run never scored count 0 events
@@ -438,15 +651,27 @@ def score_command(argv) -> int:
 def filter_command(argv) -> int:
     from open_clip_dissect.offline import coreset
 
-    p = argparse.ArgumentParser(prog="open-clip-dissect filter", description=(
-        "Keep-list by rules applied in order: each keeps the top fraction of the pool size among "
-        "the survivors of the previous ones."))
+    p = argparse.ArgumentParser(
+        prog="open-clip-dissect filter",
+        description=(
+            "Keep-list by rules applied in order: each keeps the top fraction of the pool size among "
+            "the survivors of the previous ones."
+        ),
+    )
     p.add_argument("--scores", required=True, help="Parquet written by `score`.")
-    p.add_argument("--keep", action="append", required=True, metavar="SCORE:FRACTION",
-                   help="A rule, e.g. negcliploss:0.3; repeat to chain (applied in order).")
-    p.add_argument("--out", required=True,
-                   help="Output folder: keys.txt (for --keep-list) and uids.npy (DataComp format) "
-                        "when the samples carry 32-hex uids.")
+    p.add_argument(
+        "--keep",
+        action="append",
+        required=True,
+        metavar="SCORE:FRACTION",
+        help="A rule, e.g. negcliploss:0.3; repeat to chain (applied in order).",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="Output folder: keys.txt (for --keep-list) and uids.npy (DataComp format) "
+        "when the samples carry 32-hex uids.",
+    )
     args = p.parse_args(argv)
     rules = coreset.parse_rules(args.keep)
     check_output_folder(args.out)

@@ -1,5 +1,6 @@
 """``python -m open_clip_dissect.main``: the drop-in for ``python -m open_clip_train.main``.
 The entry point lives in ``open_clip_dissect.openclip.main``."""
+
 import sys
 
 from open_clip_dissect.openclip.main import main

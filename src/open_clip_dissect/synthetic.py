@@ -21,6 +21,7 @@ Every sample's ``.json`` records ``noisy``, the ``true_caption`` and its difficu
 caption style, image hardness, whether it is about a rare concept). Output is deterministic in
 ``seed``: the same arguments write byte-identical shards.
 """
+
 import hashlib
 import io
 import itertools
@@ -39,16 +40,26 @@ from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect.errors import InputError
 
 COLORS = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
-    "yellow": (235, 210, 40), "purple": (140, 60, 180), "orange": (245, 140, 30),
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 210, 40),
+    "purple": (140, 60, 180),
+    "orange": (245, 140, 30),
 }
 BACKGROUNDS = {"white": (245, 245, 245), "black": (20, 20, 20), "gray": (128, 128, 128)}
 SHAPES = ("circle", "square", "triangle", "diamond")
 SIZES = {"small": 0.28, "large": 0.45}  # extent as a fraction of a grid cell's double size
 POSITIONS = {
-    "top left": (0, 0), "top": (0, 1), "top right": (0, 2),
-    "left": (1, 0), "center": (1, 1), "right": (1, 2),
-    "bottom left": (2, 0), "bottom": (2, 1), "bottom right": (2, 2),
+    "top left": (0, 0),
+    "top": (0, 1),
+    "top right": (0, 2),
+    "left": (1, 0),
+    "center": (1, 1),
+    "right": (1, 2),
+    "bottom left": (2, 0),
+    "bottom": (2, 1),
+    "bottom right": (2, 2),
 }
 NOISE_KINDS = ("shuffle", "partial", "mixed")
 SPLITS = ("train", "val", "test")  # test: the retrieval split, several captions per image
@@ -67,7 +78,8 @@ class Shape:
 
 def where(position: str) -> str:
     return {"center": "in the center", "left": "on the left", "right": "on the right"}.get(
-        position, "at the " + position)
+        position, "at the " + position
+    )
 
 
 @dataclass(frozen=True)
@@ -88,12 +100,18 @@ class Scene:
         parts = []
         for s in shapes:
             where = rng.choice(["at the", "in the"]) + " " + s.position
-            parts.append(rng.choice([f"a {s.size} {s.color} {s.shape} {where}",
-                                     f"{where} a {s.size} {s.color} {s.shape}"]))
+            parts.append(
+                rng.choice([f"a {s.size} {s.color} {s.shape} {where}", f"{where} a {s.size} {s.color} {s.shape}"])
+            )
         joiner = rng.choice([", ", " and ", "; "])
         body = joiner.join(parts)
-        background = rng.choice([f"on a {self.background} background", f"{self.background} background",
-                                 f"the background is {self.background}"])
+        background = rng.choice(
+            [
+                f"on a {self.background} background",
+                f"{self.background} background",
+                f"the background is {self.background}",
+            ]
+        )
         return rng.choice([f"{body}, {background}", f"{background}: {body}"])
 
     def captions(self, n: int, rng: random.Random) -> List[str]:
@@ -112,9 +130,7 @@ def random_scene(rng: random.Random, colors: Optional[Sequence[str]] = None) -> 
     n = rng.randint(1, 3)
     positions = rng.sample(sorted(POSITIONS), n)
     colors = list(colors) if colors is not None else sorted(COLORS)
-    shapes = tuple(
-        Shape(rng.choice(SHAPES), rng.choice(colors), rng.choice(sorted(SIZES)), pos)
-        for pos in positions)
+    shapes = tuple(Shape(rng.choice(SHAPES), rng.choice(colors), rng.choice(sorted(SIZES)), pos) for pos in positions)
     return Scene(rng.choice(sorted(BACKGROUNDS)), shapes)
 
 
@@ -122,9 +138,16 @@ def random_scene(rng: random.Random, colors: Optional[Sequence[str]] = None) -> 
 
 # Colour words beyond the plain six (--colors up to 16): rarer words for a long tail.
 EXTRA_COLORS = {
-    "pink": (250, 110, 180), "brown": (130, 80, 35), "cyan": (40, 200, 220), "maroon": (120, 10, 40),
-    "olive": (120, 125, 20), "teal": (10, 120, 120), "navy": (25, 30, 110), "lime": (160, 230, 50),
-    "magenta": (220, 30, 200), "gold": (200, 165, 60),
+    "pink": (250, 110, 180),
+    "brown": (130, 80, 35),
+    "cyan": (40, 200, 220),
+    "maroon": (120, 10, 40),
+    "olive": (120, 125, 20),
+    "teal": (10, 120, 120),
+    "navy": (25, 30, 110),
+    "lime": (160, 230, 50),
+    "magenta": (220, 30, 200),
+    "gold": (200, 165, 60),
 }
 ALL_COLORS = {**COLORS, **EXTRA_COLORS}
 CONCEPT_UNITS = ("shape-color", "color")  # a concept: a shape in a colour, or a colour word
@@ -132,7 +155,7 @@ CONCEPT_UNITS = ("shape-color", "color")  # a concept: a shape in a colour, or a
 
 def palette(colors: int = len(COLORS)) -> List[str]:
     """The first ``colors`` colour words: the plain six (sorted), then the extra ones in order."""
-    return sorted(COLORS) + list(EXTRA_COLORS)[:max(0, colors - len(COLORS))]
+    return sorted(COLORS) + list(EXTRA_COLORS)[: max(0, colors - len(COLORS))]
 
 
 def concept_names(colors: int = len(COLORS), unit: str = "shape-color") -> List[str]:
@@ -149,34 +172,42 @@ RARE_FRACTION = 0.1  # "rare" concepts: the rarest tenth by training frequency
 @dataclass(frozen=True)
 class Difficulty:
     """What makes pairs web-like; the defaults reproduce the plain generator byte for byte."""
-    concept_zipf: float = 0.0          # Zipf exponent over concepts (0: uniform)
+
+    concept_zipf: float = 0.0  # Zipf exponent over concepts (0: uniform)
     partial_caption_rate: float = 0.0  # captions naming only some shapes or attributes
-    alt_text_rate: float = 0.0         # captions naming one object only ("a red circle")
-    hard_image_rate: float = 0.0       # images with distractors, low contrast, small shapes or texture
+    alt_text_rate: float = 0.0  # captions naming one object only ("a red circle")
+    hard_image_rate: float = 0.0  # images with distractors, low contrast, small shapes or texture
     hard_image_kinds: tuple = HARDNESS  # the kinds a hard image draws from (each with probability 1/2)
-    colors: int = len(COLORS)          # colour words in use, 6 to 16 (train, val and test)
+    colors: int = len(COLORS)  # colour words in use, 6 to 16 (train, val and test)
     concept_unit: str = "shape-color"  # what the Zipf law and "rare" count: shape-colour pairs or colours
-    pixel_noise: float = 0.0           # sd of Gaussian sensor noise, 0-255 scale (every split)
+    pixel_noise: float = 0.0  # sd of Gaussian sensor noise, 0-255 scale (every split)
 
     def __post_init__(self):
         kinds = self.hard_image_kinds
         object.__setattr__(self, "hard_image_kinds", tuple(kinds.split(",") if isinstance(kinds, str) else kinds))
 
     def check(self) -> None:
-        for flag, value in (("--partial-caption-rate", self.partial_caption_rate),
-                            ("--alt-text-rate", self.alt_text_rate),
-                            ("--hard-image-rate", self.hard_image_rate)):
+        for flag, value in (
+            ("--partial-caption-rate", self.partial_caption_rate),
+            ("--alt-text-rate", self.alt_text_rate),
+            ("--hard-image-rate", self.hard_image_rate),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise InputError(flag, f"must be in [0, 1], got {value}")
         if self.partial_caption_rate + self.alt_text_rate > 1.0:
-            raise InputError("--alt-text-rate", "plus --partial-caption-rate must be at most 1, got "
-                                                f"{self.alt_text_rate} + {self.partial_caption_rate}")
+            raise InputError(
+                "--alt-text-rate",
+                "plus --partial-caption-rate must be at most 1, got "
+                f"{self.alt_text_rate} + {self.partial_caption_rate}",
+            )
         if not self.concept_zipf >= 0.0:
             raise InputError("--concept-zipf", f"must be >= 0, got {self.concept_zipf}")
         unknown = sorted(set(self.hard_image_kinds) - set(HARDNESS))
         if unknown or not self.hard_image_kinds:
-            raise InputError("--hard-image-kinds", f"must name some of {', '.join(HARDNESS)}, got "
-                                                   f"{', '.join(self.hard_image_kinds) or 'none'}")
+            raise InputError(
+                "--hard-image-kinds",
+                f"must name some of {', '.join(HARDNESS)}, got {', '.join(self.hard_image_kinds) or 'none'}",
+            )
         if not len(COLORS) <= self.colors <= len(ALL_COLORS):
             raise InputError("--colors", f"must be in [{len(COLORS)}, {len(ALL_COLORS)}], got {self.colors}")
         if self.concept_unit not in CONCEPT_UNITS:
@@ -192,9 +223,16 @@ class Difficulty:
 # ``make-data --preset web``: frozen after calibration (docs/web-preset.md); the
 # values were tuned only against the two calibration conditions, never against a selection result.
 PRESETS: Dict[str, dict] = {
-    "web": dict(concept_zipf=1.2, partial_caption_rate=0.2, alt_text_rate=0.6, hard_image_rate=0.5,
-                hard_image_kinds=("distractors", "texture"), pixel_noise=25.0, noise_rate=0.4,
-                noise_kind="shuffle"),
+    "web": dict(
+        concept_zipf=1.2,
+        partial_caption_rate=0.2,
+        alt_text_rate=0.6,
+        hard_image_rate=0.5,
+        hard_image_kinds=("distractors", "texture"),
+        pixel_noise=25.0,
+        noise_rate=0.4,
+        noise_kind="shuffle",
+    ),
 }
 
 
@@ -222,6 +260,7 @@ def concept_weights(seed: int, zipf: float, names: Sequence[str] = CONCEPTS) -> 
 @dataclass(frozen=True)
 class Mention:
     """One shape as a caption names it; None: the attribute is left out."""
+
     shape: str
     color: str
     size: Optional[str] = None
@@ -233,13 +272,18 @@ class Mention:
         return words if self.position is None else f"{words} {where(self.position)}"
 
     def matches(self, shape: Shape) -> bool:
-        return (self.shape == shape.shape and self.color == shape.color
-                and self.size in (None, shape.size) and self.position in (None, shape.position))
+        return (
+            self.shape == shape.shape
+            and self.color == shape.color
+            and self.size in (None, shape.size)
+            and self.position in (None, shape.position)
+        )
 
 
 @dataclass(frozen=True)
 class CaptionSpec:
     """What a styled caption says: some shapes (some attributes each) and maybe the background."""
+
     mentions: tuple
     background: Optional[str]
 
@@ -252,8 +296,10 @@ class CaptionSpec:
         """True if every mention is a different shape of the image and the background is right."""
         if self.background not in (None, background) or len(self.mentions) > len(shapes):
             return False
-        return any(all(m.matches(s) for m, s in zip(self.mentions, chosen))
-                   for chosen in itertools.permutations(shapes, len(self.mentions)))
+        return any(
+            all(m.matches(s) for m, s in zip(self.mentions, chosen))
+            for chosen in itertools.permutations(shapes, len(self.mentions))
+        )
 
 
 def full_spec(scene: Scene) -> CaptionSpec:
@@ -270,8 +316,10 @@ def styled_spec(scene: Scene, style: str, rng: random.Random) -> CaptionSpec:
         return CaptionSpec((Mention(s.shape, s.color),), None)
     chosen = rng.sample(list(scene.shapes), rng.randint(1, max(1, len(scene.shapes) - 1)))
     chosen.sort(key=scene.shapes.index)
-    mentions = tuple(Mention(s.shape, s.color, s.size if rng.random() < 0.5 else None,
-                             s.position if rng.random() < 0.5 else None) for s in chosen)
+    mentions = tuple(
+        Mention(s.shape, s.color, s.size if rng.random() < 0.5 else None, s.position if rng.random() < 0.5 else None)
+        for s in chosen
+    )
     return CaptionSpec(mentions, scene.background if rng.random() < 0.5 else None)
 
 
@@ -300,13 +348,13 @@ def weighted_scene(rng: random.Random, weights: Dict[str, float]) -> Scene:
     names, probs = zip(*sorted(weights.items()))
     concepts = rng.choices(names, probs, k=n)
     words = [c.split(" ") if " " in c else [c, rng.choice(SHAPES)] for c in concepts]
-    shapes = tuple(Shape(shape, color, rng.choice(sorted(SIZES)), pos)
-                   for (color, shape), pos in zip(words, positions))
+    shapes = tuple(Shape(shape, color, rng.choice(sorted(SIZES)), pos) for (color, shape), pos in zip(words, positions))
     return Scene(rng.choice(sorted(BACKGROUNDS)), shapes)
 
 
-def draw_hardness(scene: Scene, rate: float, weights: Dict[str, float], rng: random.Random,
-                  allowed: Sequence[str] = HARDNESS):
+def draw_hardness(
+    scene: Scene, rate: float, weights: Dict[str, float], rng: random.Random, allowed: Sequence[str] = HARDNESS
+):
     """(hardness kinds, distractor shapes) of one image: with probability ``rate`` at least one
     of the ``allowed`` kinds, each with probability 1/2."""
     if rate <= 0.0 or rng.random() >= rate:
@@ -318,7 +366,7 @@ def draw_hardness(scene: Scene, rate: float, weights: Dict[str, float], rng: ran
     if "distractors" in kinds:
         free = [p for p in sorted(POSITIONS) if p not in {s.position for s in scene.shapes}]
         picked = weighted_scene(rng, weights).shapes
-        extra = tuple(replace(s, position=p) for s, p in zip(picked[:rng.randint(1, 2)], rng.sample(free, 2)))
+        extra = tuple(replace(s, position=p) for s, p in zip(picked[: rng.randint(1, 2)], rng.sample(free, 2)))
     return kinds, extra
 
 
@@ -339,8 +387,14 @@ def corrupt_scene(scene: Scene, rng: random.Random) -> Scene:
     return Scene(scene.background, tuple(shapes))
 
 
-def render(scene: Scene, size: int, hard: Sequence[str] = (), extra: Sequence[Shape] = (),
-           pixel_noise: float = 0.0, noise_seed: str = "") -> Image.Image:
+def render(
+    scene: Scene,
+    size: int,
+    hard: Sequence[str] = (),
+    extra: Sequence[Shape] = (),
+    pixel_noise: float = 0.0,
+    noise_seed: str = "",
+) -> Image.Image:
     """The scene's picture; ``hard`` kinds and ``extra`` (unmentioned) shapes make it harder,
     ``pixel_noise`` adds Gaussian sensor noise (seeded by ``noise_seed``)."""
     background = BACKGROUNDS[scene.background]
@@ -390,10 +444,10 @@ class Sample:
     caption: str
     noisy: bool
     captions: Optional[List[str]] = None  # retrieval split: several wordings of the scene
-    style: str = "full"                    # caption style: full, partial or alt
-    spec: Optional[CaptionSpec] = None     # what the caption says (styled captions)
-    hard: tuple = ()                       # image hardness kinds
-    extra: tuple = ()                      # shapes drawn but never captioned
+    style: str = "full"  # caption style: full, partial or alt
+    spec: Optional[CaptionSpec] = None  # what the caption says (styled captions)
+    hard: tuple = ()  # image hardness kinds
+    extra: tuple = ()  # shapes drawn but never captioned
     pixel_noise: float = 0.0
     noise_kind: Optional[str] = None
     groups: List[str] = field(default_factory=list)  # e.g. "rare": about a rare concept
@@ -415,9 +469,15 @@ class Sample:
         return [self.concept(m) for m in self.spec.mentions]
 
 
-def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
-                 noise_kind: str = "shuffle", captions_per_image: int = 1,
-                 difficulty: Difficulty = Difficulty()) -> List[Sample]:
+def make_samples(
+    split: str,
+    n: int,
+    seed: int,
+    noise_rate: float = 0.0,
+    noise_kind: str = "shuffle",
+    captions_per_image: int = 1,
+    difficulty: Difficulty = Difficulty(),
+) -> List[Sample]:
     """The samples of one split (scenes and captions, no pixels); noise only for ``train``;
     ``captions_per_image`` > 1 gives each sample that many wordings (retrieval split).
     ``difficulty`` shapes the train and val splits; the test split keeps uniform concepts, full
@@ -444,19 +504,34 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
             scene = random_scene(random.Random(f"{tag}:redraw{redraw}"), colors)
         seen.add(scene)
         uid = hashlib.md5(tag.encode()).hexdigest()
-        captions = scene.captions(captions_per_image, random.Random(tag + ":captions")) \
-            if captions_per_image > 1 else None
-        sample = Sample(f"{i:08d}", uid, scene, scene.caption(), False, captions,
-                        pixel_noise=difficulty.pixel_noise, concept_unit=difficulty.concept_unit)
+        captions = (
+            scene.captions(captions_per_image, random.Random(tag + ":captions")) if captions_per_image > 1 else None
+        )
+        sample = Sample(
+            f"{i:08d}",
+            uid,
+            scene,
+            scene.caption(),
+            False,
+            captions,
+            pixel_noise=difficulty.pixel_noise,
+            concept_unit=difficulty.concept_unit,
+        )
         if styled:
             style_rng = random.Random(tag + ":style")
             u = style_rng.random()
-            sample.style = ("alt" if u < difficulty.alt_text_rate else
-                            "partial" if u < difficulty.alt_text_rate + difficulty.partial_caption_rate else "full")
+            sample.style = (
+                "alt"
+                if u < difficulty.alt_text_rate
+                else "partial"
+                if u < difficulty.alt_text_rate + difficulty.partial_caption_rate
+                else "full"
+            )
             sample.spec = styled_spec(scene, sample.style, style_rng)
             sample.caption = sample.spec.text()
-            sample.hard, sample.extra = draw_hardness(scene, difficulty.hard_image_rate, weights,
-                                                      random.Random(tag + ":hard"), difficulty.hard_image_kinds)
+            sample.hard, sample.extra = draw_hardness(
+                scene, difficulty.hard_image_rate, weights, random.Random(tag + ":hard"), difficulty.hard_image_kinds
+            )
         samples.append(sample)
     if split != "train" or noise_rate == 0.0 or n == 0:
         return samples
@@ -474,8 +549,13 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
     new = {order[j]: samples[order[(j + 1) % len(order)]] for j in range(len(order))} if len(order) > 1 else {}
     if styled:
         specs = {i: other.spec for i, other in new.items()}
-        specs.update({i: corrupt_spec(samples[i].spec, random.Random(f"{seed}:{split}:{i}:noise"), palette(difficulty.colors))
-                      for i in chosen if kinds[i] == "partial"})
+        specs.update(
+            {
+                i: corrupt_spec(samples[i].spec, random.Random(f"{seed}:{split}:{i}:noise"), palette(difficulty.colors))
+                for i in chosen
+                if kinds[i] == "partial"
+            }
+        )
         for i, spec in specs.items():
             sample = samples[i]
             sample.spec, sample.caption = spec, spec.text()
@@ -484,8 +564,13 @@ def make_samples(split: str, n: int, seed: int, noise_rate: float = 0.0,
             sample.noise_kind = kinds[i] if sample.noisy else None
         return samples
     new_captions = {i: other.caption for i, other in new.items()}
-    new_captions.update({i: corrupt_scene(samples[i].scene, random.Random(f"{seed}:{split}:{i}:noise")).caption()
-                         for i in chosen if kinds[i] == "partial"})
+    new_captions.update(
+        {
+            i: corrupt_scene(samples[i].scene, random.Random(f"{seed}:{split}:{i}:noise")).caption()
+            for i in chosen
+            if kinds[i] == "partial"
+        }
+    )
     for i, caption in new_captions.items():
         samples[i].caption = caption
         # Two scenes can share a description; such a sample is not mislabelled after all.
@@ -506,7 +591,7 @@ def concept_counts(samples: Sequence[Sample], names: Sequence[str] = CONCEPTS) -
 def rare_concepts(counts: Dict[str, int], fraction: float = RARE_FRACTION) -> List[str]:
     """The rarest ``fraction`` of the concepts (at least one), rarest first; ties by name."""
     ranked = sorted(counts, key=lambda c: (counts[c], c))
-    return ranked[:max(1, math.ceil(fraction * len(ranked)))]
+    return ranked[: max(1, math.ceil(fraction * len(ranked)))]
 
 
 def tag_rare(samples: Sequence[Sample], rare: Sequence[str], by_caption: bool) -> None:
@@ -533,20 +618,29 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 
 def sample_record(sample: Sample, split: str) -> dict:
     extra = {"captions": sample.captions} if sample.captions else {}
-    return {**extra,
-        "key": sample.key, "uid": sample.uid, "split": split, "caption": sample.caption,
-        "true_caption": sample.scene.caption(), "noisy": sample.noisy,
+    return {
+        **extra,
+        "key": sample.key,
+        "uid": sample.uid,
+        "split": split,
+        "caption": sample.caption,
+        "true_caption": sample.scene.caption(),
+        "noisy": sample.noisy,
         "noise_kind": sample.noise_kind if sample.noisy else None,
         "background": sample.scene.background,
         "shapes": [vars(s) for s in sample.scene.shapes],
-        "concepts": sample.concepts(), "caption_concepts": sample.caption_concepts(),
-        "caption_style": sample.style, "hard": list(sample.hard),
-        "distractors": [vars(s) for s in sample.extra], "groups": list(sample.groups),
+        "concepts": sample.concepts(),
+        "caption_concepts": sample.caption_concepts(),
+        "caption_style": sample.style,
+        "hard": list(sample.hard),
+        "distractors": [vars(s) for s in sample.extra],
+        "groups": list(sample.groups),
     }
 
 
-def write_shard(path: str, samples: List[Sample], split: str, image_size: int, image_format: str,
-                image_dir: Optional[str] = None) -> int:
+def write_shard(
+    path: str, samples: List[Sample], split: str, image_size: int, image_format: str, image_dir: Optional[str] = None
+) -> int:
     """Write one webdataset shard atomically; with ``image_dir`` also write the images as files."""
     with atomic_output(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for sample in samples:
@@ -562,8 +656,17 @@ def write_shard(path: str, samples: List[Sample], split: str, image_size: int, i
     return len(samples)
 
 
-def write_split(out_dir: str, split: str, samples: List[Sample], shard_size: int = 1000,
-                image_size: int = 64, image_format: str = "png", csv: bool = False, workers: int = 1, progress: bool = True) -> List[str]:
+def write_split(
+    out_dir: str,
+    split: str,
+    samples: List[Sample],
+    shard_size: int = 1000,
+    image_size: int = 64,
+    image_format: str = "png",
+    csv: bool = False,
+    workers: int = 1,
+    progress: bool = True,
+) -> List[str]:
     """Write ``out_dir/<split>/NNNNN.tar`` plus ``sizes.json`` (read by OpenCLIP) and optionally
     ``out_dir/<split>.csv`` with the images under ``out_dir/<split>_images/``."""
     from tqdm import tqdm
@@ -575,10 +678,12 @@ def write_split(out_dir: str, split: str, samples: List[Sample], shard_size: int
     image_dir = os.path.abspath(os.path.join(out_dir, f"{split}_images")) if csv else None
     if image_dir:
         os.makedirs(image_dir, exist_ok=True)
-    chunks = [samples[i:i + shard_size] for i in range(0, len(samples), shard_size)]
+    chunks = [samples[i : i + shard_size] for i in range(0, len(samples), shard_size)]
     names = [f"{i:05d}.tar" for i in range(len(chunks))]
-    jobs = [(os.path.join(split_dir, name), chunk, split, image_size, image_format, image_dir)
-            for name, chunk in zip(names, chunks)]
+    jobs = [
+        (os.path.join(split_dir, name), chunk, split, image_size, image_format, image_dir)
+        for name, chunk in zip(names, chunks)
+    ]
     bar = tqdm(total=len(samples), desc=f"{split} shards", unit="sample", disable=not progress)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -592,8 +697,11 @@ def write_split(out_dir: str, split: str, samples: List[Sample], shard_size: int
     if csv:
         import pandas as pd
 
-        rows = [(os.path.join(image_dir, f"{s.key}.{image_format}"), caption, s.key, s.noisy)
-                for s in samples for caption in (s.captions or [s.caption])]
+        rows = [
+            (os.path.join(image_dir, f"{s.key}.{image_format}"), caption, s.key, s.noisy)
+            for s in samples
+            for caption in (s.captions or [s.caption])
+        ]
         frame = pd.DataFrame(rows, columns=["filepath", "title", "key", "noisy"])
         with atomic_output(os.path.join(out_dir, f"{split}.csv")) as tmp:
             frame.to_csv(tmp, sep="\t", index=False)
@@ -618,8 +726,9 @@ def write_coco_layout(out_dir: str, samples: List[Sample], image_size: int = 64)
     return {"root": out_dir, "images": len(images), "captions": len(annotations)}
 
 
-def write_flickr_layout(out_dir: str, samples: List[Sample], image_size: int = 64,
-                        annotation: str = "flickr30k_test_karpathy.txt") -> dict:
+def write_flickr_layout(
+    out_dir: str, samples: List[Sample], image_size: int = 64, annotation: str = "flickr30k_test_karpathy.txt"
+) -> dict:
     """The samples as Flickr30K's Karpathy test split is laid out for CLIP_benchmark:
     ``out_dir/<name>.jpg`` and ``out_dir/flickr30k_test_karpathy.txt`` (CSV with the header
     ``image,caption``, one row per caption; captions holding a comma are quoted, and
@@ -655,13 +764,26 @@ def shard_pattern(out_dir: str, split: str, num_shards: int) -> str:
     return os.path.join(out_dir, split, f"{{00000..{last:05d}}}.tar")
 
 
-def make_dataset(out_dir: str, train_size: int = 20000, val_size: int = 1000, seed: int = 0,
-                 noise_rate: float = 0.4, noise_kind: str = "shuffle", shard_size: int = 1000,
-                 image_size: int = 64, image_format: str = "png", csv: bool = False,
-                 workers: int = 1, progress: bool = True, test_size: int = 0,
-                 test_captions: int = 5, coco_layout: Optional[str] = None,
-                 flickr_layout: Optional[str] = None, difficulty: Difficulty = Difficulty(),
-                 preset: Optional[str] = None) -> dict:
+def make_dataset(
+    out_dir: str,
+    train_size: int = 20000,
+    val_size: int = 1000,
+    seed: int = 0,
+    noise_rate: float = 0.4,
+    noise_kind: str = "shuffle",
+    shard_size: int = 1000,
+    image_size: int = 64,
+    image_format: str = "png",
+    csv: bool = False,
+    workers: int = 1,
+    progress: bool = True,
+    test_size: int = 0,
+    test_captions: int = 5,
+    coco_layout: Optional[str] = None,
+    flickr_layout: Optional[str] = None,
+    difficulty: Difficulty = Difficulty(),
+    preset: Optional[str] = None,
+) -> dict:
     """Write the train (noisy), val (clean, drawn like train: the held-out split a detector may
     watch) and, with ``test_size``, the test (retrieval: clean, ``test_captions`` wordings per
     image, balanced over concepts) splits; return and save a manifest. ``coco_layout`` and
@@ -673,22 +795,34 @@ def make_dataset(out_dir: str, train_size: int = 20000, val_size: int = 1000, se
     for flag, folder in (("--coco-layout", coco_layout), ("--flickr-layout", flickr_layout)):
         if folder and test_size < 1:
             raise InputError(flag, "writes the test split: give --test-size > 0")
-    splits = {"train": make_samples("train", train_size, seed, noise_rate, noise_kind, difficulty=difficulty),
-              "val": make_samples("val", val_size, seed, difficulty=difficulty)}
+    splits = {
+        "train": make_samples("train", train_size, seed, noise_rate, noise_kind, difficulty=difficulty),
+        "val": make_samples("val", val_size, seed, difficulty=difficulty),
+    }
     if test_size:
         splits["test"] = make_samples("test", test_size, seed, captions_per_image=test_captions, difficulty=difficulty)
     counts = concept_counts(splits["train"], concept_names(difficulty.colors, difficulty.concept_unit))
     rare = rare_concepts(counts)
     for split, samples in splits.items():
         tag_rare(samples, rare, by_caption=split != "test")
-    manifest = {"seed": seed, "noise_rate": noise_rate, "noise_kind": noise_kind, "preset": preset,
-                "image_size": image_size, "image_format": image_format,
-                "difficulty": asdict(difficulty), "concept_counts": counts, "rare_concepts": rare,
-                "splits": {}}
+    manifest = {
+        "seed": seed,
+        "noise_rate": noise_rate,
+        "noise_kind": noise_kind,
+        "preset": preset,
+        "image_size": image_size,
+        "image_format": image_format,
+        "difficulty": asdict(difficulty),
+        "concept_counts": counts,
+        "rare_concepts": rare,
+        "splits": {},
+    }
     for split, samples in splits.items():
         shards = write_split(out_dir, split, samples, shard_size, image_size, image_format, csv, workers, progress)
         manifest["splits"][split] = {
-            "num_samples": len(samples), "num_noisy": sum(s.noisy for s in samples), "num_shards": len(shards),
+            "num_samples": len(samples),
+            "num_noisy": sum(s.noisy for s in samples),
+            "num_shards": len(shards),
             "num_rare": sum("rare" in s.groups for s in samples),
             "caption_styles": {style: sum(s.style == style for s in samples) for style in CAPTION_STYLES},
             "hard_images": sum(bool(s.hard) for s in samples),

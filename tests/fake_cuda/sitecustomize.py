@@ -3,6 +3,7 @@ tests): when FAKE_CUDA_RECORD is set, torch sees ``len(CUDA_VISIBLE_DEVICES)`` G
 another ordinal fails as CUDA does, torch.distributed's process group is not created, and the
 process stops once OpenCLIP has set its device up, writing that device to
 ``$FAKE_CUDA_RECORD/rank<SLURM_PROCID>.device``."""
+
 import os
 
 if os.environ.get("FAKE_CUDA_RECORD"):

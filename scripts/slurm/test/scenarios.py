@@ -12,6 +12,7 @@ training flags after the script name. Checks, each against an uninterrupted refe
 4. a truncated ``epoch_3.pt`` in that run, submitted again: skipped with a warning, epoch 3
    trained again from epoch_2.pt, identical.
 """
+
 import argparse
 import glob
 import json
@@ -26,9 +27,28 @@ import torch
 EPOCHS = 3
 # 1024 samples, 8 shards: an epoch is 8 steps of 2 x 32 (~8 s here), wide enough to requeue in.
 # The experiment, after the script name (a later flag wins over the script's own).
-TINY_FLAGS = ["--model", "dissect-vit-tiny", "--precision", "fp32", "--batch-size", "32",
-              "--workers", "1", "--train-num-samples", "1024", "--epochs", str(EPOCHS), "--lr", "1e-3",
-              "--warmup", "2", "--seed", "0", "--log-every-n-steps", "1"]
+TINY_FLAGS = [
+    "--model",
+    "dissect-vit-tiny",
+    "--precision",
+    "fp32",
+    "--batch-size",
+    "32",
+    "--workers",
+    "1",
+    "--train-num-samples",
+    "1024",
+    "--epochs",
+    str(EPOCHS),
+    "--lr",
+    "1e-3",
+    "--warmup",
+    "2",
+    "--seed",
+    "0",
+    "--log-every-n-steps",
+    "1",
+]
 # The resource lines of the shipped script and their CPU versions (None: line dropped).
 CPU_RESOURCES = {
     "#SBATCH --nodes=4": "#SBATCH --nodes=1",
@@ -61,7 +81,7 @@ def cpu_copy(shipped, out):
     for line, replacement in CPU_RESOURCES.items():
         check(lines.count(line) == 1, f"{shipped}: expected the resource line {line!r} once")
         i = lines.index(line)
-        lines[i:i + 1] = [] if replacement is None else [replacement]
+        lines[i : i + 1] = [] if replacement is None else [replacement]
     with open(out, "w") as f:
         f.write("\n".join(lines))
     return out
@@ -73,8 +93,13 @@ class Cluster:
         os.makedirs(os.path.join(self.submit_dir, "logs"))  # README: logs/ must exist
         self.script = cpu_copy(script, os.path.join(work, "train_cpu.sbatch"))
         # The job inherits this environment (sbatch --export=ALL): the venv's python first.
-        self.env = {**os.environ, "DATA": data, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-                    "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+        self.env = {
+            **os.environ,
+            "DATA": data,
+            "OMP_NUM_THREADS": "1",
+            "WANDB_MODE": "disabled",
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+        }
 
     def run(self, *cmd):
         result = subprocess.run(cmd, cwd=self.submit_dir, env=self.env, capture_output=True, text=True)
@@ -102,8 +127,9 @@ class Cluster:
                 return
             state = self.job(job)["JobState"]
             if state in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"):
-                raise Failure(f"job {job} ended {state} while waiting for {what}:\n"
-                              f"{self.output(job_name, job)[-4000:]}")
+                raise Failure(
+                    f"job {job} ended {state} while waiting for {what}:\n{self.output(job_name, job)[-4000:]}"
+                )
             time.sleep(0.5)
         raise Failure(f"job {job}: no {what} within {timeout}s:\n{self.output(job_name, job)[-4000:]}")
 
@@ -133,8 +159,11 @@ def in_epoch_2(run_dir):
     """epoch_1.pt is written and epoch 2 (OpenCLIP's "Train Epoch: 1") has begun, not ended."""
     if not run_dir:
         return False
-    return (os.path.exists(checkpoint(run_dir, "epoch_1.pt")) and not os.path.exists(checkpoint(run_dir, "epoch_2.pt"))
-            and "Train Epoch: 1 [" in read(os.path.join(run_dir, "out.log")))
+    return (
+        os.path.exists(checkpoint(run_dir, "epoch_1.pt"))
+        and not os.path.exists(checkpoint(run_dir, "epoch_2.pt"))
+        and "Train Epoch: 1 [" in read(os.path.join(run_dir, "out.log"))
+    )
 
 
 def same(a, b, where="checkpoint"):
@@ -172,8 +201,10 @@ def resumed_from(run_dir, epoch):
     ckpt = checkpoint(run_dir, f"epoch_{epoch}.pt")
     check(f"resuming checkpoint '{ckpt}' (epoch {epoch})" in log, f"{run_dir}/out.log: no resume from {ckpt}")
     state = checkpoint(run_dir, f"epoch_{epoch}.dissect-state")
-    check(f"Selection state of epoch {epoch} restored from 2 rank file(s) of {state}" in log,
-          f"{run_dir}/out.log: selection state of epoch {epoch} not restored from 2 rank files")
+    check(
+        f"Selection state of epoch {epoch} restored from 2 rank file(s) of {state}" in log,
+        f"{run_dir}/out.log: selection state of epoch {epoch} not restored from 2 rank files",
+    )
 
 
 def main():
@@ -183,9 +214,26 @@ def main():
     args = parser.parse_args()
 
     data_dir = os.path.join(args.work, "data")
-    subprocess.run([sys.executable, "-m", "open_clip_dissect.cli", "make-data", "--out", data_dir,
-                    "--train-size", "1024", "--val-size", "0", "--shard-size", "128", "--workers", "1",
-                    "--quiet"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "open_clip_dissect.cli",
+            "make-data",
+            "--out",
+            data_dir,
+            "--train-size",
+            "1024",
+            "--val-size",
+            "0",
+            "--shard-size",
+            "128",
+            "--workers",
+            "1",
+            "--quiet",
+        ],
+        check=True,
+    )
     with open(os.path.join(data_dir, "manifest.json")) as f:
         data = json.load(f)["splits"]["train"]["pattern"]
     cluster = Cluster(args.work, args.sbatch, data)
@@ -199,8 +247,10 @@ def main():
     reference = cluster.run_dir("reference")
     check(reference is not None, "no run folder logs/reference-<hash>/")
     log = read(os.path.join(reference, "out.log"))
-    check("(global: 0, local 0), total 2" in output and "(global: 1, local 1), total 2" in output,
-          f"the reference did not run on 2 ranks:\n{output[-4000:]}")
+    check(
+        "(global: 0, local 0), total 2" in output and "(global: 1, local 1), total 2" in output,
+        f"the reference did not run on 2 ranks:\n{output[-4000:]}",
+    )
     check(f"Train Epoch: {EPOCHS - 1} [" in log and "resuming checkpoint" not in log, "reference: unexpected log")
     check(output.count(", start 1, run ") == 1, f"reference: unexpected SLURM output:\n{output}")
     timings["reference (uninterrupted)"] = time.time() - t
@@ -214,8 +264,10 @@ def main():
     say(f"requeued job {job} during epoch 2")
     output = cluster.finish(job, "requeue")
     check(cluster.job(job)["Restarts"] == "1", f"job {job}: expected 1 restart")
-    check(", start 1, run " in output and ", start 2, run " in output,
-          f"the first attempt's SLURM output is gone (--open-mode=append):\n{output}")
+    check(
+        ", start 1, run " in output and ", start 2, run " in output,
+        f"the first attempt's SLURM output is gone (--open-mode=append):\n{output}",
+    )
     run_dir = cluster.run_dir("requeue")
     resumed_from(run_dir, 1)
     identical_to_reference(run_dir, reference)
@@ -227,8 +279,7 @@ def main():
     first = cluster.sbatch("resubmit")
     cluster.wait(first, "resubmit", lambda: in_epoch_2(cluster.run_dir("resubmit")), "epoch 2 in flight")
     cluster.run("scancel", first)
-    cluster.wait(first, "resubmit", lambda: cluster.job(first)["JobState"] == "CANCELLED", "cancellation",
-                 timeout=60)
+    cluster.wait(first, "resubmit", lambda: cluster.job(first)["JobState"] == "CANCELLED", "cancellation", timeout=60)
     second = cluster.sbatch("resubmit")
     cluster.finish(second, "resubmit")
     run_dir = cluster.run_dir("resubmit")  # still one run folder: the resubmission kept the name
@@ -250,8 +301,10 @@ def main():
     resumed_from(run_dir, EPOCHS - 1)
     identical_to_reference(run_dir, reference)
     timings["truncated checkpoint"] = time.time() - t
-    say(f"4. job {job} skipped the truncated epoch_{EPOCHS}.pt with a warning, resumed from "
-        f"epoch_{EPOCHS - 1}.pt, bit-identical")
+    say(
+        f"4. job {job} skipped the truncated epoch_{EPOCHS}.pt with a warning, resumed from "
+        f"epoch_{EPOCHS - 1}.pt, bit-identical"
+    )
 
     for what, seconds in timings.items():
         say(f"  {what}: {seconds:.0f}s")

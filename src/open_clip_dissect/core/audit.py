@@ -1,5 +1,6 @@
 """Noise audit: how well a selection separates clean pairs from known-noisy ones (pure tensor code;
 the collectives go through the ``comm`` passed in)."""
+
 from typing import Dict, Optional
 
 import torch
@@ -32,16 +33,18 @@ def auroc(score: torch.Tensor, positive: torch.Tensor, comm: Optional[SingleProc
     gathered = comm.all_gather_padded(score[mine], int(per_rank[:, small].max()))
     reference = gathered[torch.arange(gathered.shape[1]) < per_rank[:, small, None]].sort().values
     other = score[~mine].sort().values  # sorted queries search faster (2.6x on 12M, one core)
-    twice_u = (torch.searchsorted(reference, other, side="left")
-               + torch.searchsorted(reference, other, side="right")).sum()
+    twice_u = (
+        torch.searchsorted(reference, other, side="left") + torch.searchsorted(reference, other, side="right")
+    ).sum()
     twice_u = int(comm.all_reduce_sum(twice_u.reshape(1)))  # 2 U of the other class, all ranks
     # U(positive above negative) + U(negative above positive) = n_pos * n_neg, ties split evenly
     twice_u_pos = twice_u if small == 1 else 2 * n_pos * n_neg - twice_u
     return twice_u_pos / (2 * n_pos * n_neg)
 
 
-def audit(rank: torch.Tensor, kept: torch.Tensor, noisy: torch.Tensor,
-          comm: Optional[SingleProcess] = None) -> Dict[str, float]:
+def audit(
+    rank: torch.Tensor, kept: torch.Tensor, noisy: torch.Tensor, comm: Optional[SingleProcess] = None
+) -> Dict[str, float]:
     """Audit of one epoch's decisions on the samples whose label is known (``noisy`` >= 0), over
     every rank of ``comm`` (default: this process alone; every rank must call it):
 

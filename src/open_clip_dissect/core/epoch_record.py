@@ -1,4 +1,5 @@
 """Every decision of one epoch, gathered on the device for the audit, the records and the plots."""
+
 from dataclasses import dataclass, field
 from typing import List
 
@@ -8,6 +9,7 @@ import torch
 @dataclass
 class EpochRecord:
     """Every decision of one epoch, for the audit, the record file and the plots."""
+
     keep_keys: bool = False
     keys: List[str] = field(default_factory=list)
     parts: dict = field(default_factory=lambda: {n: [] for n in ("curr", "hist", "delta", "kept", "noisy")})
@@ -15,8 +17,7 @@ class EpochRecord:
     def add(self, keys, curr, hist, delta, kept_mask, noisy):
         if self.keep_keys:
             self.keys.extend(keys)
-        for name, value in (("curr", curr), ("hist", hist), ("delta", delta), ("kept", kept_mask),
-                            ("noisy", noisy)):
+        for name, value in (("curr", curr), ("hist", hist), ("delta", delta), ("kept", kept_mask), ("noisy", noisy)):
             self.parts[name].append(value.detach().to("cpu", non_blocking=True))
 
     def columns(self) -> dict:
@@ -28,5 +29,3 @@ def nan_stats(x: torch.Tensor):
     if len(x) == 0:
         return float("nan"), float("nan")
     return float(x.mean()), float(x.std()) if len(x) > 1 else 0.0
-
-

@@ -16,6 +16,7 @@ probability about n^2 / 2^65 (3% at a billion keys); colliding samples share one
 Everything is tensor code on the store's device (CPU or CUDA); no per-sample Python loop.
 Sharding across ranks composes this class (one store per owner rank).
 """
+
 import math
 from typing import Dict, Sequence
 
@@ -66,10 +67,12 @@ def _merge_sorted(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> Dic
 
 
 def _empty_run(device) -> Dict[str, torch.Tensor]:
-    return {"hash": torch.empty(0, dtype=torch.int64, device=device),
-            "score": torch.empty(0, dtype=torch.float32, device=device),
-            "epoch": torch.empty(0, dtype=torch.int16, device=device),
-            "visits": torch.empty(0, dtype=torch.int16, device=device)}
+    return {
+        "hash": torch.empty(0, dtype=torch.int64, device=device),
+        "score": torch.empty(0, dtype=torch.float32, device=device),
+        "epoch": torch.empty(0, dtype=torch.int16, device=device),
+        "visits": torch.empty(0, dtype=torch.int16, device=device),
+    }
 
 
 class HistoryStore:
@@ -103,8 +106,10 @@ class HistoryStore:
         sync (a CUDA store answers on the GPU)."""
         hashes = to_device(hashes, self.device)
         seen = torch.zeros(len(hashes), dtype=torch.bool, device=self.device)
-        out = {name: torch.zeros(len(hashes), dtype=self.main[name].dtype, device=self.device)
-               for name in (("score", "epoch", "visits") if with_visits else ("score",))}
+        out = {
+            name: torch.zeros(len(hashes), dtype=self.main[name].dtype, device=self.device)
+            for name in (("score", "epoch", "visits") if with_visits else ("score",))
+        }
         for run in self._runs():
             found, idx = self._find(run, hashes)
             seen |= found
@@ -112,9 +117,16 @@ class HistoryStore:
                 out[name] = torch.where(found, run[name][idx], values)
         return (seen, *out.values())
 
-    def update(self, hashes: torch.Tensor, score: torch.Tensor, epoch: int,
-               score_mask: torch.Tensor = None, batch_size: int = None, header: torch.Tensor = None,
-               check=None):
+    def update(
+        self,
+        hashes: torch.Tensor,
+        score: torch.Tensor,
+        epoch: int,
+        score_mask: torch.Tensor = None,
+        batch_size: int = None,
+        header: torch.Tensor = None,
+        check=None,
+    ):
         """Record a visit of each key at ``epoch``; write ``score`` where ``score_mask`` (all if
         None). Unknown keys are inserted (score 0 where masked out). A key repeated within the
         batch keeps its first row.
@@ -134,8 +146,11 @@ class HistoryStore:
         hashes = to_device(hashes, self.device)
         score = to_device(score, self.device).float()
         n = len(hashes)
-        mask = torch.ones(n, dtype=torch.bool, device=self.device) if score_mask is None else \
-            to_device(score_mask, self.device)
+        mask = (
+            torch.ones(n, dtype=torch.bool, device=self.device)
+            if score_mask is None
+            else to_device(score_mask, self.device)
+        )
         # Sorted view of the batch; each key's first row (the stable sort keeps rows in batch order).
         order = torch.argsort(hashes, stable=True)
         ordered = hashes[order]
@@ -164,10 +179,12 @@ class HistoryStore:
         if count:
             at = torch.argsort((~new).to(torch.uint8), stable=True)[:count]  # no nonzero(): no sync
             row = first[at]
-            added = {"hash": ordered[at],  # sorted
-                     "score": torch.where(mask[row], score[row], torch.zeros_like(score[row])),
-                     "epoch": torch.full((count,), epoch, dtype=torch.int16, device=self.device),
-                     "visits": torch.ones(count, dtype=torch.int16, device=self.device)}
+            added = {
+                "hash": ordered[at],  # sorted
+                "score": torch.where(mask[row], score[row], torch.zeros_like(score[row])),
+                "epoch": torch.full((count,), epoch, dtype=torch.int16, device=self.device),
+                "visits": torch.ones(count, dtype=torch.int16, device=self.device),
+            }
             self.fresh = _merge_sorted(self.fresh, added)
             limit = math.sqrt(2.0 * max(len(self), 1) * max(batch_size or n, 1))
             if len(self.fresh["hash"]) > limit:

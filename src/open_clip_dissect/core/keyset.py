@@ -1,12 +1,13 @@
 """``KeySet``: a set of sample keys read from a file, held as sorted 64-bit key hashes
 (8 bytes a key, membership by ``searchsorted``). Used by ``--noisy-keys`` and ``--keep-list``."""
+
 import os
 from typing import Iterable
 
 import torch
 
-from open_clip_dissect.errors import InputError
 from open_clip_dissect.core.history import hash_keys
+from open_clip_dissect.errors import InputError
 
 KEY_LIST_NAME = "keys.txt"  # what `open-clip-dissect filter` writes into its output folder
 

@@ -16,6 +16,7 @@ N x M or with the negCLIPLoss batch size squared.
 - ``vas_d``: VAS against the pool itself, re-estimated over ``rounds`` rounds while an equal share
   of the surplus is dropped each round (see ``vas_d``).
 """
+
 import math
 from typing import Optional
 
@@ -25,8 +26,16 @@ import torch.nn.functional as F
 from open_clip_dissect.core.strategies import clipscore  # same formula online and offline
 from open_clip_dissect.errors import InputError
 
-__all__ = ["clipscore", "negcliploss", "normsim", "vas", "vas_d", "second_moment", "check_negcliploss_options",
-           "check_vas_d_options"]
+__all__ = [
+    "clipscore",
+    "negcliploss",
+    "normsim",
+    "vas",
+    "vas_d",
+    "second_moment",
+    "check_negcliploss_options",
+    "check_vas_d_options",
+]
 
 
 def check_negcliploss_options(batch_size: int, repeats: int) -> None:
@@ -55,8 +64,8 @@ def _batch_loss_terms(u: torch.Tensor, v: torch.Tensor, tau: float, chunk: int) 
     col_max = torch.full((n,), -math.inf, device=u.device)
     col_sum = torch.zeros(n, device=u.device)
     for start in range(0, n, chunk):
-        s = (u[start:start + chunk] @ v.T) / tau                     # [c, n]
-        rows[start:start + chunk] = torch.logsumexp(s, dim=1)
+        s = (u[start : start + chunk] @ v.T) / tau  # [c, n]
+        rows[start : start + chunk] = torch.logsumexp(s, dim=1)
         block_max = s.max(0).values
         new_max = torch.maximum(col_max, block_max)
         col_sum = col_sum * torch.exp(col_max - new_max) + torch.exp(s - new_max).sum(0)
@@ -65,8 +74,15 @@ def _batch_loss_terms(u: torch.Tensor, v: torch.Tensor, tau: float, chunk: int) 
     return tau / 2 * (rows + cols)
 
 
-def negcliploss(u: torch.Tensor, v: torch.Tensor, tau: float = 0.01, batch_size: int = 32768,
-                repeats: int = 10, seed: int = 0, chunk: int = 4096) -> torch.Tensor:
+def negcliploss(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    tau: float = 0.01,
+    batch_size: int = 32768,
+    repeats: int = 10,
+    seed: int = 0,
+    chunk: int = 4096,
+) -> torch.Tensor:
     """negCLIPLoss of every pair against ``repeats`` random batchings of the pool."""
     check_negcliploss_options(batch_size, repeats)
     u, v = _unit(u), _unit(v)
@@ -87,14 +103,14 @@ def second_moment(g: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     g = _unit(g)
     sigma = torch.zeros(g.shape[1], g.shape[1], device=g.device)
     for start in range(0, len(g), chunk):
-        block = g[start:start + chunk]
+        block = g[start : start + chunk]
         sigma += block.T @ block
     return sigma / max(len(g), 1)
 
 
 def _quadratic(u: torch.Tensor, sigma: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     u = _unit(u)
-    return torch.cat([((u[s:s + chunk] @ sigma) * u[s:s + chunk]).sum(-1) for s in range(0, len(u), chunk)])
+    return torch.cat([((u[s : s + chunk] @ sigma) * u[s : s + chunk]).sum(-1) for s in range(0, len(u), chunk)])
 
 
 def normsim(u: torch.Tensor, g: torch.Tensor, p: float = 2, chunk: int = 8192) -> torch.Tensor:
@@ -107,7 +123,9 @@ def normsim(u: torch.Tensor, g: torch.Tensor, p: float = 2, chunk: int = 8192) -
     best = torch.full((len(u),), -math.inf, device=u.device)
     for i in range(0, len(u), chunk):
         for t in range(0, len(g), chunk):
-            best[i:i + chunk] = torch.maximum(best[i:i + chunk], (u[i:i + chunk] @ g[t:t + chunk].T).max(1).values)
+            best[i : i + chunk] = torch.maximum(
+                best[i : i + chunk], (u[i : i + chunk] @ g[t : t + chunk].T).max(1).values
+            )
     return best
 
 

@@ -7,6 +7,7 @@ dropout is off. ``mode="train"`` scores in train mode, as the DISSect authors' c
 BatchNorm normalises with the candidate batch's own statistics; the running statistics are put
 back afterwards, so the scoring pass never moves them.
 """
+
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -23,6 +24,7 @@ SCORING_MODES = ("eval", "train")
 class Features:
     """What ``Selector.step`` takes after the keys: the batch's embeddings, the model's logit
     scale (None when not asked for) and the oracle's features (None without an oracle)."""
+
     image: torch.Tensor
     text: torch.Tensor
     logit_scale: Optional[torch.Tensor] = None
@@ -38,8 +40,9 @@ class Scorer:
     """``scorer(images, texts) -> Features``. ``logit_scale``: also return the model's
     (exponentiated) logit scale; ``oracle``: a frozen model scored on the same batch."""
 
-    def __init__(self, model, oracle=None, autocast: Callable = nullcontext, logit_scale: bool = True,
-                 mode: str = "eval"):
+    def __init__(
+        self, model, oracle=None, autocast: Callable = nullcontext, logit_scale: bool = True, mode: str = "eval"
+    ):
         if mode not in SCORING_MODES:
             raise InputError("--selection-scoring-mode", f"must be one of {SCORING_MODES}, got {mode!r}")
         self.model, self.oracle, self.autocast, self.with_logit_scale = model, oracle, autocast, logit_scale
@@ -48,8 +51,9 @@ class Scorer:
 
     def _batchnorm_buffers(self, model):
         if self._norm_buffers is None:
-            self._norm_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)
-                                  for b in m.buffers()]
+            self._norm_buffers = [
+                b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase) for b in m.buffers()
+            ]
         return self._norm_buffers
 
     @torch.no_grad()
@@ -64,14 +68,17 @@ class Scorer:
             model.eval()  # running statistics, no dropout
         try:
             with self.autocast():
-                features = Features(model.encode_image(images, normalize=True),
-                                    model.encode_text(texts, normalize=True),
-                                    model.logit_scale.exp() if self.with_logit_scale else None)
+                features = Features(
+                    model.encode_image(images, normalize=True),
+                    model.encode_text(texts, normalize=True),
+                    model.logit_scale.exp() if self.with_logit_scale else None,
+                )
                 if self.oracle is not None:
                     features.oracle = OracleFeatures(
                         self.oracle.encode_image(images, normalize=True),
                         self.oracle.encode_text(texts, normalize=True),
-                        self.oracle.logit_scale.exp() if self.with_logit_scale else None)
+                        self.oracle.logit_scale.exp() if self.with_logit_scale else None,
+                    )
         finally:
             if saved is not None:
                 for buffer, value in zip(self._batchnorm_buffers(model), saved):

@@ -13,6 +13,7 @@ explicitly, e.g. before saving state). Over each epoch it sums, on the device, w
 ``end_epoch`` reads (``EpochSignals``: the scoring pass's mean loss and CLIPScore spread); a
 held-out retrieval score measured after the epoch is handed in with ``set_retrieval``.
 """
+
 from dataclasses import dataclass
 from functools import partial
 from typing import Optional, Sequence, Union
@@ -20,9 +21,9 @@ from typing import Optional, Sequence, Union
 import torch
 
 from open_clip_dissect.core import strategies
-from open_clip_dissect.core.transfer import to_device
 from open_clip_dissect.core.early_learning import EpochSignals
 from open_clip_dissect.core.history import HistoryStore, hash_keys
+from open_clip_dissect.core.transfer import to_device
 from open_clip_dissect.errors import InputError
 
 BATCH_MODES = ("shrink", "fixed")
@@ -52,6 +53,7 @@ def as_hashes(keys: Union[Sequence[str], torch.Tensor]) -> torch.Tensor:
 class SingleProcess:
     """The communicator of one process: every reduction is the identity. ``dist.Communicator``
     has the same surface for several processes."""
+
     rank = 0
     world_size = 1
     device = torch.device("cpu")  # where the collectives run
@@ -63,7 +65,7 @@ class SingleProcess:
     def all_gather_padded(self, values: torch.Tensor, size: int) -> torch.Tensor:
         """``[world, size]`` on the CPU: every rank's 1-d ``values`` zero-padded to ``size``."""
         padded = torch.zeros(size, dtype=values.dtype, device=self.device)
-        padded[:len(values)] = values.to(self.device)
+        padded[: len(values)] = values.to(self.device)
         return self.all_gather(padded).cpu()
 
     def all_gather_host(self, values: torch.Tensor) -> torch.Tensor:
@@ -105,6 +107,7 @@ DECISION_COLUMNS = 4  # global scope: rank, hist, new history, flags (1: kept, 2
 class OracleFeatures:
     """A frozen oracle's embeddings of the same candidate batch (``clipscore-oracle``,
     ``learnability``); ``logit_scale`` is needed by the strategies that read losses."""
+
     image: torch.Tensor
     text: torch.Tensor
     logit_scale: Optional[torch.Tensor] = None
@@ -120,29 +123,41 @@ class Selector:
     samples and sends every rank its part of that one decision.
     """
 
-    def __init__(self, strategy: strategies.Strategy, ratio: float = 0.5, seed: int = 0,
-                 batch_mode: str = "shrink", train_batch_size: Optional[int] = None, store=None,
-                 comm=None, exchange=None, clipscore_scale: float = 100.0):
+    def __init__(
+        self,
+        strategy: strategies.Strategy,
+        ratio: float = 0.5,
+        seed: int = 0,
+        batch_mode: str = "shrink",
+        train_batch_size: Optional[int] = None,
+        store=None,
+        comm=None,
+        exchange=None,
+        clipscore_scale: float = 100.0,
+    ):
         self.strategy, self.ratio, self.batch_mode = strategy, check_ratio(ratio), batch_mode
         if batch_mode not in BATCH_MODES:
             raise InputError("--selection-batch-mode", f"must be one of {BATCH_MODES}, got {batch_mode!r}")
         if batch_mode == "fixed" and not train_batch_size:
             raise ValueError("batch_mode 'fixed' needs train_batch_size")
         if exchange is not None and strategy.variable_kept:
-            raise InputError("--selection-scope", f"--selection {strategy.name} keeps a random number of "
-                                                  f"samples per rank; it needs --selection-scope local")
+            raise InputError(
+                "--selection-scope",
+                f"--selection {strategy.name} keeps a random number of "
+                f"samples per rank; it needs --selection-scope local",
+            )
         self.train_batch_size = train_batch_size
         self.store = store if store is not None else HistoryStore()
         self.comm = comm if comm is not None else SingleProcess()
         self.exchange = exchange
         self.generator = torch.Generator().manual_seed(seed)
         self.clipscore_scale = check_clipscore_scale(clipscore_scale)
-        self.epoch = None        # the epoch in progress; None between epochs
+        self.epoch = None  # the epoch in progress; None between epochs
         # This rank's sums over the epoch: candidates, CLIPScore, CLIPScore^2, loss, losses counted.
         self._totals = None
-        self._retrieval = None   # R@sum measured after the epoch (one rank is enough)
+        self._retrieval = None  # R@sum measured after the epoch (one rank is enough)
         self.last_signals = None  # the EpochSignals of the last epoch that ended
-        self.kept_counts = None   # every rank's kept count in the last step (agreed in the step)
+        self.kept_counts = None  # every rank's kept count in the last step (agreed in the step)
 
     def num_kept(self, candidates: int) -> int:
         if self.strategy.keeps_all:
@@ -176,9 +191,10 @@ class Selector:
         if self._retrieval is not None:
             local[5:7] = torch.tensor([self._retrieval, 1.0], dtype=torch.float64)
         if self.epoch is not None:
-            local[7:] = torch.tensor([1.0, self.epoch, self.epoch ** 2], dtype=torch.float64)
-        (n, total, squares, loss, n_loss, retrieval, n_retrieval,
-         ranks, epochs, epoch_squares) = self.comm.all_reduce_sum(local).tolist()
+            local[7:] = torch.tensor([1.0, self.epoch, self.epoch**2], dtype=torch.float64)
+        (n, total, squares, loss, n_loss, retrieval, n_retrieval, ranks, epochs, epoch_squares) = (
+            self.comm.all_reduce_sum(local).tolist()
+        )
         self.epoch, self._totals, self._retrieval = None, None, None
         if not ranks:
             return None
@@ -187,21 +203,33 @@ class Selector:
         epoch = round(epochs / ranks)
         mean = total / n if n else None
         self.last_signals = EpochSignals(
-            candidates=int(n), clipscore_mean=mean,
+            candidates=int(n),
+            clipscore_mean=mean,
             clipscore_std=max(squares / n - mean * mean, 0.0) ** 0.5 if n else None,
             mean_loss=loss / n_loss if n_loss else None,
-            retrieval=retrieval / n_retrieval if n_retrieval else None)
+            retrieval=retrieval / n_retrieval if n_retrieval else None,
+        )
         return self.strategy.end_epoch(epoch, self.last_signals)
 
     # -- one candidate batch --------------------------------------------------------------------
-    def step(self, keys, image_features: torch.Tensor, text_features: torch.Tensor,
-             logit_scale: Optional[torch.Tensor] = None, epoch: int = 0,
-             oracle: Optional[OracleFeatures] = None) -> strategies.Decision:
+    def step(
+        self,
+        keys,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: Optional[torch.Tensor] = None,
+        epoch: int = 0,
+        oracle: Optional[OracleFeatures] = None,
+    ) -> strategies.Decision:
         """Decide which of the candidates to train on. ``keys``: one per sample, strings or their
         int64 hashes (``hash_keys``); features: the scoring pass's embeddings (any scale);
         ``logit_scale``: the model's (exponentiated) one, read by loss-based strategies."""
-        return self.decide(as_hashes(keys), self.scores(image_features, text_features, logit_scale, oracle),
-                           epoch, keys=None if torch.is_tensor(keys) else keys)
+        return self.decide(
+            as_hashes(keys),
+            self.scores(image_features, text_features, logit_scale, oracle),
+            epoch,
+            keys=None if torch.is_tensor(keys) else keys,
+        )
 
     def scores(self, image_features, text_features, logit_scale=None, oracle=None) -> strategies.BatchScores:
         """The measurements the strategy reads, from the scoring pass's features."""
@@ -211,17 +239,22 @@ class Selector:
         if strategy.needs_oracle and oracle is None:
             raise ValueError(f"strategy {strategy.name!r} needs the oracle's features (oracle=OracleFeatures)")
         scores = strategies.BatchScores.from_features(
-            image_features, text_features, logit_scale if strategy.needs_loss else None,
-            self.clipscore_scale, gradient=strategy.needs_gradient)
+            image_features,
+            text_features,
+            logit_scale if strategy.needs_loss else None,
+            self.clipscore_scale,
+            gradient=strategy.needs_gradient,
+        )
         if strategy.needs_oracle:
             measured = strategies.BatchScores.from_features(
-                oracle.image, oracle.text, oracle.logit_scale if strategy.needs_loss else None,
-                self.clipscore_scale)
+                oracle.image, oracle.text, oracle.logit_scale if strategy.needs_loss else None, self.clipscore_scale
+            )
             scores.oracle, scores.oracle_loss = measured.curr, measured.loss
         return scores
 
-    def decide(self, hashes: torch.Tensor, scores: strategies.BatchScores, epoch: int,
-               keys: Optional[Sequence[str]] = None) -> strategies.Decision:
+    def decide(
+        self, hashes: torch.Tensor, scores: strategies.BatchScores, epoch: int, keys: Optional[Sequence[str]] = None
+    ) -> strategies.Decision:
         """``step`` from measured scores; ``keys`` (optional) name a sample with a NaN score.
 
         One host sync: a single device-to-host read of the decision's few numbers (the first
@@ -255,7 +288,7 @@ class Selector:
         # What every rank tells the others: its first NaN (0: none) and how many it keeps.
         header = torch.tensor([float(read[0]), float(len(decision.kept))], dtype=torch.float64)
         check = partial(self._check_step, epoch=epoch, keys=keys)
-        score, mask = (read[1:n + 1].float(), read[n + 1:] > 0.5) if stores else (None, None)
+        score, mask = (read[1 : n + 1].float(), read[n + 1 :] > 0.5) if stores else (None, None)
         if self.strategy.needs_history and getattr(self.store, "world_size", 1) == self.comm.world_size:
             # The header rides with the history update (also when this rank stores nothing: the
             # collectives follow the strategy, not this batch), checked before anything is written.
@@ -281,13 +314,16 @@ class Selector:
         if self.comm.world_size > 1:
             name = self.comm.broadcast_text(name, src=rank)  # only on this error path
             where = f" of rank {rank}"
-        raise FloatingPointError(f"--selection {self.strategy.name}: NaN selection score in epoch {epoch} "
-                                 f"for sample {name or f'#{index}'}{where}")
+        raise FloatingPointError(
+            f"--selection {self.strategy.name}: NaN selection score in epoch {epoch} "
+            f"for sample {name or f'#{index}'}{where}"
+        )
 
     def _add_to_totals(self, scores: strategies.BatchScores) -> None:
         """The epoch's sums, on the device (no host sync per batch)."""
         curr = scores.curr.double()
         loss = scores.loss.double() if scores.loss is not None else curr.new_zeros(0)
+
         def count(n):  # a fill on the device, not a host-to-device copy
             return torch.full((), float(n), dtype=curr.dtype, device=curr.device)
 
@@ -316,7 +352,7 @@ class Selector:
         read = mine.cpu()  # the step's one device-to-host read
         header = read[n:].flatten()
         code, has_new = int(header[0]), bool(header[1] > 0.5)
-        counts = header[2:2 + world].long().tolist()
+        counts = header[2 : 2 + world].long().tolist()
         self.kept_counts = counts
         if code:
             self._raise_nan((code - 1) // n, (code - 1) % n, epoch, keys)
@@ -327,9 +363,13 @@ class Selector:
             self.store.update(hashes, read[:n, 2].float(), epoch, store_mask)
         self.exchange.counts = counts  # the rebalance's split sizes, known on every rank
         rows = mine[:n].float()
-        return strategies.Decision(to_device(kept, device), rows[:, 0], rows[:, 1],
-                                   rows[:, 2] if has_new else None,
-                                   to_device(store_mask, device) if has_new else None)
+        return strategies.Decision(
+            to_device(kept, device),
+            rows[:, 0],
+            rows[:, 1],
+            rows[:, 2] if has_new else None,
+            to_device(store_mask, device) if has_new else None,
+        )
 
     def _decide_for_all(self, gathered, fields, with_history, epoch, header_rows):
         """Rank 0: the decision on the global batch, as ``[world, n + header_rows, 4]`` float64
@@ -340,11 +380,12 @@ class Selector:
         values, at = {}, 0
         for name, local in fields.items():
             width = local.reshape(n, -1).shape[1]
-            values[name] = flat[:, at:at + width].reshape(world * n, *local.shape[1:]).to(local.dtype)
+            values[name] = flat[:, at : at + width].reshape(world * n, *local.shape[1:]).to(local.dtype)
             at += width
         history = strategies.History(flat[:, at], flat[:, at + 1] > 0.5) if with_history else None
-        g = self.strategy.decide(strategies.BatchScores(**values), history, self.num_kept(n) * world, epoch,
-                                 self.generator)
+        g = self.strategy.decide(
+            strategies.BatchScores(**values), history, self.num_kept(n) * world, epoch, self.generator
+        )
         kept = torch.zeros(world * n, dtype=torch.float64, device=flat.device)
         kept[g.kept] = 1.0
         if g.new_history is None:
@@ -356,19 +397,27 @@ class Selector:
         header = torch.zeros(header_rows * DECISION_COLUMNS, dtype=torch.float64, device=flat.device)
         header[0:1] = first_nan(values["curr"], g.rank)
         header[1] = float(g.new_history is not None)
-        header[2:2 + world] = kept.reshape(world, n).sum(1)
+        header[2 : 2 + world] = kept.reshape(world, n).sum(1)
         return torch.cat([rows, header.reshape(1, header_rows, DECISION_COLUMNS).expand(world, -1, -1)], 1)
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"strategy": self.strategy.name, "ratio": self.ratio, "batch_mode": self.batch_mode,
-                "store": self.store.state_dict(), "generator": self.generator.get_state(),
-                "strategy_state": self.strategy.state_dict()}
+        return {
+            "strategy": self.strategy.name,
+            "ratio": self.ratio,
+            "batch_mode": self.batch_mode,
+            "store": self.store.state_dict(),
+            "generator": self.generator.get_state(),
+            "strategy_state": self.strategy.state_dict(),
+        }
 
     def check_strategy(self, state: dict, source: str) -> None:
         if state.get("strategy") != self.strategy.name:
-            raise InputError("--resume", f"{source} holds selection state of strategy "
-                             f"{state.get('strategy')!r}, but --selection is {self.strategy.name!r}")
+            raise InputError(
+                "--resume",
+                f"{source} holds selection state of strategy "
+                f"{state.get('strategy')!r}, but --selection is {self.strategy.name!r}",
+            )
 
     def load_state_dict(self, state: dict, source: str = "state") -> None:
         self.check_strategy(state, source)

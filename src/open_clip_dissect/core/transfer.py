@@ -6,6 +6,7 @@ through pinned memory and may synchronise to do so. ``to_device`` stages it itse
 buffer (from PyTorch's caching host allocator, which keeps it until the copy is done), then an
 asynchronous copy.
 """
+
 import torch
 
 

@@ -3,6 +3,7 @@
 Filter rules apply in order, each keeping the top fraction *of the pool size* among the samples
 the previous rules kept (the papers' chains: ``negcliploss:0.3`` then ``normsiminf:0.2`` keeps 30%
 of the pool by negCLIPLoss, then the best 20% of the pool among those by NormSim-inf)."""
+
 import math
 import os
 from typing import List, Sequence, Tuple
@@ -11,17 +12,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from open_clip_dissect.errors import InputError
 from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect.core import oracle_scores
 from open_clip_dissect.core.keyset import KEY_LIST_NAME
+from open_clip_dissect.errors import InputError
 
 SCORES = ("clipscore", "negcliploss", "normsim2", "normsiminf", "vas", "vas-d", "forgetting")
 NEEDS_TARGET = ("normsim2", "normsiminf", "vas")
 
 
-def check_score_options(names: Sequence[str], has_target: bool, negcliploss_batch_size: int = 32768,
-                        negcliploss_repeats: int = 10, vas_d_fraction: float = 0.3, vas_d_rounds: int = 5) -> None:
+def check_score_options(
+    names: Sequence[str],
+    has_target: bool,
+    negcliploss_batch_size: int = 32768,
+    negcliploss_repeats: int = 10,
+    vas_d_fraction: float = 0.3,
+    vas_d_rounds: int = 5,
+) -> None:
     """The ``score`` flags, before any embedding is read."""
     unknown = [n for n in names if n not in SCORES]
     if unknown:
@@ -41,20 +48,31 @@ def read_scores(path: str) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(path)
     except Exception as exn:  # noqa: BLE001 - pyarrow raises several types for a file that is not parquet
-        raise InputError(path, f"cannot read it as parquet (--scores takes the file `score` wrote): "
-                               f"{type(exn).__name__}: {exn}") from None
+        raise InputError(
+            path, f"cannot read it as parquet (--scores takes the file `score` wrote): {type(exn).__name__}: {exn}"
+        ) from None
     if "key" not in frame.columns:
         raise InputError(path, f"has no 'key' column (columns: {list(frame.columns)})")
     return frame
 
 
-def compute_scores(names: Sequence[str], image: torch.Tensor, text: torch.Tensor, tau: float,
-                   target: torch.Tensor = None, clipscore_scale: float = 100.0,
-                   negcliploss_batch_size: int = 32768, negcliploss_repeats: int = 10,
-                   vas_d_fraction: float = 0.3, vas_d_rounds: int = 5, seed: int = 0) -> dict:
+def compute_scores(
+    names: Sequence[str],
+    image: torch.Tensor,
+    text: torch.Tensor,
+    tau: float,
+    target: torch.Tensor = None,
+    clipscore_scale: float = 100.0,
+    negcliploss_batch_size: int = 32768,
+    negcliploss_repeats: int = 10,
+    vas_d_fraction: float = 0.3,
+    vas_d_rounds: int = 5,
+    seed: int = 0,
+) -> dict:
     names = [n for n in names if n != "forgetting"]  # from selection records: see forgetting_scores
-    check_score_options(names, target is not None, negcliploss_batch_size, negcliploss_repeats,
-                        vas_d_fraction, vas_d_rounds)
+    check_score_options(
+        names, target is not None, negcliploss_batch_size, negcliploss_repeats, vas_d_fraction, vas_d_rounds
+    )
     out = {}
     for name in names:
         if name == "clipscore":
@@ -120,8 +138,7 @@ def apply_rules(frame: pd.DataFrame, rules: Sequence[Tuple[str, float]]) -> np.n
 
 def datacomp_uids(uids: Sequence[str]) -> np.ndarray:
     """DataComp keep-list: each 32-hex uid as two uint64 (first/last 16 digits), sorted."""
-    pairs = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in uids],
-                     dtype=np.dtype("u8,u8"))
+    pairs = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in uids], dtype=np.dtype("u8,u8"))
     return np.sort(pairs)
 
 

@@ -6,6 +6,7 @@ as ``part-NNNNN.image.npy``, ``part-NNNNN.text.npy`` (float32, L2-normalised) an
 ``noisy`` when known), plus ``index.json`` (model, checkpoint, the model's temperature, parts
 done). A re-run skips the parts already in the index, so an interrupted run resumes.
 """
+
 import json
 import logging
 import os
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from open_clip_dissect.errors import InputError
 from open_clip_dissect.atomic import atomic_output
+from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.frozen import load_frozen_model
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,17 @@ def _wds_part(url, preprocess, tokenizer, batch_size, workers, sample_key):
         return sample
 
     pipeline = wds.DataPipeline(
-        wds.SimpleShardList([url]), data.tarfile_to_samples_nothrow, data.drop_incomplete_samples,
-        data.decode_or_skip, data.attach_key_and_label(sample_key), wds.map(uid_of),
+        wds.SimpleShardList([url]),
+        data.tarfile_to_samples_nothrow,
+        data.drop_incomplete_samples,
+        data.decode_or_skip,
+        data.attach_key_and_label(sample_key),
+        wds.map(uid_of),
         wds.rename(image="jpg;png;jpeg;webp", text="txt"),
         wds.map_dict(image=preprocess, text=lambda text: tokenizer(text)[0]),
         wds.to_tuple("image", "text", "key", "uid", "noisy"),
-        wds.batched(batch_size, partial=True, collation_fn=_collate))
+        wds.batched(batch_size, partial=True, collation_fn=_collate),
+    )
     return wds.WebLoader(pipeline, batch_size=None, num_workers=min(workers, 1))
 
 
@@ -75,22 +81,40 @@ class _CsvRows(torch.utils.data.Dataset):
             pixels = self.preprocess(image.convert("RGB"))
         from open_clip_dissect.openclip.data import noisy_flag
 
-        return (pixels, self.tokenizer([str(row[self.caption_key])])[0], row["__key__"],
-                str(row["uid"]) if "uid" in row.index else "", noisy_flag(row.get("noisy")))
+        return (
+            pixels,
+            self.tokenizer([str(row[self.caption_key])])[0],
+            row["__key__"],
+            str(row["uid"]) if "uid" in row.index else "",
+            noisy_flag(row.get("noisy")),
+        )
 
 
 def _csv_parts(path, part_size, img_key, caption_key, key_column, sep):
     frame = pd.read_csv(path, sep=sep, dtype={key_column: str} if key_column else None)
     frame["__key__"] = frame[key_column].astype(str) if key_column else [str(i) for i in range(len(frame))]
     for start in range(0, len(frame), part_size):
-        yield f"{path}[{start}:{start + part_size}]", frame.iloc[start:start + part_size]
+        yield f"{path}[{start}:{start + part_size}]", frame.iloc[start : start + part_size]
 
 
-def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, batch_size: int = 256,
-          workers: int = 1, device: str = "cpu", precision: str = "fp32", sample_key: str = "url+key",
-          img_key: str = "filepath", caption_key: str = "title", key_column: Optional[str] = None,
-          sep: str = "\t", part_size: int = 100_000, progress: bool = True,
-          allow_pickle: bool = False) -> dict:
+def embed(
+    model_name: str,
+    checkpoint: Optional[str],
+    data: str,
+    out_dir: str,
+    batch_size: int = 256,
+    workers: int = 1,
+    device: str = "cpu",
+    precision: str = "fp32",
+    sample_key: str = "url+key",
+    img_key: str = "filepath",
+    caption_key: str = "title",
+    key_column: Optional[str] = None,
+    sep: str = "\t",
+    part_size: int = 100_000,
+    progress: bool = True,
+    allow_pickle: bool = False,
+) -> dict:
     import open_clip
     from open_clip_train.precision import get_autocast
     from tqdm import tqdm
@@ -108,11 +132,14 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
     if os.path.isfile(index_path):
         previous = _read_index(index_path)
         if (previous["model"], previous["checkpoint"]) != (model_name, checkpoint):
-            raise InputError("--out", f"{out_dir} holds embeddings of {previous['model']} / "
-                             f"{previous['checkpoint']}; use another folder")
+            raise InputError(
+                "--out",
+                f"{out_dir} holds embeddings of {previous['model']} / {previous['checkpoint']}; use another folder",
+            )
         index = previous
-    model, preprocess, tokenizer = load_frozen_model(model_name, checkpoint, device, precision,
-                                                     allow_pickle=allow_pickle)
+    model, preprocess, tokenizer = load_frozen_model(
+        model_name, checkpoint, device, precision, allow_pickle=allow_pickle
+    )
     os.makedirs(out_dir, exist_ok=True)
     index["logit_scale"] = float(model.logit_scale.exp())
     index["tau"] = 1.0 / index["logit_scale"]
@@ -120,14 +147,24 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
     input_dtype = open_clip.get_input_dtype(precision)
 
     if is_csv_path(data):
-        parts = [(source, lambda frame=frame: torch.utils.data.DataLoader(
-            _CsvRows(frame, img_key, caption_key, preprocess, tokenizer), batch_size=batch_size,
-            num_workers=workers, collate_fn=_collate))
-            for source, frame in _csv_parts(data, part_size, img_key, caption_key, key_column, sep)]
+        parts = [
+            (
+                source,
+                lambda frame=frame: torch.utils.data.DataLoader(
+                    _CsvRows(frame, img_key, caption_key, preprocess, tokenizer),
+                    batch_size=batch_size,
+                    num_workers=workers,
+                    collate_fn=_collate,
+                ),
+            )
+            for source, frame in _csv_parts(data, part_size, img_key, caption_key, key_column, sep)
+        ]
     else:
         urls = expand_shard_urls(data, "--data")
-        parts = [(url, lambda url=url: _wds_part(url, preprocess, tokenizer, batch_size, workers, sample_key))
-                 for url in urls]
+        parts = [
+            (url, lambda url=url: _wds_part(url, preprocess, tokenizer, batch_size, workers, sample_key))
+            for url in urls
+        ]
     bar = tqdm(total=len(parts), desc="embed", unit="part", disable=not progress)
     for i, (source, make_loader) in enumerate(parts):
         name = f"part-{i:05d}"
@@ -138,7 +175,9 @@ def embed(model_name: str, checkpoint: Optional[str], data: str, out_dir: str, b
         with torch.no_grad():
             for batch_images, batch_texts, batch_keys, batch_uids, batch_noisy in make_loader():
                 with autocast():
-                    images.append(model.encode_image(batch_images.to(device, input_dtype), normalize=True).float().cpu())
+                    images.append(
+                        model.encode_image(batch_images.to(device, input_dtype), normalize=True).float().cpu()
+                    )
                     texts.append(model.encode_text(batch_texts.to(device), normalize=True).float().cpu())
                 keys += batch_keys
                 uids += batch_uids
@@ -178,7 +217,9 @@ def load_embeddings(directory: str, flag: str = "--embeddings"):
     names = sorted(n for n, p in index["parts"].items() if p.get("count"))
     if not names:
         raise InputError(flag, f"{directory} holds no embeddings (its data had no usable sample)")
-    paths = [os.path.join(directory, f"{n}.{kind}") for n in names for kind in ("keys.parquet", "image.npy", "text.npy")]
+    paths = [
+        os.path.join(directory, f"{n}.{kind}") for n in names for kind in ("keys.parquet", "image.npy", "text.npy")
+    ]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise InputError(missing[0], f"listed in {index_path} but missing (re-run `open-clip-dissect embed`)")

@@ -17,6 +17,7 @@ Layouts (ROOT is ``--dataset-root``):
   ``ROOT/flickr8k_test_karpathy.txt`` (header ``image,caption``, one row per caption; CLIP_benchmark
   splits each row on ``.jpg,`` without CSV parsing).
 """
+
 import contextlib
 import json
 import logging
@@ -39,20 +40,26 @@ ANNOTATIONS = "https://github.com/mehdidc/retrieval_annotations/releases/downloa
 
 @dataclass(frozen=True)
 class Layout:
-    annotation: str   # the annotation file's name in ROOT (CLIP_benchmark's default, test split)
-    image_dir: str    # the images' folder under ROOT ("" = ROOT itself)
+    annotation: str  # the annotation file's name in ROOT (CLIP_benchmark's default, test split)
+    image_dir: str  # the images' folder under ROOT ("" = ROOT itself)
     images_from: str  # where the images come from, for the error messages
 
 
 LAYOUTS = {
-    "mscoco_captions": Layout("coco_test_karpathy.json", "val2014",
-                              "http://images.cocodataset.org/zips/val2014.zip unzipped in ROOT, which makes "
-                              "ROOT/val2014/"),
-    "flickr30k": Layout("flickr30k_test_karpathy.txt", "",
-                        "the *.jpg files of Kaggle's hsankesara/flickr-image-dataset "
-                        "(flickr30k_images/flickr30k_images/) directly in ROOT"),
-    "flickr8k": Layout("flickr8k_test_karpathy.txt", "",
-                       "the *.jpg files of Kaggle's adityajn105/flickr8k (Images/) directly in ROOT"),
+    "mscoco_captions": Layout(
+        "coco_test_karpathy.json",
+        "val2014",
+        "http://images.cocodataset.org/zips/val2014.zip unzipped in ROOT, which makes ROOT/val2014/",
+    ),
+    "flickr30k": Layout(
+        "flickr30k_test_karpathy.txt",
+        "",
+        "the *.jpg files of Kaggle's hsankesara/flickr-image-dataset "
+        "(flickr30k_images/flickr30k_images/) directly in ROOT",
+    ),
+    "flickr8k": Layout(
+        "flickr8k_test_karpathy.txt", "", "the *.jpg files of Kaggle's adityajn105/flickr8k (Images/) directly in ROOT"
+    ),
 }
 BENCHMARKS = tuple(LAYOUTS)
 
@@ -64,8 +71,9 @@ def require_clip_benchmark(flag: str):
         from clip_benchmark.datasets import builder, flickr  # noqa: F401  (builder needs requests)
         from clip_benchmark.metrics import zeroshot_retrieval
     except ImportError as exn:
-        raise InputError(flag, f"needs CLIP_benchmark and pycocotools (missing: {exn.name}); install "
-                               f"the optional extra: {EXTRA}") from None
+        raise InputError(
+            flag, f"needs CLIP_benchmark and pycocotools (missing: {exn.name}); install the optional extra: {EXTRA}"
+        ) from None
     return zeroshot_retrieval
 
 
@@ -77,15 +85,20 @@ def check_name(name: str, flag: str = "--benchmark") -> str:
 
 def _fetch_hint(name: str, root: str) -> str:
     layout = LAYOUTS[name]
-    return (f"to fetch: images: {layout.images_from.replace('ROOT', root)}; annotations: "
-            f"{ANNOTATIONS}/{layout.annotation} saved as {os.path.join(root, layout.annotation)}")
+    return (
+        f"to fetch: images: {layout.images_from.replace('ROOT', root)}; annotations: "
+        f"{ANNOTATIONS}/{layout.annotation} saved as {os.path.join(root, layout.annotation)}"
+    )
 
 
 def _read_coco(path: str) -> Tuple[List[str], List[int]]:
     with open(path) as f:
         data = json.load(f)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("annotations"), list):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
         raise InputError(path, "not a COCO captions file (needs the lists 'images' and 'annotations')")
     counts = {image["id"]: 0 for image in data["images"]}
     for annotation in data["annotations"]:
@@ -105,15 +118,17 @@ def _read_flickr(path: str) -> Tuple[List[str], List[int]]:
             if not line:
                 continue
             if line.count(".jpg,") != 1:
-                raise InputError(path, f"line {number} is not '<name>.jpg,<caption>' (CLIP_benchmark "
-                                       f"splits every row on '.jpg,')")
+                raise InputError(
+                    path, f"line {number} is not '<name>.jpg,<caption>' (CLIP_benchmark splits every row on '.jpg,')"
+                )
             image = line.split(".jpg,")[0] + ".jpg"
             counts[image] = counts.get(image, 0) + 1
     return list(counts), list(counts.values())
 
 
-def check_benchmark_files(name: str, root: str, annotation_file: Optional[str] = None,
-                          flag: str = "--dataset-root") -> dict:
+def check_benchmark_files(
+    name: str, root: str, annotation_file: Optional[str] = None, flag: str = "--dataset-root"
+) -> dict:
     """Check a benchmark's local files before anything reads them; return its paths and the
     number of images and captions. Every problem is an ``InputError`` naming the path and what
     to fetch; nothing is ever downloaded."""
@@ -128,8 +143,9 @@ def check_benchmark_files(name: str, root: str, annotation_file: Optional[str] =
     if not os.path.isfile(annotation):
         raise InputError(annotation, f"annotation file not found; {_fetch_hint(name, root)}")
     if os.path.getsize(annotation) == 0:
-        raise InputError(annotation, f"annotation file is empty (a failed download leaves a 0-byte file); "
-                                     f"{_fetch_hint(name, root)}")
+        raise InputError(
+            annotation, f"annotation file is empty (a failed download leaves a 0-byte file); {_fetch_hint(name, root)}"
+        )
     try:
         images, counts = (_read_coco if name == "mscoco_captions" else _read_flickr)(annotation)
     except (UnicodeDecodeError, json.JSONDecodeError) as exn:
@@ -140,15 +156,24 @@ def check_benchmark_files(name: str, root: str, annotation_file: Optional[str] =
         raise InputError(annotation, f"image {images[counts.index(0)]} has no caption")
     missing = [image for image in images if not os.path.isfile(os.path.join(image_root, image))]
     if missing:
-        raise InputError(os.path.join(image_root, missing[0]),
-                         f"named in {annotation} but absent ({len(missing)} of {len(images)} images "
-                         f"missing); {_fetch_hint(name, root)}")
-    return {"benchmark": name, "dataset_root": root, "image_root": image_root, "annotation_file": annotation,
-            "images": len(images), "captions": sum(counts)}
+        raise InputError(
+            os.path.join(image_root, missing[0]),
+            f"named in {annotation} but absent ({len(missing)} of {len(images)} images "
+            f"missing); {_fetch_hint(name, root)}",
+        )
+    return {
+        "benchmark": name,
+        "dataset_root": root,
+        "image_root": image_root,
+        "annotation_file": annotation,
+        "images": len(images),
+        "captions": sum(counts),
+    }
 
 
-def build_benchmark_dataset(name: str, root: str, annotation_file: Optional[str] = None, transform=None,
-                            flag: str = "--dataset-root"):
+def build_benchmark_dataset(
+    name: str, root: str, annotation_file: Optional[str] = None, transform=None, flag: str = "--dataset-root"
+):
     """``(CLIP_benchmark's data set for the test split, the checked paths and counts)``."""
     require_clip_benchmark(flag)
     files = check_benchmark_files(name, root, annotation_file, flag)
@@ -185,23 +210,40 @@ class _Encoders:
             return self.model.encode_text(tokens.to(self.device)).float()
 
 
-def evaluate_benchmark(model, preprocess, tokenizer, name: str, root: str, annotation_file: Optional[str] = None,
-                       device="cpu", batch_size: int = 64, precision: str = "fp32", workers: int = 0,
-                       flag: str = "--dataset-root") -> Dict[str, float]:
+def evaluate_benchmark(
+    model,
+    preprocess,
+    tokenizer,
+    name: str,
+    root: str,
+    annotation_file: Optional[str] = None,
+    device="cpu",
+    batch_size: int = 64,
+    precision: str = "fp32",
+    workers: int = 0,
+    flag: str = "--dataset-root",
+) -> Dict[str, float]:
     """IR/TR Recall@1/5/10 and R@sum (percent) by ``clip_benchmark.metrics.zeroshot_retrieval``,
     with the model in eval mode; plus the number of images and captions."""
     zeroshot_retrieval = require_clip_benchmark(flag)
     from clip_benchmark.datasets.builder import image_captions_collate_fn
 
     dataset, files = build_benchmark_dataset(name, root, annotation_file, preprocess, flag)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         collate_fn=image_captions_collate_fn)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=image_captions_collate_fn
+    )
     model = unwrap(model)
     was_training = model.training
     model.eval()
     try:
-        raw = zeroshot_retrieval.evaluate(_Encoders(model, device, precision), loader, tokenizer,
-                                          torch.device(device).type, amp=False, recall_k_list=list(KS))
+        raw = zeroshot_retrieval.evaluate(
+            _Encoders(model, device, precision),
+            loader,
+            tokenizer,
+            torch.device(device).type,
+            amp=False,
+            recall_k_list=list(KS),
+        )
     finally:
         model.train(was_training)
     # Their image_retrieval is text -> image (our IR, a mean over captions), text_retrieval image
@@ -217,6 +259,7 @@ def evaluate_benchmark(model, preprocess, tokenizer, name: str, root: str, annot
 
 
 # ----------------------------------------------------------------------------- during training
+
 
 def benchmark_names(value: Optional[str], flag: str = "--retrieval-benchmark") -> List[str]:
     """The comma-separated list of ``--retrieval-benchmark``, checked."""
@@ -245,7 +288,18 @@ def check_training_args(args) -> None:
 
 def evaluate_benchmarks(model, preprocess, tokenizer, args) -> Dict[str, Dict[str, float]]:
     """Every ``--retrieval-benchmark`` at the run's device, precision and batch size."""
-    return {name: evaluate_benchmark(model, preprocess, tokenizer, name, benchmark_root(args.benchmark_root, name),
-                                     device=args.device, batch_size=args.batch_size, precision=args.precision,
-                                     workers=args.workers, flag="--benchmark-root")
-            for name in benchmark_names(args.retrieval_benchmark)}
+    return {
+        name: evaluate_benchmark(
+            model,
+            preprocess,
+            tokenizer,
+            name,
+            benchmark_root(args.benchmark_root, name),
+            device=args.device,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            workers=args.workers,
+            flag="--benchmark-root",
+        )
+        for name in benchmark_names(args.retrieval_benchmark)
+    }

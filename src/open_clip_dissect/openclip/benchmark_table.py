@@ -6,6 +6,7 @@ last checkpoint (``checkpoints/epoch_latest.<benchmark>.json``, else ``epoch_<N>
 ``--retrieval-benchmark`` record in ``checkpoints/results.jsonl``; its method and ratio from the
 ``params.txt`` OpenCLIP writes in the run's folder. Pure Python: no torch import.
 """
+
 import glob
 import json
 import os
@@ -13,8 +14,11 @@ import re
 from typing import Dict, List, Optional
 
 COLUMNS = ("IR@1", "IR@10", "TR@1", "TR@10", "R@sum")
-TITLES = {"mscoco_captions": "Zero-shot MS-COCO (5k test set)", "flickr30k": "Zero-shot Flickr30K (1k test set)",
-          "flickr8k": "Zero-shot Flickr8K (1k test set)"}
+TITLES = {
+    "mscoco_captions": "Zero-shot MS-COCO (5k test set)",
+    "flickr30k": "Zero-shot Flickr30K (1k test set)",
+    "flickr8k": "Zero-shot Flickr8K (1k test set)",
+}
 FULL = "full data"
 
 
@@ -47,7 +51,7 @@ def run_results(run_dir: str) -> Dict[str, dict]:
             for line in f:
                 record = json.loads(line) if line.strip() else {}
                 for key in record:
-                    name = key[:-len("_R@sum")] if key.endswith("_R@sum") else None
+                    name = key[: -len("_R@sum")] if key.endswith("_R@sum") else None
                     if name and name in TITLES and name not in found:
                         out[name] = {c: record[f"{name}_{c}"] for c in COLUMNS}
     return out

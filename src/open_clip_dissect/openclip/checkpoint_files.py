@@ -13,6 +13,7 @@ picks it, and every rank fails to load it, at every later requeue too. During ou
 
 An explicit ``--resume PATH`` is checked the same way before the run starts (``check_resume``).
 """
+
 import glob
 import logging
 import os
@@ -22,9 +23,9 @@ from typing import Callable, Optional
 import torch
 
 from open_clip_dissect.atomic import atomic_output
-from open_clip_dissect.openclip.state_files import state_path
 from open_clip_dissect.dist.sharded_history import saved_rank_files
 from open_clip_dissect.errors import InputError
+from open_clip_dissect.openclip.state_files import state_path
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,11 @@ def check_resume(path: Optional[str]) -> None:
         raise InputError("--resume", f"checkpoint not found: {path}")
     problem = file_problem(path)
     if problem:
-        raise InputError("--resume", f"{path} cannot be loaded, it is incomplete or damaged ({problem}); "
-                                     f"pass an older checkpoint, or --resume latest, which skips such files")
+        raise InputError(
+            "--resume",
+            f"{path} cannot be loaded, it is incomplete or damaged ({problem}); "
+            f"pass an older checkpoint, or --resume latest, which skips such files",
+        )
 
 
 def latest_complete_checkpoint(upstream: Callable) -> Callable:
@@ -121,8 +125,9 @@ def latest_complete_checkpoint(upstream: Callable) -> Callable:
             problem = checkpoint_problem(candidate)
             if problem is None:
                 return candidate
-            log.warning(f"--resume latest: skipping {candidate}, it is incomplete ({problem}); "
-                        f"trying the next older checkpoint")
+            log.warning(
+                f"--resume latest: skipping {candidate}, it is incomplete ({problem}); trying the next older checkpoint"
+            )
         return None
 
     return get_latest_checkpoint

@@ -7,6 +7,7 @@ written, OpenCLIP's evaluation and checkpoint are still to come) and ``after-che
 (OpenCLIP's checkpoint of the epoch is written). ``epoch`` counts from 0 as OpenCLIP's does.
 Unset (always, outside the tests), nothing happens.
 """
+
 import os
 import signal
 from typing import Optional

@@ -29,6 +29,7 @@ Differences from ``open_clip_train.data`` (open_clip_torch 3.3.0) in the webdata
   shard is ever unpickled (upstream's ``wds.decode("pilrgb")`` unpickles ``.pyd``/``.pkl``
   members). OpenCLIP's own validation loader is built with the same decoding (``get_data``).
 """
+
 import copy
 import functools
 import logging
@@ -40,6 +41,7 @@ import tarfile
 from typing import Optional
 
 import numpy as np
+import open_clip_train.data as upstream
 import pandas as pd
 import torch
 import webdataset as wds
@@ -47,11 +49,9 @@ from torch.utils.data import get_worker_info
 from webdataset.filters import _shuffle
 from webdataset.tariterators import base_plus_ext, url_opener, valid_sample
 
-import open_clip_train.data as upstream
-
-from open_clip_dissect.errors import InputError
 from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.keyset import KEY_LIST_NAME, KeySet
+from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.devices import pin_host_batches
 from open_clip_dissect.openclip.patching import swapped
 from open_clip_dissect.openclip.shard_members import ALLOWED_MEMBERS, decode_sample, decode_stage
@@ -61,12 +61,14 @@ log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- keys
 
+
 def make_sample_key(url: str, key: str, mode: str = "url+key") -> str:
     """The history key of a webdataset sample (see ``--sample-key``)."""
     return key if mode == "key" else f"{url}/{key}"
 
 
 # ----------------------------------------------------------------------------- seeding
+
 
 def worker_seed(seed: int, epoch: int, repeat: int = 0) -> int:
     """A seed that depends on --seed, the epoch, the rank, the dataloader worker and how many
@@ -105,6 +107,7 @@ def _resampling_seed(seed: int) -> int:
 
 
 # ----------------------------------------------------------------------------- tar reading
+
 
 def log_shard_error(exn: Exception) -> bool:
     """webdataset handler: log a shard-level error (webdataset appends the shard url) and go on."""
@@ -186,8 +189,10 @@ def tar_file_iterator(fileobj, url, handler=log_shard_error):
             break
     else:
         if not getattr(stream, "dissect_complete", True):
-            log.warning(f"Shard {url} is truncated: it ends after {members} members without tar's "
-                        f"end-of-archive blocks; reading the samples before the cut")
+            log.warning(
+                f"Shard {url} is truncated: it ends after {members} members without tar's "
+                f"end-of-archive blocks; reading the samples before the cut"
+            )
     del stream
 
 
@@ -225,7 +230,8 @@ def drop_incomplete_samples(src):
             found = sorted(k for k in sample if not k.startswith("__"))
             log.warning(
                 f"Skipping sample {sample.get('__key__')} in {sample.get('__url__')}: it needs a "
-                f".txt caption and a .jpg/.jpeg/.png/.webp image, found {found}")
+                f".txt caption and a .jpg/.jpeg/.png/.webp image, found {found}"
+            )
 
 
 def decode_or_skip(src):
@@ -235,8 +241,9 @@ def decode_or_skip(src):
         try:
             yield decode_sample(sample)
         except Exception as exn:  # noqa: BLE001 - any decoder failure means "skip this sample"
-            log.warning(f"Skipping sample {sample.get('__key__')} in {sample.get('__url__')}: "
-                        f"cannot decode it ({exn!r})")
+            log.warning(
+                f"Skipping sample {sample.get('__key__')} in {sample.get('__url__')}: cannot decode it ({exn!r})"
+            )
 
 
 def noisy_flag(value) -> int:
@@ -246,12 +253,14 @@ def noisy_flag(value) -> int:
 
 def attach_key_and_label(mode: str):
     """Add ``key`` (see ``--sample-key``) and ``noisy`` (from the decoded ``.json``, if any)."""
+
     def _attach(src):
         for sample in src:
             sample["key"] = make_sample_key(sample["__url__"], sample["__key__"], mode)
             meta = sample.get("json")
             sample["noisy"] = noisy_flag(meta.get("noisy") if isinstance(meta, dict) else None)
             yield sample
+
     return _attach
 
 
@@ -260,16 +269,17 @@ def collate_keyed(samples):
     (here, in the loader worker), int8 labels."""
     images, texts, keys, noisy = zip(*samples)
     keys = list(keys)
-    return (torch.stack(images), torch.stack(texts), keys, hash_keys(keys),
-            torch.tensor(noisy, dtype=torch.int8))
+    return (torch.stack(images), torch.stack(texts), keys, hash_keys(keys), torch.tensor(noisy, dtype=torch.int8))
 
 
 def keep_listed(keep: KeySet, mode: str):
     """Drop samples whose key is not in ``--keep-list``, before anything is decoded."""
+
     def _filter(src):
         for sample in src:
             if make_sample_key(sample["__url__"], sample["__key__"], mode) in keep:
                 yield sample
+
     return _filter
 
 
@@ -311,8 +321,9 @@ class NonEmptyEpochLoader:
             raise InputError(subject, f"the epoch has no samples: {cause}")
 
 
-def why_no_sample(urls, batch_size: int, keep: Optional[KeySet] = None, mode: str = "url+key",
-                  flag: str = "--train-data"):
+def why_no_sample(
+    urls, batch_size: int, keep: Optional[KeySet] = None, mode: str = "url+key", flag: str = "--train-data"
+):
     """``(flag, cause)`` for a webdataset epoch that yielded no batch: nothing readable in the
     shards, no sample listed in ``--keep-list``, or every listed sample skipped or fewer than a
     batch. Reads the shards in this process, warnings silenced (the workers logged them)."""
@@ -333,14 +344,18 @@ def why_no_sample(urls, batch_size: int, keep: Optional[KeySet] = None, mode: st
     if not read:
         return flag, f"none of {shards} holds a readable sample (see the warnings above)"
     if keep is not None and not listed:
-        return "--keep-list", (f"none of the {read} samples of {shards} is listed (their keys look like "
-                               f"{example!r}, see --sample-key)")
-    return flag, (f"{usable} of the {listed} samples{' listed in --keep-list' if keep is not None else ''} "
-                  f"have a caption and an image, fewer than one batch of {batch_size} per worker "
-                  f"(see the warnings above)")
+        return "--keep-list", (
+            f"none of the {read} samples of {shards} is listed (their keys look like {example!r}, see --sample-key)"
+        )
+    return flag, (
+        f"{usable} of the {listed} samples{' listed in --keep-list' if keep is not None else ''} "
+        f"have a caption and an image, fewer than one batch of {batch_size} per worker "
+        f"(see the warnings above)"
+    )
 
 
 # ----------------------------------------------------------------------------- loaders
+
 
 def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=False, tokenizer=None):
     """Training webdataset loader yielding ``(images, texts, keys)``.
@@ -369,13 +384,15 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
         raise InputError("--train-data-upsampling-factors", "is only supported with --dataset-resampled")
 
     if resampled:
-        pipeline = [upstream.ResampledShards2(
-            input_shards,
-            weights=args.train_data_upsampling_factors,
-            deterministic=True,
-            worker_seed=functools.partial(_resampling_seed, args.seed),
-            epoch=shared_epoch,
-        )]
+        pipeline = [
+            upstream.ResampledShards2(
+                input_shards,
+                weights=args.train_data_upsampling_factors,
+                deterministic=True,
+                worker_seed=functools.partial(_resampling_seed, args.seed),
+                epoch=shared_epoch,
+            )
+        ]
     else:
         pipeline = [
             wds.SimpleShardList(input_shards),
@@ -391,25 +408,33 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
     pipeline.append(tarfile_to_samples_nothrow)
     if keep is not None:
         pipeline.append(keep_listed(keep, args.sample_key))
-    pipeline.extend([
-        SeededShuffle(upstream._SAMPLE_SHUFFLE_SIZE, upstream._SAMPLE_SHUFFLE_INITIAL,
-                      seed=args.seed, shared_epoch=shared_epoch),
-        drop_incomplete_samples,
-        decode_or_skip,
-        attach_key_and_label(args.sample_key),
-        wds.rename(image="jpg;png;jpeg;webp", text="txt"),
-        wds.map_dict(image=preprocess_img, text=lambda text: tokenizer(text)[0]),
-        wds.to_tuple("image", "text", "key", "noisy"),  # collate_keyed adds the hashes
-        wds.batched(args.batch_size, partial=False, collation_fn=collate_keyed),
-    ])
+    pipeline.extend(
+        [
+            SeededShuffle(
+                upstream._SAMPLE_SHUFFLE_SIZE,
+                upstream._SAMPLE_SHUFFLE_INITIAL,
+                seed=args.seed,
+                shared_epoch=shared_epoch,
+            ),
+            drop_incomplete_samples,
+            decode_or_skip,
+            attach_key_and_label(args.sample_key),
+            wds.rename(image="jpg;png;jpeg;webp", text="txt"),
+            wds.map_dict(image=preprocess_img, text=lambda text: tokenizer(text)[0]),
+            wds.to_tuple("image", "text", "key", "noisy"),  # collate_keyed adds the hashes
+            wds.batched(args.batch_size, partial=False, collation_fn=collate_keyed),
+        ]
+    )
     dataset = wds.DataPipeline(*pipeline)
 
     if not resampled:
         num_shards = num_shards or len(urls)
         if num_shards < args.workers * args.world_size:
             raise InputError(
-                "--workers", f"{num_shards} shards cannot feed {args.workers} workers x "
-                f"{args.world_size} processes; use fewer workers or --dataset-resampled.")
+                "--workers",
+                f"{num_shards} shards cannot feed {args.workers} workers x "
+                f"{args.world_size} processes; use fewer workers or --dataset-resampled.",
+            )
     round_fn = math.floor if floor else math.ceil
     global_batch_size = args.batch_size * args.world_size
     num_batches = round_fn(num_samples / global_batch_size)
@@ -438,8 +463,9 @@ def dataset_size(input_shards):
     ``InputError`` naming the sizes file that cannot be read or the flag that is missing."""
     urls, _ = upstream.expand_urls(input_shards)
     folder = os.path.dirname(urls[0])
-    sizes = next((p for p in (os.path.join(folder, "sizes.json"), os.path.join(folder, "__len__"))
-                  if os.path.exists(p)), None)
+    sizes = next(
+        (p for p in (os.path.join(folder, "sizes.json"), os.path.join(folder, "__len__")) if os.path.exists(p)), None
+    )
     try:
         num_samples, num_shards = upstream.get_dataset_size(input_shards)
     except KeyError as exn:
@@ -447,8 +473,11 @@ def dataset_size(input_shards):
     except (OSError, ValueError, SyntaxError, TypeError) as exn:
         raise InputError(sizes, f"cannot read the number of samples: {exn}") from None
     if not num_samples:
-        raise InputError("--train-num-samples", "webdataset training needs the number of samples: pass it, "
-                                                f"or put a sizes.json or __len__ file next to {urls[0]}")
+        raise InputError(
+            "--train-num-samples",
+            "webdataset training needs the number of samples: pass it, "
+            f"or put a sizes.json or __len__ file next to {urls[0]}",
+        )
     return num_samples, num_shards
 
 
@@ -467,12 +496,16 @@ def dataset_kind(path: Optional[str], dataset_type: str, flag: str) -> str:
         return "csv"
     if extension == "tar":
         return "webdataset"
-    raise InputError("--dataset-type", f"auto cannot tell the type of {flag} {path} from its extension "
-                                       f"'.{extension}'; pass --dataset-type webdataset or csv")
+    raise InputError(
+        "--dataset-type",
+        f"auto cannot tell the type of {flag} {path} from its extension "
+        f"'.{extension}'; pass --dataset-type webdataset or csv",
+    )
 
 
-def check_csv_file(path: str, flag: str, sep: str = "\t", img_key=None, caption_key=None, key_column=None,
-                   images: bool = False):
+def check_csv_file(
+    path: str, flag: str, sep: str = "\t", img_key=None, caption_key=None, key_column=None, images: bool = False
+):
     """The header of the csv ``flag`` names, after checking that the file exists, parses with
     ``sep`` and has the columns asked for; with ``images``, also that every image it names
     exists (for data read in this process: retrieval, eval, embed). Returns the columns."""
@@ -481,8 +514,9 @@ def check_csv_file(path: str, flag: str, sep: str = "\t", img_key=None, caption_
     try:
         header = pd.read_csv(path, sep=sep, nrows=0).columns
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exn:
-        raise InputError(path, f"cannot read it as a table separated by {sep!r} (see --csv-separator): "
-                               f"{str(exn).strip()}") from None
+        raise InputError(
+            path, f"cannot read it as a table separated by {sep!r} (see --csv-separator): {str(exn).strip()}"
+        ) from None
     check_csv_columns(path, header, sep, img_key, caption_key, key_column)
     if images and img_key is not None:
         names = pd.read_csv(path, sep=sep, usecols=[img_key], dtype=str)[img_key]
@@ -493,8 +527,7 @@ def check_csv_file(path: str, flag: str, sep: str = "\t", img_key=None, caption_
     return header
 
 
-def check_data_source(path: str, flag: str, img_key="filepath", caption_key="title", sep="\t",
-                      key_column=None) -> None:
+def check_data_source(path: str, flag: str, img_key="filepath", caption_key="title", sep="\t", key_column=None) -> None:
     """Data read in this process (``--retrieval-data``, ``eval``/``embed --data``): a csv with
     its columns and images, or local shards that exist."""
     if is_csv_path(path):
@@ -523,8 +556,14 @@ def check_data_inputs(args) -> None:
     if kind == "webdataset":
         _check_training_shards(args)
     elif kind == "csv":
-        check_csv_file(args.train_data, "--train-data", args.csv_separator, args.csv_img_key,
-                       args.csv_caption_key, args.csv_key_key)
+        check_csv_file(
+            args.train_data,
+            "--train-data",
+            args.csv_separator,
+            args.csv_img_key,
+            args.csv_caption_key,
+            args.csv_key_key,
+        )
     if args.keep_list and kind is not None:
         _check_keep_list(args, kind)
     if args.val_data and args.dataset_type != "synthetic":
@@ -533,8 +572,9 @@ def check_data_inputs(args) -> None:
         else:
             check_local_shards(expand_shard_urls(args.val_data, "--val-data"), "--val-data")
     if args.retrieval_data:
-        check_data_source(args.retrieval_data, "--retrieval-data", args.csv_img_key, args.csv_caption_key,
-                          args.csv_separator)
+        check_data_source(
+            args.retrieval_data, "--retrieval-data", args.csv_img_key, args.csv_caption_key, args.csv_separator
+        )
 
 
 def _check_training_shards(args) -> None:
@@ -548,8 +588,10 @@ def _check_training_shards(args) -> None:
     if args.train_num_samples is None and not args.keep_list:
         dataset_size(args.train_data)
     if not args.dataset_resampled and len(urls) < args.workers:  # times the processes: checked again later
-        raise InputError("--workers", f"{len(urls)} shards cannot feed {args.workers} workers; use fewer "
-                                      f"workers or --dataset-resampled")
+        raise InputError(
+            "--workers",
+            f"{len(urls)} shards cannot feed {args.workers} workers; use fewer workers or --dataset-resampled",
+        )
 
 
 def _check_keep_list(args, kind: str) -> None:
@@ -585,33 +627,44 @@ def _check_keep_list(args, kind: str) -> None:
                 if key and any(key[:i] in urls for i, c in enumerate(key) if c == "/"):
                     return
         example = next(iter(sorted(urls)))
-        raise InputError("--keep-list", f"no key in {path} names a sample of --train-data: with --sample-key "
-                                        f"url+key a key is '<shard url>/<__key__>' (e.g. '{example}/...'), the "
-                                        f"list holds e.g. {first!r}; for bare keys pass --sample-key key")
+        raise InputError(
+            "--keep-list",
+            f"no key in {path} names a sample of --train-data: with --sample-key "
+            f"url+key a key is '<shard url>/<__key__>' (e.g. '{example}/...'), the "
+            f"list holds e.g. {first!r}; for bare keys pass --sample-key key",
+        )
 
 
-def check_csv_columns(path: str, present, sep: str = "\t", img_key=None, caption_key=None,
-                      key_column=None) -> None:
+def check_csv_columns(path: str, present, sep: str = "\t", img_key=None, caption_key=None, key_column=None) -> None:
     """Fail, naming the flag, when a column named by --csv-img-key / --csv-caption-key /
     --csv-key-key (None: not asked for) is not among ``present``."""
-    for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key),
-                         ("--csv-key-key", key_column)):
+    for flag, column in (("--csv-img-key", img_key), ("--csv-caption-key", caption_key), ("--csv-key-key", key_column)):
         if column is not None and column not in present:
-            raise InputError(flag, f"column {column!r} not in {path} "
-                             f"(columns: {list(present)}; separator {sep!r}, see --csv-separator)")
+            raise InputError(
+                flag,
+                f"column {column!r} not in {path} (columns: {list(present)}; separator {sep!r}, see --csv-separator)",
+            )
 
 
 class KeyedCsvDataset(upstream.CsvDataset):
     """OpenCLIP's CsvDataset whose items also carry the sample key (row index or a column) and
     the ``noisy`` label when the file has a ``noisy`` column."""
 
-    def __init__(self, input_filename, transforms, img_key, caption_key, sep="\t", tokenizer=None,
-                 key_column=None, keep: Optional[KeySet] = None):
+    def __init__(
+        self,
+        input_filename,
+        transforms,
+        img_key,
+        caption_key,
+        sep="\t",
+        tokenizer=None,
+        key_column=None,
+        keep: Optional[KeySet] = None,
+    ):
         header = check_csv_file(input_filename, "--train-data", sep, img_key, caption_key, key_column)
         super().__init__(input_filename, transforms, img_key, caption_key, sep=sep, tokenizer=tokenizer)
         extra = [c for c in (key_column, "noisy") if c is not None and c in header]
-        columns = pd.read_csv(input_filename, sep=sep, usecols=extra, dtype={key_column: str}) \
-            if extra else {}
+        columns = pd.read_csv(input_filename, sep=sep, usecols=extra, dtype={key_column: str}) if extra else {}
         n = len(self.captions)
         self.keys = columns[key_column].tolist() if key_column else [str(i) for i in range(n)]
         self.noisy = [noisy_flag(v) for v in columns["noisy"]] if "noisy" in extra else [-1] * n
@@ -648,9 +701,12 @@ def get_keyed_csv_dataset(args, preprocess_fn, is_train=True, epoch=0, tokenizer
         info = upstream.get_csv_dataset(args, preprocess_fn, is_train, epoch, tokenizer)
     if info.dataloader.num_batches == 0:  # upstream drops the last partial batch
         rows = len(info.dataloader.dataset)
-        raise InputError("--batch-size", f"the epoch has no samples: {args.train_data} has {rows} rows"
-                                         f"{' listed in --keep-list' if keep is not None else ''}, "
-                                         f"fewer than one batch of {args.batch_size} per process")
+        raise InputError(
+            "--batch-size",
+            f"the epoch has no samples: {args.train_data} has {rows} rows"
+            f"{' listed in --keep-list' if keep is not None else ''}, "
+            f"fewer than one batch of {args.batch_size} per process",
+        )
     return info
 
 
@@ -698,12 +754,14 @@ def get_data(args, preprocess_fns, epoch=0, tokenizer=None, train_batch_size=Non
             train_args = copy.copy(args)
             train_args.batch_size = train_batch_size
         data["train"] = _KEYED[upstream_fn](
-            train_args, preprocess_train, is_train=True, epoch=epoch, tokenizer=tokenizer)
+            train_args, preprocess_train, is_train=True, epoch=epoch, tokenizer=tokenizer
+        )
     if args.val_data:
         dataset_kind(args.val_data, args.dataset_type, "--val-data")
         with swapped(upstream, wds=SafeDecodingWebdataset()):
             data["val"] = upstream.get_dataset_fn(args.val_data, args.dataset_type)(
-                args, preprocess_val, is_train=False, tokenizer=tokenizer)
+                args, preprocess_val, is_train=False, tokenizer=tokenizer
+            )
     if args.imagenet_val is not None:
         data["imagenet-val"] = upstream.get_imagenet(args, preprocess_fns, "val")
     if args.imagenet_v2 is not None:

@@ -1,5 +1,6 @@
 """Device decisions taken once per run, testable without a GPU: whether host batches are pinned,
 and whether a process uses ``cuda:<local rank>`` or the one device it can see."""
+
 import argparse
 import os
 from typing import Optional
@@ -20,8 +21,14 @@ def pin_host_batches(device) -> bool:
     return is_cuda(device)
 
 
-def device_rank_flags(argv, visible_gpus: int, local_rank: int, distributed: bool, device: str = "cuda",
-                      local_processes: Optional[int] = None):
+def device_rank_flags(
+    argv,
+    visible_gpus: int,
+    local_rank: int,
+    distributed: bool,
+    device: str = "cuda",
+    local_processes: Optional[int] = None,
+):
     """``(argv, note)`` for OpenCLIP's device set-up, which in a distributed run takes
     ``cuda:<local rank>``. A task that sees a single GPU (a cluster that confines each task to its
     bound GPU: ``srun --accel-bind=g`` or ``--gpu-bind`` with device cgroups, or
@@ -30,20 +37,26 @@ def device_rank_flags(argv, visible_gpus: int, local_rank: int, distributed: boo
     the one visible) and ``note`` says so for the log (else None). ``InputError`` when several
     GPUs are visible but not one for this local rank, or when torchrun starts more processes on
     the node (``local_processes``) than it has GPUs: they would share one."""
-    if ("--no-set-device-rank" in argv or not distributed or visible_gpus == 0
-            or torch.device(device).type != "cuda"):
+    if "--no-set-device-rank" in argv or not distributed or visible_gpus == 0 or torch.device(device).type != "cuda":
         return list(argv), None
     if local_processes is not None and local_processes > visible_gpus:
-        raise InputError("--device", f"{local_processes} processes on this node share {visible_gpus} visible CUDA "
-                                     f"device(s); start one process per GPU (torchrun --nproc_per_node)")
+        raise InputError(
+            "--device",
+            f"{local_processes} processes on this node share {visible_gpus} visible CUDA "
+            f"device(s); start one process per GPU (torchrun --nproc_per_node)",
+        )
     if visible_gpus == 1:
         return [*argv, "--no-set-device-rank"], (
             f"local rank {local_rank} sees one CUDA device: it trains on that one, cuda:0 "
-            f"(--no-set-device-rank added: the cluster binds each task to its GPU)")
+            f"(--no-set-device-rank added: the cluster binds each task to its GPU)"
+        )
     if local_rank >= visible_gpus:
-        raise InputError("--device", f"local rank {local_rank} would use cuda:{local_rank}, but this process "
-                                     f"sees {visible_gpus} CUDA devices; start one task per GPU, or bind each "
-                                     f"task to one GPU")
+        raise InputError(
+            "--device",
+            f"local rank {local_rank} would use cuda:{local_rank}, but this process "
+            f"sees {visible_gpus} CUDA devices; start one task per GPU, or bind each "
+            f"task to one GPU",
+        )
     return list(argv), None
 
 
@@ -58,5 +71,6 @@ def visible_device_flags(argv):
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     local_rank, _, _ = world_info_from_env()
     local_processes = os.environ.get("LOCAL_WORLD_SIZE")  # set by torchrun: its processes on this node
-    return device_rank_flags(argv, visible, local_rank, is_using_distributed(), device,
-                             int(local_processes) if local_processes else None)
+    return device_rank_flags(
+        argv, visible, local_rank, is_using_distributed(), device, int(local_processes) if local_processes else None
+    )

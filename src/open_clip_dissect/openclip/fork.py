@@ -5,6 +5,7 @@ For labs that train from their own fork of OpenCLIP's training code and cannot s
 and ``main.py`` (and makes its ``data.py`` decode only the members it reads); everything else
 stays the fork's own code.
 """
+
 import sys
 from typing import TYPE_CHECKING, Optional
 

@@ -5,6 +5,7 @@ asks the ``Selector``, and hands upstream's loop only the kept ``(images, texts)
 accumulation, distillation, gradient checkpointing, the LR schedule and logging stay upstream's.
 It reads a ``LoaderConfig``, not OpenCLIP's ``args``.
 """
+
 import logging
 import math
 from contextlib import nullcontext
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoaderConfig:
     """What the selecting loader needs of the run (``from_args`` reads OpenCLIP's flags)."""
-    selection: str                  # --selection, for messages
-    candidates: int                 # candidates per batch (--batch-size, or ceil(B / r) in fixed mode)
+
+    selection: str  # --selection, for messages
+    candidates: int  # candidates per batch (--batch-size, or ceil(B / r) in fixed mode)
     device: str = "cpu"
     input_dtype: Optional[torch.dtype] = None
     autocast: Callable = nullcontext  # the training precision's autocast
@@ -39,7 +41,7 @@ class LoaderConfig:
     rank: int = 0
     world_size: int = 1
     wandb: bool = False
-    scoring_mode: str = "eval"        # --selection-scoring-mode
+    scoring_mode: str = "eval"  # --selection-scoring-mode
 
     @classmethod
     def from_args(cls, args) -> "LoaderConfig":
@@ -47,24 +49,46 @@ class LoaderConfig:
         from open_clip_train.precision import get_autocast
 
         device = torch.device(args.device)
-        return cls(selection=args.selection, candidates=args.selection_candidates, device=args.device,
-                   input_dtype=get_input_dtype(args.precision),
-                   autocast=get_autocast(args.precision, device_type=device.type),
-                   accum_freq=args.accum_freq, log_every_n_steps=args.log_every_n_steps, rank=args.rank,
-                   world_size=args.world_size, wandb=bool(getattr(args, "wandb", False)),
-                   scoring_mode=args.selection_scoring_mode)
+        return cls(
+            selection=args.selection,
+            candidates=args.selection_candidates,
+            device=args.device,
+            input_dtype=get_input_dtype(args.precision),
+            autocast=get_autocast(args.precision, device_type=device.type),
+            accum_freq=args.accum_freq,
+            log_every_n_steps=args.log_every_n_steps,
+            rank=args.rank,
+            world_size=args.world_size,
+            wandb=bool(getattr(args, "wandb", False)),
+            scoring_mode=args.selection_scoring_mode,
+        )
 
 
 class SelectingLoader:
     """The training loader as OpenCLIP's ``train_one_epoch`` sees it: kept ``(images, texts)``.
     ``loader`` yields ``(images, texts, keys, hashes, noisy)`` (``openclip.data``)."""
 
-    def __init__(self, loader, selector: Selector, model, config: LoaderConfig, epoch: int,
-                 record: EpochRecord, tb_writer=None, noisy_keys: Optional[audit_lib.NoisyKeyList] = None,
-                 oracle=None, loss_weights: Optional[LossWeights] = None):
+    def __init__(
+        self,
+        loader,
+        selector: Selector,
+        model,
+        config: LoaderConfig,
+        epoch: int,
+        record: EpochRecord,
+        tb_writer=None,
+        noisy_keys: Optional[audit_lib.NoisyKeyList] = None,
+        oracle=None,
+        loss_weights: Optional[LossWeights] = None,
+    ):
         self.loader, self.selector, self.config = loader, selector, config
-        self.scorer = Scorer(model, oracle if selector.strategy.needs_oracle else None, config.autocast,
-                             logit_scale=selector.strategy.needs_loss, mode=config.scoring_mode)
+        self.scorer = Scorer(
+            model,
+            oracle if selector.strategy.needs_oracle else None,
+            config.autocast,
+            logit_scale=selector.strategy.needs_loss,
+            mode=config.scoring_mode,
+        )
         self.noisy_keys = noisy_keys
         self.loss_weights = loss_weights  # set: the loss is a WeightedClipLoss reading it
         self.epoch, self.record, self.tb_writer = epoch, record, tb_writer
@@ -148,8 +172,9 @@ class SelectingLoader:
             raise FloatingPointError(f"{exn} (step {step}, batch {i})") from None
         kept_mask = torch.zeros(len(keys), dtype=torch.bool, device=decision.rank.device)
         kept_mask[decision.kept] = True
-        self.record.add(keys, scores.curr, decision.hist, decision.rank, kept_mask,
-                        torch.as_tensor(noisy, dtype=torch.int8))
+        self.record.add(
+            keys, scores.curr, decision.hist, decision.rank, kept_mask, torch.as_tensor(noisy, dtype=torch.int8)
+        )
         window.append((scores.curr, decision.hist, decision.rank, len(decision.kept), len(keys)))
         self.candidates_seen += len(keys)
         if self.loss_weights is not None:
@@ -160,7 +185,8 @@ class SelectingLoader:
             train_images, train_texts = images[decision.kept], texts[decision.kept]
         else:
             train_images, train_texts = self.selector.exchange.rebalance(
-                images, texts, decision.kept, self.selector.num_kept(len(keys)))
+                images, texts, decision.kept, self.selector.num_kept(len(keys))
+            )
         # samples trained on with a weight (padding rows of weight 0 are not counted)
         self.trained += len(decision.kept) if self.loss_weights is not None else len(train_images)
         return train_images, train_texts
@@ -172,9 +198,12 @@ class SelectingLoader:
         delta = torch.cat([w[2] for w in window]).float().cpu()
         kept = sum(w[3] for w in window)
         seen = sum(w[4] for w in window)
-        stats = {"kept_fraction": kept / max(seen, 1),
-                 "time_scoring": self.time_scoring, "time_training": self.time_training,
-                 "candidates_seen": self.candidates_seen}  # this rank's (ranks may see different counts)
+        stats = {
+            "kept_fraction": kept / max(seen, 1),
+            "time_scoring": self.time_scoring,
+            "time_training": self.time_training,
+            "candidates_seen": self.candidates_seen,
+        }  # this rank's (ranks may see different counts)
         for name, values in (("curr", curr), ("hist", hist), ("delta", delta)):
             stats[f"{name}_mean"], stats[f"{name}_std"] = nan_stats(values)
         if cfg.rank == 0:
@@ -184,7 +213,8 @@ class SelectingLoader:
                 f"{' on rank 0' if cfg.world_size > 1 else ''} | curr "
                 f"{stats['curr_mean']:.2f}±{stats['curr_std']:.2f} hist {stats['hist_mean']:.2f}"
                 f"±{stats['hist_std']:.2f} delta {stats['delta_mean']:.3f}±{stats['delta_std']:.3f} | "
-                f"time scoring {self.time_scoring:.1f}s training {self.time_training:.1f}s")
+                f"time scoring {self.time_scoring:.1f}s training {self.time_training:.1f}s"
+            )
             report(cfg.wandb, self.tb_writer, {f"selection/{k}": v for k, v in stats.items()}, step)
 
 
@@ -198,5 +228,3 @@ def report(wandb: bool, tb_writer, values: dict, step: int) -> None:
         import wandb as wandb_lib
 
         wandb_lib.log(finite, step=step)
-
-

@@ -12,13 +12,13 @@ task confined to its bound GPU) gets OpenCLIP's ``--no-set-device-rank`` (``devi
 before OpenCLIP writes anything, and a run that fails later does not block its retry
 (``run_attempt``).
 """
+
 import logging
 import sys
 from contextlib import ExitStack
 
-import torch
-
 import open_clip_train.logger as upstream_logger
+import torch
 
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip import checkpoint_files, devices, params, run_attempt, train
@@ -66,15 +66,17 @@ def patched_open_clip_train(session: "train.TrainingSession" = None, parse_args=
     session = session if session is not None else train.TrainingSession()
     stack = ExitStack()
     stack.enter_context(swapped(torch.nn.parallel, DistributedDataParallel=CpuFriendlyDDP))
-    stack.enter_context(swapped(
-        upstream_main,
-        parse_args=parse_args or params.parse_args,
-        get_data=session.get_data,
-        train_one_epoch=session.train_one_epoch,
-        setup_logging=setup_logging,
-        torch=checkpoint_files.AtomicSaveTorch(),
-        get_latest_checkpoint=checkpoint_files.latest_complete_checkpoint(upstream_main.get_latest_checkpoint),
-    ))
+    stack.enter_context(
+        swapped(
+            upstream_main,
+            parse_args=parse_args or params.parse_args,
+            get_data=session.get_data,
+            train_one_epoch=session.train_one_epoch,
+            setup_logging=setup_logging,
+            torch=checkpoint_files.AtomicSaveTorch(),
+            get_latest_checkpoint=checkpoint_files.latest_complete_checkpoint(upstream_main.get_latest_checkpoint),
+        )
+    )
     return stack
 
 

@@ -4,6 +4,7 @@ The flags are added to the very parser that ``open_clip_train.params.parse_args`
 ``--help`` lists both, unknown flags are still rejected by argparse, and OpenCLIP's own
 post-processing (per-model optimizer defaults) runs unchanged.
 """
+
 import argparse
 import logging
 import os
@@ -13,8 +14,7 @@ import open_clip_train.params as upstream_params
 
 from open_clip_dissect.core.scorer import SCORING_MODES
 from open_clip_dissect.core.selector import BATCH_MODES, check_clipscore_scale, check_ratio
-from open_clip_dissect.core.strategies import (RUN_EPOCHS, all_options, create_strategy, list_strategies,
-                                               strategy_class)
+from open_clip_dissect.core.strategies import RUN_EPOCHS, all_options, create_strategy, list_strategies, strategy_class
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.patching import swapped
 
@@ -28,8 +28,7 @@ def given_flags(args) -> set:
 
 def selection_help() -> str:
     described = "; ".join(f"{name}: {strategy_class(name).summary}" for name in list_strategies())
-    return (f"Online sample-selection strategy; 'none' trains exactly like stock OpenCLIP. {described} "
-            f"(default: none).")
+    return f"Online sample-selection strategy; 'none' trains exactly like stock OpenCLIP. {described} (default: none)."
 
 
 def own_count_strategies():
@@ -39,10 +38,12 @@ def own_count_strategies():
 
 def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register this package's flags on ``parser`` (in their own help group)."""
-    group = _RecordingGroup(parser.add_argument_group(
-        "open_clip_dissect",
-        "Online sample selection. Every other flag is OpenCLIP's and behaves as upstream.",
-    ))
+    group = _RecordingGroup(
+        parser.add_argument_group(
+            "open_clip_dissect",
+            "Online sample selection. Every other flag is OpenCLIP's and behaves as upstream.",
+        )
+    )
     group.add_argument(
         "--selection",
         choices=("none", *list_strategies()),
@@ -54,33 +55,33 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         type=float,
         default=0.5,
         help="Selection ratio r in (0, 1]: k = max(1, round(r * candidates)) samples are trained "
-             "on per step; " + ", ".join(own_count_strategies()) + " set their own counts and ignore "
-             "it (default: 0.5).",
+        "on per step; " + ", ".join(own_count_strategies()) + " set their own counts and ignore "
+        "it (default: 0.5).",
     )
     group.add_argument(
         "--selection-batch-mode",
         choices=BATCH_MODES,
         default="shrink",
         help="shrink: draw --batch-size candidates, train on r of them (the paper's setting); "
-             "fixed: draw ceil(--batch-size / r) candidates and train on --batch-size, keeping "
-             "the contrastive batch size (default: shrink).",
+        "fixed: draw ceil(--batch-size / r) candidates and train on --batch-size, keeping "
+        "the contrastive batch size (default: shrink).",
     )
     group.add_argument(
         "--selection-scope",
         choices=("local", "global"),
         default="local",
         help="local: each rank keeps the top k of its own batch (the paper's setting); global: "
-             "the ranks rank the gathered global batch, keep k x world samples and exchange them "
-             "so every rank trains on k (default: local).",
+        "the ranks rank the gathered global batch, keep k x world samples and exchange them "
+        "so every rank trains on k (default: local).",
     )
     group.add_argument(
         "--selection-scoring-mode",
         choices=SCORING_MODES,
         default="eval",
         help="How the no-grad scoring pass runs the model: eval (BatchNorm's running statistics, "
-             "no dropout) or train (each candidate batch's own BatchNorm statistics, as the DISSect "
-             "authors' code scores; matters for BatchNorm towers such as RN50). Neither mode "
-             "changes the running statistics (default: eval).",
+        "no dropout) or train (each candidate batch's own BatchNorm statistics, as the DISSect "
+        "authors' code scores; matters for BatchNorm towers such as RN50). Neither mode "
+        "changes the running statistics (default: eval).",
     )
     group.add_argument(
         "--clipscore-scale",
@@ -93,24 +94,24 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         type=str,
         default=None,
         help="clipscore-oracle / learnability: the frozen oracle's (reference model's) OpenCLIP "
-             "config; it must take the training images as they are (same image size) "
-             "(default: None).",
+        "config; it must take the training images as they are (same image size) "
+        "(default: None).",
     )
     group.add_argument(
         "--oracle-checkpoint",
         type=str,
         default=None,
         help="clipscore-oracle / learnability: local weights file of the oracle; nothing is "
-             "downloaded (default: None).",
+        "downloaded (default: None).",
     )
     group.add_argument(
         "--allow-pickle-checkpoints",
         action="store_true",
         default=False,
         help="Load --oracle-checkpoint with full unpickling, for legacy checkpoints that store "
-             "Python objects besides tensors; this runs any code the file carries, so use it "
-             "only for files you trust, and a warning names the file (default: off, checkpoints "
-             "are read with torch.load(weights_only=True)).",
+        "Python objects besides tensors; this runs any code the file carries, so use it "
+        "only for files you trust, and a warning names the file (default: off, checkpoints "
+        "are read with torch.load(weights_only=True)).",
     )
     group.add_argument(
         "--history-device",
@@ -123,77 +124,81 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         type=str,
         default=None,
         help="Directory for per-epoch parquet records of every decision (key, epoch, curr, hist, "
-             "delta, kept, noisy) and a PNG of the score distributions (default: None, off).",
+        "delta, kept, noisy) and a PNG of the score distributions (default: None, off).",
     )
     group.add_argument(
         "--noisy-keys",
         type=str,
         default=None,
         help="Text file of known-noisy sample keys, one per line, for the noise audit (all other "
-             "keys count as clean); overrides the 'noisy' field of the samples' .json "
-             "(default: None).",
+        "keys count as clean); overrides the 'noisy' field of the samples' .json "
+        "(default: None).",
     )
     group.add_argument(
         "--selection-reset-history",
         action="store_true",
         default=False,
         help="With --resume: start the selection history afresh instead of restoring it from "
-             "the checkpoint's .dissect-state file (default: off).",
+        "the checkpoint's .dissect-state file (default: off).",
     )
     group.add_argument(
         "--retrieval-data",
         type=str,
         default=None,
         help="Zero-shot retrieval data with several captions per image (webdataset shards or a "
-             "csv), evaluated every --val-frequency epochs: IR/TR Recall@1/5/10 and R@sum into "
-             "results.jsonl, TensorBoard and wandb (default: None).",
+        "csv), evaluated every --val-frequency epochs: IR/TR Recall@1/5/10 and R@sum into "
+        "results.jsonl, TensorBoard and wandb (default: None).",
     )
     group.add_argument(
         "--retrieval-benchmark",
         type=str,
         default=None,
         help="Comma-separated standard test sets (mscoco_captions, flickr30k, flickr8k) evaluated "
-             "by CLIP_benchmark every --val-frequency epochs on rank 0, from local files under "
-             "--benchmark-root; IR/TR Recall@1/5/10 and R@sum into results.jsonl "
-             "(<benchmark>_IR@1, ...), TensorBoard and wandb (<benchmark>/IR@1, ...); needs "
-             "pip install 'open_clip_dissect[eval]' (default: None).",
+        "by CLIP_benchmark every --val-frequency epochs on rank 0, from local files under "
+        "--benchmark-root; IR/TR Recall@1/5/10 and R@sum into results.jsonl "
+        "(<benchmark>_IR@1, ...), TensorBoard and wandb (<benchmark>/IR@1, ...); needs "
+        "pip install 'open_clip_dissect[eval]' (default: None).",
     )
     group.add_argument(
         "--benchmark-root",
         type=str,
         default=None,
         help="Folder of the --retrieval-benchmark sets: ROOT/<benchmark>/ each (as `eval "
-             "--dataset-root` takes it), or a path with {benchmark} in it (default: None).",
+        "--dataset-root` takes it), or a path with {benchmark} in it (default: None).",
     )
     group.add_argument(
         "--keep-list",
         type=str,
         default=None,
         help="Train only on the samples whose keys are listed (a file with one key per line, or "
-             "the folder `open-clip-dissect filter` wrote); other samples are skipped before "
-             "decoding, and without --train-num-samples an epoch is one pass over the list "
-             "(default: None, all samples).",
+        "the folder `open-clip-dissect filter` wrote); other samples are skipped before "
+        "decoding, and without --train-num-samples an epoch is one pass over the list "
+        "(default: None, all samples).",
     )
     group.add_argument(
         "--sample-key",
         choices=SAMPLE_KEY_CHOICES,
         default="url+key",
         help="How a webdataset sample is named in the selection history: 'url+key' is "
-             "'<shard url>/<__key__>' (unique even when two data sets reuse keys); 'key' is the "
-             "bare __key__ (use when keys are globally unique and shard paths may move between "
-             "runs) (default: url+key).",
+        "'<shard url>/<__key__>' (unique even when two data sets reuse keys); 'key' is the "
+        "bare __key__ (use when keys are globally unique and shard paths may move between "
+        "runs) (default: url+key).",
     )
     group.add_argument(
         "--csv-key-key",
         type=str,
         default=None,
         help="For csv data sets, the column holding each sample's key; without it the row "
-             "index is the key (default: None, the row index).",
+        "index is the key (default: None, the row index).",
     )
     for option, takers in all_options():  # each strategy's own options (core.strategies)
         default = "None" if option.default is None else option.default
-        group.add_argument(option.flag, type=option.type, default=option.default,
-                           help=f"{', '.join(takers)}: {option.help} (default: {default}).")
+        group.add_argument(
+            option.flag,
+            type=option.type,
+            default=option.default,
+            help=f"{', '.join(takers)}: {option.help} (default: {default}).",
+        )
     return parser
 
 
@@ -253,34 +258,46 @@ def validate_args(args) -> None:
     if args.horovod and args.selection != "none":
         # Every strategy's collectives (counts, audit, history shards, exchange) go through
         # torch.distributed, whose process group OpenCLIP never initialises under Horovod.
-        raise InputError("--horovod", f"--selection {args.selection} needs torch.distributed (launch with "
-                                      f"torchrun or srun without --horovod); Horovod runs only with "
-                                      f"--selection none")
+        raise InputError(
+            "--horovod",
+            f"--selection {args.selection} needs torch.distributed (launch with "
+            f"torchrun or srun without --horovod); Horovod runs only with "
+            f"--selection none",
+        )
     given = given_flags(args)
     for option, _ in all_options():  # a bad value is an error even for a strategy not chosen
         option.validate(getattr(args, option.dest))
     strategy = create_strategy(**strategy_options(args)) if args.selection != "none" else None
-    ignored = sorted(option.flag for option, takers in all_options()
-                     if option.flag in given and args.selection not in takers)
+    ignored = sorted(
+        option.flag for option, takers in all_options() if option.flag in given and args.selection not in takers
+    )
     if ignored:
         log.warning(f"--selection {args.selection} does not read {', '.join(ignored)}: ignored")
     if strategy is not None:
-        unused = sorted(o.flag for o in strategy_class(args.selection).options
-                        if o.name in strategy.unused_options() and o.flag in given)
+        unused = sorted(
+            o.flag
+            for o in strategy_class(args.selection).options
+            if o.name in strategy.unused_options() and o.flag in given
+        )
         if unused:
-            log.warning(f"--selection {args.selection} ignores {', '.join(unused)} with these settings "
-                        f"(e.g. the auto detector's flags with a numeric warm-up)")
+            log.warning(
+                f"--selection {args.selection} ignores {', '.join(unused)} with these settings "
+                f"(e.g. the auto detector's flags with a numeric warm-up)"
+            )
     if strategy is not None and strategy.variable_kept:
         _check_variable_kept(args, given)
     if strategy is not None and strategy.keeps_all and "--ratio" in given:
         log.warning(f"--selection {args.selection} trains on every candidate: --ratio is ignored")
     if strategy is not None and strategy.needs_validation_retrieval and not (args.val_data and args.val_frequency):
-        raise InputError("--dissect-auto-signal", "'retrieval' (the default) watches the retrieval R@sum of "
-                                                  "--val-data (a held-out split, e.g. a slice of the training "
-                                                  "shards), evaluated every --val-frequency epochs; it never "
-                                                  "watches --retrieval-data or --retrieval-benchmark, whose "
-                                                  "numbers are reported. Without held-out data pass "
-                                                  "--dissect-auto-signal spread or loss")
+        raise InputError(
+            "--dissect-auto-signal",
+            "'retrieval' (the default) watches the retrieval R@sum of "
+            "--val-data (a held-out split, e.g. a slice of the training "
+            "shards), evaluated every --val-frequency epochs; it never "
+            "watches --retrieval-data or --retrieval-benchmark, whose "
+            "numbers are reported. Without held-out data pass "
+            "--dissect-auto-signal spread or loss",
+        )
     if strategy is not None and strategy.needs_oracle:
         if not args.oracle_model or not args.oracle_checkpoint:
             raise InputError("--selection", f"{args.selection} needs --oracle-model and --oracle-checkpoint")
@@ -299,8 +316,10 @@ def validate_args(args) -> None:
     import torch
 
     if args.precision == "amp" and not torch.cuda.is_available():
-        log.warning("--precision amp on a CPU device runs fp16 autocast, which is about 14x slower than "
-                    "fp32 on CPU; pass --precision fp32 for CPU runs.")
+        log.warning(
+            "--precision amp on a CPU device runs fp16 autocast, which is about 14x slower than "
+            "fp32 on CPU; pass --precision fp32 for CPU runs."
+        )
 
 
 def strategy_options(args) -> dict:
@@ -318,10 +337,16 @@ def selection_fingerprint(args) -> dict:
     the world size may change: elastic resume)."""
     options = strategy_options(args)
     unused = set(create_strategy(**options).unused_options()) | {"name", RUN_EPOCHS.name}
-    out = {"selection": args.selection, "options": {k: v for k, v in options.items() if k not in unused},
-           "selection_batch_mode": args.selection_batch_mode, "selection_scope": args.selection_scope,
-           "selection_scoring_mode": args.selection_scoring_mode, "seed": args.seed,
-           "clipscore_scale": args.clipscore_scale, "world_size": args.world_size}
+    out = {
+        "selection": args.selection,
+        "options": {k: v for k, v in options.items() if k not in unused},
+        "selection_batch_mode": args.selection_batch_mode,
+        "selection_scope": args.selection_scope,
+        "selection_scoring_mode": args.selection_scoring_mode,
+        "seed": args.seed,
+        "clipscore_scale": args.clipscore_scale,
+        "world_size": args.world_size,
+    }
     if args.selection not in own_count_strategies():
         out["ratio"] = args.ratio
     return out
@@ -335,10 +360,14 @@ def _check_variable_kept(args, given: set) -> None:
         raise InputError("--selection-batch-mode", f"{name} keeps a random number of samples; it needs shrink")
     if args.selection_scope != "local":
         raise InputError("--selection-scope", f"{name} decides sample by sample; it needs local")
-    for flag, used in (("--distill-model", args.distill_model), ("--siglip", args.siglip),
-                       ("a CoCa --model", "coca" in args.model.lower())):
+    for flag, used in (
+        ("--distill-model", args.distill_model),
+        ("--siglip", args.siglip),
+        ("a CoCa --model", "coca" in args.model.lower()),
+    ):
         if used:
-            raise InputError("--selection", f"{args.selection} weights OpenCLIP's CLIP loss per sample; "
-                                            f"it does not support {flag}")
+            raise InputError(
+                "--selection", f"{args.selection} weights OpenCLIP's CLIP loss per sample; it does not support {flag}"
+            )
     if "--ratio" in given:
         logging.getLogger(__name__).warning(f"{name} ignores --ratio (it sets its own counts)")

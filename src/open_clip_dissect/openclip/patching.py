@@ -3,6 +3,7 @@
 Every patch is applied inside a ``with`` block by our own entry point or loader factory and
 undone on exit, so importing ``open_clip_dissect`` changes nothing in OpenCLIP.
 """
+
 from contextlib import contextmanager
 
 

@@ -5,6 +5,7 @@ The plot is redrawn at every epoch end by rank 0 while the other ranks wait at t
 collective, so it reads only ``DIR/sample/``: each rank writes, next to its record, a uniform
 random sample of ``ceil(PLOT_SAMPLE_ROWS / W)`` of its rows. The plot's cost is then that of
 ``PLOT_SAMPLE_ROWS`` rows an epoch, whatever the epoch's size (``scripts/plot_timing.py``)."""
+
 import glob
 import math
 import os
@@ -45,14 +46,16 @@ def write_epoch(directory: str, epoch: int, keys, columns: dict, rank: int = 0, 
     in the single-file layout (an earlier run into the same folder), are removed: an epoch's files
     are one run's."""
     os.makedirs(os.path.join(directory, SAMPLE_DIR), exist_ok=True)
-    frame = pd.DataFrame({
-        "key": pd.Series(keys, dtype="string"),
-        "epoch": np.full(len(keys), epoch, dtype=np.int32),
-        "curr": columns["curr"].float().numpy(),
-        "hist": columns["hist"].float().numpy(),
-        "delta": columns["delta"].float().numpy(),
-        "kept": columns["kept"].bool().numpy(),
-    })
+    frame = pd.DataFrame(
+        {
+            "key": pd.Series(keys, dtype="string"),
+            "epoch": np.full(len(keys), epoch, dtype=np.int32),
+            "curr": columns["curr"].float().numpy(),
+            "hist": columns["hist"].float().numpy(),
+            "delta": columns["delta"].float().numpy(),
+            "kept": columns["kept"].bool().numpy(),
+        }
+    )
     noisy = columns["noisy"].numpy()
     if (noisy >= 0).any():
         frame["noisy"] = pd.array(np.where(noisy >= 0, noisy == 1, None), dtype="boolean")
@@ -94,8 +97,11 @@ def recorded_epochs(directory: str) -> List[Tuple[int, List[str]]]:
     for epoch, files in sorted(by_epoch.items()):
         world = files[0][1]
         if [(r, w) for r, w, _ in files] != [(r, world) for r in range(world)]:
-            raise InputError("--selection-record", f"epoch {epoch} in {directory} is incomplete or mixes runs: "
-                                                   f"{[os.path.basename(p) for _, _, p in files]}")
+            raise InputError(
+                "--selection-record",
+                f"epoch {epoch} in {directory} is incomplete or mixes runs: "
+                f"{[os.path.basename(p) for _, _, p in files]}",
+            )
         out.append((epoch, [p for _, _, p in files]))
     return out
 
@@ -167,8 +173,11 @@ def distributions_figure(directory: str, max_epochs: int = 6, sample_rows: int =
     legend = [False, False]  # per row: on its first drawn panel
     for col, (epoch, files) in enumerate(chosen):
         frame = read_plot_sample(files, sample_rows)
-        groups = [("all", frame)] if "noisy" not in frame else [
-            ("clean", frame[frame.noisy == False]), ("noisy", frame[frame.noisy == True])]  # noqa: E712
+        groups = (
+            [("all", frame)]
+            if "noisy" not in frame
+            else [("clean", frame[frame.noisy.eq(False)]), ("noisy", frame[frame.noisy.eq(True)])]
+        )  # (eq: a missing label is neither)
         labelled = labelled or "noisy" in frame
         for row, column in enumerate(("curr", "delta")):
             ax = axes[row][col]
@@ -182,8 +191,9 @@ def distributions_figure(directory: str, max_epochs: int = 6, sample_rows: int =
             if len(values) == 0 or values.min() == values.max():
                 # a histogram of one value is a spike whose height is 1 / bin width
                 note = "no finite values" if len(values) == 0 else f"all {len(values):,} values = {values[0]:g}"
-                ax.text(0.5, 0.5, f"{note}\n(nothing to draw)", ha="center", va="center", fontsize=8,
-                        transform=ax.transAxes)
+                ax.text(
+                    0.5, 0.5, f"{note}\n(nothing to draw)", ha="center", va="center", fontsize=8, transform=ax.transAxes
+                )
                 ax.set_xticks([])
                 ax.set_yticks([])
                 continue
@@ -197,13 +207,21 @@ def distributions_figure(directory: str, max_epochs: int = 6, sample_rows: int =
                 legend[row] = True
     split = "clean vs noisy samples" if labelled else "all samples (none labelled noisy or clean)"
     width, height = fig.get_size_inches()
-    title = [f"Selection scores by epoch, {split}, a random sample of up to {sample_rows:,} decisions an epoch "
-             f"({os.path.abspath(directory)})",
-             "CLIPScore = w * max(cos, 0), w = --clipscore-scale; delta = the strategy's ranking score "
-             "(DISSect: hist - curr)"]
+    title = [
+        f"Selection scores by epoch, {split}, a random sample of up to {sample_rows:,} decisions an epoch "
+        f"({os.path.abspath(directory)})",
+        "CLIPScore = w * max(cos, 0), w = --clipscore-scale; delta = the strategy's ranking score "
+        "(DISSect: hist - curr)",
+    ]
     lines = [part for line in title for part in textwrap.wrap(line, int(width * 12))]
     fig.suptitle("\n".join(lines), fontsize=10)
     # fixed margins: tight_layout measures every tick label and costs more than the drawing
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.13,
-                        top=1 - (0.5 + 0.2 * len(lines)) / height, hspace=0.62, wspace=0.28)
+    fig.subplots_adjust(
+        left=0.75 / width,
+        right=1 - 0.2 / width,
+        bottom=0.13,
+        top=1 - (0.5 + 0.2 * len(lines)) / height,
+        hspace=0.62,
+        wspace=0.28,
+    )
     return fig

@@ -13,6 +13,7 @@ Data: webdataset shards (one image per sample; captions from the ``.json`` ``cap
 else the ``.txt`` lines) or a CSV (rows sharing an image path form one image's captions). The
 loaders never shuffle: positions index the ground truth.
 """
+
 import logging
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -26,9 +27,14 @@ log = logging.getLogger(__name__)
 KS = (1, 5, 10)
 
 
-def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
-                      text_image: torch.Tensor, ks: Sequence[int] = KS, chunk: int = 1024,
-                      image_groups: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, float]:
+def retrieval_metrics(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    text_image: torch.Tensor,
+    ks: Sequence[int] = KS,
+    chunk: int = 1024,
+    image_groups: Optional[Dict[str, torch.Tensor]] = None,
+) -> Dict[str, float]:
     """Recall@k both ways in percent; ``text_image[t]`` is the index of caption t's image.
     ``image_groups``: name -> boolean mask over the images; each group also gets its metrics as
     ``IR@1[name]`` ... ``R@sum[name]``, over the queries about its images (the gallery stays whole)."""
@@ -38,16 +44,16 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
     n_images, n_texts = len(image_features), len(text_features)
     ir_rank = torch.empty(n_texts, dtype=torch.long)
     for start in range(0, n_texts, chunk):
-        sims = text_features[start:start + chunk] @ image_features.T          # [t, I]
+        sims = text_features[start : start + chunk] @ image_features.T  # [t, I]
         rows = torch.arange(len(sims))
-        correct = sims[rows, text_image[start:start + chunk]]
-        ir_rank[start:start + chunk] = (sims >= correct[:, None]).sum(1) - 1   # others >= correct
+        correct = sims[rows, text_image[start : start + chunk]]
+        ir_rank[start : start + chunk] = (sims >= correct[:, None]).sum(1) - 1  # others >= correct
     tr_rank = torch.empty(n_images, dtype=torch.long)
     for start in range(0, n_images, chunk):
-        sims = image_features[start:start + chunk] @ text_features.T           # [i, T]
+        sims = image_features[start : start + chunk] @ text_features.T  # [i, T]
         own = text_image[None, :] == torch.arange(start, start + len(sims))[:, None]
         best = torch.where(own, sims, torch.full_like(sims, -float("inf"))).max(1).values
-        tr_rank[start:start + chunk] = ((sims >= best[:, None]) & ~own).sum(1)  # other captions >= best own
+        tr_rank[start : start + chunk] = ((sims >= best[:, None]) & ~own).sum(1)  # other captions >= best own
     out = recalls(ir_rank, tr_rank, ks)
     for name, mask in (image_groups or {}).items():
         mask = torch.as_tensor(mask, dtype=torch.bool)
@@ -75,6 +81,7 @@ def with_r_sum(metrics: Dict[str, float]) -> Dict[str, float]:
 
 # ----------------------------------------------------------------------------- data
 
+
 def _captions_of(sample) -> List[str]:
     meta = sample.get("json")
     if isinstance(meta, dict) and meta.get("captions"):
@@ -89,7 +96,9 @@ def _groups_of(sample) -> List[str]:
     return [str(g) for g in groups] if isinstance(groups, list) else []
 
 
-def iter_webdataset(urls: Sequence[str], flag: str = "--retrieval-data") -> Iterator[Tuple[object, List[str], List[str]]]:
+def iter_webdataset(
+    urls: Sequence[str], flag: str = "--retrieval-data"
+) -> Iterator[Tuple[object, List[str], List[str]]]:
     """(PIL image, captions, groups) per sample, in shard order; groups come from the ``.json``
     ``groups`` list (e.g. ``rare``), if any."""
     import webdataset as wds
@@ -98,19 +107,25 @@ def iter_webdataset(urls: Sequence[str], flag: str = "--retrieval-data") -> Iter
 
     check_local_shards(urls, flag=flag)
     pipeline = wds.DataPipeline(  # only allow-listed members are decoded (shard_members)
-        wds.SimpleShardList(list(urls)), tarfile_to_samples_nothrow,
-        decode_or_skip, wds.rename(image="jpg;png;jpeg;webp", keep=True))
+        wds.SimpleShardList(list(urls)),
+        tarfile_to_samples_nothrow,
+        decode_or_skip,
+        wds.rename(image="jpg;png;jpeg;webp", keep=True),
+    )
     for sample in pipeline:
         captions = _captions_of(sample)
         if "image" not in sample or not captions:
-            log.warning(f"Retrieval data: skipping {sample.get('__key__')} in {sample.get('__url__')} "
-                        f"(needs an image and at least one caption)")
+            log.warning(
+                f"Retrieval data: skipping {sample.get('__key__')} in {sample.get('__url__')} "
+                f"(needs an image and at least one caption)"
+            )
             continue
         yield sample["image"], captions, _groups_of(sample)
 
 
-def iter_csv(path: str, img_key: str = "filepath", caption_key: str = "title",
-             sep: str = "\t", flag: str = "--retrieval-data") -> Iterator[Tuple[object, List[str], List[str]]]:
+def iter_csv(
+    path: str, img_key: str = "filepath", caption_key: str = "title", sep: str = "\t", flag: str = "--retrieval-data"
+) -> Iterator[Tuple[object, List[str], List[str]]]:
     """(PIL image, captions, no groups) per distinct image path, in order of first appearance."""
     import pandas as pd
     from PIL import Image
@@ -139,9 +154,19 @@ def iter_retrieval_data(path: str, img_key="filepath", caption_key="title", sep=
 
 # ----------------------------------------------------------------------------- model
 
+
 @torch.no_grad()
-def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", batch_size=256,
-                         autocast=None, input_dtype=None, source: str = "retrieval data"):
+def embed_retrieval_data(
+    model,
+    preprocess,
+    tokenizer,
+    samples,
+    device="cpu",
+    batch_size=256,
+    autocast=None,
+    input_dtype=None,
+    source: str = "retrieval data",
+):
     """Image and text features (L2-normalised, CPU), the caption -> image index and the image
     groups (name -> boolean mask over the images). ``samples`` yields (image, captions) or
     (image, captions, groups)."""
@@ -163,7 +188,7 @@ def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", ba
 
     try:
         for index, (image, image_captions, *groups) in enumerate(samples):
-            for group in (groups[0] if groups else ()):
+            for group in groups[0] if groups else ():
                 members.setdefault(group, []).append(index)
             pending.append(preprocess(image))
             captions.extend(image_captions)
@@ -172,7 +197,7 @@ def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", ba
                 flush_images()
         flush_images()
         for start in range(0, len(captions), batch_size):
-            tokens = tokenizer(captions[start:start + batch_size]).to(device)
+            tokens = tokenizer(captions[start : start + batch_size]).to(device)
             with autocast():
                 text_features.append(model.encode_text(tokens, normalize=True).float().cpu())
     finally:
@@ -187,12 +212,21 @@ def embed_retrieval_data(model, preprocess, tokenizer, samples, device="cpu", ba
     return images, torch.cat(text_features), torch.as_tensor(np.asarray(text_image)), groups
 
 
-def evaluate_retrieval(model, preprocess, tokenizer, path, device="cpu", batch_size=256,
-                       autocast=None, input_dtype=None, **csv_kwargs) -> Dict[str, float]:
+def evaluate_retrieval(
+    model, preprocess, tokenizer, path, device="cpu", batch_size=256, autocast=None, input_dtype=None, **csv_kwargs
+) -> Dict[str, float]:
     """R@k both ways and R@sum, also per image group the data tags (``R@sum[rare]``, ...)."""
     images, texts, text_image, groups = embed_retrieval_data(
-        model, preprocess, tokenizer, iter_retrieval_data(path, **csv_kwargs), device, batch_size,
-        autocast, input_dtype, source=path)
+        model,
+        preprocess,
+        tokenizer,
+        iter_retrieval_data(path, **csv_kwargs),
+        device,
+        batch_size,
+        autocast,
+        input_dtype,
+        source=path,
+    )
     metrics = retrieval_metrics(images, texts, text_image, image_groups=groups)
     metrics.update({"images": float(len(images)), "captions": float(len(texts))})
     return metrics

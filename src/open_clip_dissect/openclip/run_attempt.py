@@ -13,6 +13,7 @@ right after parsing the flags, and refuses to start in a folder that has an ``ou
   same command then runs again in the same folder, and nothing the user could need is deleted.
   A folder with a checkpoint is left as it is: ``--resume latest`` continues that run.
 """
+
 import difflib
 import glob
 import os
@@ -35,7 +36,7 @@ def check_model_name(name: str, flag: str = "--model") -> None:
     if name.startswith("hf-hub:"):
         return
     if name.startswith("local-dir:"):
-        config = os.path.join(name[len("local-dir:"):], "open_clip_config.json")
+        config = os.path.join(name[len("local-dir:") :], "open_clip_config.json")
         if not os.path.isfile(config):
             raise InputError(flag, f"{config} not found")
         return
@@ -56,8 +57,9 @@ def check_pretrained(model: str, pretrained: Optional[str]) -> None:
         return
     if not open_clip.get_pretrained_cfg(model, pretrained):
         tags = open_clip.list_pretrained_tags_by_model(model)
-        raise InputError("--pretrained", f"{pretrained!r} is neither a file nor a tag of {model} "
-                                         f"(tags: {', '.join(tags) or 'none'})")
+        raise InputError(
+            "--pretrained", f"{pretrained!r} is neither a file nor a tag of {model} (tags: {', '.join(tags) or 'none'})"
+        )
 
 
 def check_run_inputs(args) -> None:
@@ -111,5 +113,8 @@ class RunAttempt:
             return
         target = set_failed_attempt_aside(self.args)
         if target:
-            print(f"open_clip_dissect: this failed attempt wrote no checkpoint; its files are now in {target} "
-                  f"and the same command can run again", file=sys.stderr)
+            print(
+                f"open_clip_dissect: this failed attempt wrote no checkpoint; its files are now in {target} "
+                f"and the same command can run again",
+                file=sys.stderr,
+            )

@@ -8,6 +8,7 @@ by its own handler; every other member is dropped while the tar is grouped into 
 any decoding, so a shard with extra members reads exactly as the same shard without them.
 Nothing here ever unpickles.
 """
+
 import io
 import json
 
@@ -52,6 +53,7 @@ def decode_sample(sample: dict) -> dict:
 def decode_stage(handler):
     """A webdataset pipeline stage decoding each sample with ``decode_sample``; a sample that
     fails goes to ``handler(exn)``, which returns True to skip it (webdataset's convention)."""
+
     def _decode(src):
         for sample in src:
             try:
@@ -60,4 +62,5 @@ def decode_stage(handler):
                 if handler(exn):
                     continue
                 raise
+
     return _decode

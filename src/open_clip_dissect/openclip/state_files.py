@@ -9,6 +9,7 @@ epoch (``epoch_N.pt`` or ``epoch_latest.pt``): a resume reads the checkpoint's o
 takes the state of that epoch, never another. A state file is deleted only once no checkpoint
 needs it (``collect_stale_states``), so a kill at any instant leaves a matching pair.
 """
+
 import glob
 import logging
 import os
@@ -44,14 +45,29 @@ def epoch_state_path(checkpoint_dir: str, epoch: int) -> str:
     return state_path(os.path.join(checkpoint_dir, f"epoch_{epoch}.pt"))
 
 
-def save_state(path: str, state: dict, rank: int = 0, world_size: int = 1, epoch: Optional[int] = None,
-               fingerprint: Optional[dict] = None) -> str:
+def save_state(
+    path: str,
+    state: dict,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: Optional[int] = None,
+    fingerprint: Optional[dict] = None,
+) -> str:
     """Write this rank's file atomically: a temp file in the same folder, flushed, then renamed."""
     target = rank_file(path, rank, world_size)
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     with atomic_output(target) as tmp:
-        torch.save({"format": STATE_FORMAT, "rank": rank, "world_size": world_size, "epoch": epoch,
-                    "fingerprint": fingerprint or {}, **state}, tmp)
+        torch.save(
+            {
+                "format": STATE_FORMAT,
+                "rank": rank,
+                "world_size": world_size,
+                "epoch": epoch,
+                "fingerprint": fingerprint or {},
+                **state,
+            },
+            tmp,
+        )
     return target
 
 
@@ -59,10 +75,12 @@ def state_files(path: str) -> list:
     """The rank files of a saved state; a clear error when there are none."""
     files = saved_rank_files(path)
     if not files:
-        raise InputError("--resume",
+        raise InputError(
+            "--resume",
             f"the checkpoint has no selection state (expected {rank_file(path, 0, 1)} or "
             f"its per-rank siblings). Resume with the --selection it was trained with, or pass "
-            f"--selection-reset-history to start the history afresh.")
+            f"--selection-reset-history to start the history afresh.",
+        )
     return files
 
 
@@ -85,8 +103,11 @@ def find_state(checkpoint: str, epoch: int) -> str:
         if found == epoch:
             return base
         looked.append(f"{files[0]} (epoch {found})")
-    raise InputError("--resume", f"{checkpoint} holds epoch {epoch}, and no selection state of that epoch "
-                                 f"lies beside it: {'; '.join(looked)}. {RESET[0].upper() + RESET[1:]}.")
+    raise InputError(
+        "--resume",
+        f"{checkpoint} holds epoch {epoch}, and no selection state of that epoch "
+        f"lies beside it: {'; '.join(looked)}. {RESET[0].upper() + RESET[1:]}.",
+    )
 
 
 def upgrade_fingerprint(saved: Dict, current: Dict, source: str) -> Dict:
@@ -99,8 +120,10 @@ def upgrade_fingerprint(saved: Dict, current: Dict, source: str) -> Dict:
         saved.pop("ratio", None)
     if "selection_scoring_mode" in current:
         saved["selection_scoring_mode"] = current["selection_scoring_mode"]
-        log.warning(f"{source}: a format-2 selection state does not record its scoring mode; assuming "
-                    f"--selection-scoring-mode {current['selection_scoring_mode']} as now")
+        log.warning(
+            f"{source}: a format-2 selection state does not record its scoring mode; assuming "
+            f"--selection-scoring-mode {current['selection_scoring_mode']} as now"
+        )
     return saved
 
 
@@ -109,8 +132,11 @@ def check_fingerprint(saved: Dict, current: Dict, source: str) -> None:
     fields = sorted((set(saved) | set(current)) - set(ELASTIC_FIELDS))
     differ = [f"{f}: saved {saved.get(f)!r}, now {current.get(f)!r}" for f in fields if saved.get(f) != current.get(f)]
     if differ:
-        raise InputError("--resume", f"{source} was written by a run with other selection settings "
-                                     f"({'; '.join(differ)}); {RESET} under the new settings")
+        raise InputError(
+            "--resume",
+            f"{source} was written by a run with other selection settings "
+            f"({'; '.join(differ)}); {RESET} under the new settings",
+        )
 
 
 def collect_stale_states(checkpoint_dir: str, latest_epoch: Optional[int]) -> List[str]:
@@ -123,9 +149,14 @@ def collect_stale_states(checkpoint_dir: str, latest_epoch: Optional[int]) -> Li
         match = re.fullmatch(rf"epoch_(\d+){re.escape(STATE_SUFFIX)}\.rank\d+-of-\d+", os.path.basename(name))
         if match:
             epochs.setdefault(int(match.group(1)), []).append(name)
-    checkpoints = {int(m.group(1)) for m in (re.fullmatch(r"epoch_(\d+)\.pt", os.path.basename(n))
-                                             for n in glob.glob(os.path.join(glob.escape(checkpoint_dir), "epoch_*.pt")))
-                   if m}
+    checkpoints = {
+        int(m.group(1))
+        for m in (
+            re.fullmatch(r"epoch_(\d+)\.pt", os.path.basename(n))
+            for n in glob.glob(os.path.join(glob.escape(checkpoint_dir), "epoch_*.pt"))
+        )
+        if m
+    }
     if latest_epoch is not None:
         checkpoints.add(latest_epoch)
     newest = max(checkpoints, default=-1)
@@ -158,11 +189,17 @@ def load_state(path: str, mmap: bool = False) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
-        raise InputError(path, "refused: this selection-state file holds pickled Python objects, "
-                               f"which are never loaded (only tensors and plain values are); {reset}") from None
+        raise InputError(
+            path,
+            "refused: this selection-state file holds pickled Python objects, "
+            f"which are never loaded (only tensors and plain values are); {reset}",
+        ) from None
     except Exception as exn:  # noqa: BLE001 - truncated, another format, unreadable
-        raise InputError(path, f"cannot read this selection-state file ({type(exn).__name__}: "
-                               f"{str(exn).splitlines()[0] if str(exn) else ''}); {reset}") from None
+        raise InputError(
+            path,
+            f"cannot read this selection-state file ({type(exn).__name__}: "
+            f"{str(exn).splitlines()[0] if str(exn) else ''}); {reset}",
+        ) from None
     if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         older = " (written before states recorded their epoch and run)" if found == 1 else ""

@@ -6,6 +6,7 @@ boundaries are CUDA events on the current stream, read once when the totals are 
 wait for the last event, at the log window's end), so the totals are the device's time between
 the boundaries. Elsewhere the boundaries are ``time.perf_counter()``.
 """
+
 import time
 from typing import Callable, Optional
 
@@ -21,8 +22,10 @@ class PhaseTimer:
 
     def __init__(self, device="cpu", event: Optional[Callable] = None):
         if event is None and is_cuda(device):
+
             def event():
                 return torch.cuda.Event(enable_timing=True)
+
         self._event = event
         self._totals = {}
         self._pending = []  # (phase, start event, end event) whose times are not read yet

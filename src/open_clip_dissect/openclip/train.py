@@ -5,6 +5,7 @@ noisy)``. ``TrainingSession.train_one_epoch`` hands upstream a view of the loade
 what it expects: with ``--selection none`` every batch as is (so every step is OpenCLIP's own),
 otherwise the kept part of every candidate batch (``selection.SelectingLoader``).
 """
+
 import dataclasses
 import json
 import logging
@@ -30,13 +31,20 @@ from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip import data as data_lib
 from open_clip_dissect.openclip import params
 from open_clip_dissect.openclip import record as record_lib
+from open_clip_dissect.openclip.benchmark_eval import evaluate_benchmarks
+from open_clip_dissect.openclip.crash_points import kill_if_asked
 from open_clip_dissect.openclip.frozen import load_frozen_model
 from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader, report
-from open_clip_dissect.openclip.benchmark_eval import evaluate_benchmarks
 from open_clip_dissect.openclip.retrieval import evaluate_retrieval
-from open_clip_dissect.openclip.crash_points import kill_if_asked
-from open_clip_dissect.openclip.state_files import (checkpoint_epoch, collect_stale_states, epoch_state_path,
-                                                    find_state, restore_selector, save_state, state_files)
+from open_clip_dissect.openclip.state_files import (
+    checkpoint_epoch,
+    collect_stale_states,
+    epoch_state_path,
+    find_state,
+    restore_selector,
+    save_state,
+    state_files,
+)
 from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
 
 log = logging.getLogger(__name__)
@@ -69,9 +77,14 @@ class WithoutKeys:
 
 def load_oracle(args):
     """The frozen oracle of ``clipscore-oracle``, on the training device and precision."""
-    oracle, _, _ = load_frozen_model(args.oracle_model, args.oracle_checkpoint, args.device,
-                                     args.precision, flag="--oracle-checkpoint",
-                                     allow_pickle=args.allow_pickle_checkpoints)
+    oracle, _, _ = load_frozen_model(
+        args.oracle_model,
+        args.oracle_checkpoint,
+        args.device,
+        args.precision,
+        flag="--oracle-checkpoint",
+        allow_pickle=args.allow_pickle_checkpoints,
+    )
     log.info(f"Oracle {args.oracle_model} loaded from {args.oracle_checkpoint}")
     return oracle
 
@@ -94,11 +107,9 @@ class TrainingSession:
         candidates per step so that B samples are trained on."""
         self.preprocess_val, self.tokenizer = preprocess_fns[1], tokenizer
         args.selection_candidates = candidates_per_step(args)
-        return data_lib.get_data(args, preprocess_fns, epoch, tokenizer,
-                                 train_batch_size=args.selection_candidates)
+        return data_lib.get_data(args, preprocess_fns, epoch, tokenizer, train_batch_size=args.selection_candidates)
 
-    def train_one_epoch(self, model, data, loss, epoch, optimizer, scaler, scheduler, dist_model,
-                        args, tb_writer=None):
+    def train_one_epoch(self, model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=None):
         """Same signature as ``open_clip_train.train.train_one_epoch`` (open_clip_torch 3.3.0)."""
         kill_if_asked("after-checkpoint", epoch - 1, 0, args.rank)  # crash tests only
         self.args = args
@@ -112,11 +123,30 @@ class TrainingSession:
             record = EpochRecord(keep_keys=bool(args.selection_record))
             if self.selector.strategy.variable_kept:
                 loss = self._weighted(loss, args)
-            view = SelectingLoader(train.dataloader, self.selector, model, LoaderConfig.from_args(args), epoch, record,
-                                   tb_writer, self.noisy_keys, self.oracle, self.loss_weights)
+            view = SelectingLoader(
+                train.dataloader,
+                self.selector,
+                model,
+                LoaderConfig.from_args(args),
+                epoch,
+                record,
+                tb_writer,
+                self.noisy_keys,
+                self.oracle,
+                self.loss_weights,
+            )
         upstream_train.train_one_epoch(
-            model, {**data, "train": dataclasses.replace(train, dataloader=view)}, loss, epoch,
-            optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
+            model,
+            {**data, "train": dataclasses.replace(train, dataloader=view)},
+            loss,
+            epoch,
+            optimizer,
+            scaler,
+            scheduler,
+            dist_model,
+            args,
+            tb_writer=tb_writer,
+        )
         self.train_seconds += time.perf_counter() - started  # records and state files excluded
         completed = epoch + 1
         # Before the selection's epoch end: a strategy may watch the validation retrieval score
@@ -140,8 +170,10 @@ class TrainingSession:
         """OpenCLIP's ``ClipLoss`` (built by ``create_loss``) as a ``WeightedClipLoss``."""
         if self.weighted_loss is None:
             if type(loss) is not ClipLoss:
-                raise InputError("--selection", f"{args.selection} weights the CLIP loss per sample; "
-                                                f"this run's loss is {type(loss).__name__}")
+                raise InputError(
+                    "--selection",
+                    f"{args.selection} weights the CLIP loss per sample; this run's loss is {type(loss).__name__}",
+                )
             self.loss_weights = LossWeights(args.accum_freq)
             self.weighted_loss = WeightedClipLoss.like(loss, self.loss_weights)
         return self.weighted_loss
@@ -150,9 +182,18 @@ class TrainingSession:
         """Multi-caption retrieval of --retrieval-data after an epoch, reported (never watched)."""
         device = torch.device(args.device)
         metrics = evaluate_retrieval(
-            model, self.preprocess_val, self.tokenizer, args.retrieval_data, device, args.batch_size,
-            get_autocast(args.precision, device_type=device.type), get_input_dtype(args.precision),
-            img_key=args.csv_img_key, caption_key=args.csv_caption_key, sep=args.csv_separator)
+            model,
+            self.preprocess_val,
+            self.tokenizer,
+            args.retrieval_data,
+            device,
+            args.batch_size,
+            get_autocast(args.precision, device_type=device.type),
+            get_input_dtype(args.precision),
+            img_key=args.csv_img_key,
+            caption_key=args.csv_caption_key,
+            sep=args.csv_separator,
+        )
         self._report_retrieval("retrieval", metrics, args, completed, steps_per_epoch, tb_writer)
         return metrics["R@sum"]
 
@@ -160,11 +201,22 @@ class TrainingSession:
         """R@sum of --val-data (one caption per image suffices), for the early-learning detector."""
         device = torch.device(args.device)
         metrics = evaluate_retrieval(
-            model, self.preprocess_val, self.tokenizer, args.val_data, device, args.batch_size,
-            get_autocast(args.precision, device_type=device.type), get_input_dtype(args.precision),
-            img_key=args.csv_img_key, caption_key=args.csv_caption_key, sep=args.csv_separator)
-        log.info(f"early-learning detector: --val-data R@sum {metrics['R@sum']:.2f} after epoch {completed} "
-                 f"({args.val_data}; the detector watches this split only)")
+            model,
+            self.preprocess_val,
+            self.tokenizer,
+            args.val_data,
+            device,
+            args.batch_size,
+            get_autocast(args.precision, device_type=device.type),
+            get_input_dtype(args.precision),
+            img_key=args.csv_img_key,
+            caption_key=args.csv_caption_key,
+            sep=args.csv_separator,
+        )
+        log.info(
+            f"early-learning detector: --val-data R@sum {metrics['R@sum']:.2f} after epoch {completed} "
+            f"({args.val_data}; the detector watches this split only)"
+        )
         return metrics["R@sum"]
 
     def _report_retrieval(self, source, metrics, args, completed, steps_per_epoch, tb_writer):
@@ -177,22 +229,41 @@ class TrainingSession:
         report(args.wandb, None, {f"{source}/{k}": v for k, v in metrics.items()}, steps_per_epoch * completed)
         if args.save_logs:
             with open(os.path.join(args.checkpoint_path, "results.jsonl"), "a+") as f:
-                f.write(json.dumps({"epoch": completed, "train_seconds": self.train_seconds,
-                                    **{f"{source}_{k}": v for k, v in metrics.items()}}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "epoch": completed,
+                            "train_seconds": self.train_seconds,
+                            **{f"{source}_{k}": v for k, v in metrics.items()},
+                        }
+                    )
+                    + "\n"
+                )
 
     def _start(self, args, epoch):
         strategy = create_strategy(**params.strategy_options(args))
-        comm = Communicator(args.rank, args.world_size,  # NCCL needs CUDA tensors, gloo CPU ones
-                            device=args.device if torch.device(args.device).type == "cuda" else "cpu")
+        comm = Communicator(
+            args.rank,
+            args.world_size,  # NCCL needs CUDA tensors, gloo CPU ones
+            device=args.device if torch.device(args.device).type == "cuda" else "cpu",
+        )
         store = ShardedHistoryStore(HistoryStore(args.history_device), comm)
         exchange = None
         if args.selection_scope == "global" and args.world_size > 1:
             exchange = RankExchange(comm)
         # Global scope: every rank takes the same decision, so the RNG is seeded alike.
         seed = args.seed if exchange is not None else args.seed + args.rank
-        selector = Selector(strategy, args.ratio, seed, batch_mode=args.selection_batch_mode,
-                            train_batch_size=args.batch_size, store=store, comm=comm, exchange=exchange,
-                            clipscore_scale=args.clipscore_scale)
+        selector = Selector(
+            strategy,
+            args.ratio,
+            seed,
+            batch_mode=args.selection_batch_mode,
+            train_batch_size=args.batch_size,
+            store=store,
+            comm=comm,
+            exchange=exchange,
+            clipscore_scale=args.clipscore_scale,
+        )
         if strategy.needs_oracle:
             self.oracle = load_oracle(args)
         if args.noisy_keys:
@@ -203,8 +274,10 @@ class TrainingSession:
             base = find_state(args.resume, epoch)  # the state of the checkpoint's own epoch
             files = state_files(base)
             restore_selector(selector, files, args.rank, params.selection_fingerprint(args))
-            log.info(f"Selection state of epoch {epoch} restored from {len(files)} rank file(s) of {base} "
-                     f"({len(selector.store)} samples in this rank's history)")
+            log.info(
+                f"Selection state of epoch {epoch} restored from {len(files)} rank file(s) of {base} "
+                f"({len(selector.store)} samples in this rank's history)"
+            )
         self.collect_stale_states(args)
         return selector
 
@@ -226,12 +299,19 @@ class TrainingSession:
         comm = self.selector.comm
         if args.selection_record:  # before the collectives below: they tell rank 0 all files exist
             record_lib.write_epoch(args.selection_record, epoch, record.keys, columns, args.rank, args.world_size)
-        candidates, kept, history_size = comm.all_reduce_sum(torch.tensor(
-            [view.candidates_seen, view.trained, len(self.selector.store)], dtype=torch.int64)).tolist()
-        summary = {"epoch": completed, "selection": args.selection, "ratio": args.ratio,
-                   "candidates": candidates, "kept": kept,
-                   "time_scoring": view.time_scoring, "time_training": view.time_training,
-                   "history_size": history_size}
+        candidates, kept, history_size = comm.all_reduce_sum(
+            torch.tensor([view.candidates_seen, view.trained, len(self.selector.store)], dtype=torch.int64)
+        ).tolist()
+        summary = {
+            "epoch": completed,
+            "selection": args.selection,
+            "ratio": args.ratio,
+            "candidates": candidates,
+            "kept": kept,
+            "time_scoring": view.time_scoring,
+            "time_training": view.time_training,
+            "history_size": history_size,
+        }
         event = self.selector.end_epoch()  # every rank: one all-reduce
         summary.update(self.selector.last_signals.as_dict())
         summary.update(self.selector.strategy.status())
@@ -244,12 +324,18 @@ class TrainingSession:
             log.info(f"Selection {args.selection}: {event}")
         summary.update({f"audit_{k}": v for k, v in noise_audit.items()})
         if "audit_kept_precision" in summary:
-            log.info(f"Selection audit epoch {epoch}: kept-set precision {summary['audit_kept_precision']:.3f} "
-                     f"(random would keep {summary['audit_random_precision']:.3f}), clean recall "
-                     f"{summary['audit_clean_recall']:.3f}, AUROC {summary['audit_auroc']:.3f}")
+            log.info(
+                f"Selection audit epoch {epoch}: kept-set precision {summary['audit_kept_precision']:.3f} "
+                f"(random would keep {summary['audit_random_precision']:.3f}), clean recall "
+                f"{summary['audit_clean_recall']:.3f}, AUROC {summary['audit_auroc']:.3f}"
+            )
         steps = view.num_batches // args.accum_freq
-        report(args.wandb, tb_writer, {f"selection_epoch/{k}": v for k, v in summary.items()
-                                 if isinstance(v, (int, float)) and k != "epoch"}, steps * completed)
+        report(
+            args.wandb,
+            tb_writer,
+            {f"selection_epoch/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and k != "epoch"},
+            steps * completed,
+        )
         if args.save_logs:
             with open(os.path.join(args.logs, args.name, "selection.jsonl"), "a") as f:
                 f.write(json.dumps(summary) + "\n")
@@ -260,8 +346,17 @@ class TrainingSession:
         """The state of this epoch, for every checkpoint ``open_clip_train.main`` writes after it
         (``epoch_N.pt`` and/or ``epoch_latest.pt``): always ``epoch_N.dissect-state``, whose
         recorded epoch pairs it with either. Older states go only once no checkpoint needs them."""
-        if completed == args.epochs or args.save_most_recent or (
-                args.save_frequency > 0 and completed % args.save_frequency == 0):
-            save_state(epoch_state_path(args.checkpoint_path, completed), self.selector.state_dict(),
-                       args.rank, args.world_size, epoch=completed, fingerprint=params.selection_fingerprint(args))
+        if (
+            completed == args.epochs
+            or args.save_most_recent
+            or (args.save_frequency > 0 and completed % args.save_frequency == 0)
+        ):
+            save_state(
+                epoch_state_path(args.checkpoint_path, completed),
+                self.selector.state_dict(),
+                args.rank,
+                args.world_size,
+                epoch=completed,
+                fingerprint=params.selection_fingerprint(args),
+            )
         self.collect_stale_states(args)

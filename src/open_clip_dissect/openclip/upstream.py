@@ -1,6 +1,7 @@
 """Every name of OpenCLIP (open_clip_torch 3.3.0) and torch that this package patches during its
 own runs, or mirrors in its own code. A new OpenCLIP release is checked against this list
 (``tests/test_cli.py::test_every_listed_upstream_name_exists``) before the pin moves."""
+
 UPSTREAM_VERSION = "3.3.0"  # open_clip_torch, pinned in setup.cfg
 
 # Swapped for the duration of ``python -m open_clip_dissect.main`` (``openclip.main``) or of one

@@ -6,6 +6,7 @@ before upstream's ``train_one_epoch`` receives it; ``WeightedClipLoss`` reads th
 the features it is called with. With ``--accum-freq N`` upstream calls the loss on the
 concatenated features of the last N micro-batches, so the channel keeps the last N pushes.
 """
+
 from collections import deque
 
 import torch
@@ -50,9 +51,15 @@ class WeightedClipLoss(ClipLoss):
 
     @classmethod
     def like(cls, loss: ClipLoss, weights: LossWeights) -> "WeightedClipLoss":
-        return cls(weights, local_loss=loss.local_loss, gather_with_grad=loss.gather_with_grad,
-                   cache_labels=loss.cache_labels, rank=loss.rank, world_size=loss.world_size,
-                   use_horovod=loss.use_horovod)
+        return cls(
+            weights,
+            local_loss=loss.local_loss,
+            gather_with_grad=loss.gather_with_grad,
+            cache_labels=loss.cache_labels,
+            rank=loss.rank,
+            world_size=loss.world_size,
+            use_horovod=loss.use_horovod,
+        )
 
     def _global(self, weights, candidates):
         if self.world_size == 1 or self.local_loss:
@@ -65,11 +72,14 @@ class WeightedClipLoss(ClipLoss):
 
     def forward(self, image_features, text_features, logit_scale, logit_bias=None, output_dict=False):
         logits_per_image, logits_per_text = self.get_logits(
-            image_features, text_features, logit_scale, logit_bias=logit_bias)
+            image_features, text_features, logit_scale, logit_bias=logit_bias
+        )
         labels = self.get_ground_truth(image_features.device, logits_per_image.shape[0])
         weights, candidates = self.weights.current(len(image_features))
         weights, candidates = self._global(weights.to(image_features.device), candidates)
-        per_sample = (F.cross_entropy(logits_per_image, labels, reduction="none")
-                      + F.cross_entropy(logits_per_text, labels, reduction="none")) / 2
+        per_sample = (
+            F.cross_entropy(logits_per_image, labels, reduction="none")
+            + F.cross_entropy(logits_per_text, labels, reduction="none")
+        ) / 2
         total_loss = (weights.to(per_sample.dtype) * per_sample).sum() / candidates
         return {"contrastive_loss": total_loss} if output_dict else total_loss

@@ -6,13 +6,33 @@ Each strategy is one class registered by name with the options it takes (``regis
 training loop uses it through ``core.Selector.step``. Adding one takes its module in this folder
 and its test (CONTRIBUTING.md, "Adding a strategy").
 """
-from open_clip_dissect.core.strategies.base import (BatchScores, Decision, History, Strategy, batch_ranks,
-                                                    clipscore, contrastive_gradient, infonce_directions,
-                                                    keep_at_least_one, num_kept, per_sample_infonce,
-                                                    select_topk, uniform)
-from open_clip_dissect.core.strategies.registry import (RUN_EPOCHS, Option, all_options, create_strategy,
-                                                        declarations, list_strategies, register, strategy_class,
-                                                        strategy_table)
+
+from open_clip_dissect.core.strategies.base import (
+    BatchScores,
+    Decision,
+    History,
+    Strategy,
+    batch_ranks,
+    clipscore,
+    contrastive_gradient,
+    infonce_directions,
+    keep_at_least_one,
+    num_kept,
+    per_sample_infonce,
+    select_topk,
+    uniform,
+)
+from open_clip_dissect.core.strategies.registry import (
+    RUN_EPOCHS,
+    Option,
+    all_options,
+    create_strategy,
+    declarations,
+    list_strategies,
+    register,
+    strategy_class,
+    strategy_table,
+)
 
 
 def _import_strategy_modules() -> None:

@@ -4,14 +4,15 @@ the decision, the ``Strategy`` base class and the tie-breaking top-k.
 Conventions: ``curr`` is the CLIPScore ``w * max(cos, 0)`` of the model being trained; every
 ranking score is "higher = keep"; ties are broken by a random permutation (never index order).
 """
+
 from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 
-from open_clip_dissect.core.transfer import to_device
 from open_clip_dissect.core.early_learning import EpochSignals
+from open_clip_dissect.core.transfer import to_device
 
 
 def clipscore(image_features: torch.Tensor, text_features: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
@@ -20,26 +21,30 @@ def clipscore(image_features: torch.Tensor, text_features: torch.Tensor, scale: 
     return scale * cos.clamp_min(0)
 
 
-def infonce_directions(image_features: torch.Tensor, text_features: torch.Tensor,
-                       logit_scale: torch.Tensor) -> torch.Tensor:
+def infonce_directions(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """[B, 2]: each pair's image->text cross-entropy (its row of the batch's logits) and
     text->image cross-entropy (its column)."""
-    logits = logit_scale.float() * F.normalize(image_features.float(), dim=-1) @ F.normalize(
-        text_features.float(), dim=-1).T
+    logits = (
+        logit_scale.float() * F.normalize(image_features.float(), dim=-1) @ F.normalize(text_features.float(), dim=-1).T
+    )
     labels = torch.arange(len(logits), device=logits.device)
     rows = F.cross_entropy(logits, labels, reduction="none")
     cols = F.cross_entropy(logits.T, labels, reduction="none")
     return torch.stack([rows, cols], dim=1)
 
 
-def per_sample_infonce(image_features: torch.Tensor, text_features: torch.Tensor,
-                       logit_scale: torch.Tensor) -> torch.Tensor:
+def per_sample_infonce(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """Symmetric InfoNCE of each pair within the batch: the mean of its two directions."""
     return infonce_directions(image_features, text_features, logit_scale).mean(1)
 
 
-def contrastive_gradient(image_features: torch.Tensor, text_features: torch.Tensor,
-                         logit_scale: torch.Tensor) -> torch.Tensor:
+def contrastive_gradient(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """[B, 2d]: the gradient of each pair's symmetric InfoNCE ``l_i`` with respect to its own
     normalised embeddings ``(u_i, v_i)``, in closed form (no autograd).
 
@@ -89,12 +94,13 @@ def batch_ranks(values: torch.Tensor, generator: Optional[torch.Generator] = Non
 @dataclass
 class BatchScores:
     """What the no-grad scoring pass measured for one candidate batch of ``B`` samples."""
-    curr: torch.Tensor                          # [B] CLIPScore of the current model
-    loss: Optional[torch.Tensor] = None         # [B] per-sample symmetric InfoNCE
+
+    curr: torch.Tensor  # [B] CLIPScore of the current model
+    loss: Optional[torch.Tensor] = None  # [B] per-sample symmetric InfoNCE
     loss_directions: Optional[torch.Tensor] = None  # [B, 2] image->text, text->image InfoNCE
-    oracle: Optional[torch.Tensor] = None       # [B] CLIPScore of a frozen oracle model
+    oracle: Optional[torch.Tensor] = None  # [B] CLIPScore of a frozen oracle model
     oracle_loss: Optional[torch.Tensor] = None  # [B] symmetric InfoNCE of the oracle model
-    gradient: Optional[torch.Tensor] = None     # [B, 2d] ``contrastive_gradient``
+    gradient: Optional[torch.Tensor] = None  # [B, 2d] ``contrastive_gradient``
 
     @classmethod
     def from_features(cls, image_features, text_features, logit_scale=None, scale=100.0, gradient=False):
@@ -115,17 +121,18 @@ class BatchScores:
 @dataclass
 class History:
     """Per-sample history for the candidate batch, as read from the history store."""
-    score: torch.Tensor   # [B] stored score (meaning depends on the strategy); 0 where unseen
-    seen: torch.Tensor    # [B] bool, the key has a stored score
+
+    score: torch.Tensor  # [B] stored score (meaning depends on the strategy); 0 where unseen
+    seen: torch.Tensor  # [B] bool, the key has a stored score
 
 
 @dataclass
 class Decision:
-    kept: torch.Tensor                         # [k] indices into the batch
-    rank: torch.Tensor                         # [B] the ranking score ("delta" in records)
-    hist: torch.Tensor                         # [B] history used for the decision (NaN if none)
+    kept: torch.Tensor  # [k] indices into the batch
+    rank: torch.Tensor  # [B] the ranking score ("delta" in records)
+    hist: torch.Tensor  # [B] history used for the decision (NaN if none)
     new_history: Optional[torch.Tensor] = None  # [B] score to store; None: store nothing
-    store_mask: Optional[torch.Tensor] = None   # [B] bool, which rows of new_history to store
+    store_mask: Optional[torch.Tensor] = None  # [B] bool, which rows of new_history to store
     # [k] loss weight of each kept sample: the trained loss is sum(weights * l) / B over the
     # kept samples, B the candidate batch size. None: the plain mean over the kept samples.
     weights: Optional[torch.Tensor] = None
@@ -144,9 +151,10 @@ class Strategy:
     samples and may weight their losses (``Decision.weights``). ``keeps_all`` ones train on every
     candidate (``k`` is the whole batch whatever the ratio).
     """
+
     name = "base"
-    summary = ""        # one line for --selection's help
-    options = ()        # the ``Option``s the constructor takes (see ``registry``)
+    summary = ""  # one line for --selection's help
+    options = ()  # the ``Option``s the constructor takes (see ``registry``)
     needs_history = False
     needs_loss = False
     needs_oracle = False
@@ -180,12 +188,19 @@ class Strategy:
     def load_state_dict(self, state: dict) -> None:
         pass
 
-    def rank(self, scores: BatchScores, history: Optional[History], epoch: int,
-             generator: Optional[torch.Generator]) -> torch.Tensor:
+    def rank(
+        self, scores: BatchScores, history: Optional[History], epoch: int, generator: Optional[torch.Generator]
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def decide(self, scores: BatchScores, history: Optional[History], k: int, epoch: int,
-               generator: Optional[torch.Generator] = None) -> Decision:
+    def decide(
+        self,
+        scores: BatchScores,
+        history: Optional[History],
+        k: int,
+        epoch: int,
+        generator: Optional[torch.Generator] = None,
+    ) -> Decision:
         rank = self.rank(scores, history, epoch, generator)
         nan = torch.full_like(scores.curr, float("nan"))
         return Decision(select_topk(rank, k, generator), rank, nan)

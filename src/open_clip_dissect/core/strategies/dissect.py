@@ -5,12 +5,18 @@ Both variants start with a warm-up of random selection, of a fixed number of epo
 until an ``EarlyLearningDetector`` finds the early-learning point on the run's own signals
 (before that point ``delta`` ranks the clean pairs last, see ``core.early_learning``).
 """
+
 from typing import Optional
 
 import torch
 
-from open_clip_dissect.core.early_learning import (DEFAULT_MIN_IMPROVEMENT, DEFAULT_PATIENCE, DEFAULT_SIGNAL, SIGNALS,
-                                                   EarlyLearningDetector)
+from open_clip_dissect.core.early_learning import (
+    DEFAULT_MIN_IMPROVEMENT,
+    DEFAULT_PATIENCE,
+    DEFAULT_SIGNAL,
+    SIGNALS,
+    EarlyLearningDetector,
+)
 from open_clip_dissect.core.strategies.base import Decision, Strategy, select_topk, uniform
 from open_clip_dissect.core.strategies.registry import Option, at_least, in_range, one_of, register
 
@@ -32,29 +38,51 @@ def _check_epochs_or_auto(value):
 
 # Shared by both variants (same flags): how ``auto`` finds the early-learning point.
 AUTO_OPTIONS = (
-    Option("auto_signal", "--dissect-auto-signal", str, DEFAULT_SIGNAL,
-           "with a warm-up of 'auto', the signal that ends it: 'retrieval' (the R@sum of "
-           "--val-data, a held-out split, has passed its peak; never a reported split), or the "
-           "label-free 'loss' (the mean scoring-pass loss improves by less than "
-           "--dissect-auto-min-improvement) or 'spread' (the standard deviation of the epoch's "
-           "CLIPScores has passed its peak)", one_of(SIGNALS)),
-    Option("auto_patience", "--dissect-auto-patience", int, DEFAULT_PATIENCE,
-           "retrieval and spread signals: measurements below the peak before the peak counts as "
-           "passed", at_least(1)),
-    Option("auto_min_improvement", "--dissect-auto-min-improvement", float, DEFAULT_MIN_IMPROVEMENT,
-           "loss signal: the relative epoch-over-epoch improvement under which learning has "
-           "slowed down", in_range(0.0, 1.0)),
+    Option(
+        "auto_signal",
+        "--dissect-auto-signal",
+        str,
+        DEFAULT_SIGNAL,
+        "with a warm-up of 'auto', the signal that ends it: 'retrieval' (the R@sum of "
+        "--val-data, a held-out split, has passed its peak; never a reported split), or the "
+        "label-free 'loss' (the mean scoring-pass loss improves by less than "
+        "--dissect-auto-min-improvement) or 'spread' (the standard deviation of the epoch's "
+        "CLIPScores has passed its peak)",
+        one_of(SIGNALS),
+    ),
+    Option(
+        "auto_patience",
+        "--dissect-auto-patience",
+        int,
+        DEFAULT_PATIENCE,
+        "retrieval and spread signals: measurements below the peak before the peak counts as passed",
+        at_least(1),
+    ),
+    Option(
+        "auto_min_improvement",
+        "--dissect-auto-min-improvement",
+        float,
+        DEFAULT_MIN_IMPROVEMENT,
+        "loss signal: the relative epoch-over-epoch improvement under which learning has slowed down",
+        in_range(0.0, 1.0),
+    ),
 )
 
 
 class WarmupGate:
     """A warm-up of ``warmup_epochs`` epochs, or until the early-learning point (``auto``)."""
 
-    def __init__(self, warmup_epochs, auto_signal=DEFAULT_SIGNAL, auto_patience=DEFAULT_PATIENCE,
-                 auto_min_improvement=DEFAULT_MIN_IMPROVEMENT):
+    def __init__(
+        self,
+        warmup_epochs,
+        auto_signal=DEFAULT_SIGNAL,
+        auto_patience=DEFAULT_PATIENCE,
+        auto_min_improvement=DEFAULT_MIN_IMPROVEMENT,
+    ):
         self.warmup_epochs = warmup_epochs
-        self.detector = (EarlyLearningDetector(auto_signal, auto_patience, auto_min_improvement)
-                         if warmup_epochs == AUTO else None)
+        self.detector = (
+            EarlyLearningDetector(auto_signal, auto_patience, auto_min_improvement) if warmup_epochs == AUTO else None
+        )
 
     @property
     def reads_loss(self) -> bool:
@@ -95,6 +123,7 @@ class WarmupGate:
 
 class _Gated(Strategy):
     """A strategy behind a ``WarmupGate`` (set as ``self.gate``)."""
+
     gate: WarmupGate
 
     def _gate(self, gate: WarmupGate) -> None:
@@ -127,18 +156,31 @@ class DissectWarmup(_Gated):
     A sample with no warm-up score gets ``delta = 0`` (means taken over the samples that have
     one) and its current score is recorded as its W at that first visit.
     """
+
     name = "dissect-warmup"
     listing_order = 20
     summary = "DISSect: hist - curr against the CLIPScore of a warm-up epoch"
     needs_history = True
 
-    options = (Option("warmup_epochs", "--dissect-warmup-epochs", epochs_or_auto, 5,
-                      "epochs of random selection that record each sample's CLIPScore as its "
-                      "history, or 'auto': until the early-learning point (see --dissect-auto-signal)",
-                      _check_epochs_or_auto),) + AUTO_OPTIONS
+    options = (
+        Option(
+            "warmup_epochs",
+            "--dissect-warmup-epochs",
+            epochs_or_auto,
+            5,
+            "epochs of random selection that record each sample's CLIPScore as its "
+            "history, or 'auto': until the early-learning point (see --dissect-auto-signal)",
+            _check_epochs_or_auto,
+        ),
+    ) + AUTO_OPTIONS
 
-    def __init__(self, warmup_epochs=5, auto_signal=DEFAULT_SIGNAL, auto_patience=DEFAULT_PATIENCE,
-                 auto_min_improvement=DEFAULT_MIN_IMPROVEMENT):
+    def __init__(
+        self,
+        warmup_epochs=5,
+        auto_signal=DEFAULT_SIGNAL,
+        auto_patience=DEFAULT_PATIENCE,
+        auto_min_improvement=DEFAULT_MIN_IMPROVEMENT,
+    ):
         self._gate(WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement))
 
     def decide(self, scores, history, k, epoch, generator=None):
@@ -165,21 +207,41 @@ class DissectMomentum(_Gated):
     moving average accumulates from the first epoch; the records then show ``delta`` as it
     would rank, so the audit's AUROC tracks when it turns.
     """
+
     name = "dissect-mome"
     listing_order = 20
     summary = "DISSect: hist - curr against a momentum average of past CLIPScores"
     needs_history = True
 
-    options = (Option("momentum", "--dissect-momentum", float, 0.9,
-                      "beta in hist <- beta * hist + (1 - beta) * curr, in [0, 1)",
-                      in_range(0.0, 1.0, high_open=True)),
-               Option("warmup_epochs", "--dissect-mome-warmup-epochs", epochs_or_auto, 0,
-                      "epochs of random selection before selecting by delta (the moving average "
-                      "accumulates from the first epoch), or 'auto': until the early-learning point "
-                      "(see --dissect-auto-signal)", _check_epochs_or_auto)) + AUTO_OPTIONS
+    options = (
+        Option(
+            "momentum",
+            "--dissect-momentum",
+            float,
+            0.9,
+            "beta in hist <- beta * hist + (1 - beta) * curr, in [0, 1)",
+            in_range(0.0, 1.0, high_open=True),
+        ),
+        Option(
+            "warmup_epochs",
+            "--dissect-mome-warmup-epochs",
+            epochs_or_auto,
+            0,
+            "epochs of random selection before selecting by delta (the moving average "
+            "accumulates from the first epoch), or 'auto': until the early-learning point "
+            "(see --dissect-auto-signal)",
+            _check_epochs_or_auto,
+        ),
+    ) + AUTO_OPTIONS
 
-    def __init__(self, momentum: float = 0.9, warmup_epochs=0, auto_signal=DEFAULT_SIGNAL,
-                 auto_patience=DEFAULT_PATIENCE, auto_min_improvement=DEFAULT_MIN_IMPROVEMENT):
+    def __init__(
+        self,
+        momentum: float = 0.9,
+        warmup_epochs=0,
+        auto_signal=DEFAULT_SIGNAL,
+        auto_patience=DEFAULT_PATIENCE,
+        auto_min_improvement=DEFAULT_MIN_IMPROVEMENT,
+    ):
         self.momentum = momentum
         self._gate(WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement))
 

@@ -1,4 +1,5 @@
 """DivBS: a batch that covers the directions of the candidates' gradients."""
+
 import torch
 
 from open_clip_dissect.core.strategies.base import Decision, Strategy, uniform
@@ -18,6 +19,7 @@ class DivBS(Strategy):
     O(k B D + k^2 D) for B candidates of gradient width D (= 2 x embedding width), with k
     sequential rounds of batched vector operations.
     """
+
     name = "divbs"
     listing_order = 50
     summary = "diversified batch selection (greedy orthogonal coverage of the batch's gradients)"
@@ -41,7 +43,7 @@ class DivBS(Strategy):
             target = torch.minimum(draws[t] * cumulative[-1], cumulative[-1] * (1 - 1e-6))
             # a 1-d index throughout: indexing with a 0-d tensor reads it on the host
             pick = torch.searchsorted(cumulative, target.reshape(1), right=True).clamp_max(n - 1)
-            picks[t:t + 1] = pick
+            picks[t : t + 1] = pick
             available[pick] = False
             g = grads.index_select(0, pick)[0]
             direction = g - basis[:t].T @ (basis[:t] @ g)

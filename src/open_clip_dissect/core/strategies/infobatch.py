@@ -1,4 +1,5 @@
 """InfoBatch: unbiased soft pruning of the samples whose last loss is below the mean."""
+
 import math
 
 import torch
@@ -19,6 +20,7 @@ class InfoBatch(Strategy):
     from epoch ``(1 - anneal) * epochs`` on. The scores recorded are the scoring pass's losses
     of the samples trained on (InfoBatch records the training loss of the trained samples).
     """
+
     name = "infobatch"
     listing_order = 30
     summary = "InfoBatch's soft pruning of below-mean-loss samples with loss rescaling"
@@ -28,11 +30,23 @@ class InfoBatch(Strategy):
     variable_kept = True
 
     options = (
-        Option("prune", "--infobatch-prune", float, 0.5,
-               "probability of dropping a sample whose last loss is below the mean; kept ones of "
-               "those are weighted 1 / (1 - p), in [0, 1)", in_range(0.0, 1.0, high_open=True)),
-        Option("anneal", "--infobatch-anneal", float, 0.125,
-               "final fraction of the epochs trained without pruning, in [0, 1]", in_range(0.0, 1.0)),
+        Option(
+            "prune",
+            "--infobatch-prune",
+            float,
+            0.5,
+            "probability of dropping a sample whose last loss is below the mean; kept ones of "
+            "those are weighted 1 / (1 - p), in [0, 1)",
+            in_range(0.0, 1.0, high_open=True),
+        ),
+        Option(
+            "anneal",
+            "--infobatch-anneal",
+            float,
+            0.125,
+            "final fraction of the epochs trained without pruning, in [0, 1]",
+            in_range(0.0, 1.0),
+        ),
         RUN_EPOCHS,
     )
 

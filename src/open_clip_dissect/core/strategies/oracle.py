@@ -1,4 +1,5 @@
 """Strategies that need a frozen oracle (reference) model scored on the same batch."""
+
 from open_clip_dissect.core.strategies.base import Strategy
 from open_clip_dissect.core.strategies.registry import register
 
@@ -6,6 +7,7 @@ from open_clip_dissect.core.strategies.registry import register
 @register
 class OracleClipScore(Strategy):
     """The k highest CLIPScores of a frozen oracle model (the paper's CLIPScore* row)."""
+
     name = "clipscore-oracle"
     listing_order = 60
     summary = "the k highest CLIPScores of a frozen --oracle-model"
@@ -23,6 +25,7 @@ class Learnability(Strategy):
     its own logit scale. (JEST's joint sampling of sub-batches is not implemented: this is the
     per-sample score of RHO-LOSS and of JEST's "hard learnability".)
     """
+
     name = "learnability"
     listing_order = 60
     summary = "the k highest learner-minus-reference losses, the reference being --oracle-model (RHO-LOSS/JEST)"

@@ -2,6 +2,7 @@
 own options. ``--selection``'s choices and help, the strategy flags, the bench's lists and the
 end-to-end tests all read it, so adding a strategy takes its module (found by
 ``core.strategies`` on import) and its test."""
+
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -17,8 +18,9 @@ class Option:
     ``check(value)`` returns None for a good value, else what is wrong ("must be in [0, 1)").
     The flag is shared by every strategy that declares the same one (same name, type, default).
     """
+
     name: str
-    flag: Optional[str]   # None: set by the training run, not a command-line flag
+    flag: Optional[str]  # None: set by the training run, not a command-line flag
     type: Callable
     default: Any
     help: str
@@ -38,24 +40,28 @@ class Option:
 
 def in_range(low, high, low_open=False, high_open=False):
     """A check for ``low <(=) value <(=) high``; the error text shows the interval."""
+
     def check(value):
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
         if not (above and below):
             return f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         return None
+
     return check
 
 
 def one_of(choices):
     def check(value):
         return None if value in choices else f"must be one of {', '.join(map(str, choices))}"
+
     return check
 
 
 def at_least(low):
     def check(value):
         return None if value >= low else f"must be >= {low}"
+
     return check
 
 
@@ -71,8 +77,10 @@ def register(cls: type) -> type:
         raise ValueError(f"strategy {cls.name!r} is registered twice")
     if cls.needs_history and cls.decide is Strategy.decide:
         # the base decide stores nothing: the history would silently stay empty
-        raise TypeError(f"strategy {cls.name!r} reads the history, so it must override decide() "
-                        f"and return the scores to store (Decision.new_history)")
+        raise TypeError(
+            f"strategy {cls.name!r} reads the history, so it must override decide() "
+            f"and return the scores to store (Decision.new_history)"
+        )
     flags = [o.flag for o in cls.options if o.flag]
     if len(set(flags)) != len(flags):
         raise ValueError(f"strategy {cls.name!r} declares a flag twice: {flags}")
@@ -89,9 +97,14 @@ def list_strategies() -> List[str]:
 
 def declarations(cls: type) -> List[str]:
     """What a strategy class declares it needs or does, in words (the README's strategy table)."""
-    words = [("history", cls.needs_history), ("per-sample loss", cls.needs_loss),
-             ("oracle model", cls.needs_oracle), ("gradient proxy", cls.needs_gradient),
-             ("its own kept count", cls.variable_kept), ("every candidate", cls.keeps_all)]
+    words = [
+        ("history", cls.needs_history),
+        ("per-sample loss", cls.needs_loss),
+        ("oracle model", cls.needs_oracle),
+        ("gradient proxy", cls.needs_gradient),
+        ("its own kept count", cls.variable_kept),
+        ("every candidate", cls.keeps_all),
+    ]
     return [word for word, declared in words if declared]
 
 

@@ -1,4 +1,5 @@
 """SCAN: bootstrapped pruning of the ill-matched and the redundant pairs, in cycles."""
+
 import math
 from typing import Optional
 
@@ -29,6 +30,7 @@ class Scan(Strategy):
 
     The history stores the nomination (1.0 nominated, 0.0 not) of the last preparation epoch.
     """
+
     name = "scan"
     listing_order = 40
     summary = "SCAN's bootstrapped pruning of the highest- and lowest-loss pairs"
@@ -38,19 +40,35 @@ class Scan(Strategy):
     PRUNE_EPOCHS = 3
 
     options = (
-        Option("nominate", "--scan-nominate", float, 0.3,
-               "fraction of each candidate batch with the highest (and the lowest) loss that a "
-               "preparation epoch nominates for pruning, in (0, 0.5]", in_range(0.0, 0.5, low_open=True)),
-        Option("warmup_improvement", "--scan-warmup-improvement", float, 0.3,
-               "full-data warm-up lasts until an epoch's mean loss improves on the previous one by "
-               "less than this relative amount", at_least(0.0)),
-        Option("warmup_epochs", "--scan-warmup-epochs", int, None,
-               "a fixed number of warm-up epochs instead of the loss criterion (None: the criterion)",
-               at_least(0)),
+        Option(
+            "nominate",
+            "--scan-nominate",
+            float,
+            0.3,
+            "fraction of each candidate batch with the highest (and the lowest) loss that a "
+            "preparation epoch nominates for pruning, in (0, 0.5]",
+            in_range(0.0, 0.5, low_open=True),
+        ),
+        Option(
+            "warmup_improvement",
+            "--scan-warmup-improvement",
+            float,
+            0.3,
+            "full-data warm-up lasts until an epoch's mean loss improves on the previous one by "
+            "less than this relative amount",
+            at_least(0.0),
+        ),
+        Option(
+            "warmup_epochs",
+            "--scan-warmup-epochs",
+            int,
+            None,
+            "a fixed number of warm-up epochs instead of the loss criterion (None: the criterion)",
+            at_least(0),
+        ),
     )
 
-    def __init__(self, nominate: float = 0.3, warmup_improvement: float = 0.3,
-                 warmup_epochs: Optional[int] = None):
+    def __init__(self, nominate: float = 0.3, warmup_improvement: float = 0.3, warmup_epochs: Optional[int] = None):
         self.nominate_fraction, self.warmup_improvement = nominate, warmup_improvement
         self.cycle_start = warmup_epochs  # None: decided by the loss criterion
         self.last_loss = None

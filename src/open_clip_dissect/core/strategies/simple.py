@@ -1,4 +1,5 @@
 """Strategies that rank the candidate batch by one score of the model being trained."""
+
 import torch
 
 from open_clip_dissect.core.strategies.base import Decision, Strategy, uniform
@@ -19,6 +20,7 @@ class RandomSelection(Strategy):
 class Observe(Strategy):
     """Full-data training that still runs the scoring pass, so that ``--selection-record`` and
     the per-epoch signals show how every sample's CLIPScore evolves (the paper's Fig. 3)."""
+
     name = "observe"
     listing_order = 10
     summary = "train on every candidate (full data) but score and record them all"
