@@ -112,47 +112,21 @@ def make_data(root, name, spec, seed=0, noise_rate=0.4):
 def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir=None, reference=None):
     run_dir = os.path.join(logs, name)
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "open_clip_dissect.main",
-        "--model",
+    cmd = bench_data.training_command(
         cfg["model"],
-        "--precision",
-        cfg["precision"],
-        "--batch-size",
-        str(spec["batch"]),
-        "--lr",
-        str(cfg["lr"]),
-        "--warmup",
-        "10",
-        "--seed",
-        str(seed),
-        "--workers",
-        str(cfg["workers"]),
-        "--epochs",
-        str(spec["epochs"]),
-        "--dataset-type",
-        "webdataset",
-        "--train-data",
-        manifest["splits"]["train"]["pattern"],
-        "--retrieval-data",
-        manifest["splits"]["test"]["pattern"],
-        "--logs",
+        spec["batch"],
+        cfg["lr"],
+        10,
+        seed,
+        spec["epochs"],
+        manifest,
         logs,
-        "--name",
         name,
-        "--save-frequency",
-        "0",
-        "--log-every-n-steps",
-        "1000",
-        "--selection",
         strategy,
-        "--dissect-warmup-epochs",
-        str(cfg["warmup_epochs"]),
-        "--scan-warmup-epochs",
-        str(cfg["warmup_epochs"]),
-    ]
+        precision=cfg["precision"],
+        workers=cfg["workers"],
+    )
+    cmd += ["--dissect-warmup-epochs", str(cfg["warmup_epochs"]), "--scan-warmup-epochs", str(cfg["warmup_epochs"])]
     if ratio != "own":
         cmd += ["--ratio", str(ratio)]
     if record_dir:

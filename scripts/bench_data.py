@@ -9,6 +9,7 @@ read from an old cache.
 import hashlib
 import json
 import os
+import sys
 
 from open_clip_dissect import synthetic
 
@@ -77,3 +78,18 @@ def save_report(folder, lines, summary):
     with open(os.path.join(folder, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return text
+
+
+def training_command(
+    model, batch, lr, warmup, seed, epochs, manifest, logs, name, strategy, precision="fp32", workers=1, val_every=None
+):
+    """``python -m open_clip_dissect.main`` on a data set's train split, reporting retrieval on its
+    test split; the benchmarks add their strategy's own flags."""
+    cmd = [sys.executable, "-m", "open_clip_dissect.main", "--model", model, "--precision", precision,
+           "--batch-size", str(batch), "--lr", str(lr), "--warmup", str(warmup), "--seed", str(seed),
+           "--workers", str(workers), "--epochs", str(epochs), "--dataset-type", "webdataset",
+           "--train-data", manifest["splits"]["train"]["pattern"],
+           "--retrieval-data", manifest["splits"]["test"]["pattern"],
+           "--logs", logs, "--name", name, "--save-frequency", "0", "--log-every-n-steps", "1000",
+           "--selection", strategy]  # fmt: skip
+    return cmd + (["--val-frequency", str(val_every)] if val_every else [])

@@ -113,46 +113,20 @@ def make_data(root, regime, spec, seed, noise_rate):
 
 def command(cfg, spec, manifest, logs, name, strategy, flags, seed, record):
     fixed = str(max(1, spec["epochs"] // 4))
-    cmd = [
-        sys.executable,
-        "-m",
-        "open_clip_dissect.main",
-        "--model",
+    cmd = bench_data.training_command(
         cfg["model"],
-        "--precision",
-        "fp32",
-        "--batch-size",
-        str(spec["batch"]),
-        "--lr",
-        str(cfg["lr"]),
-        "--warmup",
-        "10",
-        "--seed",
-        str(seed),
-        "--workers",
-        "1",
-        "--epochs",
-        str(spec["epochs"]),
-        "--dataset-type",
-        "webdataset",
-        "--train-data",
-        manifest["splits"]["train"]["pattern"],
-        "--retrieval-data",
-        manifest["splits"]["test"]["pattern"],
-        "--val-frequency",
-        str(spec["val_every"]),
-        "--logs",
+        spec["batch"],
+        cfg["lr"],
+        10,
+        seed,
+        spec["epochs"],
+        manifest,
         logs,
-        "--name",
         name,
-        "--save-frequency",
-        "0",
-        "--log-every-n-steps",
-        "1000",
-        "--selection",
         strategy,
-        *[f.replace("{fixed}", fixed) for f in flags],
-    ]
+        val_every=spec["val_every"],
+    )
+    cmd += [f.replace("{fixed}", fixed) for f in flags]
     if auto_signal(strategy, flags) == "retrieval":  # watches the val split, never the reported test split
         cmd += ["--val-data", manifest["splits"]["val"]["pattern"]]
     if strategy != "observe":

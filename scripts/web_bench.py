@@ -154,48 +154,20 @@ def regime_data(root, regime, spec, seed):
 def command(cfg, spec, manifest, logs, name, label, ratio, seed, record):
     strategy, flags, _ = METHODS[label]
     quarter = str(max(1, spec["epochs"] // 4))
-    cmd = [
-        sys.executable,
-        "-m",
-        "open_clip_dissect.main",
-        "--model",
+    cmd = bench_data.training_command(
         cfg["model"],
-        "--precision",
-        "fp32",
-        "--batch-size",
-        str(spec["batch"]),
-        "--lr",
-        str(cfg["lr"]),
-        "--warmup",
-        str(spec["warmup"]),
-        "--seed",
-        str(seed),
-        "--workers",
-        "1",
-        "--epochs",
-        str(spec["epochs"]),
-        "--dataset-type",
-        "webdataset",
-        "--train-data",
-        manifest["splits"]["train"]["pattern"],
-        "--retrieval-data",
-        manifest["splits"]["test"]["pattern"],
-        "--val-frequency",
-        str(spec["val_every"]),
-        "--logs",
+        spec["batch"],
+        cfg["lr"],
+        spec["warmup"],
+        seed,
+        spec["epochs"],
+        manifest,
         logs,
-        "--name",
         name,
-        "--save-frequency",
-        "0",
-        "--log-every-n-steps",
-        "1000",
-        "--selection",
         strategy,
-        *[f.replace("{quarter}", quarter) for f in flags],
-        "--selection-record",
-        record,
-    ]
+        val_every=spec["val_every"],
+    )
+    cmd += [f.replace("{quarter}", quarter) for f in flags] + ["--selection-record", record]
     if "auto" in flags:  # the detector watches the validation split, never the reported test split
         cmd += ["--val-data", manifest["splits"]["val"]["pattern"]]
     if ratio is not None:
