@@ -311,7 +311,7 @@ def calibration_markdown(runs):
         "absolute-score AUROC (clean above noisy) at the epoch where the clean-noisy gap peaks lies in "
         "[0.70, 0.85]; over the first quarter of the epochs, the AUROC of the clean pairs about the "
         "rarest tenth of the concepts against the noisy pairs is at most 0.65. Command: `python "
-        "scripts/paper_bench.py --calibrate --seed S --json FILE`.",
+        "scripts/paper_bench.py --profile web --calibrate --seed S --json FILE`.",
         "",
         "| seed | gap peak epoch | AUROC at gap peak | rare clean vs noisy, first quarter | both met |",
         "| --- | --- | --- | --- | --- |",
