@@ -212,6 +212,7 @@ def run_one(cfg, root, cache, job, threads=1):
         raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     run_dir = os.path.join(logs, name)
     results, selection, events = bench_data.read_run(run_dir)
+    data_dir = os.path.dirname(os.path.dirname(manifest["splits"]["train"]["pattern"]))  # <data>/train/{..}.tar
     out = {
         "regime": regime,
         "label": label,
@@ -221,7 +222,7 @@ def run_one(cfg, root, cache, job, threads=1):
         "seconds": time.time() - started,
         "threads": threads,
         "events": events,
-        "data": os.path.basename(os.path.dirname(manifest["splits"]["train"]["pattern"].rsplit("/", 1)[0])),
+        "data": os.path.basename(data_dir),
         "curve": [
             {"epoch": r["epoch"], "rsum": r["retrieval_R@sum"], "rsum_rare": r.get("retrieval_R@sum[rare]")}
             for r in results
@@ -229,7 +230,6 @@ def run_one(cfg, root, cache, job, threads=1):
         ],
         "epochs": [{k: row[k] for k in SELECTION_FIELDS if k in row} for row in selection],
     }
-    data_dir = os.path.dirname(os.path.dirname(manifest["splits"]["train"]["pattern"]))
     out.update(summarise_records(record, data_dir, label, selection))
     os.makedirs(cache, exist_ok=True)
     with open(cached + ".tmp", "w") as f:
