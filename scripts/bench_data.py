@@ -9,6 +9,7 @@ read from an old cache.
 import hashlib
 import json
 import os
+import subprocess
 import sys
 
 from open_clip_dissect import synthetic
@@ -56,6 +57,22 @@ def make_data(root, name, arguments, workers=1):
         difficulty=difficulty,
         **kwargs,
     )
+
+
+def code_version():
+    """The commit the benchmark runs (``-dirty`` when the tree has changes), recorded in every run
+    so that a cached result names the code that made it; ``None`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def read_run(run_dir):
