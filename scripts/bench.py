@@ -235,12 +235,12 @@ def step_overhead(cfg):
     from open_clip_train.precision import get_autocast
 
     from open_clip_dissect.core import strategies
-    from open_clip_dissect.core.epoch_record import EpochRecord
+    from open_clip_dissect.core.epoch_decisions import EpochDecisions
     from open_clip_dissect.core.history import hash_keys
     from open_clip_dissect.core.scorer import Scorer
     from open_clip_dissect.core.selector import Selector
-    from open_clip_dissect.openclip.configs import register_model_configs
-    from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader
+    from open_clip_dissect.openclip.models.configs import register_model_configs
+    from open_clip_dissect.openclip.training.selecting_loader import LoaderConfig, SelectingLoader
 
     register_model_configs()
     spec = cfg["overhead"]
@@ -307,7 +307,9 @@ def step_overhead(cfg):
         train_k = timed(lambda: train_step(images[:k], tokens[:k]))
         selector = Selector(strategies.create_strategy("dissect-mome"), ratio=ratio)
         batches = iter(
-            SelectingLoader(_Repeat((images, tokens, keys, hashes, noisy)), selector, model, config, 1, EpochRecord())
+            SelectingLoader(
+                _Repeat((images, tokens, keys, hashes, noisy)), selector, model, config, 1, EpochDecisions()
+            )
         )
         full = timed(lambda: train_step(*next(batches)))
         rows.append(
@@ -454,8 +456,8 @@ def _exchange_worker(rank, world, init_file, out, B, n, steps):
     import torch.distributed as dist
 
     from open_clip_dissect.core.history import hash_keys
-    from open_clip_dissect.dist.communicator import Communicator
-    from open_clip_dissect.dist.sharded_history import ShardedHistoryStore
+    from open_clip_dissect.distributed.communicator import Communicator
+    from open_clip_dissect.distributed.sharded_history import ShardedHistoryStore
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

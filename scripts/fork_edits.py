@@ -50,7 +50,7 @@ EDITS = [
         "from open_clip_train.train import train_one_epoch, evaluate",
         "after",
         [
-            "from open_clip_dissect.openclip.fork import session_for" + MARK,
+            "from open_clip_dissect.openclip.launch.fork import session_for" + MARK,
         ],
     ),
     (

@@ -162,11 +162,11 @@ def sync_probe(steps: int = 8, batch: int = 256) -> int:
     from open_clip_train.precision import get_autocast
 
     from open_clip_dissect.core import strategies
-    from open_clip_dissect.core.epoch_record import EpochRecord
+    from open_clip_dissect.core.epoch_decisions import EpochDecisions
     from open_clip_dissect.core.history import hash_keys
     from open_clip_dissect.core.selector import Selector
-    from open_clip_dissect.openclip.configs import register_model_configs
-    from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader
+    from open_clip_dissect.openclip.models.configs import register_model_configs
+    from open_clip_dissect.openclip.training.selecting_loader import LoaderConfig, SelectingLoader
 
     register_model_configs()
     model = open_clip.create_model(MODEL, output_dict=True).cuda()
@@ -197,7 +197,7 @@ def sync_probe(steps: int = 8, batch: int = 256) -> int:
     selector = Selector(strategies.create_strategy("dissect-mome"), ratio=0.5)
     sites = collections.Counter()
     for epoch in range(2):
-        loader = SelectingLoader(Batches(), selector, model, config, epoch, EpochRecord())
+        loader = SelectingLoader(Batches(), selector, model, config, epoch, EpochDecisions())
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for i, _ in enumerate(loader):

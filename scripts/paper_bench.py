@@ -197,7 +197,7 @@ def record_groups(record, epochs):
     each at every epoch (20 bins over [0, 100])."""
     import numpy as np
 
-    from open_clip_dissect.openclip.record import read_epoch, recorded_epochs
+    from open_clip_dissect.openclip.training.selection_record import read_epoch, recorded_epochs
 
     groups = []
     for epoch, files in recorded_epochs(record):

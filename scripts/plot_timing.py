@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from open_clip_dissect.openclip import record
+from open_clip_dissect.openclip.training import selection_record as record
 
 
 def write_records(directory: str, rows: int, epochs: int, world: int, seed: int = 0) -> float:

@@ -53,7 +53,7 @@ def sample_table(data_dir):
 def load_records(record_dir, samples):
     """Every epoch's records joined with ``samples`` (the generator's key is the record key's
     last path component)."""
-    from open_clip_dissect.openclip.record import read_epoch, recorded_epochs
+    from open_clip_dissect.openclip.training.selection_record import read_epoch, recorded_epochs
 
     frames = []
     for epoch, files in recorded_epochs(record_dir):

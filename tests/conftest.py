@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from open_clip_dissect import synthetic
-from open_clip_dissect.openclip.configs import register_model_configs
+from open_clip_dissect.openclip.models.configs import register_model_configs
 
 register_model_configs()  # in-process tests build the tiny models (the entry points do this themselves)
 

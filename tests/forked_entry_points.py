@@ -21,7 +21,7 @@ PRELOAD = (
     "open_clip_train.main",
     "pandas",
     "webdataset",
-    "open_clip_dissect.openclip.main",
+    "open_clip_dissect.openclip.launch.main",
     "open_clip_dissect.cli",
 )
 

@@ -551,7 +551,7 @@ def test_a_bug_still_gives_a_traceback(monkeypatch):
     import open_clip_train.main as upstream_main
 
     from open_clip_dissect import cli
-    from open_clip_dissect.openclip import main as train_main
+    from open_clip_dissect.openclip.launch import main as train_main
 
     def bug(*args):
         raise KeyError("a bug")
@@ -609,7 +609,7 @@ def test_unreadable_shards_give_an_epoch_without_samples(selection, entry_points
 def test_a_failed_run_with_a_checkpoint_is_left_for_resume(tmp_path):
     from types import SimpleNamespace
 
-    from open_clip_dissect.openclip.run_attempt import set_failed_attempt_aside
+    from open_clip_dissect.openclip.launch.run_attempt import set_failed_attempt_aside
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -10,7 +10,7 @@ from open_clip.loss import ClipLoss
 from open_clip_dissect.core import strategies as S
 from open_clip_dissect.core.early_learning import EpochSignals
 from open_clip_dissect.core.selector import Selector
-from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
+from open_clip_dissect.openclip.training.weighted_loss import LossWeights, WeightedClipLoss
 
 
 def _g(seed=0):
@@ -261,7 +261,7 @@ def test_strategy_state_travels_with_the_selector_state():
     restored.load_state_dict(selector.state_dict())
     assert restored.strategy.cycle_start == 2 and restored.strategy.last_loss == pytest.approx(2.0)
     with pytest.raises(ValueError, match="--selection-scope local"):
-        from open_clip_dissect.dist.communicator import Communicator
-        from open_clip_dissect.dist.exchange import RankExchange
+        from open_clip_dissect.distributed.communicator import Communicator
+        from open_clip_dissect.distributed.exchange import RankExchange
 
         Selector(S.create_strategy("infobatch"), ratio=0.5, exchange=RankExchange(Communicator(0, 2)))

@@ -13,8 +13,12 @@ from conftest import TINY, TINY_TRAIN_FLAGS, read_jsonl, run_module
 
 from open_clip_dissect import cli, synthetic
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import benchmark_eval
-from open_clip_dissect.openclip.retrieval import embed_retrieval_data, evaluate_retrieval, iter_retrieval_data
+from open_clip_dissect.openclip.evaluation import benchmark_eval
+from open_clip_dissect.openclip.evaluation.retrieval import (
+    embed_retrieval_data,
+    evaluate_retrieval,
+    iter_retrieval_data,
+)
 
 pytest.importorskip("clip_benchmark", reason="needs the eval extra: pip install 'open_clip_dissect[eval]'")
 
@@ -136,7 +140,7 @@ def min_margin(images, texts, text_image):
 
 
 def benchmark_eval_model(checkpoint):
-    from open_clip_dissect.openclip.frozen import load_frozen_model
+    from open_clip_dissect.openclip.models.frozen import load_frozen_model
 
     return load_frozen_model(TINY, checkpoint)
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import benchmark_eval
+from open_clip_dissect.openclip.evaluation import benchmark_eval
 
 
 def test_without_the_extra_the_error_names_it(monkeypatch):

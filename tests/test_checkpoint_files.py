@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import TINY_TRAIN_FLAGS, run_module
 
-from open_clip_dissect.openclip import checkpoint_files
-from open_clip_dissect.openclip.main import patched_open_clip_train
-from open_clip_dissect.openclip.state_files import save_state, state_path
+from open_clip_dissect.openclip.launch.main import patched_open_clip_train
+from open_clip_dissect.openclip.state import checkpoint_files
+from open_clip_dissect.openclip.state.state_files import save_state, state_path
 
 
 def _checkpoint(path, epoch):

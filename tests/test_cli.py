@@ -9,8 +9,8 @@ import pytest
 from conftest import run_module
 
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import params
-from open_clip_dissect.openclip.main import patched_open_clip_train
+from open_clip_dissect.openclip.launch import params
+from open_clip_dissect.openclip.launch.main import patched_open_clip_train
 
 
 def test_our_flags_and_openclip_flags_parse_together():
@@ -73,7 +73,7 @@ def test_the_default_auto_signal_watches_val_data_never_a_reported_split(tmp_pat
     ],
 )
 def test_candidates_per_step(argv, candidates):
-    from open_clip_dissect.openclip.train import candidates_per_step
+    from open_clip_dissect.openclip.training.train import candidates_per_step
 
     assert candidates_per_step(params.parse_args(["--batch-size", "64"] + argv)) == candidates
 
@@ -128,7 +128,7 @@ def test_import_patches_nothing():
         "import open_clip_dissect, open_clip_dissect.main, open_clip, torch.utils.data as tud;"
         "assert (m.train_one_epoch, m.get_data, m.parse_args, d.CsvDataset) == before;"
         "assert 'dissect-vit-tiny' not in open_clip.list_models();"  # the entry points register it
-        "from open_clip_dissect.openclip.configs import register_model_configs as r; r(); r();"
+        "from open_clip_dissect.openclip.models.configs import register_model_configs as r; r(); r();"
         "assert 'dissect-vit-tiny' in open_clip.list_models() and 'RN50' in open_clip.list_models()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -138,7 +138,7 @@ def test_core_imports_no_openclip():
     code = (
         "import sys, open_clip_dissect.core, open_clip_dissect.core.selector, "
         "open_clip_dissect.core.strategies, open_clip_dissect.core.history, open_clip_dissect.core.audit, "
-        "open_clip_dissect.core.keyset, open_clip_dissect.core.epoch_record, open_clip_dissect.core.oracle_scores;"
+        "open_clip_dissect.core.keyset, open_clip_dissect.core.epoch_decisions, open_clip_dissect.core.oracle_scores;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('open_clip', 'open_clip_train', 'pandas', 'matplotlib'));"
         "assert not bad, bad"
     )
@@ -161,18 +161,6 @@ def test_help_lists_both_groups():
     ):
         assert flag in result.stdout
     assert "open_clip_dissect:" in result.stdout and "(default: none)" in result.stdout
-
-
-def test_every_listed_upstream_name_exists():
-    import importlib
-    from importlib.metadata import version
-
-    from open_clip_dissect.openclip import upstream
-
-    assert version("open_clip_torch") == upstream.UPSTREAM_VERSION
-    for name in [*upstream.PATCHED, *upstream.MIRRORED]:
-        module, attr = name.rsplit(".", 1)
-        assert hasattr(importlib.import_module(module), attr), name
 
 
 def test_a_flag_the_settings_ignore_is_named_in_a_warning(caplog):
@@ -210,7 +198,7 @@ def test_a_flag_the_settings_ignore_is_named_in_a_warning(caplog):
 def test_the_table_reads_an_epoch_latest_evaluation(tmp_path):
     import json
 
-    from open_clip_dissect.openclip.benchmark_table import run_results
+    from open_clip_dissect.openclip.evaluation.benchmark_table import run_results
 
     checkpoints = tmp_path / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)

@@ -15,8 +15,9 @@ import torch.multiprocessing as mp
 from collective_audit import NCCL_DTYPES, CollectiveAudit
 
 from open_clip_dissect.core.history import hash_keys
-from open_clip_dissect.core.selector import OracleFeatures, Selector
+from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.core.strategies import Strategy, create_strategy, list_strategies, strategy_class
+from open_clip_dissect.core.types import OracleFeatures
 
 N, D, RATIO, K = 8, 4, 0.5, 4  # candidates per rank, embedding width, ratio, k
 IMAGE, TEXT = (3, 16, 16), 6  # per-sample image shape (float32), text tokens (int64)
@@ -79,14 +80,14 @@ def _init(rank, world, init_file, timeout=60):
         world_size=world,
         timeout=datetime.timedelta(seconds=timeout),
     )
-    from open_clip_dissect.dist.communicator import Communicator
+    from open_clip_dissect.distributed.communicator import Communicator
 
     return Communicator(rank, world)
 
 
 def _selector(name, scope, comm, seed=0):
-    from open_clip_dissect.dist.exchange import RankExchange
-    from open_clip_dissect.dist.sharded_history import ShardedHistoryStore
+    from open_clip_dissect.distributed.exchange import RankExchange
+    from open_clip_dissect.distributed.sharded_history import ShardedHistoryStore
 
     return Selector(
         create_strategy(name, **OPTIONS.get(name, {})),
@@ -205,7 +206,7 @@ def test_the_samples_that_move_are_only_those_a_rank_lacks(audited):
 
 
 def test_moves_fill_what_each_rank_lacks_from_the_surplus_in_rank_order():
-    from open_clip_dissect.dist.exchange import moves
+    from open_clip_dissect.distributed.exchange import moves
 
     assert moves([6, 1, 4, 1], 3) == [[0, 2, 0, 1], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
     assert moves([3, 3], 3) == [[0, 0], [0, 0]]
@@ -213,7 +214,7 @@ def test_moves_fill_what_each_rank_lacks_from_the_surplus_in_rank_order():
 
 
 def test_sample_rows_round_trip_any_dtypes():
-    from open_clip_dissect.dist.exchange import as_rows, from_rows
+    from open_clip_dissect.distributed.exchange import as_rows, from_rows
 
     images = torch.randn(5, 3, 2, 2).to(torch.bfloat16)
     texts = torch.randint(0, 50000, (5, 7))

@@ -91,7 +91,7 @@ def test_embed_score_filter_train(oracle, tiny_data, tmp_path):
 
     # forgetting joins a run's selection records by key (here: two hand-written epochs in which
     # every second sample falls from above to below the median)
-    from open_clip_dissect.openclip.record import write_epoch
+    from open_clip_dissect.openclip.training.selection_record import write_epoch
 
     up = torch.arange(512.0)
     down = torch.where(torch.arange(512) % 2 == 0, -up, up)
@@ -220,7 +220,7 @@ def test_online_oracle_clipscore_keeps_a_cleaner_set(oracle, tiny_data, tmp_path
 
 
 def test_forgetting_events_by_hand(tmp_path):
-    from open_clip_dissect.openclip.record import write_epoch
+    from open_clip_dissect.openclip.training.selection_record import write_epoch
 
     keys = ["a", "b", "c", "d"]
     # epoch medians are 5.5: learned = curr >= 5.5

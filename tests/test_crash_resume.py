@@ -15,8 +15,8 @@ import torch
 from conftest import TINY_TRAIN_FLAGS, run_module
 
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import state_files
-from open_clip_dissect.openclip.crash_points import VARIABLE
+from open_clip_dissect.openclip.launch.crash_points import VARIABLE
+from open_clip_dissect.openclip.state import state_files
 
 
 def _flags(data, logs, name, records):
@@ -156,7 +156,7 @@ def test_a_truncated_or_foreign_state_file_is_named(tmp_path):
 
 
 def test_the_fingerprint_covers_what_decides_and_not_what_is_ignored(caplog):
-    from open_clip_dissect.openclip import params
+    from open_clip_dissect.openclip.launch import params
 
     def fingerprint(*argv):
         args = params.parse_args(["--selection", *argv])

@@ -149,8 +149,8 @@ def test_rebalance_deals_k_samples_to_every_rank(tmp_path):
 def _rebalance_worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
 
-    from open_clip_dissect.dist.communicator import Communicator
-    from open_clip_dissect.dist.exchange import RankExchange
+    from open_clip_dissect.distributed.communicator import Communicator
+    from open_clip_dissect.distributed.exchange import RankExchange
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -228,7 +228,7 @@ def _weighted_loss_inputs():
 def _weighted_loss_worker(rank, world, init_file, out_dir, local):
     import torch.distributed as dist
 
-    from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
+    from open_clip_dissect.openclip.training.weighted_loss import LossWeights, WeightedClipLoss
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

@@ -9,8 +9,9 @@ import torch
 from fake_cuda import FakeCuda
 
 from open_clip_dissect.core.history import HistoryStore, _merge_sorted, hash_keys
-from open_clip_dissect.core.selector import OracleFeatures, Selector
+from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.core.strategies import BatchScores, History, create_strategy, list_strategies, strategy_class
+from open_clip_dissect.core.types import OracleFeatures
 
 B, D = 16, 8
 KEYS = [f"/shard/{i:04d}" for i in range(B)]

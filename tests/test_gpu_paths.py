@@ -11,15 +11,16 @@ import torch
 from conftest import TINY
 
 from open_clip_dissect.core import strategies
-from open_clip_dissect.core.epoch_record import EpochRecord
+from open_clip_dissect.core.epoch_decisions import EpochDecisions
 from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.core.transfer import to_device
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import data, devices, params
-from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader
-from open_clip_dissect.openclip.timing import PhaseTimer
-from open_clip_dissect.openclip.weighted_loss import LossWeights
+from open_clip_dissect.openclip.launch import devices, params
+from open_clip_dissect.openclip.pipeline import keyed_data as data
+from open_clip_dissect.openclip.training.selecting_loader import LoaderConfig, SelectingLoader
+from open_clip_dissect.openclip.training.timing import PhaseTimer
+from open_clip_dissect.openclip.training.weighted_loss import LossWeights
 
 CUDA = pytest.param("cuda", marks=pytest.mark.cuda)
 
@@ -54,7 +55,7 @@ def test_the_candidate_batch_is_released_before_the_training_step(selection, dev
         model,
         LoaderConfig(selection=selection, candidates=8, device=device),
         0,
-        EpochRecord(),
+        EpochDecisions(),
         loss_weights=LossWeights() if strategy.variable_kept else None,
     )
     scored = []  # weak references to what the scoring pass saw and made
@@ -138,7 +139,7 @@ class FakeEvent:
 
 def test_phase_timer_on_the_cpu_adds_wall_clock_intervals(monkeypatch):
     clock = iter([1.0, 3.0, 3.5, 10.0, 12.0])
-    monkeypatch.setattr("open_clip_dissect.openclip.timing.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("open_clip_dissect.openclip.training.timing.time.perf_counter", lambda: next(clock))
     timer = PhaseTimer("cpu")
     timer.start("scoring")
     timer.start("training")  # ends scoring: 2 s
@@ -178,7 +179,7 @@ def test_the_loader_times_phases_with_events_on_a_gpu(monkeypatch):
         model,
         LoaderConfig(selection="random", candidates=8, device="cuda:0"),
         0,
-        EpochRecord(),
+        EpochDecisions(),
     )
     loader.timer.start("scoring")
     assert len(FakeEvent.made) == 1 and loader.time_scoring == 0.0
@@ -255,9 +256,9 @@ def test_the_progress_line_counts_this_ranks_candidates(caplog):
         model,
         LoaderConfig(selection="random", candidates=8, world_size=4, log_every_n_steps=1),
         0,
-        EpochRecord(),
+        EpochDecisions(),
     )
-    with caplog.at_level("INFO", logger="open_clip_dissect.openclip.loader"):
+    with caplog.at_level("INFO", logger="open_clip_dissect.openclip.training.selecting_loader"):
         for _ in loader:
             pass
     lines = [r.getMessage() for r in caplog.records if "candidates so far" in r.getMessage()]

@@ -12,7 +12,7 @@ from conftest import TINY_TRAIN_FLAGS, read_jsonl
 from open_clip_dissect.core.audit import audit
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.offline.coreset import forgetting_scores
-from open_clip_dissect.openclip import record as record_lib
+from open_clip_dissect.openclip.training import selection_record as record_lib
 
 WORLD = 3
 
@@ -35,7 +35,7 @@ def _audit_worker(rank, world, init_file, out_dir):
 
     import torch.distributed as dist
 
-    from open_clip_dissect.dist.communicator import Communicator
+    from open_clip_dissect.distributed.communicator import Communicator
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from open_clip_dissect.openclip import record as record_lib
+from open_clip_dissect.openclip.training import selection_record as record_lib
 
 
 def _columns(n, epoch, seed=0):

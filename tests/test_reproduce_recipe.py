@@ -9,7 +9,7 @@ from conftest import REPO
 from test_launch_scripts import RECORDER, SCONTROL
 
 from open_clip_dissect import cli, synthetic
-from open_clip_dissect.openclip import params
+from open_clip_dissect.openclip.launch import params
 
 TABLE1 = os.path.join(REPO, "scripts", "reproduce", "cc3m_table1.sbatch")
 EVAL = os.path.join(REPO, "scripts", "reproduce", "cc3m_eval.sh")

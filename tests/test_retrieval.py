@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from open_clip_dissect.openclip.retrieval import retrieval_metrics
+from open_clip_dissect.openclip.evaluation.retrieval import retrieval_metrics
 
 
 def _unit(*rows):

@@ -19,10 +19,12 @@ from conftest import REPO, TINY, TINY_TRAIN_FLAGS, run_module, train_losses
 
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.offline import embeddings
-from open_clip_dissect.openclip import data, params, retrieval
-from open_clip_dissect.openclip import state_files as selection
-from open_clip_dissect.openclip.frozen import load_frozen_model
-from open_clip_dissect.openclip.shard_members import decode_sample
+from open_clip_dissect.openclip.evaluation import retrieval
+from open_clip_dissect.openclip.launch import params
+from open_clip_dissect.openclip.models.frozen import load_frozen_model
+from open_clip_dissect.openclip.pipeline import keyed_data as data
+from open_clip_dissect.openclip.pipeline.shard_members import decode_sample
+from open_clip_dissect.openclip.state import state_files as selection
 
 EXTRA_MEMBERS = ("pyd", "pkl", "pickle", "pth", "npy")
 

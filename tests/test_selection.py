@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from open_clip_dissect.core import strategies
-from open_clip_dissect.core.epoch_record import EpochRecord
+from open_clip_dissect.core.epoch_decisions import EpochDecisions
 from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader
-from open_clip_dissect.openclip.state_files import restore_selector, save_state, state_files, state_path
+from open_clip_dissect.openclip.state.state_files import restore_selector, save_state, state_files, state_path
+from open_clip_dissect.openclip.training.selecting_loader import LoaderConfig, SelectingLoader
 
 
 class ListLoader(list):
@@ -44,7 +44,7 @@ def test_scoring_pass_leaves_batchnorm_statistics_and_mode_alone(mode):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     selector = Selector(strategies.create_strategy("dissect-mome"), ratio=0.5)
     loader = SelectingLoader(
-        _batches(), selector, model, _config(scoring_mode=mode), epoch=0, record=EpochRecord(keep_keys=True)
+        _batches(), selector, model, _config(scoring_mode=mode), epoch=0, record=EpochDecisions(keep_keys=True)
     )
     out = list(loader)
     assert [len(images) for images, _ in out] == [4, 4] and loader.num_samples == 8
@@ -84,7 +84,7 @@ def test_train_scoring_mode_normalises_with_the_batch_statistics():
 def test_fixed_mode_trains_the_asked_batch_size():
     model = open_clip.create_model("dissect-vit-tiny", output_dict=True)
     selector = Selector(strategies.create_strategy("clipscore"), ratio=0.5, batch_mode="fixed", train_batch_size=4)
-    loader = SelectingLoader(_batches(size=8), selector, model, _config(), 0, EpochRecord())
+    loader = SelectingLoader(_batches(size=8), selector, model, _config(), 0, EpochDecisions())
     assert [len(images) for images, _ in loader] == [4, 4]
 
 
@@ -104,7 +104,7 @@ class NaNModel(torch.nn.Module):
 
 def test_nan_score_fails_with_step_and_key():
     selector = Selector(strategies.create_strategy("clipscore"), ratio=0.5)
-    loader = SelectingLoader(_batches(), selector, NaNModel(), _config(selection="clipscore"), 0, EpochRecord())
+    loader = SelectingLoader(_batches(), selector, NaNModel(), _config(selection="clipscore"), 0, EpochDecisions())
     with pytest.raises(FloatingPointError, match=r"sample s0-3 \(step 0, batch 0\)"):
         list(loader)
 

@@ -10,8 +10,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from open_clip_dissect.core.history import HistoryStore, hash_keys
-from open_clip_dissect.dist.communicator import Communicator
-from open_clip_dissect.dist.sharded_history import ShardedHistoryStore, rank_file, saved_rank_files
+from open_clip_dissect.distributed.communicator import Communicator
+from open_clip_dissect.distributed.sharded_history import ShardedHistoryStore, rank_file, saved_rank_files
 from open_clip_dissect.errors import InputError
 
 UNIVERSE = [f"/data/{i % 5:05d}.tar/{i:07d}" for i in range(2000)]

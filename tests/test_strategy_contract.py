@@ -6,8 +6,9 @@ registering it; nothing else to add."""
 import pytest
 import torch
 
-from open_clip_dissect.core.selector import OracleFeatures, Selector
+from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.core.strategies import RUN_EPOCHS, create_strategy, list_strategies, num_kept, strategy_class
+from open_clip_dissect.core.types import OracleFeatures
 
 B, D = 16, 8
 KEYS = [f"/shard/{i:04d}" for i in range(B)]
@@ -105,7 +106,7 @@ def test_a_new_strategy_needs_only_its_class(monkeypatch):
     from open_clip_dissect.core.strategies import Option, Strategy, registry
     from open_clip_dissect.core.strategies.registry import in_range
     from open_clip_dissect.errors import InputError
-    from open_clip_dissect.openclip import params
+    from open_clip_dissect.openclip.launch import params
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # undone after the test
 

@@ -14,7 +14,7 @@ from conftest import train_losses as _losses
 def run_stock_openclip(args):
     """Stock ``open_clip_train.main``; importing open_clip_dissect only registers the tiny config."""
     code = (
-        "import sys; from open_clip_dissect.openclip.configs import register_model_configs; "
+        "import sys; from open_clip_dissect.openclip.models.configs import register_model_configs; "
         "register_model_configs(); from open_clip_train.main import main; "
         "sys.exit(main(sys.argv[1:]) == -1)"
     )

@@ -4,14 +4,17 @@ Layers, by what each may import:
 
 - ``core``: strategies, the history store, the ``Selector`` engine, the audit, key sets
   (torch and numpy only; usable from any training loop);
-- ``dist``: several processes (the sharded history store and the rank exchange);
-- ``openclip``: the OpenCLIP adapter (entry point, flags, scoped patching, keyed data, the
-  selecting loader, weighted loss, fork support, state files, evaluation);
+- ``distributed``: several processes (the communicator, the sharded history store and the
+  exchange of kept samples between ranks);
+- ``openclip``: the OpenCLIP adapter, in five parts: ``launch`` (entry point, flags, scoped
+  patching, devices, fork support), ``training`` (the selecting loader and the training step's
+  hooks), ``pipeline`` (keyed data), ``state`` (selection state and checkpoints) and
+  ``evaluation`` (retrieval, CLIP_benchmark); ``models`` holds the tiny configs and frozen models;
 - ``offline``: embeddings, oracle scores and keep-lists.
 
 Importing the package does nothing else: OpenCLIP is patched only inside
 ``python -m open_clip_dissect.main``, and the tiny model configs are registered by the entry
-points (``openclip.configs.register_model_configs``).
+points (``openclip.models.configs.register_model_configs``).
 """
 
 __version__ = "0.1.0"

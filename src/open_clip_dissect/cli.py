@@ -13,8 +13,8 @@ import sys
 
 from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip.configs import register_model_configs
-from open_clip_dissect.openclip.frozen import ALLOW_PICKLE_FLAG
+from open_clip_dissect.openclip.models.configs import register_model_configs
+from open_clip_dissect.openclip.models.frozen import ALLOW_PICKLE_FLAG
 
 ALLOW_PICKLE_HELP = (
     "Load --checkpoint with full unpickling, for legacy checkpoints that store Python "
@@ -310,7 +310,7 @@ def summary(argv) -> int:
     if missing:
         raise InputError(missing[0], "no such run folder (give <--logs>/<--name> of a training run)")
     if args.table:
-        from open_clip_dissect.openclip.benchmark_table import table1
+        from open_clip_dissect.openclip.evaluation.benchmark_table import table1
 
         print(table1(args.run_dirs))
         return 0
@@ -354,7 +354,7 @@ def summary(argv) -> int:
 
 
 def eval_parser() -> argparse.ArgumentParser:
-    from open_clip_dissect.openclip.benchmark_eval import BENCHMARKS, EXTRA
+    from open_clip_dissect.openclip.evaluation.benchmark_eval import BENCHMARKS, EXTRA
 
     p = argparse.ArgumentParser(
         prog="open-clip-dissect eval",
@@ -445,15 +445,15 @@ def evaluate(argv) -> int:
     import torch
     from open_clip_train.precision import get_autocast
 
-    from open_clip_dissect.openclip.benchmark_eval import (
+    from open_clip_dissect.openclip.evaluation.benchmark_eval import (
         check_benchmark_files,
         evaluate_benchmark,
         require_clip_benchmark,
     )
-    from open_clip_dissect.openclip.data import check_data_source
-    from open_clip_dissect.openclip.frozen import load_frozen_model
-    from open_clip_dissect.openclip.retrieval import evaluate_retrieval
-    from open_clip_dissect.openclip.run_attempt import check_model_name
+    from open_clip_dissect.openclip.evaluation.retrieval import evaluate_retrieval
+    from open_clip_dissect.openclip.launch.run_attempt import check_model_name
+    from open_clip_dissect.openclip.models.frozen import load_frozen_model
+    from open_clip_dissect.openclip.pipeline.keyed_data import check_data_source
 
     # Before the model loads: a missing extra or file is reported at once.
     check_model_name(args.model)
@@ -683,7 +683,7 @@ def filter_command(argv) -> int:
 
 
 def train(argv) -> int:
-    from open_clip_dissect.openclip.main import main as train_main
+    from open_clip_dissect.openclip.launch.main import main as train_main
 
     return train_main(argv)
 

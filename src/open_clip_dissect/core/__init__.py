@@ -7,7 +7,7 @@ beyond key lists. Any training loop uses it through one call::
 
 from open_clip_dissect.core.history import HistoryStore, hash_keys
 from open_clip_dissect.core.scorer import Features, Scorer
-from open_clip_dissect.core.selector import OracleFeatures, Selector
+from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.core.strategies import (
     BatchScores,
     Decision,
@@ -17,6 +17,7 @@ from open_clip_dissect.core.strategies import (
     list_strategies,
     register,
 )
+from open_clip_dissect.core.types import OracleFeatures
 
 __all__ = [
     "BatchScores",

@@ -6,7 +6,7 @@ from typing import Dict, Optional
 import torch
 
 from open_clip_dissect.core.keyset import KeySet
-from open_clip_dissect.core.selector import SingleProcess
+from open_clip_dissect.core.types import SingleProcess
 
 
 def auroc(score: torch.Tensor, positive: torch.Tensor, comm: Optional[SingleProcess] = None) -> float:

@@ -131,7 +131,7 @@ class HistoryStore:
         None). Unknown keys are inserted (score 0 where masked out). A key repeated within the
         batch keeps its first row.
 
-        ``header``/``check``: the surface of ``dist.ShardedHistoryStore``, where a few numbers of
+        ``header``/``check``: the surface of ``distributed.ShardedHistoryStore``, where a few numbers of
         every rank travel with the update; here the one process's ``header[None]`` is passed to
         ``check`` (which may raise) before anything is written, and returned. ``score`` None:
         nothing is written.

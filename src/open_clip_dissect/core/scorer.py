@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from open_clip_dissect.core.selector import OracleFeatures
+from open_clip_dissect.core.types import OracleFeatures
 from open_clip_dissect.errors import InputError
 
 SCORING_MODES = ("eval", "train")

@@ -14,7 +14,6 @@ explicitly, e.g. before saving state). Over each epoch it sums, on the device, w
 held-out retrieval score measured after the epoch is handed in with ``set_retrieval``.
 """
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Optional, Sequence, Union
 
@@ -24,6 +23,7 @@ from open_clip_dissect.core import strategies
 from open_clip_dissect.core.early_learning import EpochSignals
 from open_clip_dissect.core.history import HistoryStore, hash_keys
 from open_clip_dissect.core.transfer import to_device
+from open_clip_dissect.core.types import OracleFeatures, SingleProcess
 from open_clip_dissect.errors import InputError
 
 BATCH_MODES = ("shrink", "fixed")
@@ -50,43 +50,6 @@ def as_hashes(keys: Union[Sequence[str], torch.Tensor]) -> torch.Tensor:
     return hash_keys(list(keys))
 
 
-class SingleProcess:
-    """The communicator of one process: every reduction is the identity. ``dist.Communicator``
-    has the same surface for several processes."""
-
-    rank = 0
-    world_size = 1
-    device = torch.device("cpu")  # where the collectives run
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``[world, *shape]``: the equal-shaped ``tensor`` of every rank, in rank order."""
-        return tensor.unsqueeze(0)
-
-    def all_gather_padded(self, values: torch.Tensor, size: int) -> torch.Tensor:
-        """``[world, size]`` on the CPU: every rank's 1-d ``values`` zero-padded to ``size``."""
-        padded = torch.zeros(size, dtype=values.dtype, device=self.device)
-        padded[: len(values)] = values.to(self.device)
-        return self.all_gather(padded).cpu()
-
-    def all_gather_host(self, values: torch.Tensor) -> torch.Tensor:
-        return values.cpu().unsqueeze(0)
-
-    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        return values
-
-    def all_reduce_max(self, value: int) -> int:
-        return value
-
-    def gather(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
-        return tensor.unsqueeze(0)
-
-    def scatter(self, parts: torch.Tensor, shape, dtype, device, root: int = 0) -> torch.Tensor:
-        return parts[0]
-
-    def broadcast_text(self, text: Optional[str], src: int) -> str:
-        return text or ""
-
-
 def first_nan(curr: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
     """``[1]`` float64 on the device, no host sync: 1 + the index of the first sample whose
     CLIPScore is NaN, else of the first whose ranking score is NaN; 0 when there is none. (A
@@ -103,22 +66,12 @@ def first_nan(curr: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
 DECISION_COLUMNS = 4  # global scope: rank, hist, new history, flags (1: kept, 2: store) per sample
 
 
-@dataclass
-class OracleFeatures:
-    """A frozen oracle's embeddings of the same candidate batch (``clipscore-oracle``,
-    ``learnability``); ``logit_scale`` is needed by the strategies that read losses."""
-
-    image: torch.Tensor
-    text: torch.Tensor
-    logit_scale: Optional[torch.Tensor] = None
-
-
 class Selector:
     """Strategy + history + RNG: ranks one candidate batch and updates the history.
 
     ``batch_mode``: ``shrink`` keeps ``round(ratio x candidates)``; ``fixed`` keeps
     ``train_batch_size`` of each batch. ``store``: the history (a ``HistoryStore``, or the
-    ``dist.ShardedHistoryStore`` of several processes); ``comm``: the reductions across processes;
+    ``distributed.ShardedHistoryStore`` of several processes); ``comm``: the reductions across processes;
     ``exchange``: global scope, where rank 0 ranks the gathered global batch, keeps ``k x world``
     samples and sends every rank its part of that one decision.
     """

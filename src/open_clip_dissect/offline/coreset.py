@@ -97,7 +97,7 @@ def forgetting_scores(record_dir: str) -> pd.DataFrame:
     ``curr`` of that epoch's scored samples (a relative threshold: CLIPScores drift as a whole);
     a forgetting event is a visit at which it is not learned right after one at which it was.
     Columns: ``key``, ``forgetting`` (the count)."""
-    from open_clip_dissect.openclip.record import read_epoch, recorded_epochs
+    from open_clip_dissect.openclip.training.selection_record import read_epoch, recorded_epochs
 
     epochs = recorded_epochs(record_dir)
     if not epochs:

@@ -7,6 +7,7 @@ as ``part-NNNNN.image.npy``, ``part-NNNNN.text.npy`` (float32, L2-normalised) an
 done). A re-run skips the parts already in the index, so an interrupted run resumes.
 """
 
+import functools
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import torch
 
 from open_clip_dissect.atomic import atomic_output
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip.frozen import load_frozen_model
+from open_clip_dissect.openclip.models.frozen import load_frozen_model
 
 log = logging.getLogger(__name__)
 INDEX = "index.json"
@@ -38,26 +39,27 @@ def _wds_part(url, preprocess, tokenizer, batch_size, workers, sample_key):
     """Batches ``(images, texts, keys, uids, noisy)`` of one shard, in shard order."""
     import webdataset as wds
 
-    from open_clip_dissect.openclip import data
-
-    def uid_of(sample):
-        meta = sample.get("json")
-        sample["uid"] = str(meta.get("uid", "")) if isinstance(meta, dict) else ""
-        return sample
+    from open_clip_dissect.openclip.pipeline import keyed_data as data
 
     pipeline = wds.DataPipeline(
         wds.SimpleShardList([url]),
         data.tarfile_to_samples_nothrow,
         data.drop_incomplete_samples,
         data.decode_or_skip,
-        data.attach_key_and_label(sample_key),
-        wds.map(uid_of),
+        functools.partial(data.attach_key_and_label, mode=sample_key),
+        wds.map(_uid_of),
         wds.rename(image="jpg;png;jpeg;webp", text="txt"),
-        wds.map_dict(image=preprocess, text=lambda text: tokenizer(text)[0]),
+        wds.map_dict(image=preprocess, text=functools.partial(data.first_row, tokenizer)),
         wds.to_tuple("image", "text", "key", "uid", "noisy"),
         wds.batched(batch_size, partial=True, collation_fn=_collate),
     )
     return wds.WebLoader(pipeline, batch_size=None, num_workers=min(workers, 1))
+
+
+def _uid_of(sample):
+    meta = sample.get("json")
+    sample["uid"] = str(meta.get("uid", "")) if isinstance(meta, dict) else ""
+    return sample
 
 
 def _collate(samples):
@@ -79,7 +81,7 @@ class _CsvRows(torch.utils.data.Dataset):
         row = self.frame.iloc[i]
         with Image.open(row[self.img_key]) as image:
             pixels = self.preprocess(image.convert("RGB"))
-        from open_clip_dissect.openclip.data import noisy_flag
+        from open_clip_dissect.openclip.pipeline.keyed_data import noisy_flag
 
         return (
             pixels,
@@ -119,8 +121,8 @@ def embed(
     from open_clip_train.precision import get_autocast
     from tqdm import tqdm
 
-    from open_clip_dissect.openclip.data import check_data_source, expand_shard_urls, is_csv_path
-    from open_clip_dissect.openclip.run_attempt import check_model_name
+    from open_clip_dissect.openclip.launch.run_attempt import check_model_name
+    from open_clip_dissect.openclip.pipeline.keyed_data import check_data_source, expand_shard_urls, is_csv_path
 
     # Everything the flags name is checked before the output folder is made.
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):

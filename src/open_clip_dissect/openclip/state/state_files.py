@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import torch
 
 from open_clip_dissect.atomic import atomic_output
-from open_clip_dissect.dist.sharded_history import rank_file, saved_rank_files
+from open_clip_dissect.distributed.sharded_history import rank_file, saved_rank_files
 from open_clip_dissect.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,13 @@ the ranks that kept fewer, in rank order. One ``all_to_all`` with split sizes ca
 and text bytes side by side in one row; a rank receives at most ``k`` samples, whatever the world
 size, and nothing moves (no collective) when every rank kept exactly ``k``.
 """
+
 import math
 from typing import List, Optional
 
 import torch
 
-from open_clip_dissect.dist.communicator import Communicator
+from open_clip_dissect.distributed.communicator import Communicator
 
 
 def moves(counts: List[int], k: int) -> List[List[int]]:

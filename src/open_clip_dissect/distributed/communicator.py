@@ -7,22 +7,22 @@ the step's few agreed numbers). Over NCCL every host tensor would cost a copy to
 back, each a stall of the GPU pipeline; so beside an NCCL group the host group is a gloo group of
 the same ranks. With gloo both are the same group.
 """
+
 from typing import List, Optional
 
 import torch
 import torch.distributed as dist
 
-from open_clip_dissect.core.selector import SingleProcess
+from open_clip_dissect.core.types import SingleProcess
 
 TEXT_BYTES = 1024  # the longest message text ``broadcast_text`` carries (a sample key)
 
 
 class Communicator(SingleProcess):
     """Collectives over ``group``; with one process every call is the identity and nothing is
-    sent (``core.selector.SingleProcess`` is this class's one-process surface)."""
+    sent (``core.types.SingleProcess`` is this class's one-process surface)."""
 
-    def __init__(self, rank: int = 0, world_size: int = 1, group=None, device: Optional[str] = "cpu",
-                 host_group=None):
+    def __init__(self, rank: int = 0, world_size: int = 1, group=None, device: Optional[str] = "cpu", host_group=None):
         self.rank, self.world_size, self.group = rank, world_size, group
         self.device = torch.device(device)
         self.host_group = host_group if host_group is not None else self._new_host_group()
@@ -103,12 +103,12 @@ class Communicator(SingleProcess):
             return text or ""
         buffer = torch.zeros(TEXT_BYTES, dtype=torch.uint8)
         if self.rank == src and text:
-            raw = text.encode("utf-8")[:TEXT_BYTES - 2]
+            raw = text.encode("utf-8")[: TEXT_BYTES - 2]
             buffer[:2] = torch.tensor([len(raw) // 256, len(raw) % 256], dtype=torch.uint8)
-            buffer[2:2 + len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+            buffer[2 : 2 + len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         dist.broadcast(buffer, src=src, group=self.host_group)
         size = int(buffer[0]) * 256 + int(buffer[1])
-        return bytes(buffer[2:2 + size].tolist()).decode("utf-8", errors="replace")
+        return bytes(buffer[2 : 2 + size].tolist()).decode("utf-8", errors="replace")
 
     def _group_of(self, tensor: torch.Tensor):
         return self.host_group if tensor.device.type == "cpu" else self.group

@@ -1,9 +1,12 @@
 """The training-loop adapter: OpenCLIP's ``train_one_epoch`` fed from a key-carrying loader.
 
 Upstream's loop unpacks ``images, texts = batch``; our loaders yield ``(images, texts, keys,
-noisy)``. ``TrainingSession.train_one_epoch`` hands upstream a view of the loader that yields
-what it expects: with ``--selection none`` every batch as is (so every step is OpenCLIP's own),
-otherwise the kept part of every candidate batch (``selection.SelectingLoader``).
+hashes, noisy)`` (``pipeline.keyed_data``). ``TrainingSession`` builds the selector, history
+store and exchange for the run, and its ``train_one_epoch`` hands upstream a view of the loader
+that yields what upstream expects: with ``--selection none`` every batch as is (so every step is
+OpenCLIP's own), otherwise the kept part of every candidate batch
+(``training.selecting_loader.SelectingLoader``). After the epoch it writes the selection state,
+the audit and the records, and feeds the early-learning detector.
 """
 
 import dataclasses
@@ -20,23 +23,21 @@ from open_clip.loss import ClipLoss
 from open_clip_train.precision import get_autocast
 
 from open_clip_dissect.core.audit import NoisyKeyList, audit
-from open_clip_dissect.core.epoch_record import EpochRecord
+from open_clip_dissect.core.epoch_decisions import EpochDecisions
 from open_clip_dissect.core.history import HistoryStore
 from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.core.strategies import create_strategy, strategy_class
-from open_clip_dissect.dist.communicator import Communicator
-from open_clip_dissect.dist.exchange import RankExchange
-from open_clip_dissect.dist.sharded_history import ShardedHistoryStore
+from open_clip_dissect.distributed.communicator import Communicator
+from open_clip_dissect.distributed.exchange import RankExchange
+from open_clip_dissect.distributed.sharded_history import ShardedHistoryStore
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import data as data_lib
-from open_clip_dissect.openclip import params
-from open_clip_dissect.openclip import record as record_lib
-from open_clip_dissect.openclip.benchmark_eval import evaluate_benchmarks
-from open_clip_dissect.openclip.crash_points import kill_if_asked
-from open_clip_dissect.openclip.frozen import load_frozen_model
-from open_clip_dissect.openclip.loader import LoaderConfig, SelectingLoader, report
-from open_clip_dissect.openclip.retrieval import evaluate_retrieval
-from open_clip_dissect.openclip.state_files import (
+from open_clip_dissect.openclip.evaluation.benchmark_eval import evaluate_benchmarks
+from open_clip_dissect.openclip.evaluation.retrieval import evaluate_retrieval
+from open_clip_dissect.openclip.launch import params
+from open_clip_dissect.openclip.launch.crash_points import kill_if_asked
+from open_clip_dissect.openclip.models.frozen import load_frozen_model
+from open_clip_dissect.openclip.pipeline import keyed_data as data_lib
+from open_clip_dissect.openclip.state.state_files import (
     checkpoint_epoch,
     collect_stale_states,
     epoch_state_path,
@@ -45,7 +46,9 @@ from open_clip_dissect.openclip.state_files import (
     save_state,
     state_files,
 )
-from open_clip_dissect.openclip.weighted_loss import LossWeights, WeightedClipLoss
+from open_clip_dissect.openclip.training import selection_record as record_lib
+from open_clip_dissect.openclip.training.selecting_loader import LoaderConfig, SelectingLoader, report
+from open_clip_dissect.openclip.training.weighted_loss import LossWeights, WeightedClipLoss
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class TrainingSession:
         else:
             if self.selector is None:
                 self.selector = self._start(args, epoch)
-            record = EpochRecord(keep_keys=bool(args.selection_record))
+            record = EpochDecisions(keep_keys=bool(args.selection_record))
             if self.selector.strategy.variable_kept:
                 loss = self._weighted(loss, args)
             view = SelectingLoader(

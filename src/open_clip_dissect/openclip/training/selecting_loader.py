@@ -16,13 +16,13 @@ import torch
 
 from open_clip_dissect.core import audit as audit_lib
 from open_clip_dissect.core import strategies
-from open_clip_dissect.core.epoch_record import EpochRecord, nan_stats
+from open_clip_dissect.core.epoch_decisions import EpochDecisions, nan_stats
 from open_clip_dissect.core.scorer import Scorer
 from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.core.transfer import to_device
-from open_clip_dissect.openclip.crash_points import kill_if_asked
-from open_clip_dissect.openclip.timing import PhaseTimer
-from open_clip_dissect.openclip.weighted_loss import LossWeights
+from open_clip_dissect.openclip.launch.crash_points import kill_if_asked
+from open_clip_dissect.openclip.training.timing import PhaseTimer
+from open_clip_dissect.openclip.training.weighted_loss import LossWeights
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LoaderConfig:
 
 class SelectingLoader:
     """The training loader as OpenCLIP's ``train_one_epoch`` sees it: kept ``(images, texts)``.
-    ``loader`` yields ``(images, texts, keys, hashes, noisy)`` (``openclip.data``)."""
+    ``loader`` yields ``(images, texts, keys, hashes, noisy)`` (``openclip.pipeline.keyed_data``)."""
 
     def __init__(
         self,
@@ -75,7 +75,7 @@ class SelectingLoader:
         model,
         config: LoaderConfig,
         epoch: int,
-        record: EpochRecord,
+        record: EpochDecisions,
         tb_writer=None,
         noisy_keys: Optional[audit_lib.NoisyKeyList] = None,
         oracle=None,

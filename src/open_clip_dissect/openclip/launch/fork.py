@@ -10,11 +10,11 @@ import sys
 from typing import TYPE_CHECKING, Optional
 
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import params
-from open_clip_dissect.openclip.configs import register_model_configs
+from open_clip_dissect.openclip.launch import params
+from open_clip_dissect.openclip.models.configs import register_model_configs
 
 if TYPE_CHECKING:
-    from open_clip_dissect.openclip.train import TrainingSession
+    from open_clip_dissect.openclip.training.train import TrainingSession
 
 
 def add_args(parser) -> None:
@@ -44,6 +44,6 @@ def session_for(args) -> Optional["TrainingSession"]:
     ``train_one_epoch`` calls the fork's own ``open_clip_train.train.train_one_epoch``."""
     if not uses_dissect(args):
         return None
-    from open_clip_dissect.openclip.train import TrainingSession
+    from open_clip_dissect.openclip.training.train import TrainingSession
 
     return TrainingSession()

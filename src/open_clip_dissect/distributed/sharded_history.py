@@ -17,14 +17,16 @@ Checkpoints: one file per rank (``<state>.rank<r>-of-<W>``) holding that rank's 
 with another world size reads every file of the saved world and keeps the keys it now owns, so
 per-key state is identical (elastic resume).
 """
+
 import glob
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
+
 from open_clip_dissect.core.history import FIELDS, HistoryStore
-from open_clip_dissect.dist.communicator import Communicator
+from open_clip_dissect.distributed.communicator import Communicator
 from open_clip_dissect.errors import InputError
 
 
@@ -59,6 +61,7 @@ def saved_rank_files(path: str, check: bool = True) -> List[str]:
 class _Route:
     """Where one batch's hashes went: ``order`` sorts the batch by owner; ``send[p]`` rows went
     to rank ``p``, ``recv[q]`` came from rank ``q``; ``received``: the hashes owned here."""
+
     hashes: torch.Tensor
     order: torch.Tensor
     send: List[int]
@@ -115,9 +118,16 @@ class ShardedHistoryStore:
         out[route.order] = back
         return out[:, 0] > 0.5, out[:, 1].float()
 
-    def update(self, hashes: torch.Tensor, score: torch.Tensor, epoch: int,
-               score_mask: torch.Tensor = None, batch_size: int = None, header: torch.Tensor = None,
-               check=None):
+    def update(
+        self,
+        hashes: torch.Tensor,
+        score: torch.Tensor,
+        epoch: int,
+        score_mask: torch.Tensor = None,
+        batch_size: int = None,
+        header: torch.Tensor = None,
+        check=None,
+    ):
         """Write to the owners: right after a ``get`` (of the same hashes), one collective;
         otherwise three (the routing first). ``header``
         (a few float64 numbers, the same count on every rank): sent to every rank with the
@@ -144,7 +154,7 @@ class ShardedHistoryStore:
         extra = 0 if header is None else -(-len(header) // 2)  # header rows before each rank's values
         if extra:
             rows = torch.zeros(2 * extra, dtype=torch.float64)
-            rows[:len(header)] = header
+            rows[: len(header)] = header
             rows = rows.reshape(extra, 2)
             values = torch.cat([part for chunk in torch.split(values, send) for part in (rows, chunk)])
             send, recv = [c + extra for c in send], [c + extra for c in recv]
@@ -152,7 +162,7 @@ class ShardedHistoryStore:
         headers = None
         if extra:
             pieces = torch.split(got, recv)
-            headers = torch.stack([p[:extra].flatten()[:len(header)] for p in pieces])
+            headers = torch.stack([p[:extra].flatten()[: len(header)] for p in pieces])
             got = torch.cat([p[extra:] for p in pieces])
         if check is not None:
             check(headers)
@@ -161,8 +171,13 @@ class ShardedHistoryStore:
         received = route.received if bool(write.all()) else route.received[write]  # host tensors
         got = got if len(received) == len(got) else got[write]
         if len(received):
-            self.local.update(received, got[:, 0].float(), epoch, got[:, 1] > 0.5,
-                              batch_size=batch_size or len(hashes) * self.world_size)
+            self.local.update(
+                received,
+                got[:, 0].float(),
+                epoch,
+                got[:, 1] > 0.5,
+                batch_size=batch_size or len(hashes) * self.world_size,
+            )
         return headers
 
     def mean_score(self) -> Optional[float]:

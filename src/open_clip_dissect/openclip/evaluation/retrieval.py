@@ -103,7 +103,11 @@ def iter_webdataset(
     ``groups`` list (e.g. ``rare``), if any."""
     import webdataset as wds
 
-    from open_clip_dissect.openclip.data import check_local_shards, decode_or_skip, tarfile_to_samples_nothrow
+    from open_clip_dissect.openclip.pipeline.keyed_data import (
+        check_local_shards,
+        decode_or_skip,
+        tarfile_to_samples_nothrow,
+    )
 
     check_local_shards(urls, flag=flag)
     pipeline = wds.DataPipeline(  # only allow-listed members are decoded (shard_members)
@@ -130,7 +134,7 @@ def iter_csv(
     import pandas as pd
     from PIL import Image
 
-    from open_clip_dissect.openclip.data import check_csv_file
+    from open_clip_dissect.openclip.pipeline.keyed_data import check_csv_file
 
     check_csv_file(path, flag, sep, img_key, caption_key)
     frame = pd.read_csv(path, sep=sep)
@@ -145,7 +149,7 @@ def iter_csv(
 
 def iter_retrieval_data(path: str, img_key="filepath", caption_key="title", sep="\t", flag="--retrieval-data"):
     """``flag``: the flag that names ``path``, for error messages."""
-    from open_clip_dissect.openclip.data import expand_shard_urls, is_csv_path
+    from open_clip_dissect.openclip.pipeline.keyed_data import expand_shard_urls, is_csv_path
 
     if is_csv_path(path):
         return iter_csv(path, img_key, caption_key, sep, flag)

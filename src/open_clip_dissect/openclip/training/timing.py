@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
-from open_clip_dissect.openclip.devices import is_cuda
+from open_clip_dissect.openclip.launch.devices import is_cuda
 
 
 class PhaseTimer:

@@ -3,7 +3,7 @@
 OpenCLIP 3.3.0 writes ``epoch_<n>.pt`` in place with ``torch.save``: a job killed during that
 write (preemption, time limit, ``scontrol requeue``) leaves a truncated file, ``--resume latest``
 picks it, and every rank fails to load it, at every later requeue too. During our runs
-(``openclip.main.patched_open_clip_train``) ``open_clip_train.main`` sees instead:
+(``openclip.launch.main.patched_open_clip_train``) ``open_clip_train.main`` sees instead:
 
 - ``torch``: ``AtomicSaveTorch``, whose ``save`` to a path writes a temporary file beside it,
   flushes it to disk and renames it into place (the selection state is written the same way);
@@ -23,9 +23,9 @@ from typing import Callable, Optional
 import torch
 
 from open_clip_dissect.atomic import atomic_output
-from open_clip_dissect.dist.sharded_history import saved_rank_files
+from open_clip_dissect.distributed.sharded_history import saved_rank_files
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip.state_files import state_path
+from open_clip_dissect.openclip.state.state_files import state_path
 
 log = logging.getLogger(__name__)
 

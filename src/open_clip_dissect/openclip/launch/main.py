@@ -21,9 +21,11 @@ import open_clip_train.logger as upstream_logger
 import torch
 
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip import checkpoint_files, devices, params, run_attempt, train
-from open_clip_dissect.openclip.configs import register_model_configs
-from open_clip_dissect.openclip.patching import swapped
+from open_clip_dissect.openclip.launch import devices, params, run_attempt
+from open_clip_dissect.openclip.launch.patching import swapped
+from open_clip_dissect.openclip.models.configs import register_model_configs
+from open_clip_dissect.openclip.state import checkpoint_files
+from open_clip_dissect.openclip.training import train
 
 STARTUP_NOTES = []  # lines for the log, written once OpenCLIP has set logging up
 

@@ -30,7 +30,7 @@ import torch
 
 from open_clip_dissect.core.scorer import unwrap
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip.retrieval import KS, with_r_sum
+from open_clip_dissect.openclip.evaluation.retrieval import KS, with_r_sum
 
 log = logging.getLogger(__name__)
 

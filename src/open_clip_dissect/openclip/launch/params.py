@@ -16,7 +16,7 @@ from open_clip_dissect.core.scorer import SCORING_MODES
 from open_clip_dissect.core.selector import BATCH_MODES, check_clipscore_scale, check_ratio
 from open_clip_dissect.core.strategies import RUN_EPOCHS, all_options, create_strategy, list_strategies, strategy_class
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip.patching import swapped
+from open_clip_dissect.openclip.launch.patching import swapped
 
 SAMPLE_KEY_CHOICES = ("url+key", "key")
 GIVEN = "dissect_given_flags"  # namespace attribute: the flags of our group given on the command line
@@ -306,7 +306,7 @@ def validate_args(args) -> None:
     if args.keep_list is not None and not os.path.exists(args.keep_list):
         raise InputError("--keep-list", f"not found: {args.keep_list}")
     if args.retrieval_benchmark or args.benchmark_root:  # files checked now, not after epoch 1
-        from open_clip_dissect.openclip.benchmark_eval import check_training_args
+        from open_clip_dissect.openclip.evaluation.benchmark_eval import check_training_args
 
         check_training_args(args)
     if args.noisy_keys is not None and not os.path.isfile(args.noisy_keys):

@@ -21,7 +21,9 @@ import sys
 from datetime import datetime
 from typing import Optional
 
-from open_clip_dissect.openclip import checkpoint_files, data, params
+from open_clip_dissect.openclip.launch import params
+from open_clip_dissect.openclip.pipeline import keyed_data as data
+from open_clip_dissect.openclip.state import checkpoint_files
 
 FAILED_PREFIX = "failed-"
 

@@ -7,7 +7,7 @@ import torch
 
 
 @dataclass
-class EpochRecord:
+class EpochDecisions:
     """Every decision of one epoch, for the audit, the record file and the plots."""
 
     keep_keys: bool = False

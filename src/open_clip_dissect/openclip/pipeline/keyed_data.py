@@ -52,9 +52,9 @@ from webdataset.tariterators import base_plus_ext, url_opener, valid_sample
 from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.keyset import KEY_LIST_NAME, KeySet
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip.devices import pin_host_batches
-from open_clip_dissect.openclip.patching import swapped
-from open_clip_dissect.openclip.shard_members import ALLOWED_MEMBERS, decode_sample, decode_stage
+from open_clip_dissect.openclip.launch.devices import pin_host_batches
+from open_clip_dissect.openclip.launch.patching import swapped
+from open_clip_dissect.openclip.pipeline.shard_members import ALLOWED_MEMBERS, decode_sample, decode_stage
 
 log = logging.getLogger(__name__)
 
@@ -251,17 +251,20 @@ def noisy_flag(value) -> int:
     return -1 if value is None or (isinstance(value, float) and math.isnan(value)) else int(bool(value))
 
 
-def attach_key_and_label(mode: str):
-    """Add ``key`` (see ``--sample-key``) and ``noisy`` (from the decoded ``.json``, if any)."""
+def attach_key_and_label(src, mode: str):
+    """Add ``key`` (see ``--sample-key``) and ``noisy`` (from the decoded ``.json``, if any).
+    A pipeline stage through ``functools.partial(attach_key_and_label, mode=...)``: module-level,
+    so that the pipeline pickles for workers started with ``spawn``."""
+    for sample in src:
+        sample["key"] = make_sample_key(sample["__url__"], sample["__key__"], mode)
+        meta = sample.get("json")
+        sample["noisy"] = noisy_flag(meta.get("noisy") if isinstance(meta, dict) else None)
+        yield sample
 
-    def _attach(src):
-        for sample in src:
-            sample["key"] = make_sample_key(sample["__url__"], sample["__key__"], mode)
-            meta = sample.get("json")
-            sample["noisy"] = noisy_flag(meta.get("noisy") if isinstance(meta, dict) else None)
-            yield sample
 
-    return _attach
+def first_row(tokenizer, text):
+    """The token row of one caption (the tokenizer returns a batch of one)."""
+    return tokenizer(text)[0]
 
 
 def collate_keyed(samples):
@@ -272,15 +275,12 @@ def collate_keyed(samples):
     return (torch.stack(images), torch.stack(texts), keys, hash_keys(keys), torch.tensor(noisy, dtype=torch.int8))
 
 
-def keep_listed(keep: KeySet, mode: str):
-    """Drop samples whose key is not in ``--keep-list``, before anything is decoded."""
-
-    def _filter(src):
-        for sample in src:
-            if make_sample_key(sample["__url__"], sample["__key__"], mode) in keep:
-                yield sample
-
-    return _filter
+def keep_listed(src, keep: KeySet, mode: str):
+    """Drop samples whose key is not in ``--keep-list``, before anything is decoded (a stage
+    through ``functools.partial``, as ``attach_key_and_label``)."""
+    for sample in src:
+        if make_sample_key(sample["__url__"], sample["__key__"], mode) in keep:
+            yield sample
 
 
 def check_local_shards(urls, flag: str = "--train-data") -> None:
@@ -407,7 +407,7 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
         ]
     pipeline.append(tarfile_to_samples_nothrow)
     if keep is not None:
-        pipeline.append(keep_listed(keep, args.sample_key))
+        pipeline.append(functools.partial(keep_listed, keep=keep, mode=args.sample_key))
     pipeline.extend(
         [
             SeededShuffle(
@@ -418,9 +418,9 @@ def get_keyed_wds_dataset(args, preprocess_img, is_train=True, epoch=0, floor=Fa
             ),
             drop_incomplete_samples,
             decode_or_skip,
-            attach_key_and_label(args.sample_key),
+            functools.partial(attach_key_and_label, mode=args.sample_key),
             wds.rename(image="jpg;png;jpeg;webp", text="txt"),
-            wds.map_dict(image=preprocess_img, text=lambda text: tokenizer(text)[0]),
+            wds.map_dict(image=preprocess_img, text=functools.partial(first_row, tokenizer)),
             wds.to_tuple("image", "text", "key", "noisy"),  # collate_keyed adds the hashes
             wds.batched(args.batch_size, partial=False, collation_fn=collate_keyed),
         ]

@@ -1,0 +1,1 @@
+"""Training and evaluation data that carry sample keys, and the safe decoding of shard members."""

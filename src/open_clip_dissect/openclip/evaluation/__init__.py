@@ -1,0 +1,1 @@
+"""Retrieval on held-out data, CLIP_benchmark evaluation and the results table."""

@@ -1,0 +1,1 @@
+"""Model configs registered with OpenCLIP and frozen models read from local weights."""
