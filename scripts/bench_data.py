@@ -12,7 +12,11 @@ import os
 import subprocess
 import sys
 
-from open_clip_dissect import synthetic
+SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+if SOURCE not in sys.path:  # this checkout's code, also in the benchmark's own process
+    sys.path.insert(0, SOURCE)
+
+from open_clip_dissect import synthetic  # noqa: E402
 
 
 def data_arguments(
@@ -57,6 +61,20 @@ def make_data(root, name, arguments, workers=1):
         difficulty=difficulty,
         **kwargs,
     )
+
+
+def run_env(threads=1):
+    """The environment of one benchmark run: this checkout's ``src`` first on the path (so that
+    a benchmark started from a frozen worktree runs that worktree's code, whatever the venv's
+    editable install points at), ``threads`` compute threads, no wandb."""
+    path = os.environ.get("PYTHONPATH")
+    return {
+        **os.environ,
+        "PYTHONPATH": SOURCE + (os.pathsep + path if path else ""),
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
 
 
 def code_version():

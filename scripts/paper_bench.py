@@ -151,7 +151,7 @@ def run_one(cfg, root, regime, spec, label, seed):
     if record:
         shutil.rmtree(record, ignore_errors=True)
     started = time.time()
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = bench_data.run_env(1)
     result = subprocess.run(
         command(cfg, spec, manifest, logs, name, strategy, flags, seed, record), capture_output=True, text=True, env=env
     )

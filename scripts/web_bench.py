@@ -20,7 +20,10 @@ changed to favour a method (a new design is a new profile).
   ``small-loss``, ``clipscore``, ``big-loss``, ``infobatch`` (its own pruning rate: one run per
   seed, shown with both ratios), ``dissect-warmup`` with a fixed warm-up of a quarter of the
   epochs and with ``auto`` (the default signal: retrieval R@sum of the *validation* split), and
-  ``dissect-mome``.
+  ``dissect-mome``; and ``dissect-mome-matched`` (``dissect-mome`` with each pair's ``delta``
+  ranked only against pairs kept, or dropped, alike at their last visit: the correction for
+  lock-in, added before any selection run and kept in the product only if its interval against
+  the best baseline lies above zero).
 - Measures: R@sum (IR@1 + IR@10 + TR@1 + TR@10) on the clean test split (1,000 images x 5
   captions in the web regimes, balanced over concepts), also on the queries about images that show
   a rare concept (``R@sum[rare]``); only the ``auto`` runs watch a split, and it is the separate
@@ -68,6 +71,8 @@ METHODS = {
     "dissect-warmup-fixed": ("dissect-warmup", ["--dissect-warmup-epochs", "{quarter}"], True),
     "dissect-warmup-auto": ("dissect-warmup", ["--dissect-warmup-epochs", "auto"], True),
     "dissect-mome": ("dissect-mome", [], True),
+    # Issue 28 section 3's correction for lock-in, in the profile from its start.
+    "dissect-mome-matched": ("dissect-mome-matched", [], True),
 }
 BASELINES = ("random", "small-loss", "clipscore", "big-loss", "infobatch")  # the non-DISSect methods
 SCORING_FREE = ("full", "random")  # methods that need no scoring pass of their own
@@ -210,7 +215,7 @@ def run_one(cfg, root, cache, job, threads=1):
     for folder in (os.path.join(logs, name), record):
         shutil.rmtree(folder, ignore_errors=True)
     started = time.time()
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = bench_data.run_env(threads)
     result = subprocess.run(
         command(cfg, spec, manifest, logs, name, label, ratio, seed, record), capture_output=True, text=True, env=env
     )

@@ -139,3 +139,47 @@ def test_noisy_key_list(tmp_path):
     path.write_text("a/1\nc/3\n\n")
     labels = NoisyKeyList(str(path)).label(hash_keys(["a/1", "b/2", "c/3", "d/4"]))
     assert labels.tolist() == [1, 0, 1, 0] and labels.dtype == torch.int8
+
+
+def test_dissect_momentum_matched_by_hand():
+    s = S.create_strategy("dissect-mome-matched", momentum=0.9)
+    # stored: 50 (kept last time), -51 (dropped last time, average 50), unseen, 10 (kept)
+    history = S.History(torch.tensor([50.0, -51.0, 0.0, 10.0]), torch.tensor([True, True, False, True]))
+    d = s.decide(_scores([40.0, 40.0, 33.0, 12.0]), history, 2, epoch=3, generator=_g())
+    assert torch.allclose(d.hist, torch.tensor([50.0, 50.0, 33.0, 10.0]))  # the sign decoded
+    # delta = [10, 10, 0, -2]; within groups {0, 3}, {1}, {2}: percentiles [1, 1, 1, 0.5]
+    assert torch.allclose(d.rank, torch.tensor([1.0, 1.0, 1.0, 0.5]))
+    assert 3 not in d.kept.tolist() and len(d.kept) == 2
+    new = 0.9 * torch.tensor([50.0, 50.0, 33.0, 10.0]) + 0.1 * torch.tensor([40.0, 40.0, 33.0, 12.0])
+    kept = torch.zeros(4, dtype=torch.bool)
+    kept[d.kept] = True
+    assert torch.allclose(d.new_history, torch.where(kept, new, -new - 1))  # the decision in the sign
+
+
+def test_dissect_momentum_matched_keeps_each_group_in_proportion():
+    # Pairs kept last time all rose (delta < 0), dropped ones all fell (delta > 0): plain delta
+    # keeps only the dropped ones; matched ranking keeps the same fraction of both groups.
+    n = 100
+    seen = torch.ones(n, dtype=torch.bool)
+    average = torch.full((n,), 50.0)
+    last_dropped = torch.arange(n) >= 40
+    stored = torch.where(last_dropped, -average - 1, average)
+    curr = torch.where(last_dropped, 45.0, 60.0) + torch.rand(n, generator=_g(1))
+    history = S.History(stored, seen)
+    plain = S.create_strategy("dissect-mome").decide(_scores(curr.tolist()), S.History(average, seen), 50, 3, _g())
+    assert all(i >= 40 for i in plain.kept.tolist())  # plain delta: the last decision decides
+    matched = S.create_strategy("dissect-mome-matched").decide(_scores(curr.tolist()), history, 50, 3, _g())
+    kept_from_last_kept = sum(1 for i in matched.kept.tolist() if i < 40)
+    assert kept_from_last_kept == 20  # half of 40, as half of the 60 others
+    # within each group the largest delta (the smallest current score) is kept
+    order = torch.argsort(curr[:40])
+    assert set(order[:20].tolist()) == {i for i in matched.kept.tolist() if i < 40}
+
+
+def test_dissect_momentum_matched_warmup_keeps_at_random_and_records_the_decision():
+    s = S.create_strategy("dissect-mome-matched", warmup_epochs=2)
+    history = S.History(torch.zeros(6), torch.zeros(6, dtype=torch.bool))
+    d = s.decide(_scores([10.0, 20.0, 30.0, 40.0, 50.0, 60.0]), history, 3, epoch=0, generator=_g())
+    kept = torch.zeros(6, dtype=torch.bool)
+    kept[d.kept] = True
+    assert ((d.new_history >= 0) == kept).all() and len(d.kept) == 3
