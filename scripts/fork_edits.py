@@ -17,7 +17,7 @@ MARK = "  # open_clip_dissect"
 # the anchor's indentation.
 EDITS = [
     # The fork's own loader decodes only the members its pipeline reads: upstream's default
-    # handlers would unpickle a shard's .pyd/.pkl members (see README, "Security").
+    # handlers would unpickle a shard's .pyd/.pkl members (see docs/security.md).
     (
         "data.py",
         'wds.decode("pilrgb", handler=log_and_continue),',

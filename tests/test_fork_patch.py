@@ -91,7 +91,7 @@ def test_patched_fork_trains_one_epoch_with_selection(tiny_data, tmp_path):
     bad = run_module("open_clip_train.main", [*flags[:-4], "--selection", "dissect-mome", "--ratio", "2"], env=env)
     assert bad.returncode != 0 and "--ratio: must be in (0, 1]" in bad.stderr
     # (csv: stock OpenCLIP 3.3.0's own webdataset pipeline fails on webdataset 1.0's end-of-shard
-    # marker, which our keyed loader fixes; see README "Versions and CPU notes")
+    # marker, which our keyed loader fixes; see docs/openclip.md, "Versions and CPU notes")
     plain = [
         *TINY_TRAIN_FLAGS,
         "--train-data",

@@ -11,7 +11,7 @@ from conftest import REPO
 
 SBATCH = os.path.join(REPO, "scripts", "slurm", "train_multinode.sbatch")
 TORCHRUN = os.path.join(REPO, "scripts", "slurm", "train_torchrun.sh")
-DOCUMENTED_DATA = "/data/cc3m/{00000..00331}.tar"  # the default the README and scripts name
+DOCUMENTED_DATA = "/data/cc3m/{00000..00331}.tar"  # the default docs/cluster.md and the scripts name
 
 # Each stub writes its arguments and environment NUL-separated to $STUB_RECORD/<name>.{args,env}.
 RECORDER = """#!/bin/bash
@@ -81,7 +81,7 @@ def flag(argv, name):
 
 
 def test_data_default_is_the_documented_pattern_and_a_set_value_passes_unchanged(stubs, tmp_path):
-    with open(os.path.join(REPO, "README.md")) as f:
+    with open(os.path.join(REPO, "docs", "cluster.md")) as f:
         assert DOCUMENTED_DATA in f.read()
     for script, env in ((SBATCH, slurm_job(7)), (TORCHRUN, {})):
         argv, _ = run_script(script, stubs, tmp_path, **env)

@@ -101,7 +101,7 @@ def test_same_seed_same_decisions_and_state_round_trip(name):
 
 
 def test_a_new_strategy_needs_only_its_class(monkeypatch):
-    """The README's "Adding a strategy": the class alone gives the --selection choice, its flag
+    """CONTRIBUTING.md's "Adding a strategy": the class alone gives the --selection choice, its flag
     (parsed, validated, passed by name) and the one-call API."""
     from open_clip_dissect.core.strategies import Option, Strategy, registry
     from open_clip_dissect.core.strategies.registry import in_range

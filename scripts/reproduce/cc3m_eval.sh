@@ -5,7 +5,7 @@
 #   COCO_ROOT=/data/mscoco FLICKR_ROOT=/data/flickr30k bash scripts/reproduce/cc3m_eval.sh [LOGS]
 #
 # COCO_ROOT holds val2014/ and coco_test_karpathy.json; FLICKR_ROOT the Flickr30K *.jpg files and
-# flickr30k_test_karpathy.txt (README, "Retrieval evaluation"). Nothing is downloaded. Each eval
+# flickr30k_test_karpathy.txt (docs/evaluation.md, "Retrieval evaluation"). Nothing is downloaded. Each eval
 # writes epoch_40.<benchmark>.json next to the checkpoint; `summary --table` reads them.
 set -euo pipefail
 LOGS="${1:-logs}"

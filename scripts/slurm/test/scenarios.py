@@ -90,7 +90,7 @@ def cpu_copy(shipped, out):
 class Cluster:
     def __init__(self, work, script, data):
         self.submit_dir = os.path.join(work, "submit")
-        os.makedirs(os.path.join(self.submit_dir, "logs"))  # README: logs/ must exist
+        os.makedirs(os.path.join(self.submit_dir, "logs"))  # docs/cluster.md: logs/ must exist
         self.script = cpu_copy(script, os.path.join(work, "train_cpu.sbatch"))
         # The job inherits this environment (sbatch --export=ALL): the venv's python first.
         self.env = {
