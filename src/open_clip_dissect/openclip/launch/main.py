@@ -85,7 +85,7 @@ def patched_open_clip_train(session: "train.TrainingSession" = None, parse_args=
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     register_model_configs()
-    if argv[:1] == ["--"]:  # torchrun ... -m open_clip_dissect.main -- <args> (see README)
+    if argv[:1] == ["--"]:  # torchrun ... -m open_clip_dissect.main -- <args> (docs/cluster.md)
         argv = argv[1:]
     import open_clip_train.main as upstream_main
 
