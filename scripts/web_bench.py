@@ -221,6 +221,14 @@ def run_one(cfg, root, cache, job, threads=1):
     )
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return collect(job, manifest, logs, record, cached, time.time() - started, threads)
+
+
+def collect(job, manifest, logs, record, cached, seconds, threads):
+    """Read a finished training run into its cached JSON, then delete its logs and records
+    (also called on its own to collect a run whose training finished but whose reading failed)."""
+    regime, label, ratio, seed = job
+    name = run_name(*job)
     run_dir = os.path.join(logs, name)
     results, selection, events = bench_data.read_run(run_dir)
     data_dir = os.path.dirname(os.path.dirname(manifest["splits"]["train"]["pattern"]))  # <data>/train/{..}.tar
@@ -230,7 +238,7 @@ def run_one(cfg, root, cache, job, threads=1):
         "ratio": ratio,
         "seed": seed,
         "strategy": METHODS[label][0],
-        "seconds": time.time() - started,
+        "seconds": seconds,
         "threads": threads,
         "code": bench_data.code_version(),
         "events": events,
@@ -243,7 +251,7 @@ def run_one(cfg, root, cache, job, threads=1):
         "epochs": [{k: row[k] for k in SELECTION_FIELDS if k in row} for row in selection],
     }
     out.update(summarise_records(record, data_dir, label, selection))
-    os.makedirs(cache, exist_ok=True)
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
     with open(cached + ".tmp", "w") as f:
         json.dump(out, f)
     os.replace(cached + ".tmp", cached)
@@ -261,8 +269,15 @@ def run_all(cfg, root, cache, only=None):
             for seed in spec["seeds"]:
                 regime_data(root, regime, spec, seed)
 
+    failed = []
+
     def one(job):
-        out = run_one(cfg, root, cache, job)
+        try:
+            out = run_one(cfg, root, cache, job)
+        except Exception as exc:  # one broken run must not stop hours of the others; named at the end
+            failed.append(run_name(*job))
+            log(f"[web] {run_name(*job)} FAILED, the profile goes on: {str(exc)[-1500:]}")
+            return None
         done.append(out)
         log(
             f"[web] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {out['curve'][-1]['rsum']:.1f} "
@@ -271,7 +286,10 @@ def run_all(cfg, root, cache, only=None):
         return out
 
     with ThreadPoolExecutor(cfg["parallel"]) as pool:
-        return list(pool.map(one, todo))
+        runs = [r for r in pool.map(one, todo) if r is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} runs failed (see the log above): {', '.join(failed)}")
+    return runs
 
 
 def read_cache(cache):
