@@ -226,7 +226,8 @@ def run_one(cfg, root, cache, job, threads=1):
 
 def collect(job, manifest, logs, record, cached, seconds, threads):
     """Read a finished training run into its cached JSON, then delete its logs and records
-    (also called on its own to collect a run whose training finished but whose reading failed)."""
+    (also called on its own to collect a run whose training finished but whose reading failed;
+    ``seconds`` is then None: its training time is unknown)."""
     regime, label, ratio, seed = job
     name = run_name(*job)
     run_dir = os.path.join(logs, name)
@@ -281,7 +282,8 @@ def run_all(cfg, root, cache, only=None):
         done.append(out)
         log(
             f"[web] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {out['curve'][-1]['rsum']:.1f} "
-            f"({out['seconds']:.0f} s){' | ' + out['events'][0] if out['events'] else ''}"
+            f"({'?' if out['seconds'] is None else format(out['seconds'], '.0f')} s)"
+            f"{' | ' + out['events'][0] if out['events'] else ''}"
         )
         return out
 
