@@ -32,7 +32,7 @@ EDITS = [
         "args = parser.parse_args(args)",
         "before",
         [
-            "from open_clip_dissect.openclip import fork as dissect" + MARK,
+            "from open_clip_dissect.openclip.launch import fork as dissect" + MARK,
             "dissect.add_args(parser)" + MARK,
         ],
     ),
