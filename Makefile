@@ -13,7 +13,7 @@ DEMO_RATIO ?= 0.5
 DEMO_FLAGS ?= --model dissect-vit-tiny --precision fp32 --batch-size 128 --lr 1e-3 --wd 0.1 \
 	--warmup 50 --workers 1 --seed 0 --log-every-n-steps 50
 
-.PHONY: venv demo demo-data test lint slurm-test gpu-check bench patch patch-check clean
+.PHONY: venv demo demo-data test test-fast lint slurm-test gpu-check bench patch patch-check clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ demo: $(STAMP) $(DEMO_DATA)/manifest.json
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
+
+# The quick loop: every test not marked slow (core, distributed, offline, the adapter's flags,
+# data and docs), the same set as `pytest -m "not slow"`. Times: CONTRIBUTING.md.
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow" tests
 
 # ruff (pyproject.toml): lint errors and formatting; `ruff format src tests scripts` fixes the latter.
 lint: $(STAMP)

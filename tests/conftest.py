@@ -18,6 +18,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "cuda: needs a CUDA device; skipped without one (make gpu-check runs them: pytest -m cuda)"
     )
+    config.addinivalue_line(
+        "markers", "slow: trains a model or launches processes; make test-fast (pytest -m 'not slow') leaves it out"
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,6 +16,8 @@ import torch
 from conftest import TINY_TRAIN_FLAGS, run_module
 from forked_entry_points import EntryPoints
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 MAIN = "open_clip_dissect.main"
 CLI = "open_clip_dissect.cli"
 

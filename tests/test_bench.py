@@ -4,7 +4,10 @@ import csv
 import os
 import subprocess
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
 
 
 def test_bench_smoke_profile(tmp_path):

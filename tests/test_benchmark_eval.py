@@ -20,6 +20,8 @@ from open_clip_dissect.openclip.evaluation.retrieval import (
     iter_retrieval_data,
 )
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 pytest.importorskip("clip_benchmark", reason="needs the eval extra: pip install 'open_clip_dissect[eval]'")
 
 

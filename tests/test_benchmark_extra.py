@@ -8,6 +8,8 @@ import pytest
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.evaluation import benchmark_eval
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 
 def test_without_the_extra_the_error_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "clip_benchmark", None)  # as if not installed

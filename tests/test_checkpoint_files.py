@@ -13,6 +13,8 @@ from open_clip_dissect.openclip.launch.main import patched_open_clip_train
 from open_clip_dissect.openclip.state import checkpoint_files
 from open_clip_dissect.openclip.state.state_files import save_state, state_path
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 
 def _checkpoint(path, epoch):
     torch.save({"epoch": epoch, "state_dict": {"w": torch.full((64,), float(epoch))}}, path)

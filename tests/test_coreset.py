@@ -12,6 +12,8 @@ from open_clip_dissect.core.audit import auroc
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.offline import coreset
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 
 def _ok(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -18,6 +18,8 @@ from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.launch.crash_points import VARIABLE
 from open_clip_dissect.openclip.state import state_files
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 
 def _flags(data, logs, name, records):
     return [

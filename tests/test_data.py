@@ -275,6 +275,7 @@ print(sorted(k.rsplit("/", 1)[1] for batch in info.dataloader for k in batch[2])
 """
 
 
+@pytest.mark.slow  # two spawned workers import torch
 def test_the_training_pipeline_runs_in_spawned_workers(tiny_data, tmp_path):
     # Every stage handed to the loader workers must pickle: with the ``spawn`` start method
     # (macOS and Windows' default, and an option on Linux) a closure or lambda fails here.

@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import TINY_TRAIN_FLAGS, read_jsonl
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 
 def torchrun(nproc, args, timeout=900, env=None, check=True):
     cmd = [

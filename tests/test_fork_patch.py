@@ -11,6 +11,8 @@ import open_clip_train
 import pytest
 from conftest import REPO, TINY_TRAIN_FLAGS, read_jsonl, run_module
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 PATCH = os.path.join(REPO, "patches", f"open_clip_train-{version('open_clip_torch')}.patch")
 
 

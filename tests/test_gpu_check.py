@@ -27,6 +27,7 @@ def test_without_cuda_one_line_and_exit_status_5():
         assert "\t$(PY) scripts/gpu_check.py\n" in f.read()
 
 
+@pytest.mark.slow
 def test_verdicts_pass_fail_timeout_and_budget():
     out = io.StringIO()
     verdicts = gpu_check.Verdicts(budget=60, out=out)

@@ -9,6 +9,8 @@ import sys
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 SBATCH = os.path.join(REPO, "scripts", "slurm", "train_multinode.sbatch")
 TORCHRUN = os.path.join(REPO, "scripts", "slurm", "train_torchrun.sh")
 DOCUMENTED_DATA = "/data/cc3m/{00000..00331}.tar"  # the default docs/cluster.md and the scripts name

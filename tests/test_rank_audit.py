@@ -14,6 +14,8 @@ from open_clip_dissect.errors import InputError
 from open_clip_dissect.offline.coreset import forgetting_scores
 from open_clip_dissect.openclip.training import selection_record as record_lib
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 WORLD = 3
 
 

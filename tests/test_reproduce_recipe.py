@@ -11,6 +11,8 @@ from test_launch_scripts import RECORDER, SCONTROL
 from open_clip_dissect import cli, synthetic
 from open_clip_dissect.openclip.launch import params
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 TABLE1 = os.path.join(REPO, "scripts", "reproduce", "cc3m_table1.sbatch")
 EVAL = os.path.join(REPO, "scripts", "reproduce", "cc3m_eval.sh")
 RUNS = [("none", 1.0)] + [(s, r) for s in ("random", "dissect-warmup", "dissect-mome") for r in (0.3, 0.5, 0.7)]

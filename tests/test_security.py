@@ -155,6 +155,7 @@ def test_every_shard_reader_ignores_pickled_members(sentinel, tiny_data, tmp_pat
     assert not sentinel.exists()
 
 
+@pytest.mark.slow
 def test_patched_fork_loader_ignores_pickled_members(sentinel, tiny_data, tmp_path):
     """The fork patch's one-line change: OpenCLIP's own webdataset loader, patched, never
     unpickles; unpatched, it does (the control)."""
@@ -212,6 +213,7 @@ def _train(tmp_path, name, train, val, *extra):
     return run_module("open_clip_dissect.main", flags)
 
 
+@pytest.mark.slow
 def test_training_on_a_tampered_shard_equals_clean_training(sentinel, tiny_data, tmp_path):
     bad_train = tamper_split(tiny_data.train, tmp_path / "train", sentinel)
     bad_val = tamper_split(tiny_data.val, tmp_path / "val", sentinel)
@@ -278,6 +280,7 @@ def test_pickled_checkpoint_is_refused_unless_allowed(pickled_checkpoint, sentin
     assert pickled_checkpoint in caplog.text
 
 
+@pytest.mark.slow
 def test_pickled_checkpoint_is_refused_by_the_commands(pickled_checkpoint, sentinel, tiny_data, tmp_path):
     result = run_module(
         "open_clip_dissect.cli", ["eval", "--model", TINY, "--checkpoint", pickled_checkpoint, "--data", tiny_data.test]

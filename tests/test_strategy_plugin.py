@@ -6,7 +6,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, TINY_TRAIN_FLAGS, read_jsonl, run_module
+
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
 
 THROWAWAY = """
 import torch

@@ -10,6 +10,8 @@ import torch
 from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
 from conftest import train_losses as _losses
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 
 def run_stock_openclip(args):
     """Stock ``open_clip_train.main``; importing open_clip_dissect only registers the tiny config."""

@@ -12,6 +12,8 @@ from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
 from open_clip_dissect import synthetic
 from open_clip_dissect.core.strategies import list_strategies, strategy_class
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 
 def _ok(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -14,6 +14,8 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 import bench_data  # noqa: E402
 import record_measures as rm  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
 
 def test_auroc_counts_ties_half():
     assert rm.auroc([3, 4], [1, 2]) == 1.0 and rm.auroc([1, 2], [3, 4]) == 0.0

@@ -266,7 +266,10 @@ def matched_percentile(delta: torch.Tensor, group: torch.Tensor, generator=None)
     n = len(delta)
     order_in_batch = batch_ranks(delta, generator)  # 0..n-1 ascending, ties random
     order = torch.argsort(group.long() * n + order_in_batch)  # by group, then by delta
-    sizes = torch.bincount(group.long(), minlength=GROUPS)
+    # scatter_add into a fixed size, not bincount: bincount reads the maximum on the host
+    sizes = torch.zeros(GROUPS, dtype=torch.long, device=delta.device).scatter_add_(
+        0, group.long(), torch.ones_like(group.long())
+    )
     starts = torch.cumsum(sizes, 0) - sizes
     position = torch.empty(n, dtype=torch.long, device=delta.device)
     position[order] = torch.arange(n, device=delta.device)
