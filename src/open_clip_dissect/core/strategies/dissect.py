@@ -282,7 +282,7 @@ class DissectMomentumMatched(_Gated):
     """``dissect-mome`` with each pair's ``delta`` compared only with pairs that were treated
     alike at their last visit: kept (trained, so its score tends to rise), dropped (not
     trained, so its score tends to fall) or never seen. Without it ``hist - curr`` partly
-    measures the last decision instead of the pair (``docs/benchmarks.md``, "Lock-in").
+    measures the last decision instead of the pair (the web benchmark reports this lock-in).
 
     ``k`` is filled from every group in proportion to its size: each sample's score is the
     percentile of its ``delta`` within its group (``matched_percentile``). The last decision is
