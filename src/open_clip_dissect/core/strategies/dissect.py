@@ -278,7 +278,7 @@ def matched_percentile(delta: torch.Tensor, group: torch.Tensor, generator=None)
 
 
 @register
-class DissectMomentumMatched(_Gated):
+class DissectMomentumMatched(DissectMomentum):
     """``dissect-mome`` with each pair's ``delta`` compared only with pairs that were treated
     alike at their last visit: kept (trained, so its score tends to rise), dropped (not
     trained, so its score tends to fall) or never seen. Without it ``hist - curr`` partly
@@ -293,19 +293,7 @@ class DissectMomentumMatched(_Gated):
     name = "dissect-mome-matched"
     listing_order = 21
     summary = "DISSect momentum, delta ranked within pairs kept / dropped at their last visit"
-    needs_history = True
-    options = DissectMomentum.options
-
-    def __init__(
-        self,
-        momentum: float = 0.9,
-        warmup_epochs=0,
-        auto_signal=DEFAULT_SIGNAL,
-        auto_patience=DEFAULT_PATIENCE,
-        auto_min_improvement=DEFAULT_MIN_IMPROVEMENT,
-    ):
-        self.momentum = momentum
-        self._gate(WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement))
+    # dissect-mome's flags, constructor and warm-up gate; only the ranking and the stored sign differ
 
     def decide(self, scores, history, k, epoch, generator=None):
         curr = scores.curr
