@@ -5,11 +5,16 @@ first flag. ``EntryPoints`` starts one server process that imports them once; ea
 forks it and the copy runs the module as ``python -m MODULE ARGV...`` does (``runpy``, ``sys.exit``,
 an uncaught exception printed with its traceback, exit status 1), its stdout and stderr in files.
 The server itself never computes with torch, so a fork starts from a clean state.
+
+``shared()`` is the one server of a test session (``conftest.run_module`` sends the entry points
+to it); a test that needs a server of its own may still make one.
 """
 
+import atexit
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,15 +44,28 @@ class EntryPoints:
         self.folder = tempfile.mkdtemp(prefix="entry-points-")
         self.runs = 0
 
-    def run(self, module, args, cwd, timeout=300):
-        """``(returncode, stdout, stderr)`` of ``python -m module args`` in ``cwd``."""
+    def run(self, module, args, cwd, timeout=300, env=None):
+        """``(returncode, stdout, stderr)`` of ``python -m module args`` in ``cwd``, with ``env``
+        added to the server's environment."""
         self.runs += 1
         out, err = (os.path.join(self.folder, f"{self.runs}.{name}") for name in ("out", "err"))
-        request = {"module": module, "argv": [str(a) for a in args], "cwd": str(cwd), "stdout": out, "stderr": err}
+        request = {
+            "module": module,
+            "argv": [str(a) for a in args],
+            "cwd": str(cwd),
+            "env": {k: str(v) for k, v in (env or {}).items()},
+            "stdout": out,
+            "stderr": err,
+        }
         self.server.stdin.write(json.dumps(request) + "\n")
         self.server.stdin.flush()
+        child = json.loads(self.server.stdout.readline())["pid"]
         ready, _, _ = select.select([self.server.stdout], [], [], timeout)
         if not ready:
+            try:  # the copy leads its own process group: its data loader workers go with it
+                os.killpg(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.close()
             raise TimeoutError(f"{module} {args} ran past {timeout} s")
         reply = json.loads(self.server.stdout.readline())
@@ -58,6 +76,22 @@ class EntryPoints:
         self.server.kill()
         self.server.wait()
 
+    @property
+    def alive(self):
+        return self.server.poll() is None
+
+
+_SHARED = None
+
+
+def shared():
+    """The session's server, started on first use (again if a timeout closed it)."""
+    global _SHARED
+    if _SHARED is None or not _SHARED.alive:
+        _SHARED = EntryPoints()
+        atexit.register(_SHARED.close)
+    return _SHARED
+
 
 def _child(request) -> None:
     """Run one request in this forked process; never returns."""
@@ -66,6 +100,8 @@ def _child(request) -> None:
 
     code = 1
     try:
+        os.setpgid(0, 0)
+        os.environ.update(request["env"])
         for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
             target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(target, fd)
@@ -103,6 +139,7 @@ def serve() -> None:
         pid = os.fork()
         if pid == 0:
             _child(request)
+        print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
 

@@ -166,6 +166,12 @@ CASES = [
     ("keep-list-missing", MAIN, lambda w, d: train(d, *wds(w, "--keep-list", str(d / "keys.txt"))), "--keep-list"),
     ("keep-list-binary", MAIN, lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "cut.pt"))), "--keep-list"),
     (
+        "noisy-keys-binary",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--noisy-keys", str(w["root"] / "cut.pt"))),
+        "--noisy-keys",
+    ),
+    (
         "keep-list-empty",
         MAIN,
         lambda w, d: train(d, *wds(w, "--keep-list", str(w["root"] / "empty_keys.txt"))),
@@ -287,6 +293,12 @@ CASES = [
         "summary-bad-results",
         CLI,
         lambda w, d: ["summary", str(w["root"] / "bad_results")],
+        lambda w, d: str(w["root"] / "bad_results" / "checkpoints" / "results.jsonl"),
+    ),
+    (
+        "summary-table-bad-results",
+        CLI,
+        lambda w, d: ["summary", "--table", str(w["root"] / "bad_results"), str(w["root"] / "no_results")],
         lambda w, d: str(w["root"] / "bad_results" / "checkpoints" / "results.jsonl"),
     ),
     (

@@ -206,3 +206,17 @@ def test_the_table_reads_an_epoch_latest_evaluation(tmp_path):
     (checkpoints / "epoch_latest.mscoco_captions.json").write_text(json.dumps({"R@sum": 30.0}))
     (checkpoints / "epoch_2.flickr30k.json").write_text(json.dumps({"R@sum": 5.0}))
     assert run_results(str(tmp_path / "run")) == {"mscoco_captions": {"R@sum": 30.0}, "flickr30k": {"R@sum": 5.0}}
+
+
+def test_a_key_list_that_is_not_text_is_refused_naming_the_flag(tmp_path):
+    from open_clip_dissect.core.keyset import KeySet, check_key_file
+
+    binary = tmp_path / "keys.bin"
+    binary.write_bytes(b"PK\x03\x04" + bytes(100))
+    for read in (check_key_file, KeySet.from_file):
+        with pytest.raises(InputError, match="--noisy-keys: .*keys.bin is not a text file"):
+            read(str(binary), "--noisy-keys")
+    text = tmp_path / "keys.txt"
+    text.write_text("a/00000.tar/00000001\n" * 7 + "é\n", encoding="utf-8")  # "é" is cut by a 160-byte probe
+    check_key_file(str(text), "--noisy-keys", probe=len("a/00000.tar/00000001\n") * 7 + 1)
+    assert len(KeySet.from_file(str(text), "--noisy-keys")) == 2

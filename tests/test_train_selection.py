@@ -48,8 +48,19 @@ SHORT_RUN_FLAGS = {
 }
 
 
+@pytest.fixture(scope="session")
+def untrained_oracle(tmp_path_factory):
+    """A checkpoint of the tiny model at initialisation: enough for the oracle strategies to run
+    (that a trained oracle selects well is test_coreset's)."""
+    import open_clip
+
+    path = tmp_path_factory.mktemp("untrained-oracle") / "epoch_0.pt"
+    torch.save({"epoch": 0, "state_dict": open_clip.create_model("dissect-vit-tiny").state_dict()}, path)
+    return str(path)
+
+
 @pytest.mark.parametrize("strategy", list_strategies())
-def test_every_strategy_trains_with_audit_and_state(strategy, tiny_data, tmp_path, request):
+def test_every_strategy_trains_with_audit_and_state(strategy, one_shard_data, tmp_path, request):
     cls = strategy_class(strategy)
     extra = [
         "--selection",
@@ -61,28 +72,33 @@ def test_every_strategy_trains_with_audit_and_state(strategy, tiny_data, tmp_pat
         *SHORT_RUN_FLAGS.get(strategy, []),
     ]
     if cls.needs_oracle:
-        extra += ["--oracle-model", "dissect-vit-tiny", "--oracle-checkpoint", request.getfixturevalue("oracle")]
+        extra += [
+            "--oracle-model",
+            "dissect-vit-tiny",
+            "--oracle-checkpoint",
+            request.getfixturevalue("untrained_oracle"),
+        ]
     epochs = 2 if strategy in SHORT_RUN_FLAGS else 1
-    _ok(_train(tiny_data, tmp_path, "run", *extra, epochs=epochs))
+    _ok(_train(one_shard_data, tmp_path, "run", *extra, epochs=epochs))
     run = tmp_path / "run"
     summaries = read_jsonl(run / "selection.jsonl")
     assert [s["epoch"] for s in summaries] == list(range(1, epochs + 1))
     for summary in summaries:
-        assert summary["candidates"] == 512
+        assert summary["candidates"] == 128
         for key in ("audit_kept_precision", "audit_clean_recall", "audit_auroc"):
             assert 0.0 <= summary[key] <= 1.0
-        assert summary["audit_random_precision"] == pytest.approx(1 - 205 / 512, abs=0.01)
+        assert summary["audit_random_precision"] == pytest.approx(1 - one_shard_data.noisy / 128, abs=0.01)
     kept = [s["kept"] for s in summaries]
     if cls.variable_kept:  # everything in epoch 1 (no history yet), then pruning
-        assert kept[0] == 512 and 256 < kept[1] < 512, kept
+        assert kept[0] == 128 and 64 < kept[1] < 128, kept
     elif cls.keeps_all:
-        assert kept == [512] * epochs
+        assert kept == [128] * epochs
     else:
-        assert kept == [128] * epochs  # k = round(0.25 * 32) of 16 batches
+        assert kept == [32] * epochs  # k = round(0.25 * 32) of 4 batches
     checkpoints = run / "checkpoints"
     state = torch.load(checkpoints / f"epoch_{epochs}.dissect-state.rank0-of-1", weights_only=True)
     assert state["strategy"] == strategy
-    assert (len(state["store"]["hash"]) == 512) == cls.needs_history  # history only where read
+    assert (len(state["store"]["hash"]) == 128) == cls.needs_history  # history only where read
     if strategy == "scan":
         assert state["strategy_state"]["cycle_start"] == 0
         assert set(state["store"]["score"].tolist()) == {0.0, 1.0}  # nominations
@@ -125,15 +141,16 @@ def test_small_loss_keeps_a_cleaner_set_than_random(learnable_data, tmp_path):
     assert precision["small-loss"] > precision["random"] + 0.05, precision
 
 
-def test_resume_selects_exactly_as_an_uninterrupted_run(tiny_data, tmp_path):
+def test_resume_selects_exactly_as_an_uninterrupted_run(one_shard_data, tmp_path):
+    data = one_shard_data
     common = ["--selection", "dissect-mome", "--ratio", "0.5"]
-    _ok(_train(tiny_data, tmp_path, "full", *common, "--selection-record", str(tmp_path / "rec_full"), epochs=2))
+    _ok(_train(data, tmp_path, "full", *common, "--selection-record", str(tmp_path / "rec_full"), epochs=2))
     # Resume the same schedule after its first epoch, under another --name: the state is found
     # next to the resumed checkpoint.
     checkpoint = str(tmp_path / "full" / "checkpoints" / "epoch_1.pt")
     _ok(
         _train(
-            tiny_data,
+            data,
             tmp_path,
             "second",
             *common,
@@ -153,17 +170,15 @@ def test_resume_selects_exactly_as_an_uninterrupted_run(tiny_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     # The wrong strategy, or a missing state file, fails before training, naming the file.
-    wrong = _train(tiny_data, tmp_path, "wrong", "--selection", "clipscore", "--resume", checkpoint, epochs=2)
+    wrong = _train(data, tmp_path, "wrong", "--selection", "clipscore", "--resume", checkpoint, epochs=2)
     assert wrong.returncode != 0 and "epoch_1.dissect-state" in wrong.stderr and "'dissect-mome'" in wrong.stderr
     os.makedirs(tmp_path / "bare")
     shutil.copy(checkpoint, tmp_path / "bare" / "epoch_1.pt")
-    missing = _train(
-        tiny_data, tmp_path, "missing", *common, "--resume", str(tmp_path / "bare" / "epoch_1.pt"), epochs=2
-    )
+    missing = _train(data, tmp_path, "missing", *common, "--resume", str(tmp_path / "bare" / "epoch_1.pt"), epochs=2)
     assert missing.returncode != 0 and "no selection state" in missing.stderr
     _ok(
         _train(
-            tiny_data,
+            data,
             tmp_path,
             "reset",
             *common,
@@ -177,7 +192,7 @@ def test_resume_selects_exactly_as_an_uninterrupted_run(tiny_data, tmp_path):
     # Distillation sees the kept samples too (the teacher is the checkpoint trained above).
     _ok(
         _train(
-            tiny_data,
+            data,
             tmp_path,
             "distill",
             "--selection",
@@ -231,7 +246,7 @@ def test_fixed_mode_siglip_accumulation_and_wandb(tiny_data, tmp_path):
         assert b"selection/kept_fraction" in f.read()  # our scalars reached wandb (offline)
 
 
-def test_auto_warmup_detects_once_and_resumes_exactly(tiny_data, tmp_path):
+def test_auto_warmup_detects_once_and_resumes_exactly(one_shard_data, tmp_path):
     """``--dissect-warmup-epochs auto`` end to end: the detection is logged in one line and kept
     in selection.jsonl; a run resumed before or after it detects exactly once and ends with the
     weights of the uninterrupted run. (A threshold of 100% makes the loss signal fire as soon as
@@ -248,7 +263,7 @@ def test_auto_warmup_detects_once_and_resumes_exactly(tiny_data, tmp_path):
         "--ratio",
         "0.5",
     ]
-    _ok(_train(tiny_data, tmp_path, "full", *auto, epochs=3))
+    _ok(_train(one_shard_data, tmp_path, "full", *auto, epochs=3))
     with open(tmp_path / "full" / "out.log") as f:
         lines = [line for line in f if "early-learning point detected" in line]
     assert len(lines) == 1 and "detected at epoch 1 (mean scoring-pass loss" in lines[0]
@@ -256,13 +271,13 @@ def test_auto_warmup_detects_once_and_resumes_exactly(tiny_data, tmp_path):
     rows = read_jsonl(tmp_path / "full" / "selection.jsonl")
     assert [r.get("selection_from_epoch") for r in rows] == [None, 2, 2]
     assert rows[1]["early_learning_point"] == 1
-    assert all(r["clipscore_std"] > 0 and r["mean_loss"] > 0 and r["candidates"] == 512 for r in rows)
+    assert all(r["clipscore_std"] > 0 and r["mean_loss"] > 0 and r["candidates"] == 128 for r in rows)
     final = torch.load(tmp_path / "full" / "checkpoints" / "epoch_3.pt", map_location="cpu")["state_dict"]
     for cut, detections in ((1, 1), (2, 0)):  # resumed before the detection, after it
         name = f"resumed{cut}"
         _ok(
             _train(
-                tiny_data,
+                one_shard_data,
                 tmp_path,
                 name,
                 *auto,
@@ -277,13 +292,13 @@ def test_auto_warmup_detects_once_and_resumes_exactly(tiny_data, tmp_path):
         assert all(torch.equal(final[k], resumed[k]) for k in final), cut
 
 
-def test_observe_trains_exactly_as_full_data(tiny_data, tmp_path):
+def test_observe_trains_exactly_as_full_data(one_shard_data, tmp_path):
     """``--selection observe`` scores and records every candidate but trains as ``none`` does;
     ``--selection-scoring-mode train`` scores a BatchNorm tower without touching its statistics."""
-    _ok(_train(tiny_data, tmp_path, "none", "--selection", "none"))
+    _ok(_train(one_shard_data, tmp_path, "none", "--selection", "none"))
     _ok(
         _train(
-            tiny_data,
+            one_shard_data,
             tmp_path,
             "observe",
             "--selection",
@@ -298,10 +313,14 @@ def test_observe_trains_exactly_as_full_data(tiny_data, tmp_path):
     b = torch.load(tmp_path / "observe" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     frame = pd.read_parquet(tmp_path / "rec" / "epoch_0.rank0-of-1.parquet")
-    assert len(frame) == 512 and bool(frame["kept"].all()) and frame["curr"].std() > 0
+    assert len(frame) == 128 and bool(frame["kept"].all()) and frame["curr"].std() > 0
     rn = ["--model", "dissect-rn-tiny"]
-    _ok(_train(tiny_data, tmp_path, "rn-none", "--selection", "none", *rn))
-    _ok(_train(tiny_data, tmp_path, "rn-observe", "--selection", "observe", "--selection-scoring-mode", "train", *rn))
+    _ok(_train(one_shard_data, tmp_path, "rn-none", "--selection", "none", *rn))
+    _ok(
+        _train(
+            one_shard_data, tmp_path, "rn-observe", "--selection", "observe", "--selection-scoring-mode", "train", *rn
+        )
+    )
     a = torch.load(tmp_path / "rn-none" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
     b = torch.load(tmp_path / "rn-observe" / "checkpoints" / "epoch_1.pt", map_location="cpu")["state_dict"]
     assert any("running_mean" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)

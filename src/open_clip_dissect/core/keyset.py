@@ -12,6 +12,23 @@ from open_clip_dissect.errors import InputError
 KEY_LIST_NAME = "keys.txt"  # what `open-clip-dissect filter` writes into its output folder
 
 
+def check_key_file(path: str, flag: str, probe: int = 1 << 16) -> None:
+    """Refuse, before a run writes anything, a key list that is not text: its first ``probe``
+    bytes hold a NUL or are not UTF-8 (a character cut at the probe's end is allowed)."""
+    with open(path, "rb") as f:
+        head = f.read(probe)
+    for cut in range(4):
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        text = "\x00"
+    if "\x00" in text:
+        raise InputError(flag, f"{path} is not a text file of keys, one per line")
+
+
 class KeySet:
     def __init__(self, keys: Iterable[str]):
         self.hashes = torch.unique(hash_keys(list(keys)))  # sorted, duplicates dropped
@@ -22,10 +39,15 @@ class KeySet:
         if os.path.isdir(path):
             path = os.path.join(path, KEY_LIST_NAME)
         try:
-            with open(path) as f:
-                return cls(line.strip() for line in f if line.strip())
+            with open(path, encoding="utf-8") as f:
+                lines = [line.strip() for line in f]
         except OSError as exn:
             raise InputError(flag, f"cannot read {path}: {exn}") from None
+        except UnicodeDecodeError:
+            lines = None
+        if lines is None or any("\x00" in line for line in lines):  # a binary file decodes as garbage keys
+            raise InputError(flag, f"{path} is not a text file of keys, one per line")
+        return cls(line for line in lines if line)
 
     def __len__(self) -> int:
         return len(self.hashes)

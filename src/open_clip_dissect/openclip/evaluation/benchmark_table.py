@@ -13,6 +13,8 @@ import os
 import re
 from typing import Dict, List, Optional
 
+from open_clip_dissect.errors import InputError
+
 COLUMNS = ("IR@1", "IR@10", "TR@1", "TR@10", "R@sum")
 TITLES = {
     "mscoco_captions": "Zero-shot MS-COCO (5k test set)",
@@ -31,6 +33,14 @@ def read_params(run_dir: str) -> Dict[str, str]:
         return dict(line.rstrip("\n").split(": ", 1) for line in f if ": " in line)
 
 
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exn:
+        raise InputError(path, f"not a JSON evaluation file: {exn}") from None
+
+
 def run_results(run_dir: str) -> Dict[str, dict]:
     """``{benchmark: metrics}`` of a run's final evaluation."""
     out: Dict[str, dict] = {}
@@ -43,13 +53,17 @@ def run_results(run_dir: str) -> Dict[str, dict]:
         epoch = float("inf") if match.group(1) == "latest" else int(match.group(1))
         if epoch >= found.get(match.group(2), -1):
             found[match.group(2)] = epoch
-            with open(path) as f:
-                out[match.group(2)] = json.load(f)
+            out[match.group(2)] = _read_json(path)
     results = os.path.join(run_dir, "checkpoints", "results.jsonl")
     if os.path.isfile(results):
         with open(results) as f:
-            for line in f:
-                record = json.loads(line) if line.strip() else {}
+            for number, line in enumerate(f, 1):
+                try:
+                    record = json.loads(line) if line.strip() else {}
+                except json.JSONDecodeError:
+                    raise InputError(
+                        results, f"line {number} is not JSON (a run still writing it, or a damaged file)"
+                    ) from None
                 for key in record:
                     name = key[: -len("_R@sum")] if key.endswith("_R@sum") else None
                     if name and name in TITLES and name not in found:

@@ -309,8 +309,12 @@ def validate_args(args) -> None:
         from open_clip_dissect.openclip.evaluation.benchmark_eval import check_training_args
 
         check_training_args(args)
-    if args.noisy_keys is not None and not os.path.isfile(args.noisy_keys):
-        raise InputError("--noisy-keys", f"file not found: {args.noisy_keys}")
+    if args.noisy_keys is not None:
+        if not os.path.isfile(args.noisy_keys):
+            raise InputError("--noisy-keys", f"file not found: {args.noisy_keys}")
+        from open_clip_dissect.core.keyset import check_key_file
+
+        check_key_file(args.noisy_keys, "--noisy-keys")
     if args.csv_key_key is not None and args.dataset_type not in ("csv", "auto"):
         raise InputError("--csv-key-key", f"is only used with --dataset-type csv (got {args.dataset_type})")
     import torch
