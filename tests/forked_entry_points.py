@@ -14,6 +14,7 @@ import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,7 @@ class EntryPoints:
     def close(self):
         self.server.kill()
         self.server.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     @property
     def alive(self):

@@ -17,16 +17,25 @@ def check_key_file(path: str, flag: str, probe: int = 1 << 16) -> None:
     bytes hold a NUL or are not UTF-8 (a character cut at the probe's end is allowed)."""
     with open(path, "rb") as f:
         head = f.read(probe)
+    text = None
     for cut in range(4):
         try:
             text = head[: len(head) - cut].decode("utf-8")
             break
         except UnicodeDecodeError:
             continue
-    else:
-        text = "\x00"
-    if "\x00" in text:
+    if text is None or "\x00" in text:
         raise InputError(flag, f"{path} is not a text file of keys, one per line")
+
+
+def _stripped_keys(lines, path: str, flag: str):
+    """The non-empty lines, stripped, in one pass (a key list may hold hundreds of millions)."""
+    for line in lines:
+        if "\x00" in line:  # a binary file can decode as UTF-8 garbage
+            raise InputError(flag, f"{path} is not a text file of keys, one per line")
+        line = line.strip()
+        if line:
+            yield line
 
 
 class KeySet:
@@ -40,14 +49,11 @@ class KeySet:
             path = os.path.join(path, KEY_LIST_NAME)
         try:
             with open(path, encoding="utf-8") as f:
-                lines = [line.strip() for line in f]
+                return cls(_stripped_keys(f, path, flag))
         except OSError as exn:
             raise InputError(flag, f"cannot read {path}: {exn}") from None
         except UnicodeDecodeError:
-            lines = None
-        if lines is None or any("\x00" in line for line in lines):  # a binary file decodes as garbage keys
-            raise InputError(flag, f"{path} is not a text file of keys, one per line")
-        return cls(line for line in lines if line)
+            raise InputError(flag, f"{path} is not a text file of keys, one per line") from None
 
     def __len__(self) -> int:
         return len(self.hashes)
