@@ -96,6 +96,16 @@ def test_a_flag_the_strategy_does_not_read_is_reported(caplog):
     assert "ignores --ratio" in caplog.text
 
 
+def test_selection_flags_without_a_strategy_are_reported(caplog, tmp_path):
+    with caplog.at_level("WARNING"):
+        params.parse_args(["--ratio", "0.5", "--selection-record", str(tmp_path / "rec")])
+    assert "--selection none trains as stock OpenCLIP and does not read --ratio, --selection-record" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        params.parse_args(["--selection", "random", "--ratio", "0.5", "--selection-record", str(tmp_path / "rec")])
+    assert "does not read" not in caplog.text
+
+
 @pytest.mark.parametrize("argv", [["--no-such-flag"], ["--selection", "bogus"], ["--batch-size", "x"]])
 def test_bad_flags_are_rejected(argv, capsys):
     with pytest.raises(SystemExit):

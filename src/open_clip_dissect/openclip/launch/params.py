@@ -248,6 +248,23 @@ def parse_args(argv):
     return args
 
 
+# The selecting loader's own flags: with --selection none the step is stock OpenCLIP's and
+# nothing reads them (--keep-list and the retrieval flags work without a strategy).
+SELECTION_ONLY_FLAGS = (
+    "--ratio",
+    "--selection-batch-mode",
+    "--selection-scope",
+    "--selection-scoring-mode",
+    "--clipscore-scale",
+    "--oracle-model",
+    "--oracle-checkpoint",
+    "--history-device",
+    "--selection-record",
+    "--noisy-keys",
+    "--selection-reset-history",
+)
+
+
 def validate_args(args) -> None:
     """Fail early, naming the flag (``InputError``), on values and combinations that cannot
     work; warn on flags that do nothing and on slow settings. Each value is checked once: the
@@ -273,6 +290,9 @@ def validate_args(args) -> None:
     )
     if ignored:
         log.warning(f"--selection {args.selection} does not read {', '.join(ignored)}: ignored")
+    unread = [flag for flag in SELECTION_ONLY_FLAGS if flag in given]
+    if args.selection == "none" and unread:
+        log.warning(f"--selection none trains as stock OpenCLIP and does not read {', '.join(unread)}: ignored")
     if strategy is not None:
         unused = sorted(
             o.flag
