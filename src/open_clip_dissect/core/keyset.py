@@ -12,6 +12,10 @@ from open_clip_dissect.errors import InputError
 KEY_LIST_NAME = "keys.txt"  # what `open-clip-dissect filter` writes into its output folder
 
 
+def _not_text(path: str, flag: str) -> InputError:
+    return InputError(flag, f"{path} is not a text file of keys, one per line")
+
+
 def check_key_file(path: str, flag: str, probe: int = 1 << 16) -> None:
     """Refuse, before a run writes anything, a key list that is not text: its first ``probe``
     bytes hold a NUL or are not UTF-8 (a character cut at the probe's end is allowed)."""
@@ -25,14 +29,14 @@ def check_key_file(path: str, flag: str, probe: int = 1 << 16) -> None:
         except UnicodeDecodeError:
             continue
     if text is None or "\x00" in text:
-        raise InputError(flag, f"{path} is not a text file of keys, one per line")
+        raise _not_text(path, flag)
 
 
 def _stripped_keys(lines, path: str, flag: str):
     """The non-empty lines, stripped, in one pass (a key list may hold hundreds of millions)."""
     for line in lines:
         if "\x00" in line:  # a binary file can decode as UTF-8 garbage
-            raise InputError(flag, f"{path} is not a text file of keys, one per line")
+            raise _not_text(path, flag)
         line = line.strip()
         if line:
             yield line
@@ -53,7 +57,7 @@ class KeySet:
         except OSError as exn:
             raise InputError(flag, f"cannot read {path}: {exn}") from None
         except UnicodeDecodeError:
-            raise InputError(flag, f"{path} is not a text file of keys, one per line") from None
+            raise _not_text(path, flag) from None
 
     def __len__(self) -> int:
         return len(self.hashes)
