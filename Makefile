@@ -38,12 +38,12 @@ demo: $(STAMP) $(DEMO_DATA)/manifest.json
 	$(VENV)/bin/open-clip-dissect summary $(DEMO_LOGS)/$(DEMO_NAME)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup tests
+	$(PY) -m pytest -n 2 tests
 
 # The quick loop: every test not marked slow (core, distributed, offline, the adapter's flags,
 # data and docs), the same set as `pytest -m "not slow"`. Times: CONTRIBUTING.md.
 test-fast: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow" tests
+	$(PY) -m pytest -n 2 -m "not slow" tests
 
 # ruff (pyproject.toml): lint errors and formatting; `ruff format src tests scripts` fixes the latter.
 lint: $(STAMP)

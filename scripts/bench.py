@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 
@@ -134,9 +133,7 @@ def train_run(cfg, manifest, spec, logs, name, strategy, ratio, seed, record_dir
     if strategy in NEEDS_REFERENCE:
         cmd += ["--oracle-model", cfg["model"], "--oracle-checkpoint", reference]
     started = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
-    if result.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    bench_data.run_training(name, cmd, {**os.environ, "WANDB_MODE": "disabled"})
     results, audit, _ = bench_data.read_run(run_dir)
     return {
         "curve": [(r["epoch"], r["train_seconds"], r["retrieval_R@sum"]) for r in results if "retrieval_R@sum" in r],

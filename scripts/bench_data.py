@@ -77,6 +77,20 @@ def run_env(threads=1):
     }
 
 
+def run_command(cmd, env):
+    """Run a command to its end, capturing its output (the test suite swaps in a runner that
+    forks an interpreter which has already imported torch)."""
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+def run_training(name, cmd, env):
+    """Run one benchmark run's training command; a failure raises, naming the run, with the end
+    of its output."""
+    result = run_command(cmd, env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+
+
 def code_version():
     """The commit the benchmark runs (``-dirty`` when the tree has changes), recorded in every run
     so that a cached result names the code that made it; ``None`` outside a git checkout."""

@@ -34,7 +34,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -152,11 +151,7 @@ def run_one(cfg, root, regime, spec, label, seed):
         shutil.rmtree(record, ignore_errors=True)
     started = time.time()
     env = bench_data.run_env(1)
-    result = subprocess.run(
-        command(cfg, spec, manifest, logs, name, strategy, flags, seed, record), capture_output=True, text=True, env=env
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    bench_data.run_training(name, command(cfg, spec, manifest, logs, name, strategy, flags, seed, record), env)
     run_dir = os.path.join(logs, name)
     curve, epochs, events = bench_data.read_run(run_dir)
     curve = [r for r in curve if "retrieval_R@sum" in r]

@@ -49,7 +49,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -219,11 +218,7 @@ def run_one(cfg, root, cache, job, threads=1):
         shutil.rmtree(folder, ignore_errors=True)
     started = time.time()
     env = bench_data.run_env(threads)
-    result = subprocess.run(
-        command(cfg, spec, manifest, logs, name, label, ratio, seed, record), capture_output=True, text=True, env=env
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    bench_data.run_training(name, command(cfg, spec, manifest, logs, name, label, ratio, seed, record), env)
     return collect(job, manifest, logs, record, cached, time.time() - started, threads)
 
 

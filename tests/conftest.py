@@ -1,15 +1,25 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 from types import SimpleNamespace
 
-import forked_entry_points
-import pytest
+# Each xdist worker computes with its share of the cores: two workers of two compute threads
+# each on two cores spend about twice the CPU on the same training (threads spin waiting for one
+# another). Set before torch is imported, here and in every process a test starts.
+_THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, _THREADS)
 
-from open_clip_dissect import synthetic
-from open_clip_dissect.openclip.models.configs import register_model_configs
+import forked_entry_points  # noqa: E402
+import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
+
+from open_clip_dissect import synthetic  # noqa: E402
+from open_clip_dissect.openclip.models.configs import register_model_configs  # noqa: E402
 
 register_model_configs()  # in-process tests build the tiny models (the entry points do this themselves)
 
@@ -87,12 +97,23 @@ TINY_TRAIN_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    """512 noisy training pairs in 4 shards (+ CSV), 64 clean validation pairs, 32 retrieval
-    test images with 3 captions each."""
-    out = str(tmp_path_factory.mktemp("synthetic"))
-    manifest = synthetic.make_dataset(
+def built_once(tmp_path_factory, name, build):
+    """``build(folder)``'s JSON result, built once per test session however many xdist workers
+    ask for it: the first builds under a file lock, the others wait and read what it wrote."""
+    base = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        base = base.parent  # the session's folder, above each worker's own
+    folder = base / f"built-once-{name}"
+    with FileLock(f"{folder}.lock"):
+        done = base / f"built-once-{name}.json"
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            done.write_text(json.dumps(build(str(folder))))
+        return json.loads(done.read_text())
+
+
+def _tiny_data(out):
+    return out, synthetic.make_dataset(
         out,
         train_size=512,
         val_size=64,
@@ -105,15 +126,29 @@ def tiny_data(tmp_path_factory):
         test_size=32,
         test_captions=3,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """512 noisy training pairs in 4 shards (+ CSV), 64 clean validation pairs, 32 retrieval
+    test images with 3 captions each."""
+    root, manifest = built_once(tmp_path_factory, "tiny-data", _tiny_data)
+    splits = manifest["splits"]
     return SimpleNamespace(
-        root=out,
-        train=manifest["splits"]["train"]["pattern"],
-        val=manifest["splits"]["val"]["pattern"],
-        test=manifest["splits"]["test"]["pattern"],
-        test_csv=manifest["splits"]["test"]["csv"],
-        train_csv=manifest["splits"]["train"]["csv"],
-        val_csv=manifest["splits"]["val"]["csv"],
+        root=root,
+        train=splits["train"]["pattern"],
+        val=splits["val"]["pattern"],
+        test=splits["test"]["pattern"],
+        test_csv=splits["test"]["csv"],
+        train_csv=splits["train"]["csv"],
+        val_csv=splits["val"]["csv"],
         manifest=manifest,
+    )
+
+
+def _one_shard_data(out):
+    return synthetic.make_dataset(
+        out, train_size=128, val_size=0, seed=0, noise_rate=0.4, shard_size=128, progress=False
     )
 
 
@@ -121,19 +156,13 @@ def tiny_data(tmp_path_factory):
 def one_shard_data(tmp_path_factory):
     """128 pairs in one shard, 40% shuffled: four steps of 32 per epoch, enough to show that a
     strategy runs through every part of the adapter (what it selects is tested in core)."""
-    out = str(tmp_path_factory.mktemp("one-shard"))
-    manifest = synthetic.make_dataset(
-        out, train_size=128, val_size=0, seed=0, noise_rate=0.4, shard_size=128, progress=False
-    )
+    manifest = built_once(tmp_path_factory, "one-shard", _one_shard_data)
     return SimpleNamespace(train=manifest["splits"]["train"]["pattern"], noisy=round(0.4 * 128))
 
 
-@pytest.fixture(scope="session")
-def oracle(tmp_path_factory):
-    """A tiny CLIP trained on 2048 clean pairs: the 'pretrained oracle' of the tests."""
-    root = tmp_path_factory.mktemp("oracle")
+def _oracle(root):
     manifest = synthetic.make_dataset(
-        str(root / "clean"), train_size=2048, val_size=0, seed=7, noise_rate=0.0, shard_size=512, progress=False
+        os.path.join(root, "clean"), train_size=2048, val_size=0, seed=7, noise_rate=0.0, shard_size=512, progress=False
     )
     flags = [
         *TINY_TRAIN_FLAGS,
@@ -150,20 +179,26 @@ def oracle(tmp_path_factory):
         "--warmup",
         "20",
         "--logs",
-        str(root),
+        root,
         "--name",
         "oracle",
     ]  # (a 2-step warm-up can collapse clean-data runs)
     result = run_module("open_clip_dissect.main", flags)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return str(root / "oracle" / "checkpoints" / "epoch_3.pt")
+    return os.path.join(root, "oracle", "checkpoints", "epoch_3.pt")
+
+
+@pytest.fixture(scope="session")
+def oracle(tmp_path_factory):
+    """A tiny CLIP trained on 2048 clean pairs: the 'pretrained oracle' of the tests."""
+    return built_once(tmp_path_factory, "oracle", _oracle)
 
 
 # Entry points that run in a fork of the session's server, which imported torch and OpenCLIP
 # once (about 7 s of CPU saved per run). Environment variables these runs may set: read at run
 # time, not at import (PYTHONPATH or thread counts need a fresh interpreter).
 FORKED_MODULES = ("open_clip_dissect.main", "open_clip_dissect.cli")
-FORK_SAFE_ENV = {"WANDB_DIR", "OPEN_CLIP_DISSECT_KILL_AT"}
+FORK_SAFE_ENV = {"WANDB_DIR", "WANDB_MODE", "OPEN_CLIP_DISSECT_KILL_AT"}
 
 
 def run_module(module, args, cwd=None, timeout=600, env=None, fresh=False):
@@ -191,3 +226,21 @@ def train_losses(log_path):
     """``(epoch, samples, loss)`` of every progress line in an OpenCLIP ``out.log``."""
     with open(log_path) as f:
         return [m.groups() for m in map(LOSS_LINE.search, f) if m]
+
+
+_BENCH_RUNS = threading.Lock()  # the server takes one request at a time; a profile may run two
+
+
+@pytest.fixture
+def forked_bench_runs(monkeypatch):
+    """The benchmark scripts' training runs (``scripts/bench_data.run_command``) go to the
+    session's entry-point server like the tests' own runs."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import bench_data
+
+    def run(cmd, env):
+        assert cmd[:3] == [sys.executable, "-m", "open_clip_dissect.main"], cmd[:3]
+        with _BENCH_RUNS:  # (PYTHONPATH and thread counts of the run's env: the server has them)
+            return run_module(cmd[2], cmd[3:], env={"WANDB_MODE": env.get("WANDB_MODE", "disabled")})
+
+    monkeypatch.setattr(bench_data, "run_command", run)

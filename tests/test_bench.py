@@ -10,17 +10,21 @@ from conftest import REPO
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
 
 
-def test_bench_smoke_profile(tmp_path):
-    out = tmp_path / "smoke"
+def test_make_bench_runs_the_profile_into_the_folder():
     result = subprocess.run(
-        ["make", "-s", "-C", REPO, "bench", "PROFILE=smoke", f"BENCH_OUT={out}"],
-        capture_output=True,
-        text=True,
-        timeout=900,
+        ["make", "-n", "-s", "-C", REPO, "bench", "PROFILE=smoke", "BENCH_OUT=/x/y"], capture_output=True, text=True
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "## Time to accuracy" in result.stdout and "## Step overhead" in result.stdout
-    assert "## History store" in result.stdout
+    assert result.returncode == 0 and "scripts/bench.py --profile smoke --out /x/y" in result.stdout.splitlines()[-1]
+
+
+def test_bench_smoke_profile(tmp_path, forked_bench_runs, capsys):
+    """``make bench PROFILE=smoke`` (its training runs in forks of the tests' server)."""
+    import bench
+
+    out = tmp_path / "smoke"
+    assert bench.main(["--profile", "smoke", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "## Time to accuracy" in stdout and "## Step overhead" in stdout and "## History store" in stdout
     for name in (
         "results.md",
         "time_to_accuracy.csv",
@@ -36,7 +40,7 @@ def test_bench_smoke_profile(tmp_path):
         rows = list(csv.DictReader(f))
     assert {r["strategy"] for r in rows} == {"none", "random", "dissect-mome", "learnability", "infobatch"}
     assert next(r for r in rows if r["strategy"] == "infobatch")["ratio"] == "own"
-    assert "frozen reference trained on clean pairs" in result.stdout  # learnability got its reference
+    assert "frozen reference trained on clean pairs" in stdout  # learnability got its reference
     full = next(r for r in rows if r["strategy"] == "none")
     assert float(full["speedup"]) == 1.0  # the full-data run reaches its own final R@sum
     with open(out / "step_overhead.csv") as f:
@@ -45,13 +49,10 @@ def test_bench_smoke_profile(tmp_path):
     assert all(float(r["selection_step"]) > 0 for r in overhead)
 
 
-def test_paper_profile_on_a_tiny_design(tmp_path):
+def test_paper_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     """The paper profile's whole path (data per seed, runs, cache, paired statistics, Fig. 3)
     on a design small enough for the test suite; an auto run that never leaves its warm-up is
     the random run of its seed, decision for decision."""
-    import sys
-
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
     import paper_bench
 
     cfg = dict(paper_bench.PAPER, seeds=(0, 1), parallel=1)

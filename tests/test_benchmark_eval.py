@@ -281,7 +281,7 @@ def test_training_evaluates_the_benchmarks_on_rank_0(bench, tmp_path):
         "--name",
         "run",
     ]
-    result = run_module("open_clip_dissect.main", flags, env={"OMP_NUM_THREADS": "1"})
+    result = run_module("open_clip_dissect.main", flags)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = read_jsonl(tmp_path / "run" / "checkpoints" / "results.jsonl")
     names = {key.split("_IR@1")[0] for r in records for key in r if key.endswith("_IR@1")}

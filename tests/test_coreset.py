@@ -19,7 +19,6 @@ def _ok(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.mark.xdist_group("oracle")  # one worker trains the session's oracle for both
 def test_embed_score_filter_train(oracle, tiny_data, tmp_path):
     emb = tmp_path / "emb"
     embed = [
@@ -192,7 +191,6 @@ def test_datacomp_uids():
     assert uids.tolist() == [(1, 2), (2**64 - 1, 1)]
 
 
-@pytest.mark.xdist_group("oracle")
 def test_online_oracle_clipscore_keeps_a_cleaner_set(oracle, tiny_data, tmp_path):
     flags = [
         *TINY_TRAIN_FLAGS,

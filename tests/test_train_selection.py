@@ -133,12 +133,11 @@ def learnable_data(tmp_path_factory):
 
 
 def test_small_loss_keeps_a_cleaner_set_than_random(learnable_data, tmp_path):
-    precision = {}
-    for strategy in ("random", "small-loss"):
-        _ok(_train(learnable_data, tmp_path, strategy, "--selection", strategy, "--batch-size", "64", epochs=2))
-        second = read_jsonl(tmp_path / strategy / "selection.jsonl")[1]
-        precision[strategy] = second["audit_kept_precision"]
-    assert precision["small-loss"] > precision["random"] + 0.05, precision
+    """After an epoch of learning, small-loss keeps cleaner pairs than a random pick of the same
+    size would (the audit's random precision is the clean share of the candidates)."""
+    _ok(_train(learnable_data, tmp_path, "small-loss", "--selection", "small-loss", "--batch-size", "64", epochs=2))
+    second = read_jsonl(tmp_path / "small-loss" / "selection.jsonl")[1]
+    assert second["audit_kept_precision"] > second["audit_random_precision"] + 0.05, second
 
 
 def test_resume_selects_exactly_as_an_uninterrupted_run(one_shard_data, tmp_path):

@@ -85,7 +85,7 @@ def test_data_cache_is_keyed_by_the_generator_arguments(tmp_path):
     assert c["difficulty"]["alt_text_rate"] == 0.6 and c["noise_kind"] == "shuffle"
 
 
-def test_web_profile_on_a_tiny_design(tmp_path):
+def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     """The web profile's whole path (preset data per seed, runs at two ratios, records summarised
     into the cache, paired statistics against random and the best baseline, calibration table,
     plots) on a design small enough for the test suite; the calibration command writes its JSON."""
