@@ -5,7 +5,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import REPO
+from conftest import REPO, TINY
 
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
 
@@ -55,7 +55,7 @@ def test_paper_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     the random run of its seed, decision for decision."""
     import paper_bench
 
-    cfg = dict(paper_bench.PAPER, seeds=(0, 1), parallel=1)
+    cfg = dict(paper_bench.PAPER, seeds=(0, 1), parallel=1, model=TINY)
     cfg["methods"] = {
         **paper_bench.METHODS,
         "dissect-warmup-auto": (

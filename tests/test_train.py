@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_module
+from conftest import TINY, TINY_TRAIN_FLAGS, read_jsonl, run_module
 from conftest import train_losses as _losses
 
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
@@ -102,7 +102,7 @@ def test_webdataset_run_checkpoint_resume_and_summary(tiny_data, tmp_path):
         [
             "eval",
             "--model",
-            "dissect-vit-tiny",
+            TINY,
             "--checkpoint",
             str(run / "checkpoints" / "epoch_2.pt"),
             "--data",

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, TINY
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import bench_data  # noqa: E402
@@ -102,7 +102,7 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
         main=True,
         methods=("full", "random", "small-loss", "infobatch", "dissect-warmup-auto"),
     )
-    cfg = dict(web_bench.WEB, regimes={"web-memorising": regime}, parallel=1)
+    cfg = dict(web_bench.WEB, regimes={"web-memorising": regime}, parallel=1, model=TINY)
     out, cache, root = tmp_path / "out", tmp_path / "cache", tmp_path / "root"
     assert web_bench.main(str(out), cache=str(cache), root=str(root), cfg=cfg) == 0
     text = (out / "results.md").read_text()

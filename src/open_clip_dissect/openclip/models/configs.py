@@ -1,5 +1,6 @@
-"""The package's tiny model configs (``dissect-vit-tiny``, ``dissect-rn-tiny``), registered with
-OpenCLIP's model registry by the entry points (never on import)."""
+"""The package's tiny model configs (``dissect-vit-tiny``, ``dissect-vit-micro``,
+``dissect-rn-tiny``), registered with OpenCLIP's model registry by the entry points (never on
+import)."""
 
 from pathlib import Path
 
