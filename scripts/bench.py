@@ -48,7 +48,7 @@ PROFILES = {
         seeds=(0,),
         warmup_epochs=1,
         reference=dict(train=256, test=32, noise="shuffle", epochs=1, batch=32),
-        model="dissect-vit-tiny",
+        model="dissect-vit-micro",  # the test suite's model: the smoke profile checks the parts run, not speed
         precision="fp32",
         workers=1,
         lr=1e-3,

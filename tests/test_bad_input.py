@@ -14,19 +14,11 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY_TRAIN_FLAGS, run_module
-from forked_entry_points import EntryPoints
 
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
 
 MAIN = "open_clip_dissect.main"
 CLI = "open_clip_dissect.cli"
-
-
-@pytest.fixture(scope="module")
-def entry_points():
-    runner = EntryPoints()
-    yield runner
-    runner.close()
 
 
 @pytest.fixture(scope="module")
@@ -540,12 +532,10 @@ def test_the_table_covers_every_entry_point(world, tmp_path):
 
 
 @pytest.mark.parametrize("case_id, module, argv, subject", CASES, ids=[case[0] for case in CASES])
-def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
-    case_id, module, argv, subject, world, entry_points, tmp_path
-):
+def test_bad_input_is_refused_in_one_line_and_leaves_nothing(case_id, module, argv, subject, world, tmp_path):
     before = files_under(world["root"])
     subject = subject(world, tmp_path) if callable(subject) else subject
-    result = entry_points.run(module, argv(world, tmp_path), cwd=tmp_path)
+    result = run_module(module, argv(world, tmp_path), cwd=tmp_path)  # in a fork of the session's server
     assert_refused(result, subject)
     assert files_under(tmp_path) == [], f"left behind: {files_under(tmp_path)}"
     assert files_under(world["root"]) == before
@@ -554,7 +544,7 @@ def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
 @pytest.mark.parametrize("case_id", ["shards-missing", "embed-data-missing"])
 def test_a_fresh_interpreter_gives_the_same_result(case_id, world, tmp_path):
     _, module, argv, subject = next(case for case in CASES if case[0] == case_id)
-    result = run_module(module, argv(world, tmp_path), cwd=tmp_path)
+    result = run_module(module, argv(world, tmp_path), cwd=tmp_path, fresh=True)
     assert_refused(result, subject)
     assert files_under(tmp_path) == []
 
@@ -581,11 +571,11 @@ def test_a_bug_still_gives_a_traceback(monkeypatch):
 # --- failures after OpenCLIP's start-up (issue 26, section 6)
 
 
-def test_an_epoch_without_samples_names_its_cause_and_the_retry_runs(world, entry_points, tmp_path):
+def test_an_epoch_without_samples_names_its_cause_and_the_retry_runs(world, tmp_path):
     # Keys checked only while reading (bare __key__s): none of them is in the data.
     (tmp_path / "keys.txt").write_text("99999998\n99999999\n")
     flags = wds(world, "--sample-key", "key", "--selection", "random", "--keep-list", str(tmp_path / "keys.txt"))
-    failed = entry_points.run(MAIN, train(tmp_path, *flags), cwd=tmp_path)
+    failed = run_module(MAIN, train(tmp_path, *flags), cwd=tmp_path)
     assert_refused(failed, "--keep-list: the epoch has no samples: none of the 512 samples")
     run = tmp_path / "logs" / "run"
     [aside] = os.listdir(run)  # the failed attempt's files, kept, out of the way of the retry
@@ -593,13 +583,13 @@ def test_an_epoch_without_samples_names_its_cause_and_the_retry_runs(world, entr
     assert f"its files are now in {run / aside}" in failed.stderr
     # The same command with the keep-list corrected runs in the same folder.
     (tmp_path / "keys.txt").write_text("".join(f"{i:08d}\n" for i in range(64)))
-    retry = entry_points.run(MAIN, train(tmp_path, *flags), cwd=tmp_path)
+    retry = run_module(MAIN, train(tmp_path, *flags), cwd=tmp_path)
     assert retry.returncode == 0, retry.stderr[-3000:]
     assert (run / "checkpoints" / "epoch_1.pt").is_file() and (run / aside / "out.log").is_file()
 
 
 @pytest.mark.parametrize("selection", ["none", "random"])
-def test_unreadable_shards_give_an_epoch_without_samples(selection, entry_points, tmp_path):
+def test_unreadable_shards_give_an_epoch_without_samples(selection, tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
     for name in ("00000.tar", "00001.tar"):  # e.g. an HTML error page saved by a failed download
@@ -613,7 +603,7 @@ def test_unreadable_shards_give_an_epoch_without_samples(selection, entry_points
         "--selection",
         selection,
     ]
-    result = entry_points.run(MAIN, train(tmp_path, *flags), cwd=tmp_path)
+    result = run_module(MAIN, train(tmp_path, *flags), cwd=tmp_path)
     assert_refused(
         result, "--train-data: the epoch has no samples: none of the 2 shard(s) of --train-data holds a readable sample"
     )

@@ -137,6 +137,8 @@ def test_resume_latest_falls_back_and_retrains_the_same_epoch(tiny_data, tmp_pat
         "dissect-mome",
         "--resume",
         "latest",
+        "--train-num-samples",
+        "128",
     ]
     first = run_module("open_clip_dissect.main", flags)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_TRAIN_FLAGS, run_module
+from conftest import TINY, TINY_TRAIN_FLAGS, run_module
 
 from open_clip_dissect.core.audit import auroc
 from open_clip_dissect.errors import InputError
@@ -19,12 +19,12 @@ def _ok(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def test_embed_score_filter_train(oracle, tiny_data, tmp_path):
+def _embed_score_filter_train(oracle, tiny_data, tmp_path):
     emb = tmp_path / "emb"
     embed = [
         "embed",
         "--model",
-        "dissect-vit-tiny",
+        TINY,
         "--checkpoint",
         oracle,
         "--data",
@@ -47,7 +47,7 @@ def test_embed_score_filter_train(oracle, tiny_data, tmp_path):
             [
                 "embed",
                 "--model",
-                "dissect-vit-tiny",
+                TINY,
                 "--checkpoint",
                 oracle,
                 "--data",
@@ -191,7 +191,7 @@ def test_datacomp_uids():
     assert uids.tolist() == [(1, 2), (2**64 - 1, 1)]
 
 
-def test_online_oracle_clipscore_keeps_a_cleaner_set(oracle, tiny_data, tmp_path):
+def _online_oracle_clipscore_keeps_a_cleaner_set(oracle, tiny_data, tmp_path):
     flags = [
         *TINY_TRAIN_FLAGS,
         "--train-data",
@@ -209,7 +209,7 @@ def test_online_oracle_clipscore_keeps_a_cleaner_set(oracle, tiny_data, tmp_path
         "--selection",
         "clipscore-oracle",
         "--oracle-model",
-        "dissect-vit-tiny",
+        TINY,
         "--oracle-checkpoint",
         oracle,
     ]
@@ -247,3 +247,13 @@ def test_forgetting_events_by_hand(tmp_path):
         )
     events = coreset.forgetting_scores(str(tmp_path)).set_index("key")["forgetting"].to_dict()
     assert events == {"a": 1, "b": 1, "c": 1, "d": 0}
+
+
+def test_the_trained_oracle_offline_and_online(oracle, tiny_data, tmp_path):
+    """The two uses of a pretrained oracle in one test, so that one worker trains the session's
+    oracle and no other waits on its lock: embed, score, filter and train on the keep-list
+    (offline); clipscore-oracle selecting during training (online)."""
+    for part in (_embed_score_filter_train, _online_oracle_clipscore_keeps_a_cleaner_set):
+        folder = tmp_path / part.__name__.strip("_")
+        folder.mkdir()
+        part(oracle, tiny_data, folder)

@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo) through torchrun: DDP on CPU, sharded history, elastic resume."""
+"""Two CPU processes (gloo): DDP on CPU, sharded history, elastic resume. The uninterrupted run goes
+through torchrun itself; the others start their ranks as torchrun does, forked (``run_ranks``)."""
 
 import os
 import subprocess
@@ -6,9 +7,17 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_TRAIN_FLAGS, read_jsonl
+from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_ranks, start_ranks
 
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
+
+
+def ranks(nproc, args, env=None, check=True):
+    """``torchrun --nproc_per_node nproc -m open_clip_dissect.main args``, the ranks forked."""
+    result = run_ranks(nproc, "open_clip_dissect.main", args, env=env)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
 
 
 def torchrun(nproc, args, timeout=900, env=None, check=True):
@@ -68,9 +77,9 @@ def test_a_killed_rank_resumes_exactly(two_rank_run, tiny_data, tmp_path):
         "--save-most-recent",
         "--delete-previous-checkpoint",
     ]
-    killed = torchrun(2, flags, env={"OPEN_CLIP_DISSECT_KILL_AT": "train:1:5@1"}, check=False)
-    assert killed.returncode != 0
-    torchrun(2, [*flags, "--resume", "latest"])
+    killed = ranks(2, flags, env={"OPEN_CLIP_DISSECT_KILL_AT": "train:1:5@1"}, check=False)
+    assert killed.returncode == -9, killed.stderr[-3000:]  # rank 1's SIGKILL
+    ranks(2, [*flags, "--resume", "latest"])
     for rank in range(2):
         name = f"epoch_2.dissect-state.rank{rank}-of-2"
         want = torch.load(two_rank_run / "checkpoints" / name, weights_only=True)
@@ -131,7 +140,7 @@ def test_global_scope_gives_every_rank_the_same_batch_size(tiny_data, tmp_path):
         "--ratio",
         "0.25",
     ]
-    torchrun(2, flags)  # ClipLoss's all-gather aborts on unequal per-rank batch sizes
+    ranks(2, flags)  # ClipLoss's all-gather aborts on unequal per-rank batch sizes
     summary = read_jsonl(tmp_path / "global" / "selection.jsonl")[0]
     assert summary["candidates"] == 512 and summary["kept"] == 8 * 8 * 2  # k = 8 per rank and step
     with open(tmp_path / "global" / "out.log") as f:
@@ -139,9 +148,8 @@ def test_global_scope_gives_every_rank_the_same_batch_size(tiny_data, tmp_path):
 
 
 def test_rebalance_deals_k_samples_to_every_rank(tmp_path):
-    import torch.multiprocessing as mp
 
-    mp.spawn(_rebalance_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    start_ranks(_rebalance_worker, (2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     # rank 0 kept its candidates 0, 2, 3; rank 1 kept 5: rank 0 trains on 0, 2 and sends only
     # its surplus 3 to rank 1, which lacks one
@@ -187,7 +195,7 @@ def test_infobatch_pads_unequal_kept_counts_across_ranks(tiny_data, tmp_path):
         "--infobatch-anneal",
         "0",
     ]
-    torchrun(2, flags)
+    ranks(2, flags)
     first, second = read_jsonl(tmp_path / "infobatch" / "selection.jsonl")
     assert first["kept"] == 512 and second["kept"] < 512
     for rank in range(2):
@@ -200,12 +208,9 @@ def test_infobatch_pads_unequal_kept_counts_across_ranks(tiny_data, tmp_path):
 def test_weighted_clip_loss_across_two_ranks(tmp_path):
     """Global batch (weights gathered, one loss on every rank) and --local-loss (each rank its
     rows against every column) both equal the single-process per-sample losses, weighted."""
-    import torch.multiprocessing as mp
 
     for local in (False, True):
-        mp.spawn(
-            _weighted_loss_worker, args=(2, str(tmp_path / f"init{local}"), str(tmp_path), local), nprocs=2, join=True
-        )
+        start_ranks(_weighted_loss_worker, (2, str(tmp_path / f"init{local}"), str(tmp_path), local), nprocs=2)
         from open_clip_dissect.core.strategies import per_sample_infonce
 
         image, text, weights = _weighted_loss_inputs()

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_TRAIN_FLAGS, read_jsonl
+from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_ranks, start_ranks
 
 from open_clip_dissect.core.audit import audit
 from open_clip_dissect.errors import InputError
@@ -51,9 +51,7 @@ def _audit_worker(rank, world, init_file, out_dir):
 
 
 def test_merged_audit_equals_the_audit_of_the_union(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_audit_worker, args=(WORLD, str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    start_ranks(_audit_worker, (WORLD, str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD)
     for case, (seed, rate) in enumerate(((0, 0.3), (1, 0.7))):
         _, (score, kept, noisy) = _shards(seed, 200, rate)
         union = audit(score, kept, noisy)
@@ -116,8 +114,6 @@ def test_record_files_per_rank_and_their_readers(tmp_path):
 
 
 def test_two_ranks_audit_equals_the_audit_of_their_records(tiny_data, tmp_path):
-    from test_distributed import torchrun
-
     records = tmp_path / "records"
     flags = [
         *TINY_TRAIN_FLAGS,
@@ -140,7 +136,8 @@ def test_two_ranks_audit_equals_the_audit_of_their_records(tiny_data, tmp_path):
         "--selection-record",
         str(records),
     ]
-    torchrun(2, flags)
+    result = run_ranks(2, "open_clip_dissect.main", flags)
+    assert result.returncode == 0, result.stderr[-5000:]
     summaries = read_jsonl(tmp_path / "audit" / "selection.jsonl")
     epochs = record_lib.recorded_epochs(str(records))
     assert [e for e, _ in epochs] == [0, 1] and all(len(files) == 2 for _, files in epochs)

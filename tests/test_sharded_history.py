@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from conftest import start_ranks
 
 from open_clip_dissect.core.history import HistoryStore, hash_keys
 from open_clip_dissect.distributed.communicator import Communicator
@@ -54,7 +54,7 @@ def _worker(rank, world, init_file, out_dir):
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded")
-    mp.spawn(_worker, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+    start_ranks(_worker, (2, str(out / "init"), str(out)), nprocs=2)
     return out
 
 
