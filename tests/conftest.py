@@ -239,7 +239,10 @@ def start_ranks(worker, args, nprocs, join=True):
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        os.environ.pop("OMP_NUM_THREADS") if threads is None else os.environ.update(OMP_NUM_THREADS=threads)
+        if threads is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = threads
     return mp.start_processes(worker, args=args, nprocs=nprocs, join=join, start_method="forkserver")
 
 
@@ -289,24 +292,24 @@ def run_ranks(nprocs, module, argv, env=None, timeout=600):
     args = (nprocs, port, module, list(argv), {"WANDB_MODE": "disabled", **(env or {})}, folder)
     context = start_ranks(_entry_point_rank, args, nprocs, join=False)
     deadline = time.monotonic() + timeout
-    returncode = 0
+    returncode, raised = 0, ""
     try:
         while not context.join(timeout=max(0.1, deadline - time.monotonic())):
             if time.monotonic() >= deadline:
                 for process in context.processes:
                     process.kill()
+                    process.join()
                 returncode = 124
                 break
     except mp.ProcessExitedException as failed:
         returncode = failed.exit_code
-    except mp.ProcessRaisedException as failed:
-        returncode = 1
-        print(failed, file=sys.stderr)  # the traceback of an error before the rank's output files
-    out = [
+    except mp.ProcessRaisedException as failed:  # (an error before the rank's output files)
+        returncode, raised = 1, str(failed)
+    stdout, stderr = (
         "".join(_read(os.path.join(folder, f"rank{r}.{name}")) for r in range(nprocs)) for name in ("stdout", "stderr")
-    ]
+    )
     shutil.rmtree(folder, ignore_errors=True)
-    return subprocess.CompletedProcess([module, *argv], returncode, *out)
+    return subprocess.CompletedProcess([module, *argv], returncode, stdout, stderr + raised)
 
 
 def read_jsonl(path):

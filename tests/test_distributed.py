@@ -78,7 +78,7 @@ def test_a_killed_rank_resumes_exactly(two_rank_run, tiny_data, tmp_path):
         "--delete-previous-checkpoint",
     ]
     killed = ranks(2, flags, env={"OPEN_CLIP_DISSECT_KILL_AT": "train:1:5@1"}, check=False)
-    assert killed.returncode == -9, killed.stderr[-3000:]  # rank 1's SIGKILL
+    assert killed.returncode != 0  # (rank 1's SIGKILL, or rank 0's error if it came first)
     ranks(2, [*flags, "--resume", "latest"])
     for rank in range(2):
         name = f"epoch_2.dissect-state.rank{rank}-of-2"
