@@ -260,12 +260,7 @@ def _entry_point_rank(rank, world, port, module, argv, env, folder):
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        target = os.open(os.path.join(folder, f"rank{rank}.{name}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(target, fd)
-        os.close(target)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    forked_entry_points.redirect_output(*(os.path.join(folder, f"rank{rank}.{n}") for n in ("stdout", "stderr")))
     sys.argv = [module, *argv]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -97,6 +97,16 @@ def shared():
     return _SHARED
 
 
+def redirect_output(stdout: str, stderr: str) -> None:
+    """This process's file descriptors 1 and 2, and ``sys.stdout``/``sys.stderr``, into files."""
+    for fd, path in ((1, stdout), (2, stderr)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+
+
 def _child(request) -> None:
     """Run one request in this forked process; never returns."""
     import runpy
@@ -106,12 +116,7 @@ def _child(request) -> None:
     try:
         os.setpgid(0, 0)
         os.environ.update(request["env"])
-        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(target, fd)
-            os.close(target)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        redirect_output(request["stdout"], request["stderr"])
         sys.stdin = open(os.devnull)
         os.chdir(request["cwd"])
         sys.argv = [request["module"], *request["argv"]]
