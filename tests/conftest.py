@@ -33,6 +33,11 @@ register_model_configs()  # in-process tests build the tiny models (the entry po
 
 
 def pytest_configure(config):
+    # xdist's `load` schedule hands each worker its first quarter of tests in one block, so the
+    # longest tests, sorted first, all landed on one worker, which ran for minutes after the other
+    # had finished. One test at a time (xdist keeps two queued per worker) keeps both busy.
+    if getattr(config.option, "maxschedchunk", 0) is None:
+        config.option.maxschedchunk = 1
     # here, not in setup.cfg: a change there would make every `make` target reinstall the venv
     config.addinivalue_line(
         "markers", "cuda: needs a CUDA device; skipped without one (make gpu-check runs them: pytest -m cuda)"
@@ -43,22 +48,24 @@ def pytest_configure(config):
 
 
 # The longest tests, longest first (measured with --durations): started first, so that the two
-# workers of `make test` end together on short tests instead of one waiting for a long one.
-LONGEST_FIRST = (  # `pytest -n 2 --durations=70` of 2026-12-03, nothing else running
+# workers of `make test` end together on short tests instead of one waiting for a long one
+# (with the one-at-a-time schedule of pytest_configure).
+LONGEST_FIRST = (  # `pytest -n 2` of 2026-12-03 (one test at a time), nothing else running
     "test_web_bench.py::test_web_profile_on_a_tiny_design",
     "test_distributed.py",
-    "test_bench.py::test_bench_smoke_profile",
     "test_bench.py::test_paper_profile_on_a_tiny_design",
+    "test_bench.py::test_bench_smoke_profile",
     "test_coreset.py::test_the_trained_oracle_offline_and_online",  # trains the oracle
     "test_fork_patch.py::test_patched_fork_trains_one_epoch_with_selection",
-    "test_strategy_plugin.py::test_a_strategy_file_alone_adds_a_strategy",
-    "test_security.py::test_patched_fork_loader_ignores_pickled_members",
-    "test_crash_resume.py::test_killed_three_times_resumes_exactly",
-    "test_train_selection.py::test_observe_trains_exactly_as_full_data",
     "test_data.py::test_the_training_pipeline_runs_in_spawned_workers",
-    "test_train_selection.py::test_small_loss_keeps_a_cleaner_set_than_random",
-    "test_rank_audit.py",
+    "test_strategy_plugin.py::test_a_strategy_file_alone_adds_a_strategy",
+    "test_crash_resume.py::test_killed_three_times_resumes_exactly",
+    "test_security.py::test_patched_fork_loader_ignores_pickled_members",
+    "test_train_selection.py::test_resume_selects_exactly_as_an_uninterrupted_run",
+    "test_train.py::test_selection_none_is_stock_openclip",
+    "test_train_selection.py::test_auto_warmup_detects_once_and_resumes_exactly",
     "test_launch_scripts.py::test_sbatch_tasks_find_their_gpu_whether_or_not_the_cluster_confines_them",
+    "test_rank_audit.py",
 )
 
 

@@ -2,12 +2,13 @@
 through torchrun itself; the others start their ranks as torchrun does, forked (``run_ranks``)."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_ranks, start_ranks
+from conftest import TINY_TRAIN_FLAGS, built_once, read_jsonl, run_ranks, start_ranks
 
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
 
@@ -56,12 +57,15 @@ def _two_rank_flags(data, logs):
     ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_rank_run(tiny_data, tmp_path_factory):
-    """2 epochs of dissect-mome on 2 ranks, uninterrupted."""
-    logs = tmp_path_factory.mktemp("two_ranks")
-    torchrun(2, [*_two_rank_flags(tiny_data, logs), "--name", "two", "--epochs", "2"])
-    return logs / "two"
+    """2 epochs of dissect-mome on 2 ranks, uninterrupted (once, whichever test worker asks first)."""
+
+    def build(logs):
+        torchrun(2, [*_two_rank_flags(tiny_data, logs), "--name", "two", "--epochs", "2"])
+        return os.path.join(logs, "two")
+
+    return pathlib.Path(built_once(tmp_path_factory, "two-rank-run", build))
 
 
 def test_a_killed_rank_resumes_exactly(two_rank_run, tiny_data, tmp_path):

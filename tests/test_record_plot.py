@@ -100,3 +100,10 @@ def test_the_figure_is_titled_and_labelled_and_skips_degenerate_panels(tmp_path)
     assert any("all 1,000 values = 0" in t.get_text() for t in delta0.texts)
     assert len(delta1.patches) == 2 and len(curr0.patches) == 2  # clean and noisy, drawn
     assert curr0.get_legend() is not None and delta1.get_legend() is not None
+
+
+def test_the_plot_is_redrawn_after_the_last_epoch_and_at_most_once_a_minute_before():
+    every = record_lib.PLOT_INTERVAL_SECONDS
+    assert record_lib.plot_due(3, 3, 0.0) and record_lib.plot_due(4, 3, 0.0)  # the last (or a resumed later) epoch
+    assert not record_lib.plot_due(1, 3, every - 1)  # a short epoch: not yet
+    assert record_lib.plot_due(1, 3, every)  # an epoch of a minute or more: every one

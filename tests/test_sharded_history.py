@@ -2,12 +2,13 @@
 same stream of updates; per-rank state files reload on 1 and 3 ranks with equal per-key state."""
 
 import os
+import pathlib
 import random
 
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import start_ranks
+from conftest import built_once, start_ranks
 
 from open_clip_dissect.core.history import HistoryStore, hash_keys
 from open_clip_dissect.distributed.communicator import Communicator
@@ -51,11 +52,16 @@ def _worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_rank_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sharded")
-    start_ranks(_worker, (2, str(out / "init"), str(out)), nprocs=2)
-    return out
+    """The two ranks' saved stores, once, whichever test worker asks first."""
+
+    def build(out):
+        os.makedirs(out)
+        start_ranks(_worker, (2, os.path.join(out, "init"), out), nprocs=2)
+        return out
+
+    return pathlib.Path(built_once(tmp_path_factory, "sharded-history", build))
 
 
 def _reference():

@@ -75,11 +75,13 @@ def test_a_strategy_file_alone_adds_a_strategy(tmp_path, tiny_data):
             "throwaway",
             "--ratio",
             "0.25",
+            "--train-num-samples",
+            "128",
         ],
         env=env,
     )
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
     summary = read_jsonl(tmp_path / "logs" / "run" / "selection.jsonl")[0]
-    assert summary["selection"] == "throwaway" and summary["kept"] == 128
+    assert summary["selection"] == "throwaway" and summary["kept"] == 32  # a quarter of 4 batches of 32
     # and nothing of it leaked into the repository's own package
     assert not os.path.exists(os.path.join(REPO, "src", "open_clip_dissect", "core", "strategies", "throwaway.py"))

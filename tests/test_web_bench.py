@@ -100,7 +100,7 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
         ratios=(0.5,),
         seeds=(0, 1),
         main=True,
-        methods=("full", "random", "small-loss", "infobatch", "dissect-warmup-auto"),
+        methods=("full", "random", "infobatch", "dissect-warmup-auto"),  # infobatch: a baseline without --ratio
     )
     cfg = dict(web_bench.WEB, regimes={"web-memorising": regime}, parallel=1, model=TINY)
     out, cache, root = tmp_path / "out", tmp_path / "cache", tmp_path / "root"
@@ -112,11 +112,11 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
         for line in text.splitlines()
         if line.startswith("| ") and " | 2 | " in line
     }
-    assert set(rows) >= {"full", "random", "small-loss", "infobatch", "dissect-warmup-auto"}
+    assert set(rows) >= {"full", "random", "infobatch", "dissect-warmup-auto"}
     assert rows["random"][3] == "-"  # no difference of random to itself
     runs = sorted(os.listdir(cache))
-    assert len(runs) == 10 and not os.listdir(root / "logs") and not os.listdir(root / "records")
-    run = json.loads((cache / "web-memorising-small-loss-r0.5-s0.json").read_text())
+    assert len(runs) == 8 and not os.listdir(root / "logs") and not os.listdir(root / "records")
+    run = json.loads((cache / "web-memorising-random-r0.5-s0.json").read_text())
     assert run["lock_in"]["visits"] > 0 and run["rare_share"]["clean"] is not None
     assert all("rsum_rare" in p for p in run["curve"])
     full = json.loads((cache / "web-memorising-full-s1.json").read_text())

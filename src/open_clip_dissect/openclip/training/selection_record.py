@@ -140,6 +140,16 @@ PANELS = {  # column: (panel title, x-axis label)
 }
 
 
+PLOT_INTERVAL_SECONDS = 60.0
+
+
+def plot_due(completed: int, epochs: int, seconds_since_last: float) -> bool:
+    """Whether ``distributions.png`` is redrawn after epoch ``completed`` of ``epochs``: after the
+    last, and after the others at most once a minute. Drawing takes about a second: every epoch
+    of a real run is drawn; a run of short epochs is not slowed by its plot."""
+    return completed >= epochs or seconds_since_last >= PLOT_INTERVAL_SECONDS
+
+
 def plot_distributions(directory: str, max_epochs: int = 6, sample_rows: int = PLOT_SAMPLE_ROWS) -> str:
     """``DIR/distributions.png`` (``distributions_figure``), written atomically."""
     import matplotlib.pyplot as plt

@@ -104,6 +104,7 @@ class TrainingSession:
         self.train_seconds = 0.0  # wall-clock inside training epochs (evaluation excluded)
         self.oracle = None
         self.loss_weights = self.weighted_loss = None  # for strategies that weight the loss
+        self.plotted_at = time.monotonic()  # when distributions.png was last drawn (or the run began)
 
     def get_data(self, args, preprocess_fns, epoch=0, tokenizer=None):
         """Key-carrying data; in ``fixed`` batch mode the training loader draws ceil(B / r)
@@ -342,8 +343,9 @@ class TrainingSession:
         if args.save_logs:
             with open(os.path.join(args.logs, args.name, "selection.jsonl"), "a") as f:
                 f.write(json.dumps(summary) + "\n")
-        if args.selection_record:
+        if args.selection_record and record_lib.plot_due(completed, args.epochs, time.monotonic() - self.plotted_at):
             record_lib.plot_distributions(args.selection_record)
+            self.plotted_at = time.monotonic()
 
     def _save_state(self, args, completed):
         """The state of this epoch, for every checkpoint ``open_clip_train.main`` writes after it
