@@ -1,5 +1,6 @@
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -65,7 +66,6 @@ LONGEST_FIRST = (  # `pytest -n 2` of 2026-12-03 (one test at a time), nothing e
     "test_train.py::test_selection_none_is_stock_openclip",
     "test_train_selection.py::test_auto_warmup_detects_once_and_resumes_exactly",
     "test_launch_scripts.py::test_sbatch_tasks_find_their_gpu_whether_or_not_the_cluster_confines_them",
-    "test_rank_audit.py",
 )
 
 
@@ -91,7 +91,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
 TINY = "dissect-vit-micro"  # half the step cost of dissect-vit-tiny; tests that need learning use that
 # The smallest useful training command on CPU; tests add data, logs and name.
 TINY_TRAIN_FLAGS = [
@@ -209,10 +210,54 @@ def oracle(tmp_path_factory):
     return built_once(tmp_path_factory, "oracle", _oracle)
 
 
+def two_rank_flags(data, logs):
+    """dissect-mome (r = 0.5) on ``data``'s shards, for 2 ranks."""
+    return [
+        *TINY_TRAIN_FLAGS,
+        "--train-data",
+        data.train,
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--logs",
+        str(logs),
+        "--selection",
+        "dissect-mome",
+        "--ratio",
+        "0.5",
+    ]
+
+
+def torchrun(nproc, args, timeout=900, env=None):
+    """``torchrun --standalone --nproc_per_node nproc -m open_clip_dissect.main args``, itself."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd += ["-m", "open_clip_dissect.main", "--", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def two_rank_dissect_run(tiny_data, tmp_path_factory):
+    """2 epochs of ``two_rank_flags`` through torchrun itself, uninterrupted, with
+    ``--selection-record LOGS/records``: its logs folder (once for all test workers). The forked
+    multi-rank runs of test_distributed must equal it; test_rank_audit reads its records."""
+
+    def build(logs):
+        records = os.path.join(logs, "records")
+        result = torchrun(
+            2, [*two_rank_flags(tiny_data, logs), "--name", "two", "--epochs", "2"] + ["--selection-record", records]
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        return os.path.join(logs, "two")
+
+    return pathlib.Path(built_once(tmp_path_factory, "two-rank-dissect-run", build))
+
+
 # Entry points that run in a fork of the session's server, which imported torch and OpenCLIP
 # once (about 7 s of CPU saved per run). Environment variables these runs may set: read at run
 # time, not at import (PYTHONPATH or thread counts need a fresh interpreter).
-FORKED_MODULES = ("open_clip_dissect.main", "open_clip_dissect.cli")
+FORKED_MODULES = ("open_clip_dissect.main", "open_clip_dissect.cli", "stock_openclip")  # (tests/stock_openclip.py)
 FORK_SAFE_ENV = {"WANDB_DIR", "WANDB_MODE", "OPEN_CLIP_DISSECT_KILL_AT"}
 
 
@@ -224,6 +269,8 @@ def run_module(module, args, cwd=None, timeout=600, env=None, fresh=False):
     if not fresh and module in FORKED_MODULES and set(env or {}) <= FORK_SAFE_ENV:
         return forked_entry_points.shared().run(module, args, cwd=cwd or os.getcwd(), timeout=timeout, env=env)
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    if os.path.isfile(os.path.join(TESTS, f"{module}.py")):  # an entry point of the tests' own
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS, full_env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

@@ -2,13 +2,10 @@
 through torchrun itself; the others start their ranks as torchrun does, forked (``run_ranks``)."""
 
 import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import TINY_TRAIN_FLAGS, built_once, read_jsonl, run_ranks, start_ranks
+from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_ranks, start_ranks, two_rank_flags
 
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
 
@@ -21,59 +18,12 @@ def ranks(nproc, args, env=None, check=True):
     return result
 
 
-def torchrun(nproc, args, timeout=900, env=None, check=True):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        str(nproc),
-        "-m",
-        "open_clip_dissect.main",
-        "--",
-        *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
-
-
-def _two_rank_flags(data, logs):
-    return [
-        *TINY_TRAIN_FLAGS,
-        "--train-data",
-        data.train,
-        "--dataset-type",
-        "webdataset",
-        "--workers",
-        "1",
-        "--logs",
-        str(logs),
-        "--selection",
-        "dissect-mome",
-    ]
-
-
-@pytest.fixture(scope="session")
-def two_rank_run(tiny_data, tmp_path_factory):
-    """2 epochs of dissect-mome on 2 ranks, uninterrupted (once, whichever test worker asks first)."""
-
-    def build(logs):
-        torchrun(2, [*_two_rank_flags(tiny_data, logs), "--name", "two", "--epochs", "2"])
-        return os.path.join(logs, "two")
-
-    return pathlib.Path(built_once(tmp_path_factory, "two-rank-run", build))
-
-
-def test_a_killed_rank_resumes_exactly(two_rank_run, tiny_data, tmp_path):
+def test_a_killed_rank_resumes_exactly(two_rank_dissect_run, tiny_data, tmp_path):
     """Rank 1 is killed (SIGKILL) in the middle of epoch 2; torchrun ends rank 0. The job
     resumed with --resume latest ends with both ranks' selection state and the weights of the
     uninterrupted run."""
     flags = [
-        *_two_rank_flags(tiny_data, tmp_path),
+        *two_rank_flags(tiny_data, tmp_path),
         "--name",
         "killed",
         "--epochs",
@@ -86,18 +36,18 @@ def test_a_killed_rank_resumes_exactly(two_rank_run, tiny_data, tmp_path):
     ranks(2, [*flags, "--resume", "latest"])
     for rank in range(2):
         name = f"epoch_2.dissect-state.rank{rank}-of-2"
-        want = torch.load(two_rank_run / "checkpoints" / name, weights_only=True)
+        want = torch.load(two_rank_dissect_run / "checkpoints" / name, weights_only=True)
         got = torch.load(tmp_path / "killed" / "checkpoints" / name, weights_only=True)
         assert all(torch.equal(want["store"][k], got["store"][k]) for k in want["store"])
         assert torch.equal(want["generator"], got["generator"])
-    a = torch.load(two_rank_run / "checkpoints" / "epoch_2.pt", map_location="cpu")["state_dict"]
+    a = torch.load(two_rank_dissect_run / "checkpoints" / "epoch_2.pt", map_location="cpu")["state_dict"]
     b = torch.load(tmp_path / "killed" / "checkpoints" / "epoch_2.pt", map_location="cpu")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_processes_dissect_then_resume_on_one(two_rank_run, tiny_data, tmp_path):
-    flags = _two_rank_flags(tiny_data, tmp_path)
-    run = two_rank_run
+def test_two_processes_dissect_then_resume_on_one(two_rank_dissect_run, tiny_data, tmp_path):
+    flags = two_rank_flags(tiny_data, tmp_path)
+    run = two_rank_dissect_run
     with open(run / "out.log") as f:
         log = f.read()
     assert "total 2" in log  # OpenCLIP's "Running in distributed mode ... total 2"
@@ -143,12 +93,14 @@ def test_global_scope_gives_every_rank_the_same_batch_size(tiny_data, tmp_path):
         "global",
         "--ratio",
         "0.25",
+        "--train-num-samples",
+        "256",
     ]
     ranks(2, flags)  # ClipLoss's all-gather aborts on unequal per-rank batch sizes
     summary = read_jsonl(tmp_path / "global" / "selection.jsonl")[0]
-    assert summary["candidates"] == 512 and summary["kept"] == 8 * 8 * 2  # k = 8 per rank and step
+    assert summary["candidates"] == 256 and summary["kept"] == 4 * 8 * 2  # k = 8 per rank and step
     with open(tmp_path / "global" / "out.log") as f:
-        assert "[128/128 (100%)]" in f.read()  # upstream's count: 8 steps x 8 samples x 2 ranks
+        assert "[64/64 (100%)]" in f.read()  # upstream's count: 4 steps x 8 samples x 2 ranks
 
 
 def test_rebalance_deals_k_samples_to_every_rank(tmp_path):

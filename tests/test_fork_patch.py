@@ -77,12 +77,14 @@ def test_patched_fork_trains_one_epoch_with_selection(tiny_data, tmp_path):
         "dissect-mome",
         "--ratio",
         "0.5",
+        "--train-num-samples",
+        "128",
     ]
     env = {"PYTHONPATH": str(fork / "src")}
     result = run_module("open_clip_train.main", flags, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = read_jsonl(tmp_path / "logs" / "fork" / "selection.jsonl")[0]
-    assert summary["candidates"] == 512 and summary["kept"] == 256 and "audit_auroc" in summary
+    assert summary["candidates"] == 128 and summary["kept"] == 64 and "audit_auroc" in summary
     assert os.path.isfile(tmp_path / "logs" / "fork" / "checkpoints" / "epoch_1.dissect-state.rank0-of-1")
     with open(tmp_path / "logs" / "fork" / "out.log") as f:
         log = f.read()
@@ -90,14 +92,16 @@ def test_patched_fork_trains_one_epoch_with_selection(tiny_data, tmp_path):
 
     # (the stock module would have rejected --selection: the patched copy ran.) It rejects a bad
     # value naming the flag; without any dissect flag the fork's own code runs (no selection files)
-    bad = run_module("open_clip_train.main", [*flags[:-4], "--selection", "dissect-mome", "--ratio", "2"], env=env)
+    bad = run_module("open_clip_train.main", [*flags[:-6], "--selection", "dissect-mome", "--ratio", "2"], env=env)
     assert bad.returncode != 0 and "--ratio: must be in (0, 1]" in bad.stderr
     # (csv: stock OpenCLIP 3.3.0's own webdataset pipeline fails on webdataset 1.0's end-of-shard
     # marker, which our keyed loader fixes; see docs/openclip.md, "Versions and CPU notes")
+    with open(tiny_data.train_csv) as f:  # a csv epoch is the whole file: its first 128 pairs
+        (tmp_path / "train.csv").write_text("".join(f.readlines()[:129]))
     plain = [
         *TINY_TRAIN_FLAGS,
         "--train-data",
-        tiny_data.train_csv,
+        str(tmp_path / "train.csv"),
         "--dataset-type",
         "csv",
         "--workers",

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_TRAIN_FLAGS, read_jsonl, run_ranks, start_ranks
+from conftest import read_jsonl, start_ranks
 
 from open_clip_dissect.core.audit import audit
 from open_clip_dissect.errors import InputError
@@ -113,32 +113,11 @@ def test_record_files_per_rank_and_their_readers(tmp_path):
         forgetting_scores(str(tmp_path / "empty"))
 
 
-def test_two_ranks_audit_equals_the_audit_of_their_records(tiny_data, tmp_path):
-    records = tmp_path / "records"
-    flags = [
-        *TINY_TRAIN_FLAGS,
-        "--train-data",
-        tiny_data.train,
-        "--dataset-type",
-        "webdataset",
-        "--workers",
-        "1",
-        "--logs",
-        str(tmp_path),
-        "--name",
-        "audit",
-        "--epochs",
-        "2",
-        "--selection",
-        "dissect-mome",
-        "--ratio",
-        "0.5",
-        "--selection-record",
-        str(records),
-    ]
-    result = run_ranks(2, "open_clip_dissect.main", flags)
-    assert result.returncode == 0, result.stderr[-5000:]
-    summaries = read_jsonl(tmp_path / "audit" / "selection.jsonl")
+def test_two_ranks_audit_equals_the_audit_of_their_records(two_rank_dissect_run):
+    """The audit logged by 2 ranks (dissect-mome, 2 epochs, through torchrun) is the audit of the
+    union of their record files."""
+    records = two_rank_dissect_run.parent / "records"
+    summaries = read_jsonl(two_rank_dissect_run / "selection.jsonl")
     epochs = record_lib.recorded_epochs(str(records))
     assert [e for e, _ in epochs] == [0, 1] and all(len(files) == 2 for _, files in epochs)
     for summary, (epoch, files) in zip(summaries, epochs):

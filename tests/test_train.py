@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,16 +9,6 @@ from conftest import TINY, TINY_TRAIN_FLAGS, read_jsonl, run_module
 from conftest import train_losses as _losses
 
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
-
-
-def run_stock_openclip(args):
-    """Stock ``open_clip_train.main``; importing open_clip_dissect only registers the tiny config."""
-    code = (
-        "import sys; from open_clip_dissect.openclip.models.configs import register_model_configs; "
-        "register_model_configs(); from open_clip_train.main import main; "
-        "sys.exit(main(sys.argv[1:]) == -1)"
-    )
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
 
 
 def _ok(result):
@@ -48,7 +36,7 @@ def test_selection_none_is_stock_openclip(tiny_data, tmp_path):
         "--logs",
         str(tmp_path),
     ]
-    _ok(run_stock_openclip([*flags, "--name", "stock"]))
+    _ok(run_module("stock_openclip", [*flags, "--name", "stock"]))
     _ok(run_module("open_clip_dissect.main", [*flags, "--name", "ours", "--selection", "none"]))
     stock = _losses(tmp_path / "stock" / "out.log")
     ours = _losses(tmp_path / "ours" / "out.log")

@@ -94,7 +94,7 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     regime = dict(
         data=dict(preset="web", train=96, val=16, test=16),
         batch=32,
-        epochs=3,
+        epochs=3,  # lock-in needs two visits after the first epoch
         val_every=1,
         warmup=2,
         ratios=(0.5,),
