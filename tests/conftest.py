@@ -210,23 +210,15 @@ def oracle(tmp_path_factory):
     return built_once(tmp_path_factory, "oracle", _oracle)
 
 
+def shard_training_flags(data, logs):
+    """``TINY_TRAIN_FLAGS`` on ``data``'s training shards (one loader worker), logging to ``logs``."""
+    flags = ["--train-data", data.train, "--dataset-type", "webdataset", "--workers", "1", "--logs", str(logs)]
+    return [*TINY_TRAIN_FLAGS, *flags]
+
+
 def two_rank_flags(data, logs):
     """dissect-mome (r = 0.5) on ``data``'s shards, for 2 ranks."""
-    return [
-        *TINY_TRAIN_FLAGS,
-        "--train-data",
-        data.train,
-        "--dataset-type",
-        "webdataset",
-        "--workers",
-        "1",
-        "--logs",
-        str(logs),
-        "--selection",
-        "dissect-mome",
-        "--ratio",
-        "0.5",
-    ]
+    return [*shard_training_flags(data, logs), "--selection", "dissect-mome", "--ratio", "0.5"]
 
 
 def torchrun(nproc, args, timeout=900, env=None):

@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, TINY_TRAIN_FLAGS, read_jsonl, run_module
+from conftest import TINY, read_jsonl, run_module, shard_training_flags
 
 from open_clip_dissect.core.strategies import list_strategies, strategy_class
 
@@ -19,22 +19,7 @@ def _ok(result):
 
 
 def _train(data, logs, name, *extra, epochs=1, env=None):
-    flags = [
-        *TINY_TRAIN_FLAGS,
-        "--train-data",
-        data.train,
-        "--dataset-type",
-        "webdataset",
-        "--workers",
-        "1",
-        "--logs",
-        str(logs),
-        "--name",
-        name,
-        "--epochs",
-        str(epochs),
-        *extra,
-    ]
+    flags = [*shard_training_flags(data, logs), "--name", name, "--epochs", str(epochs), *extra]
     return run_module("open_clip_dissect.main", flags, env=env)
 
 
