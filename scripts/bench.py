@@ -42,7 +42,7 @@ NEEDS_REFERENCE = tuple(n for n in list_strategies() if strategy_class(n).needs_
 PROFILES = {
     "smoke": dict(
         regimes={"learning": dict(train=256, test=32, noise="shuffle", epochs=1, batch=32)},
-        strategies=("random", "dissect-mome", "learnability"),
+        strategies=("dissect-mome", "learnability"),  # (random runs in the web and paper profiles' tests)
         ratio_free=("infobatch",),
         ratios=(0.5,),
         seeds=(0,),

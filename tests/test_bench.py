@@ -38,7 +38,7 @@ def test_bench_smoke_profile(tmp_path, forked_bench_runs, capsys):
         assert os.path.getsize(out / name) > 0, name
     with open(out / "time_to_accuracy.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["strategy"] for r in rows} == {"none", "random", "dissect-mome", "learnability", "infobatch"}
+    assert {r["strategy"] for r in rows} == {"none", "dissect-mome", "learnability", "infobatch"}
     assert next(r for r in rows if r["strategy"] == "infobatch")["ratio"] == "own"
     assert "frozen reference trained on clean pairs" in stdout  # learnability got its reference
     full = next(r for r in rows if r["strategy"] == "none")
