@@ -222,7 +222,8 @@ def two_rank_flags(data, logs):
 
 
 def torchrun(nproc, args, timeout=900, env=None):
-    """``torchrun --standalone --nproc_per_node nproc -m open_clip_dissect.main args``, itself."""
+    """``torchrun --standalone --nproc_per_node nproc -m open_clip_dissect.main args``: torchrun
+    itself, not ranks forked as ``run_ranks`` does."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     cmd += ["-m", "open_clip_dissect.main", "--", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
@@ -237,9 +238,8 @@ def two_rank_dissect_run(tiny_data, tmp_path_factory):
 
     def build(logs):
         records = os.path.join(logs, "records")
-        result = torchrun(
-            2, [*two_rank_flags(tiny_data, logs), "--name", "two", "--epochs", "2"] + ["--selection-record", records]
-        )
+        flags = [*two_rank_flags(tiny_data, logs), "--name", "two", "--epochs", "2", "--selection-record", records]
+        result = torchrun(2, flags)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
         return os.path.join(logs, "two")
 
