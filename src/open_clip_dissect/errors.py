@@ -5,10 +5,17 @@ problem is about, and only the command-line entry points turn it into a one-line
 exit status 2 (a caller's ``except ValueError`` still catches it).
 """
 
+from typing import Optional
+
 
 class InputError(ValueError):
     """Bad user input: a flag value or a file. ``subject`` is the flag (``--ratio``) or path."""
 
-    def __init__(self, subject: str, message: str):
+    def __init__(self, subject: str, message: Optional[str] = None):
+        if message is None:
+            # Rebuilt from its text alone: by pickle (its args), or by torch re-raising a
+            # DataLoader worker's error, whose text ends with this error's own last line.
+            lines = subject.strip().splitlines() or [""]
+            subject, _, message = lines[-1].split("InputError: ", 1)[-1].partition(": ")
         self.subject = subject
         super().__init__(f"{subject}: {message}")
