@@ -304,6 +304,8 @@ def test_the_retrieval_detector_watches_val_data_and_reports_the_test_split_apar
             tiny_data.test,
             "--val-frequency",
             "1",
+            "--train-num-samples",
+            "128",
             epochs=2,
         )
     )
