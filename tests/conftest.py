@@ -248,7 +248,8 @@ def two_rank_dissect_run(tiny_data, tmp_path_factory):
 
 # Entry points that run in a fork of the session's server, which imported torch and OpenCLIP
 # once (about 7 s of CPU saved per run). Environment variables these runs may set: read at run
-# time, not at import (PYTHONPATH or thread counts need a fresh interpreter).
+# time, not at import (thread counts need a fresh interpreter), and PYTHONPATH where the fork can
+# import from it (``forked_entry_points.reimportable``; a module it provides also runs forked).
 FORKED_MODULES = ("open_clip_dissect.main", "open_clip_dissect.cli", "stock_openclip")  # (tests/stock_openclip.py)
 FORK_SAFE_ENV = {"WANDB_DIR", "WANDB_MODE", "OPEN_CLIP_DISSECT_KILL_AT"}
 
@@ -258,7 +259,10 @@ def run_module(module, args, cwd=None, timeout=600, env=None, fresh=False):
     interpreter when ``fresh`` is set or the module or ``env`` need one, else in a fork of the
     session's entry-point server, which behaves alike."""
     fresh = fresh or os.environ.get("DISSECT_TESTS_FRESH") == "1"  # to rule the fork out when debugging
-    if not fresh and module in FORKED_MODULES and set(env or {}) <= FORK_SAFE_ENV:
+    env = env or {}
+    path = env.get("PYTHONPATH", "")
+    forkable = module in FORKED_MODULES or (path and _provides(path, module.split(".")[0]))
+    if not fresh and forkable and set(env) - {"PYTHONPATH"} <= FORK_SAFE_ENV and forked_entry_points.reimportable(path):
         return forked_entry_points.shared().run(module, args, cwd=cwd or os.getcwd(), timeout=timeout, env=env)
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
     if os.path.isfile(os.path.join(TESTS, f"{module}.py")):  # an entry point of the tests' own
@@ -266,6 +270,10 @@ def run_module(module, args, cwd=None, timeout=600, env=None, fresh=False):
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def _provides(pythonpath, name):
+    return any(name in forked_entry_points.top_level_names(e) for e in pythonpath.split(os.pathsep) if e)
 
 
 # Processes of several ranks fork from multiprocessing's forkserver: one process per test worker

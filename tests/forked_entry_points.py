@@ -6,6 +6,12 @@ forks it and the copy runs the module as ``python -m MODULE ARGV...`` does (``ru
 an uncaught exception printed with its traceback, exit status 1), its stdout and stderr in files.
 The server itself never computes with torch, so a fork starts from a clean state.
 
+A run may add ``PYTHONPATH`` entries that hold the project's packages or modules the server
+never imported (a patched copy of ``open_clip_train``, a copy of ``open_clip_dissect`` with one
+more strategy, a test's own script): the copy puts them first on ``sys.path`` and forgets its
+``open_clip_train`` and ``open_clip_dissect``, which then import from there, as in a fresh
+interpreter. ``reimportable`` says which entries qualify; other ones need a fresh interpreter.
+
 ``shared()`` is the one server of a test session (``conftest.run_module`` sends the entry points
 to it); a test that needs a server of its own may still make one.
 """
@@ -85,6 +91,53 @@ class EntryPoints:
         return self.server.poll() is None
 
 
+# The packages a copy forgets when a PYTHONPATH entry is added: the project's and the upstream one
+# it wraps (they import each other; third-party modules never import them).
+REIMPORTED = ("open_clip_dissect", "open_clip_train")
+# Read by the interpreter at start-up, before any fork: only a fresh one honours them.
+STARTUP_MODULES = ("sitecustomize", "usercustomize")
+
+
+def top_level_names(entry: str) -> set:
+    """The top-level modules and packages a ``sys.path`` entry (a folder) provides."""
+    if not os.path.isdir(entry):
+        return set()
+    names = set()
+    for name in os.listdir(entry):
+        path = os.path.join(entry, name)
+        if name.endswith(".py"):
+            names.add(name[:-3])
+        elif os.path.isdir(path) and name.isidentifier():
+            names.add(name)
+    return names
+
+
+def reimportable(pythonpath: str) -> bool:
+    """Whether a copy can honour ``pythonpath``: its entries provide only the ``REIMPORTED``
+    packages and modules that this interpreter cannot import (so the server never did)."""
+    import importlib.util
+
+    for entry in filter(None, pythonpath.split(os.pathsep)):
+        for name in top_level_names(entry):
+            if name in STARTUP_MODULES:
+                return False
+            if name not in REIMPORTED and importlib.util.find_spec(name) is not None:
+                return False
+    return True
+
+
+def _import_from(pythonpath: str) -> None:
+    """As a fresh interpreter started with ``PYTHONPATH=pythonpath`` would: its entries on
+    ``sys.path`` after the script's folder, and the ``REIMPORTED`` packages imported anew."""
+    import importlib
+
+    sys.path[1:1] = [entry for entry in pythonpath.split(os.pathsep) if entry]
+    for name in list(sys.modules):
+        if name.split(".")[0] in REIMPORTED:
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+
 _SHARED = None
 
 
@@ -116,6 +169,8 @@ def _child(request) -> None:
     try:
         os.setpgid(0, 0)
         os.environ.update(request["env"])
+        if request["env"].get("PYTHONPATH"):
+            _import_from(request["env"]["PYTHONPATH"])
         redirect_output(request["stdout"], request["stderr"])
         sys.stdin = open(os.devnull)
         os.chdir(request["cwd"])

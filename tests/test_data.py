@@ -11,7 +11,7 @@ import open_clip_train.data as upstream_data
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, run_module
 from webdataset.tariterators import tar_file_expander, url_opener
 
 from open_clip_dissect.core.history import hash_keys
@@ -257,21 +257,30 @@ def test_keep_list_restricts_training_stream(tiny_data, tmp_path):
     assert set(csv_keys) <= set(rows) and len(csv_keys) == 160  # 171 rows, whole batches of 32
 
 
+# Reads the shards of argv[1] with the keep-list argv[2] (model argv[3]) through the training pipeline, its one
+# loader worker started with ``spawn``. (The guard: a spawned worker imports this module again.)
 SPAWNED_LOADER = """
-import multiprocessing, sys
+import multiprocessing
+import sys
+
 import open_clip
-sys.path.insert(0, {tests!r})
-from conftest import TINY
+
 from open_clip_dissect.openclip.launch import params
+from open_clip_dissect.openclip.models.configs import register_model_configs
 from open_clip_dissect.openclip.pipeline import keyed_data
-multiprocessing.set_start_method("spawn", force=True)
-args = params.parse_args(["--model", TINY, "--batch-size", "32", "--workers", "1", "--precision", "fp32",
-                          "--train-data", {train!r}, "--dataset-type", "webdataset", "--keep-list", {keep!r}])
-args.world_size, args.rank, args.distributed = 1, 0, False
-preprocess = open_clip.image_transform(32, is_train=True)
-info = keyed_data.get_data(args, (preprocess, preprocess), tokenizer=open_clip.get_tokenizer(TINY))["train"]
-info.set_epoch(0)
-print(sorted(k.rsplit("/", 1)[1] for batch in info.dataloader for k in batch[2]))
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("spawn", force=True)
+    register_model_configs()
+    args = params.parse_args(["--model", sys.argv[3], "--batch-size", "32", "--workers", "1",
+                              "--precision", "fp32", "--train-data", sys.argv[1], "--dataset-type", "webdataset",
+                              "--keep-list", sys.argv[2]])
+    args.world_size, args.rank, args.distributed = 1, 0, False
+    preprocess = open_clip.image_transform(32, is_train=True)
+    tokenizer = open_clip.get_tokenizer(sys.argv[3])
+    info = keyed_data.get_data(args, (preprocess, preprocess), tokenizer=tokenizer)["train"]
+    info.set_epoch(0)
+    print(sorted(k.rsplit("/", 1)[1] for batch in info.dataloader for k in batch[2]))
 """
 
 
@@ -279,9 +288,6 @@ print(sorted(k.rsplit("/", 1)[1] for batch in info.dataloader for k in batch[2])
 def test_the_training_pipeline_runs_in_spawned_workers(tiny_data, tmp_path):
     # Every stage handed to the loader workers must pickle: with the ``spawn`` start method
     # (macOS and Windows' default, and an option on Linux) a closure or lambda fails here.
-    import subprocess
-    import sys
-
     listed = [f"{i:08d}" for i in range(0, 512, 2)]
     keys = sorted(
         k for k in _keys(_train_loader(_args("--train-data", tiny_data.train, "--dataset-type", "webdataset")))
@@ -289,10 +295,11 @@ def test_the_training_pipeline_runs_in_spawned_workers(tiny_data, tmp_path):
     keep = [k for k in keys if k.rsplit("/", 1)[1] in set(listed)]
     with open(tmp_path / "keep.txt", "w") as f:
         f.write("\n".join(keep) + "\n")
-    script = SPAWNED_LOADER.format(
-        tests=os.path.dirname(__file__), train=tiny_data.train, keep=str(tmp_path / "keep.txt")
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "spawned_loader.py").write_text(SPAWNED_LOADER)  # (run in a fork of the tests' server)
+    keep_list = str(tmp_path / "keep.txt")
+    out = run_module("spawned_loader", [tiny_data.train, keep_list, TINY], env={"PYTHONPATH": str(probe)}, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     read = json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"'))
     assert len(read) == 256 and set(read) == set(listed)  # every shard read, the keep-list applied

@@ -8,7 +8,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 import tarfile
 
 import open_clip
@@ -155,26 +154,34 @@ def test_every_shard_reader_ignores_pickled_members(sentinel, tiny_data, tmp_pat
     assert not sentinel.exists()
 
 
+# OpenCLIP's own webdataset loader (open_clip_train.data, from PYTHONPATH) over the shards of argv[1]
+OPENCLIP_LOADER_PROBE = """
+import sys
+from types import SimpleNamespace
+
+import open_clip
+from open_clip_train import data
+
+args = SimpleNamespace(val_data=sys.argv[1], val_num_samples=None, batch_size=16, workers=0, world_size=1,
+                       train_num_samples=None, dataset_resampled=False, seed=0)
+transform = open_clip.image_transform(32, is_train=False)
+info = data.get_wds_dataset(args, transform, is_train=False, tokenizer=open_clip.get_tokenizer("RN50"))
+print(sum(len(batch[0]) for batch in info.dataloader))
+"""
+
+
 @pytest.mark.slow
 def test_patched_fork_loader_ignores_pickled_members(sentinel, tiny_data, tmp_path):
     """The fork patch's one-line change: OpenCLIP's own webdataset loader, patched, never
     unpickles; unpatched, it does (the control)."""
     bad_val = tamper_split(tiny_data.val, tmp_path / "val", sentinel)
-    code = (
-        "import sys, open_clip; from open_clip_train import data; "
-        "from types import SimpleNamespace as N; "
-        "args = N(val_data=sys.argv[1], val_num_samples=None, batch_size=16, workers=0, world_size=1, "
-        "train_num_samples=None, dataset_resampled=False, seed=0); "
-        "t = open_clip.image_transform(32, is_train=False); "
-        "info = data.get_wds_dataset(args, t, is_train=False, tokenizer=open_clip.get_tokenizer('RN50')); "
-        "print(sum(len(b[0]) for b in info.dataloader))"
-    )
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "read_val_with_openclip_loader.py").write_text(OPENCLIP_LOADER_PROBE)
 
-    def run(src_dir):
-        env = {**os.environ, "PYTHONPATH": src_dir}
-        return subprocess.run(
-            [sys.executable, "-c", code, bad_val], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-        )
+    def run(src_dir):  # (in a fork of the tests' server that imports open_clip_train from src_dir)
+        env = {"PYTHONPATH": os.pathsep.join((str(probe), src_dir))}
+        return run_module("read_val_with_openclip_loader", [bad_val], cwd=tmp_path, env=env)
 
     fork = tmp_path / "fork"
     upstream_dir = os.path.dirname(os.path.dirname(open_clip.__file__))
