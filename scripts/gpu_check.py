@@ -34,10 +34,12 @@ LOSS = re.compile(r"Contrastive_loss: (\S+)")
 
 
 class Verdicts:
-    """Prints each verdict as it comes; ``deadline`` (time.monotonic) bounds when a check starts."""
+    """Prints each verdict as it comes; ``deadline`` (time.monotonic) bounds when a check starts:
+    one with less than ``shortest`` seconds left is skipped."""
 
-    def __init__(self, budget: float, out=None):
+    def __init__(self, budget: float, out=None, shortest: float = 10.0):
         self.deadline = time.monotonic() + budget
+        self.shortest = shortest
         self.out = out or sys.stdout
         self.lines = []
 
@@ -56,7 +58,7 @@ class Verdicts:
         """Run ``cmd``; None (and a verdict) when it could not start, timed out or failed, else
         its CompletedProcess (the caller gives the verdict)."""
         limit = min(timeout, self.left())
-        if limit < 10:
+        if limit < self.shortest:
             self.say("SKIP", check, f"out of time (--budget); {max(self.left(), 0):.0f} s left")
             return None
         started = time.monotonic()

@@ -162,6 +162,19 @@ def tiny_data(tmp_path_factory):
     )
 
 
+def _two_rank_data(out):
+    return synthetic.make_dataset(
+        out, train_size=256, val_size=0, seed=0, noise_rate=0.4, noise_kind="shuffle", shard_size=64, progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def two_rank_data(tmp_path_factory):
+    """256 noisy pairs in 4 shards of 64: two shards a rank, four steps of 32 a rank and epoch."""
+    manifest = built_once(tmp_path_factory, "two-rank-data", _two_rank_data)
+    return SimpleNamespace(train=manifest["splits"]["train"]["pattern"], size=256)
+
+
 def _one_shard_data(out):
     return synthetic.make_dataset(
         out, train_size=128, val_size=0, seed=0, noise_rate=0.4, shard_size=128, progress=False
@@ -231,14 +244,14 @@ def torchrun(nproc, args, timeout=900, env=None):
 
 
 @pytest.fixture(scope="session")
-def two_rank_dissect_run(tiny_data, tmp_path_factory):
+def two_rank_dissect_run(two_rank_data, tmp_path_factory):
     """2 epochs of ``two_rank_flags`` through torchrun itself, uninterrupted, with
     ``--selection-record LOGS/records``: its logs folder (once for all test workers). The forked
     multi-rank runs of test_distributed must equal it; test_rank_audit reads its records."""
 
     def build(logs):
         records = os.path.join(logs, "records")
-        flags = [*two_rank_flags(tiny_data, logs), "--name", "two", "--epochs", "2", "--selection-record", records]
+        flags = [*two_rank_flags(two_rank_data, logs), "--name", "two", "--epochs", "2", "--selection-record", records]
         result = torchrun(2, flags)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
         return os.path.join(logs, "two")

@@ -230,3 +230,23 @@ def test_a_key_list_that_is_not_text_is_refused_naming_the_flag(tmp_path):
     text.write_text("a/00000.tar/00000001\n" * 7 + "é\n", encoding="utf-8")  # "é" is cut by a 160-byte probe
     check_key_file(str(text), "--noisy-keys", probe=len("a/00000.tar/00000001\n") * 7 + 1)
     assert len(KeySet.from_file(str(text), "--noisy-keys")) == 2
+
+
+def test_logging_set_up_leaves_torch_at_warning_and_ours_at_the_level():
+    """(else torch prints TorchDynamo statistics at the exit of every run)"""
+    import logging
+
+    from open_clip_dissect.openclip.launch.main import setup_logging
+
+    dynamo = logging.getLogger("torch._dynamo")
+    ours = logging.getLogger("open_clip_dissect.test")
+    handlers, levels = list(logging.root.handlers), (logging.root.level, dynamo.level, ours.level)
+    try:
+        setup_logging(None, logging.INFO)
+        assert not dynamo.isEnabledFor(logging.INFO) and dynamo.isEnabledFor(logging.WARNING)
+        assert ours.isEnabledFor(logging.INFO)
+    finally:
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(levels[0])
+        dynamo.setLevel(levels[1])
+        ours.setLevel(levels[2])

@@ -18,12 +18,12 @@ def ranks(nproc, args, env=None, check=True):
     return result
 
 
-def test_a_killed_rank_resumes_exactly(two_rank_dissect_run, tiny_data, tmp_path):
+def test_a_killed_rank_resumes_exactly(two_rank_dissect_run, two_rank_data, tmp_path):
     """Rank 1 is killed (SIGKILL) in the middle of epoch 2; torchrun ends rank 0. The job
     resumed with --resume latest ends with both ranks' selection state and the weights of the
     uninterrupted run."""
     flags = [
-        *two_rank_flags(tiny_data, tmp_path),
+        *two_rank_flags(two_rank_data, tmp_path),
         "--name",
         "killed",
         "--epochs",
@@ -31,7 +31,7 @@ def test_a_killed_rank_resumes_exactly(two_rank_dissect_run, tiny_data, tmp_path
         "--save-most-recent",
         "--delete-previous-checkpoint",
     ]
-    killed = ranks(2, flags, env={"OPEN_CLIP_DISSECT_KILL_AT": "train:1:5@1"}, check=False)
+    killed = ranks(2, flags, env={"OPEN_CLIP_DISSECT_KILL_AT": "train:1:2@1"}, check=False)
     assert killed.returncode != 0  # (rank 1's SIGKILL, or rank 0's error if it came first)
     ranks(2, [*flags, "--resume", "latest"])
     for rank in range(2):
@@ -45,8 +45,8 @@ def test_a_killed_rank_resumes_exactly(two_rank_dissect_run, tiny_data, tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_processes_dissect_then_resume_on_one(two_rank_dissect_run, tiny_data, tmp_path):
-    flags = two_rank_flags(tiny_data, tmp_path)
+def test_two_processes_dissect_then_resume_on_one(two_rank_dissect_run, two_rank_data, tmp_path):
+    flags = two_rank_flags(two_rank_data, tmp_path)
     run = two_rank_dissect_run
     with open(run / "out.log") as f:
         log = f.read()
@@ -55,8 +55,8 @@ def test_two_processes_dissect_then_resume_on_one(two_rank_dissect_run, tiny_dat
     files = [run / "checkpoints" / f"epoch_2.dissect-state.rank{r}-of-2" for r in range(2)]
     stores = [torch.load(f, weights_only=True)["store"] for f in files]
     for rank, store in enumerate(stores):  # each rank keeps only the keys it owns
-        assert len(store["hash"]) > 150 and bool((torch.remainder(store["hash"], 2) == rank).all())
-    assert sum(len(s["hash"]) for s in stores) == 512  # every sample, once
+        assert len(store["hash"]) > 75 and bool((torch.remainder(store["hash"], 2) == rank).all())
+    assert sum(len(s["hash"]) for s in stores) == 256  # every sample, once
 
     # The 2-rank checkpoint resumed by a single process (elastic): the whole history comes back.
     single = [a for a in flags]
@@ -69,7 +69,7 @@ def test_two_processes_dissect_then_resume_on_one(two_rank_dissect_run, tiny_dat
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "one" / "out.log") as f:
         log = f.read()
-    assert "restored from 2 rank file(s)" in log and "(512 samples in this rank's history)" in log
+    assert "restored from 2 rank file(s)" in log and "(256 samples in this rank's history)" in log
 
 
 def test_global_scope_gives_every_rank_the_same_batch_size(tiny_data, tmp_path):
@@ -129,13 +129,13 @@ def _rebalance_worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
-def test_infobatch_pads_unequal_kept_counts_across_ranks(tiny_data, tmp_path):
+def test_infobatch_pads_unequal_kept_counts_across_ranks(two_rank_data, tmp_path):
     """Each rank prunes its own random number; the ranks pad to the largest count with
     weight-0 samples so that ClipLoss's all-gather (which needs equal sizes) goes through."""
     flags = [
         *TINY_TRAIN_FLAGS,
         "--train-data",
-        tiny_data.train,
+        two_rank_data.train,
         "--dataset-type",
         "webdataset",
         "--workers",
@@ -153,12 +153,12 @@ def test_infobatch_pads_unequal_kept_counts_across_ranks(tiny_data, tmp_path):
     ]
     ranks(2, flags)
     first, second = read_jsonl(tmp_path / "infobatch" / "selection.jsonl")
-    assert first["kept"] == 512 and second["kept"] < 512
+    assert first["kept"] == 256 and second["kept"] < 256
     for rank in range(2):
         state = torch.load(
             tmp_path / "infobatch" / "checkpoints" / f"epoch_2.dissect-state.rank{rank}-of-2", weights_only=True
         )
-        assert state["strategy"] == "infobatch" and len(state["store"]["hash"]) > 150
+        assert state["strategy"] == "infobatch" and len(state["store"]["hash"]) > 75
 
 
 def test_weighted_clip_loss_across_two_ranks(tmp_path):

@@ -30,16 +30,16 @@ def test_without_cuda_one_line_and_exit_status_5():
 @pytest.mark.slow
 def test_verdicts_pass_fail_timeout_and_budget():
     out = io.StringIO()
-    verdicts = gpu_check.Verdicts(budget=60, out=out)
+    verdicts = gpu_check.Verdicts(budget=60, out=out, shortest=1)
     ok = verdicts.run("ok", [sys.executable, "-c", "print('fine')"], 30)
     assert ok.stdout == "fine\n" and not verdicts.lines
     assert verdicts.run("bad", [sys.executable, "-c", "import sys; sys.exit('broken thing')"], 30) is None
-    assert verdicts.run("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 11) is None
+    assert verdicts.run("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 2) is None
     verdicts.deadline = 0  # the budget is spent
     assert verdicts.run("late", [sys.executable, "-c", "pass"], 30) is None
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("FAIL bad: exit 1 after") and lines[0].endswith("broken thing")
-    assert lines[1].startswith("FAIL slow: timed out after 11 s")
+    assert lines[1].startswith("FAIL slow: timed out after 2 s")
     assert lines[2].startswith("SKIP late: out of time") and verdicts.failed()
 
 

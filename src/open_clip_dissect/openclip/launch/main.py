@@ -39,7 +39,10 @@ def setup_logging(log_file, level, include_host=False):
     upstream_logger.setup_logging(log_file, level, include_host)
     for name in list(logging.root.manager.loggerDict):
         if name == "torch" or name.startswith("torch."):
-            logging.getLogger(name).setLevel(max(level, logging.WARNING))
+            # (the attribute, not setLevel: each setLevel empties every logger's cache, and torch
+            # has hundreds of loggers; the root's setLevel below empties them once)
+            logging.getLogger(name).level = max(level, logging.WARNING)
+    logging.root.setLevel(logging.root.level)
     for note in STARTUP_NOTES:
         logging.getLogger(__name__).info(note)
     STARTUP_NOTES.clear()
