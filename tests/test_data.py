@@ -78,10 +78,9 @@ def test_sample_order_is_a_function_of_seed_and_epoch(tiny_data):
             flags.append("--dataset-resampled")
         return _keys(_train_loader(_args(*flags), epoch=epoch))
 
-    assert order(0, 0) == order(0, 0)
-    assert order(0, 0) != order(0, 1) and order(0, 0) != order(1, 0)
-    assert order(0, 2, resampled=True) == order(0, 2, resampled=True)
-    assert order(0, 2, resampled=True) != order(0, 3, resampled=True)
+    first, resampled = order(0, 0), order(0, 2, resampled=True)
+    assert first == order(0, 0) and first != order(0, 1) and first != order(1, 0)
+    assert resampled == order(0, 2, resampled=True) and resampled != order(0, 3, resampled=True)
 
 
 def test_upsampling_factors_still_work(tiny_data):
