@@ -295,12 +295,8 @@ def _provides(pythonpath, name):
 multiprocessing.set_forkserver_preload(list(forked_entry_points.PRELOAD))
 
 
-def start_ranks(worker, args, nprocs, join=True):
-    """``worker(rank, *args)`` in ``nprocs`` processes (``torch.multiprocessing.start_processes``
-    from the forkserver): with ``join``, the first rank to fail ends the others and raises."""
-    # The ranks compute as torchrun's do: torch imported with OMP_NUM_THREADS=1 (torchrun's
-    # default for several processes a node). set_num_threads(1) after an import with two threads
-    # does not compute the same bit for bit, so the forkserver imports with one.
+def ensure_forkserver():
+    """Start the forkserver if it is not running: torch and OpenCLIP imported with one thread."""
     threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
@@ -310,6 +306,15 @@ def start_ranks(worker, args, nprocs, join=True):
             del os.environ["OMP_NUM_THREADS"]
         else:
             os.environ["OMP_NUM_THREADS"] = threads
+
+
+def start_ranks(worker, args, nprocs, join=True):
+    """``worker(rank, *args)`` in ``nprocs`` processes (``torch.multiprocessing.start_processes``
+    from the forkserver): with ``join``, the first rank to fail ends the others and raises."""
+    # The ranks compute as torchrun's do: torch imported with OMP_NUM_THREADS=1 (torchrun's
+    # default for several processes a node). set_num_threads(1) after an import with two threads
+    # does not compute the same bit for bit, so the forkserver imports with one.
+    ensure_forkserver()
     return mp.start_processes(worker, args=args, nprocs=nprocs, join=join, start_method="forkserver")
 
 
@@ -394,7 +399,9 @@ _BENCH_RUNS = threading.Lock()  # the server takes one request at a time; a prof
 @pytest.fixture
 def forked_bench_runs(monkeypatch):
     """The benchmark scripts' training runs (``scripts/bench_data.run_command``) go to the
-    session's entry-point server like the tests' own runs."""
+    session's entry-point server like the tests' own runs; their ranks (``scripts/bench.py``'s
+    exchange timing) fork from the tests' forkserver."""
+    ensure_forkserver()
     sys.path.insert(0, os.path.join(REPO, "scripts"))
     import bench_data
 
