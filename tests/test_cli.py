@@ -6,6 +6,7 @@ import sys
 import open_clip_train.main as upstream_main
 import open_clip_train.params as upstream_params
 import pytest
+import torch
 from conftest import run_module
 
 from open_clip_dissect.errors import InputError
@@ -250,3 +251,19 @@ def test_logging_set_up_leaves_torch_at_warning_and_ours_at_the_level():
         logging.root.setLevel(levels[0])
         dynamo.setLevel(levels[1])
         ours.setLevel(levels[2])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the warning is for CPU runs")
+def test_the_cpu_amp_warning_comes_only_once_the_inputs_are_good(tmp_path, caplog):
+    """OpenCLIP's default precision, amp, is slow on CPU: a run is warned; a bad input's one-line
+    error stands alone."""
+    missing = run_module(
+        "open_clip_dissect.main",
+        ["--train-data", str(tmp_path / "{00000..00001}.tar"), "--dataset-type", "webdataset", "--logs", str(tmp_path)],
+    )
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        f"open_clip_dissect: error: --train-data: shard not found: {tmp_path / '00000.tar'} (and 1 more)"
+    ]
+    with caplog.at_level("WARNING"):
+        params.warn_slow_settings(params.parse_args([]))
+    assert "--precision amp on a CPU device" in caplog.text

@@ -32,6 +32,7 @@ def check_args(args) -> None:
     except InputError as exn:
         print(f"open_clip_dissect: error: {exn}", file=sys.stderr)
         raise SystemExit(2) from None
+    params.warn_slow_settings(args)
 
 
 def uses_dissect(args) -> bool:

@@ -267,8 +267,9 @@ SELECTION_ONLY_FLAGS = (
 
 def validate_args(args) -> None:
     """Fail early, naming the flag (``InputError``), on values and combinations that cannot
-    work; warn on flags that do nothing and on slow settings. Each value is checked once: the
-    ratio and scale by ``core.selector``, each strategy option by its own declaration."""
+    work; warn on flags that do nothing (on slow settings: ``warn_slow_settings``). Each value is
+    checked once: the ratio and scale by ``core.selector``, each strategy option by its own
+    declaration."""
     log = logging.getLogger(__name__)
     check_ratio(args.ratio)
     check_clipscore_scale(args.clipscore_scale)
@@ -337,10 +338,15 @@ def validate_args(args) -> None:
         check_key_file(args.noisy_keys, "--noisy-keys")
     if args.csv_key_key is not None and args.dataset_type not in ("csv", "auto"):
         raise InputError("--csv-key-key", f"is only used with --dataset-type csv (got {args.dataset_type})")
+
+
+def warn_slow_settings(args) -> None:
+    """Warn on settings that work but slowly. Called once every input is checked, so that a
+    command that fails on a bad input prints that one line alone."""
     import torch
 
     if args.precision == "amp" and not torch.cuda.is_available():
-        log.warning(
+        logging.getLogger(__name__).warning(
             "--precision amp on a CPU device runs fp16 autocast, which is about 14x slower than "
             "fp32 on CPU; pass --precision fp32 for CPU runs."
         )

@@ -106,6 +106,7 @@ class RunAttempt:
     def parse_args(self, argv):
         args = params.parse_args(argv)
         check_run_inputs(args)
+        params.warn_slow_settings(args)
         self.args = args
         return args
 
