@@ -172,7 +172,7 @@ def _two_rank_data(out):
 def two_rank_data(tmp_path_factory):
     """256 noisy pairs in 4 shards of 64: two shards a rank, four steps of 32 a rank and epoch."""
     manifest = built_once(tmp_path_factory, "two-rank-data", _two_rank_data)
-    return SimpleNamespace(train=manifest["splits"]["train"]["pattern"], size=256)
+    return SimpleNamespace(train=manifest["splits"]["train"]["pattern"])
 
 
 def _one_shard_data(out):
@@ -274,19 +274,15 @@ def run_module(module, args, cwd=None, timeout=600, env=None, fresh=False):
     fresh = fresh or os.environ.get("DISSECT_TESTS_FRESH") == "1"  # to rule the fork out when debugging
     env = env or {}
     path = env.get("PYTHONPATH", "")
-    forkable = module in FORKED_MODULES or (path and _provides(path, module.split(".")[0]))
+    forkable = module in FORKED_MODULES or module.split(".")[0] in forked_entry_points.provided_names(path)
     if not fresh and forkable and set(env) - {"PYTHONPATH"} <= FORK_SAFE_ENV and forked_entry_points.reimportable(path):
         return forked_entry_points.shared().run(module, args, cwd=cwd or os.getcwd(), timeout=timeout, env=env)
-    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **env}
     if os.path.isfile(os.path.join(TESTS, f"{module}.py")):  # an entry point of the tests' own
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS, full_env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def _provides(pythonpath, name):
-    return any(name in forked_entry_points.top_level_names(e) for e in pythonpath.split(os.pathsep) if e)
 
 
 # Processes of several ranks fork from multiprocessing's forkserver: one process per test worker
@@ -399,9 +395,7 @@ _BENCH_RUNS = threading.Lock()  # the server takes one request at a time; a prof
 @pytest.fixture
 def forked_bench_runs(monkeypatch):
     """The benchmark scripts' training runs (``scripts/bench_data.run_command``) go to the
-    session's entry-point server like the tests' own runs; their ranks (``scripts/bench.py``'s
-    exchange timing) fork from the tests' forkserver."""
-    ensure_forkserver()
+    session's entry-point server like the tests' own runs."""
     sys.path.insert(0, os.path.join(REPO, "scripts"))
     import bench_data
 

@@ -112,18 +112,20 @@ def top_level_names(entry: str) -> set:
     return names
 
 
+def provided_names(pythonpath: str) -> set:
+    """The top-level modules and packages that the entries of ``pythonpath`` provide."""
+    return set().union(*(top_level_names(entry) for entry in pythonpath.split(os.pathsep) if entry))
+
+
 def reimportable(pythonpath: str) -> bool:
     """Whether a copy can honour ``pythonpath``: its entries provide only the ``REIMPORTED``
     packages and modules that this interpreter cannot import (so the server never did)."""
     import importlib.util
 
-    for entry in filter(None, pythonpath.split(os.pathsep)):
-        for name in top_level_names(entry):
-            if name in STARTUP_MODULES:
-                return False
-            if name not in REIMPORTED and importlib.util.find_spec(name) is not None:
-                return False
-    return True
+    return not any(
+        name in STARTUP_MODULES or (name not in REIMPORTED and importlib.util.find_spec(name) is not None)
+        for name in provided_names(pythonpath)
+    )
 
 
 def _import_from(pythonpath: str) -> None:

@@ -5,7 +5,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import REPO, TINY
+from conftest import REPO, TINY, ensure_forkserver
 
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
 
@@ -20,6 +20,8 @@ def test_make_bench_runs_the_profile_into_the_folder():
 def test_bench_smoke_profile(tmp_path, forked_bench_runs, capsys):
     """``make bench PROFILE=smoke`` (its training runs in forks of the tests' server)."""
     import bench
+
+    ensure_forkserver()  # the exchange timing's ranks fork from it: torch imported with one thread
 
     out = tmp_path / "smoke"
     assert bench.main(["--profile", "smoke", "--out", str(out)]) == 0
