@@ -46,6 +46,7 @@ so that the profile resumes across sessions); data and logs live in ``bench/resu
 """
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -426,6 +427,18 @@ def scored(run):
     return 0 if run["label"] in SCORING_FREE else sum(e["candidates"] for e in run["epochs"])
 
 
+def epoch_means(cells, key):
+    """Per epoch, the mean over seeds of a selection field (``None`` where any seed lacks it)."""
+    columns = zip(*[[e.get(key) for e in c["epochs"]] for c in cells])
+    return [None if None in column else statistics.mean(column) for column in columns]
+
+
+def precision_gain(cells):
+    """Per epoch, the mean over seeds of the kept set's clean share minus the candidates'."""
+    kept, base = epoch_means(cells, "audit_kept_precision"), epoch_means(cells, "audit_random_precision")
+    return [None if k is None or b is None else k - b for k, b in zip(kept, base)]
+
+
 def paired(cells, reference):
     """Paired differences of the final R@sum against ``reference`` (seed -> run)."""
     return [final(c) - final(reference[c["seed"]]) for c in cells if c["seed"] in reference]
@@ -486,6 +499,11 @@ def analyse(cfg, runs):
                         "trained": statistics.mean(trained(c) for c in cells),
                         "scored": statistics.mean(scored(c) for c in cells),
                         "switches": [c.get("switch") for c in cells],
+                        # The mechanism behind a method that never learns: the spread of its
+                        # CLIPScores, and the mean per-sample loss where the method scores by it.
+                        "spread": epoch_means(cells, "clipscore_std"),
+                        "loss": epoch_means(cells, "mean_loss"),
+                        "precision_gain": precision_gain(cells),
                         "lock_in": {
                             group: {
                                 k: mean_sd([x[group][k] for x in lock if x[group][k] is not None])[:2]
@@ -603,7 +621,38 @@ def write_report(cfg, out, report, runs):
                     ]
                     lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
                 lines.append("")
+            lines += spread_table(spec, table["rows"])
     return bench_data.save_report(out, lines, report)
+
+
+def spread_table(spec, rows):
+    """The score spread and loss per method at a few epochs: how a method that never learns
+    fails (its scores blow apart, or stay collapsed at chance)."""
+    epochs = spec["epochs"]
+    marks = sorted({1, max(1, epochs // 4), max(1, epochs // 2), epochs})
+    chance = math.log(spec["batch"])
+    lines = [
+        "Score spread, loss and kept-set precision (mean over seeds): the standard deviation of the CLIPScore over each epoch's "
+        f"candidates at epochs {', '.join(map(str, marks))}, and the mean per-sample loss of the scoring pass in "
+        f"the last epoch, for the methods that score by loss (chance: ln {spec['batch']} = {chance:.2f}); "
+        "`precision gain` = the kept set's clean share minus the candidates', in the last epoch. "
+        f"Plot: `score_spread_<regime>.png`.",
+        "",
+        "| method | "
+        + " | ".join(f"spread, epoch {e}" for e in marks)
+        + " | loss, last epoch | precision gain, last epoch |",
+        "| " + " | ".join(["---"] * (len(marks) + 3)) + " |",
+    ]
+    for r in rows:
+        spread = [r["spread"][e - 1] if e <= len(r["spread"]) else None for e in marks]
+        loss = r["loss"][-1] if r["loss"] else None
+        gain = r["precision_gain"][-1] if r["precision_gain"] else None
+        lines.append(
+            f"| {r['label']} | "
+            + " | ".join("-" if v is None else f"{v:.1f}" for v in spread)
+            + f" | {'-' if loss is None else f'{loss:.2f}'} | {'-' if gain is None else f'{gain:+.3f}'} |"
+        )
+    return lines + [""]
 
 
 def plots(cfg, out, runs):
@@ -678,9 +727,52 @@ def plots(cfg, out, runs):
         fig.tight_layout()
         fig.savefig(os.path.join(out, f"rsum_vs_cost_{regime}.png"), dpi=90)
         plt.close(fig)
+        spread_plot(spec, regime_runs, out, regime, palette, plt, np)
         fulls = [r for r in regime_runs if r["label"] == "full" and r.get("calibration")]
         if fulls and spec.get("main"):
             calibration_plot(fulls, out, regime, plt, np)
+
+
+def spread_plot(spec, regime_runs, out, regime, palette, plt, np):
+    """Per epoch and method: the spread of the CLIPScores, the scoring pass's mean loss, and how
+    much cleaner the kept set is than the candidates it was picked from."""
+    fig, axes = plt.subplots(3, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 12), squeeze=False)
+    chance = math.log(spec["batch"])
+    for column, ratio in enumerate(spec["ratios"]):
+        for label in spec["methods"]:
+            cells = [
+                r for r in regime_runs if r["label"] == label and r["ratio"] == (ratio if METHODS[label][2] else None)
+            ]
+            if not cells:
+                continue
+            style = dict(color=palette[label], label=label, lw=1.4, ls="--" if label.startswith("dissect") else "-")
+            curves = (epoch_means(cells, "clipscore_std"), epoch_means(cells, "mean_loss"), precision_gain(cells))
+            for row, curve in enumerate(curves):
+                ys = np.array(curve, dtype=float)
+                if not np.isnan(ys).all():
+                    axes[row][column].plot(np.arange(1, len(ys) + 1), ys, **style)
+        axes[0][column].set(
+            title=f"{regime}, r = {ratio}: spread of the CLIPScores (mean over seeds)",
+            xlabel="epoch",
+            ylabel="sd of the CLIPScore over the epoch's candidates",
+        )
+        axes[1][column].axhline(chance, color="grey", lw=0.8, ls=":", label=f"chance, ln {spec['batch']}")
+        axes[1][column].set(
+            title=f"{regime}, r = {ratio}: mean per-sample loss of the scoring pass",
+            xlabel="epoch",
+            ylabel="symmetric InfoNCE (methods that score by loss)",
+        )
+        axes[2][column].axhline(0, color="grey", lw=0.8)
+        axes[2][column].set(
+            title=f"{regime}, r = {ratio}: kept-set precision gain over the candidates",
+            xlabel="epoch",
+            ylabel="clean share kept - clean share of the candidates",
+        )
+        for ax in axes[:, column]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, f"score_spread_{regime}.png"), dpi=90)
+    plt.close(fig)
 
 
 def calibration_plot(fulls, out, regime, plt, np):

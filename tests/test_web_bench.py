@@ -114,6 +114,13 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     }
     assert set(rows) >= {"full", "random", "infobatch", "dissect-warmup-auto"}
     assert rows["random"][3] == "-"  # no difference of random to itself
+    spread = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")
+        for line in text.split("Score spread, loss")[1].splitlines()
+        if line.startswith("| ") and not line.startswith("| method")
+    }
+    assert float(spread["infobatch"][-2]) > 0 and spread["random"][-2] == "-"  # only loss scorers record a loss
+    assert float(spread["full"][1]) > 0 and spread["full"][-1].startswith("+0.000")  # full data keeps every pair
     runs = sorted(os.listdir(cache))
     assert len(runs) == 8 and not os.listdir(root / "logs") and not os.listdir(root / "records")
     run = json.loads((cache / "web-memorising-random-r0.5-s0.json").read_text())
@@ -122,7 +129,12 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     full = json.loads((cache / "web-memorising-full-s1.json").read_text())
     assert set(full["calibration"]) >= {"auroc_at_gap_peak", "gap_peak_epoch", "rare_clean_auroc_first_quarter"}
     assert (out / "calibration.md").read_text().count("| 1 |") >= 1
-    for name in ("rsum_vs_cost_web-memorising.png", "calibration.png", "summary.json"):
+    for name in (
+        "rsum_vs_cost_web-memorising.png",
+        "score_spread_web-memorising.png",
+        "calibration.png",
+        "summary.json",
+    ):
         assert os.path.getsize(out / name) > 0, name
     measures, table = web_bench.calibrate(cfg, str(root), str(cache), seed=0, json_path=str(tmp_path / "c.json"))
     saved = json.loads((tmp_path / "c.json").read_text())
