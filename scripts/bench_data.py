@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from types import SimpleNamespace
 
 SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 if SOURCE not in sys.path:  # this checkout's code, also in the benchmark's own process
@@ -78,17 +80,36 @@ def run_env(threads=1):
 
 
 def run_command(cmd, env):
-    """Run a command to its end, capturing its output (the test suite swaps in a runner that
-    forks an interpreter which has already imported torch)."""
-    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+    """Run a command to its end: its return code, output and the CPU seconds it and the
+    processes it waited for (its data loader workers) used. CPU time, unlike wall-clock, does not
+    count the time the run was paused or waited for a busy core. (The test suite swaps in a
+    runner that forks an interpreter which has already imported torch.)"""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        return SimpleNamespace(
+            returncode=process.returncode,
+            stdout=out.read(),
+            stderr=err.read(),
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+        )
 
 
 def run_training(name, cmd, env):
-    """Run one benchmark run's training command; a failure raises, naming the run, with the end
-    of its output."""
+    """Run one benchmark run's training command and return its CPU seconds (``None`` when the
+    runner does not measure them); a failure raises, naming the run, with the end of its output."""
     result = run_command(cmd, env)
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return getattr(result, "cpu_seconds", None)
 
 
 def code_version():

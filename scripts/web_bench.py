@@ -219,14 +219,15 @@ def run_one(cfg, root, cache, job, threads=1):
         shutil.rmtree(folder, ignore_errors=True)
     started = time.time()
     env = bench_data.run_env(threads)
-    bench_data.run_training(name, command(cfg, spec, manifest, logs, name, label, ratio, seed, record), env)
-    return collect(job, manifest, logs, record, cached, time.time() - started, threads)
+    cpu = bench_data.run_training(name, command(cfg, spec, manifest, logs, name, label, ratio, seed, record), env)
+    return collect(job, manifest, logs, record, cached, time.time() - started, threads, cpu)
 
 
-def collect(job, manifest, logs, record, cached, seconds, threads):
+def collect(job, manifest, logs, record, cached, seconds, threads, cpu_seconds=None):
     """Read a finished training run into its cached JSON, then delete its logs and records
     (also called on its own to collect a run whose training finished but whose reading failed;
-    ``seconds`` is then None: its training time is unknown)."""
+    ``seconds`` is then None: its training time is unknown). ``seconds`` is wall-clock, which
+    also counts pauses; ``cpu_seconds`` is the run's CPU time, from which the budget is read."""
     regime, label, ratio, seed = job
     name = run_name(*job)
     run_dir = os.path.join(logs, name)
@@ -239,6 +240,7 @@ def collect(job, manifest, logs, record, cached, seconds, threads):
         "seed": seed,
         "strategy": METHODS[label][0],
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "threads": threads,
         "code": bench_data.code_version(),
         "events": events,
@@ -519,7 +521,18 @@ def analyse(cfg, runs):
                 row["verdict_random"] = verdict(row["vs_random"], m, cfg["equivalence"])
                 row["verdict_best"] = verdict(row["vs_best"], m, cfg["equivalence"])
             tables[ratio] = {"best_baseline": best, "rows": rows}
-        report[regime] = {"full": info, "tables": tables}
+        regime_runs = [r for r in runs if r["regime"] == regime]
+        cpu = [r["cpu_seconds"] for r in regime_runs if r.get("cpu_seconds") is not None]
+        report[regime] = {
+            "full": info,
+            "tables": tables,
+            "time": {
+                "runs": len(regime_runs),
+                "wall_hours": sum(r["seconds"] or 0 for r in regime_runs) / 3600,
+                "cpu_runs": len(cpu),
+                "cpu_hours": sum(cpu) / 3600,
+            },
+        }
     return report
 
 
@@ -579,7 +592,19 @@ def write_report(cfg, out, report, runs):
                 else ""
             )
         )
-        lines.append("")
+        t = part["time"]
+        lines += [
+            "",
+            f"Cost: {t['runs']} runs, {t['wall_hours']:.1f} h of wall-clock summed over runs (pauses and waits for "
+            f"a busy core included)"
+            + (
+                f"; CPU time measured on {t['cpu_runs']} of them: {t['cpu_hours']:.1f} h, so at least "
+                f"{t['cpu_hours'] / cfg['parallel']:.1f} h on {cfg['parallel']} cores."
+                if t["cpu_runs"]
+                else "; no run measured its CPU time."
+            ),
+            "",
+        ]
         for ratio, table in part["tables"].items():
             lines += [
                 f"### r = {ratio}"

@@ -85,6 +85,17 @@ def test_data_cache_is_keyed_by_the_generator_arguments(tmp_path):
     assert c["difficulty"]["alt_text_rate"] == 0.6 and c["noise_kind"] == "shuffle"
 
 
+def test_run_command_counts_the_cpu_of_the_run_and_of_the_workers_it_waited_for():
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    child = burn + "import subprocess, sys\nsubprocess.run([sys.executable, '-c', {!r}], check=True)\nprint('done')"
+    result = bench_data.run_command([sys.executable, "-c", child.format(burn)], dict(os.environ))
+    assert result.returncode == 0 and result.stdout == "done\n" and result.cpu_seconds >= 0.6
+    failed = bench_data.run_command([sys.executable, "-c", "import sys; sys.exit('no data')"], dict(os.environ))
+    assert failed.returncode == 1 and "no data" in failed.stderr
+    with pytest.raises(RuntimeError, match="web-x failed"):
+        bench_data.run_training("web-x", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ))
+
+
 def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     """The web profile's whole path (preset data per seed, runs at two ratios, records summarised
     into the cache, paired statistics against random and the best baseline, calibration table,
@@ -114,6 +125,7 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     }
     assert set(rows) >= {"full", "random", "infobatch", "dissect-warmup-auto"}
     assert rows["random"][3] == "-"  # no difference of random to itself
+    assert "Cost: 8 runs" in text and "no run measured its CPU time" in text  # the tests' runner forks
     spread = {
         line.split(" | ")[0].strip("| "): line.split(" | ")
         for line in text.split("Score spread, loss")[1].splitlines()
