@@ -247,6 +247,31 @@ def test_the_entry_point_reads_the_visible_gpus_and_the_local_rank(monkeypatch):
         devices.visible_device_flags([])
 
 
+def test_a_patched_fork_binds_a_task_to_its_one_gpu_as_the_entry_point_does(monkeypatch, capsys):
+    from open_clip_dissect.openclip.launch import fork
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_LOCALID", "5")
+    args = params.parse_args(["--selection", "random", "--ratio", "0.5"])
+    assert not args.no_set_device_rank
+    fork.check_args(args)
+    assert args.no_set_device_rank and "local rank 5 sees one CUDA device" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    with pytest.raises(SystemExit) as exit_:
+        fork.check_args(params.parse_args([]))
+    err = capsys.readouterr().err
+    assert (
+        exit_.value.code == 2
+        and err.startswith("open_clip_dissect: error: --device: 16 processes")
+        and err.count("\n") == 1
+    )
+
+
 def test_the_progress_line_counts_this_ranks_candidates(caplog):
     """The log's count is what this rank scored, not rank 0's count times the world size."""
     model = open_clip.create_model(TINY, output_dict=True)

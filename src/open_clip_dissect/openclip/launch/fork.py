@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Optional
 
 from open_clip_dissect.errors import InputError
-from open_clip_dissect.openclip.launch import params
+from open_clip_dissect.openclip.launch import devices, params
 from open_clip_dissect.openclip.models.configs import register_model_configs
 
 if TYPE_CHECKING:
@@ -26,13 +26,25 @@ def add_args(parser) -> None:
 
 def check_args(args) -> None:
     """Validate them: a bad value ends the fork's run with the same one-line error (exit status 2)
-    as ``python -m open_clip_dissect.main``."""
+    as ``python -m open_clip_dissect.main``. A task that sees one GPU in a distributed run gets
+    ``--no-set-device-rank``, as under our entry point (``devices.device_rank_flags``)."""
     try:
         params.validate_args(args)
+        bound_to_one_gpu(args)
     except InputError as exn:
         print(f"open_clip_dissect: error: {exn}", file=sys.stderr)
         raise SystemExit(2) from None
     params.warn_slow_settings(args)
+
+
+def bound_to_one_gpu(args) -> None:
+    """Set ``args.no_set_device_rank`` where the cluster binds each task to its own GPU (ranks 1+
+    would otherwise ask for ``cuda:<local rank>`` and fail), saying so on stderr."""
+    given = ["--no-set-device-rank"] if args.no_set_device_rank else []
+    flags, note = devices.visible_device_flags(["--device", args.device, *given])
+    if "--no-set-device-rank" in flags and not given:
+        args.no_set_device_rank = True
+        print(f"open_clip_dissect: {note}", file=sys.stderr)
 
 
 def uses_dissect(args) -> bool:
