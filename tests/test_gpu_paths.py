@@ -230,13 +230,17 @@ def test_a_task_that_sees_one_gpu_uses_it_as_cuda_0():
         devices.device_rank_flags(argv, 1, 0, True, local_processes=4)
 
 
-def test_the_entry_point_reads_the_visible_gpus_and_the_local_rank(monkeypatch):
+def as_slurm_task_5_of_8_seeing_one_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     for name in ("WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SLURM_NTASKS", "8")
     monkeypatch.setenv("SLURM_LOCALID", "5")
+
+
+def test_the_entry_point_reads_the_visible_gpus_and_the_local_rank(monkeypatch):
+    as_slurm_task_5_of_8_seeing_one_gpu(monkeypatch)
     flags, note = devices.visible_device_flags(["--device=cuda"])
     assert flags == ["--device=cuda", "--no-set-device-rank"] and note.startswith("local rank 5 ")
     assert devices.visible_device_flags(["--device", "cpu"]) == (["--device", "cpu"], None)
@@ -250,12 +254,7 @@ def test_the_entry_point_reads_the_visible_gpus_and_the_local_rank(monkeypatch):
 def test_a_patched_fork_binds_a_task_to_its_one_gpu_as_the_entry_point_does(monkeypatch, capsys):
     from open_clip_dissect.openclip.launch import fork
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    for name in ("WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    monkeypatch.setenv("SLURM_LOCALID", "5")
+    as_slurm_task_5_of_8_seeing_one_gpu(monkeypatch)
     args = params.parse_args(["--selection", "random", "--ratio", "0.5"])
     assert not args.no_set_device_rank
     fork.check_args(args)
