@@ -500,6 +500,8 @@ def analyse(cfg, runs):
                         "clean_share": mean_sd([c["rare_share"]["clean"] for c in cells])[:2],
                         "trained": statistics.mean(trained(c) for c in cells),
                         "scored": statistics.mean(scored(c) for c in cells),
+                        # Only runs made since the bench measured it (f779913) know their CPU time.
+                        "cpu": [c["cpu_seconds"] for c in cells if c.get("cpu_seconds") is not None],
                         "switches": [c.get("switch") for c in cells],
                         # The mechanism behind a method that never learns: the spread of its
                         # CLIPScores, and the mean per-sample loss where the method scores by it.
@@ -554,7 +556,9 @@ def write_report(cfg, out, report, runs):
         "same on the queries about test images that show one of the rarest tenth of the concepts; `rare "
         "kept` / `clean kept` = share of the rare clean pairs' / all clean pairs' visits that were trained "
         "(from the switch on for DISSect); `trained`, `scored` = samples back-propagated and scoring forward "
-        "passes over the run, thousands (full data and random need no scoring pass).",
+        "passes over the run, thousands (full data and random need no scoring pass); `CPU s a run` = mean CPU "
+        "seconds of a run (training, its scoring passes, evaluations and data workers), with how many runs "
+        "measured it (one thread each).",
         "",
     ]
     for regime, part in report.items():
@@ -611,8 +615,8 @@ def write_report(cfg, out, report, runs):
                 + (f" (best non-DISSect method: `{table['best_baseline']}`)" if table["best_baseline"] else ""),
                 "",
                 "| method | seeds | final | vs random | vs best baseline | vs full | R@sum rare | rare kept | "
-                "clean kept | trained (k) | scored (k) | switch |",
-                "| " + " | ".join(["---"] * 12) + " |",
+                "clean kept | trained (k) | scored (k) | CPU s a run | switch |",
+                "| " + " | ".join(["---"] * 13) + " |",
             ]
             for r in table["rows"]:
 
@@ -624,7 +628,7 @@ def write_report(cfg, out, report, runs):
                     f"{ci(r['vs_best'], r['verdict_best'])} | "
                     f"{ci(r['vs_full'], verdict(r['vs_full'], f['final'][0], cfg['equivalence']))} | "
                     f"{fmt(*r['rare'])} | {fmt(*r['rare_share'], digits=3)} | {fmt(*r['clean_share'], digits=3)} | "
-                    f"{r['trained'] / 1000:.1f} | {r['scored'] / 1000:.1f} | "
+                    f"{r['trained'] / 1000:.1f} | {r['scored'] / 1000:.1f} | {cpu_cell(r['cpu'])} | "
                     f"{', '.join('-' if s is None else str(s) for s in r['switches'])} |"
                 )
             lines.append("")
@@ -648,6 +652,11 @@ def write_report(cfg, out, report, runs):
                 lines.append("")
             lines += spread_table(spec, table["rows"])
     return bench_data.save_report(out, lines, report)
+
+
+def cpu_cell(seconds):
+    """Mean CPU seconds of a method's runs, with how many runs measured it."""
+    return f"{statistics.mean(seconds):.0f} ({len(seconds)})" if seconds else "-"
 
 
 def spread_table(spec, rows):

@@ -151,7 +151,14 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     measures, table = web_bench.calibrate(cfg, str(root), str(cache), seed=0, json_path=str(tmp_path / "c.json"))
     saved = json.loads((tmp_path / "c.json").read_text())
     assert saved["epochs"] == 3 and saved["gap_peak_epoch"] in (0, 1, 2) and saved == json.loads(json.dumps(measures))
+    for seed, cpu in ((0, 100.0), (1, 121.0)):  # as a run at f779913 or later records it
+        path = cache / f"web-memorising-infobatch-s{seed}.json"
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), cpu_seconds=cpu)))
     assert web_bench.main(str(out), cache=str(cache), root=str(root), cfg=cfg, report_only=True) == 0
+    text = (out / "results.md").read_text()
+    infobatch = next(line.split(" | ") for line in text.splitlines() if line.startswith("| infobatch | 2 | "))
+    assert infobatch[-2] == "110 (2)" and rows["random"][-2] == "-"
+    assert "CPU time measured on 2 of them: 0.1 h" in text
 
 
 def test_calibrate_command_line_refuses_what_it_cannot_do():
