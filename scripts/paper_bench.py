@@ -643,6 +643,12 @@ def cli(argv=None):
     if args.only and args.only not in web_bench.WEB["regimes"]:
         p.error(f"--only: unknown regime {args.only!r}; choose from {', '.join(web_bench.WEB['regimes'])}")
     if args.calibrate:
+        # refused before the ten minutes of training, not after them
+        if not 0 <= args.seed < 2**32:
+            p.error(f"--seed: must be between 0 and {2**32 - 1}, got {args.seed}")
+        folder = os.path.dirname(os.path.abspath(args.json)) if args.json else None
+        if folder and not os.path.isdir(folder):
+            p.error(f"--json: folder {folder} does not exist")
         measures, table = web_bench.calibrate(
             web_bench.WEB,
             os.path.join(repo, "bench", "results", "web"),

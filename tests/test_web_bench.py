@@ -172,3 +172,20 @@ def test_calibrate_command_line_refuses_what_it_cannot_do():
         text=True,
     )
     assert result.returncode == 2 and "unknown regime 'nowhere'" in result.stderr
+    for flags, message in (
+        (["--seed", "-1"], "--seed: must be between 0 and 4294967295, got -1"),
+        (["--json", os.path.join(REPO, "no-such-folder", "c.json")], "--json: folder "),
+    ):
+        result = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(REPO, "scripts", "paper_bench.py"),
+                "--profile",
+                "web",
+                "--calibrate",
+                *flags,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
