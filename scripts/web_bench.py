@@ -556,9 +556,10 @@ def write_report(cfg, out, report, runs):
         "same on the queries about test images that show one of the rarest tenth of the concepts; `rare "
         "kept` / `clean kept` = share of the rare clean pairs' / all clean pairs' visits that were trained "
         "(from the switch on for DISSect); `trained`, `scored` = samples back-propagated and scoring forward "
-        "passes over the run, thousands (full data and random need no scoring pass); `CPU s a run` = mean CPU "
-        "seconds of a run (training, its scoring passes, evaluations and data workers), with how many runs "
-        "measured it (one thread each).",
+        "passes over the run, thousands (full data and random need no scoring pass of their own); `CPU s a "
+        "run` = mean CPU seconds of a run (training, scoring passes, evaluations and data workers; in this "
+        "product full data and random run the scoring pass too, for the noise audit and the records), with "
+        "how many runs measured it (one thread each).",
         "",
     ]
     for regime, part in report.items():

@@ -161,31 +161,19 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     assert "CPU time measured on 2 of them: 0.1 h" in text
 
 
+def paper_bench(*flags):
+    script = os.path.join(REPO, "scripts", "paper_bench.py")
+    return subprocess.run([sys.executable, script, *flags], capture_output=True, text=True)
+
+
 def test_calibrate_command_line_refuses_what_it_cannot_do():
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "scripts", "paper_bench.py"), "--calibrate"], capture_output=True, text=True
-    )
+    result = paper_bench("--calibrate")
     assert result.returncode == 2 and "--profile web" in result.stderr
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "scripts", "paper_bench.py"), "--profile", "web", "--only", "nowhere"],
-        capture_output=True,
-        text=True,
-    )
+    result = paper_bench("--profile", "web", "--only", "nowhere")
     assert result.returncode == 2 and "unknown regime 'nowhere'" in result.stderr
     for flags, message in (
         (["--seed", "-1"], "--seed: must be between 0 and 4294967295, got -1"),
         (["--json", os.path.join(REPO, "no-such-folder", "c.json")], "--json: folder "),
     ):
-        result = subprocess.run(
-            [
-                sys.executable,
-                os.path.join(REPO, "scripts", "paper_bench.py"),
-                "--profile",
-                "web",
-                "--calibrate",
-                *flags,
-            ],
-            capture_output=True,
-            text=True,
-        )
+        result = paper_bench("--profile", "web", "--calibrate", *flags)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
