@@ -96,6 +96,24 @@ def test_run_command_counts_the_cpu_of_the_run_and_of_the_workers_it_waited_for(
         bench_data.run_training("web-x", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ))
 
 
+def test_a_retired_method_runs_from_the_cache_only(tmp_path):
+    """The product dropped dissect-mome-matched: its cached runs still count, the others are
+    skipped with a line that names the commit able to run them."""
+    import web_bench
+
+    from open_clip_dissect.core.strategies import list_strategies
+
+    assert "dissect-mome-matched" in web_bench.RETIRED and "dissect-mome-matched" not in list_strategies()
+    regime = dict(web_bench.WEB["regimes"]["memorising-shuffle"], seeds=(0, 1))
+    todo = web_bench.jobs(dict(web_bench.WEB, regimes={"memorising-shuffle": regime}))
+    (tmp_path / "memorising-shuffle-dissect-mome-matched-r0.5-s0.json").write_text("{}")
+    kept, note = web_bench.without_retired(todo, str(tmp_path))
+    assert ("memorising-shuffle", "dissect-mome-matched", 0.5, 0) in kept
+    assert ("memorising-shuffle", "dissect-mome-matched", 0.5, 1) not in kept and len(kept) == len(todo) - 1
+    assert "1 runs skipped: dissect-mome-matched" in note and web_bench.RETIRED["dissect-mome-matched"] in note
+    assert web_bench.without_retired([j for j in todo if j[1] == "random"], str(tmp_path))[1] is None
+
+
 def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     """The web profile's whole path (preset data per seed, runs at two ratios, records summarised
     into the cache, paired statistics against random and the best baseline, calibration table,

@@ -17,7 +17,7 @@ from open_clip_dissect.core.early_learning import (
     SIGNALS,
     EarlyLearningDetector,
 )
-from open_clip_dissect.core.strategies.base import Decision, Strategy, batch_ranks, select_topk, uniform
+from open_clip_dissect.core.strategies.base import Decision, Strategy, select_topk, uniform
 from open_clip_dissect.core.strategies.registry import Option, at_least, in_range, one_of, register
 
 AUTO = "auto"
@@ -254,62 +254,3 @@ class DissectMomentum(_Gated):
         else:
             kept = select_topk(delta, k, generator)
         return Decision(kept, delta, hist, new)
-
-
-GROUPS = 3  # matched selection's groups: 0 kept at the last visit, 1 dropped at it, 2 first visit
-
-
-def matched_percentile(delta: torch.Tensor, group: torch.Tensor, generator=None) -> torch.Tensor:
-    """``(1 + rank of delta within its group) / group size``: a score in (0, 1] that ranks each
-    sample only against the samples of its own ``group`` (small ints), ties in random order. A
-    batch-wide top-k of it keeps close to the same fraction of every group."""
-    n = len(delta)
-    order_in_batch = batch_ranks(delta, generator)  # 0..n-1 ascending, ties random
-    order = torch.argsort(group.long() * n + order_in_batch)  # by group, then by delta
-    # scatter_add into a fixed size, not bincount: bincount reads the maximum on the host
-    sizes = torch.zeros(GROUPS, dtype=torch.long, device=delta.device).scatter_add_(
-        0, group.long(), torch.ones_like(group.long())
-    )
-    starts = torch.cumsum(sizes, 0) - sizes
-    position = torch.empty(n, dtype=torch.long, device=delta.device)
-    position[order] = torch.arange(n, device=delta.device)
-    within = position - starts[group.long()]
-    return (within + 1).double() / sizes[group.long()].double()
-
-
-@register
-class DissectMomentumMatched(DissectMomentum):
-    """``dissect-mome`` with each pair's ``delta`` compared only with pairs that were treated
-    alike at their last visit: kept (trained, so its score tends to rise), dropped (not
-    trained, so its score tends to fall) or never seen. Without it ``hist - curr`` partly
-    measures the last decision instead of the pair (the web benchmark reports this lock-in).
-
-    ``k`` is filled from every group in proportion to its size: each sample's score is the
-    percentile of its ``delta`` within its group (``matched_percentile``). The last decision is
-    kept in the sign of the stored average (CLIPScores are >= 0): ``hist`` when kept,
-    ``-(hist + 1)`` when dropped, so the history store needs no extra field.
-    """
-
-    name = "dissect-mome-matched"
-    listing_order = 21
-    # the web benchmark measured it below the best baseline: it goes once that profile is complete
-    summary = "DISSect momentum, delta ranked within pairs kept / dropped at their last visit (to be removed: see docs/benchmarks.md)"
-    # dissect-mome's flags, constructor and warm-up gate; only the ranking and the stored sign differ
-
-    def decide(self, scores, history, k, epoch, generator=None):
-        curr = scores.curr
-        dropped_last = history.seen & (history.score < 0)
-        average = torch.where(dropped_last, -history.score - 1.0, history.score)
-        hist = torch.where(history.seen, average, curr)
-        delta = hist - curr
-        group = torch.where(history.seen, dropped_last.long(), torch.full_like(dropped_last, 2, dtype=torch.long))
-        if self.gate.in_warmup(epoch):
-            rank = delta  # the records show delta as it would rank, as dissect-mome's do
-            kept = select_topk(uniform(len(delta), generator, delta.device), k, generator)
-        else:
-            rank = matched_percentile(delta, group, generator).to(delta.dtype)
-            kept = select_topk(rank, k, generator)
-        new = self.momentum * hist + (1.0 - self.momentum) * curr
-        was_kept = torch.zeros_like(history.seen)
-        was_kept[kept] = True
-        return Decision(kept, rank, hist, torch.where(was_kept, new, -new - 1.0))
