@@ -302,13 +302,16 @@ def step_overhead(cfg):
     for ratio in (0.3, 0.5, 0.7):
         k = strategies.num_kept(B, ratio)
         train_k = timed(lambda: train_step(images[:k], tokens[:k]))
-        selector = Selector(strategies.create_strategy("dissect-mome"), ratio=ratio)
-        batches = iter(
-            SelectingLoader(
-                _Repeat((images, tokens, keys, hashes, noisy)), selector, model, config, 1, EpochDecisions()
+        steps = {}
+        for name in ("dissect-mome", "random"):  # random: no scoring pass (no --selection-record)
+            selector = Selector(strategies.create_strategy(name), ratio=ratio)
+            batches = iter(
+                SelectingLoader(
+                    _Repeat((images, tokens, keys, hashes, noisy)), selector, model, config, 1, EpochDecisions()
+                )
             )
-        )
-        full = timed(lambda: train_step(*next(batches)))
+            steps[name] = timed(lambda: train_step(*next(batches)))
+        full = steps["dissect-mome"]
         rows.append(
             {
                 "device": device,
@@ -321,6 +324,9 @@ def step_overhead(cfg):
                 "selection_step": full,
                 "overhead_over_floor": full / (scoring + train_k),
                 "vs_stock": full / stock,
+                "random_step": steps["random"],
+                "random_over_k": steps["random"] / train_k,
+                "random_vs_stock": steps["random"] / stock,
             }
         )
     return rows
@@ -615,17 +621,21 @@ def write_report(root, profile, rows, audit_rows, overhead, history, started, re
         "",
         "## Step overhead (medians)",
         "",
-        "`over floor` = selection step / (scoring pass + training step on k), target <= 1.05; "
-        "`vs stock` = selection step / stock OpenCLIP step on B.",
+        "`selection step` = a `dissect-mome` step through the selecting loader; `over floor` = "
+        "selection step / (scoring pass + training step on k), target <= 1.05; `vs stock` = "
+        "selection step / stock OpenCLIP step on B; `random step`: a `random` step (no scoring pass), "
+        "`/ k` its ratio to the training step on k, then to the stock step.",
         "",
-        "| device | B | r | k | stock step s | scoring s | train on k s | selection step s | over floor | vs stock |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| device | B | r | k | stock step s | scoring s | train on k s | selection step s | over floor | vs stock "
+        "| random step s | / k | / stock |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for o in overhead:
         lines.append(
             f"| {o['device']} | {o['batch']} | {o['ratio']} | {o['k']} | {o['stock_step']:.4f} | "
             f"{o['scoring_pass']:.4f} | {o['train_step_k']:.4f} | {o['selection_step']:.4f} | "
-            f"{o['overhead_over_floor']:.3f} | {o['vs_stock']:.3f} |"
+            f"{o['overhead_over_floor']:.3f} | {o['vs_stock']:.3f} | {o['random_step']:.4f} | "
+            f"{o['random_over_k']:.3f} | {o['random_vs_stock']:.3f} |"
         )
     lines += [
         "",

@@ -48,7 +48,7 @@ def test_bench_smoke_profile(tmp_path, forked_bench_runs, capsys):
     with open(out / "step_overhead.csv") as f:
         overhead = list(csv.DictReader(f))
     assert [float(r["ratio"]) for r in overhead] == [0.3, 0.5, 0.7]
-    assert all(float(r["selection_step"]) > 0 for r in overhead)
+    assert all(float(r["selection_step"]) > 0 and float(r["random_step"]) > 0 for r in overhead)
 
 
 def test_paper_profile_on_a_tiny_design(tmp_path, forked_bench_runs):

@@ -17,7 +17,7 @@ from collective_audit import NCCL_DTYPES, CollectiveAudit
 from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.selector import Selector
 from open_clip_dissect.core.strategies import Strategy, create_strategy, list_strategies, strategy_class
-from open_clip_dissect.core.types import OracleFeatures
+from open_clip_dissect.core.types import BatchScores, OracleFeatures
 
 N, D, RATIO, K = 8, 4, 0.5, 4  # candidates per rank, embedding width, ratio, k
 IMAGE, TEXT = (3, 16, 16), 6  # per-sample image shape (float32), text tokens (int64)
@@ -102,7 +102,10 @@ def _selector(name, scope, comm, seed=0):
 def _step(selector, comm, batch, epoch):
     """What the loader does for one candidate batch: the ids trained on by this rank."""
     image, text, oracle, keys, images, texts = batch
-    scores = selector.scores(image, text, torch.tensor(10.0), oracle)
+    if selector.strategy.needs_scores:
+        scores = selector.scores(image, text, torch.tensor(10.0), oracle)
+    else:  # random: no scoring pass (the loader without --selection-record), NaN CLIPScores
+        scores = BatchScores.unmeasured(N, image.device)
     decision = selector.decide(hash_keys(keys), scores, epoch, keys)
     if selector.exchange is None:
         assert len(selector.kept_counts) == comm.world_size  # the loader pads to their max

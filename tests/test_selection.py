@@ -8,6 +8,7 @@ from open_clip_dissect.core import strategies
 from open_clip_dissect.core.epoch_decisions import EpochDecisions
 from open_clip_dissect.core.history import hash_keys
 from open_clip_dissect.core.selector import Selector
+from open_clip_dissect.core.types import BatchScores
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.state.state_files import restore_selector, save_state, state_files, state_path
 from open_clip_dissect.openclip.training.selecting_loader import LoaderConfig, SelectingLoader
@@ -107,6 +108,43 @@ def test_nan_score_fails_with_step_and_key():
     loader = SelectingLoader(_batches(), selector, NaNModel(), _config(selection="clipscore"), 0, EpochDecisions())
     with pytest.raises(FloatingPointError, match=r"sample s0-3 \(step 0, batch 0\)"):
         list(loader)
+
+
+class CountingModel(NaNModel):
+    """Finite embeddings, and a count of the scoring passes."""
+
+    passes = 0
+
+    def encode_image(self, images, normalize=True):
+        CountingModel.passes += 1
+        return torch.nn.functional.normalize(torch.randn(len(images), 4), dim=1)
+
+
+@pytest.mark.parametrize(
+    "selection, recording, passes", [("random", False, 0), ("random", True, 2), ("clipscore", False, 2)]
+)
+def test_random_runs_no_scoring_pass_unless_the_run_records_scores(selection, recording, passes, caplog):
+    """random reads no score: without --selection-record no scoring pass runs; with it, every
+    batch is scored for the records; a strategy that reads scores always scores."""
+    CountingModel.passes = 0
+    selector = Selector(strategies.create_strategy(selection), ratio=0.5)
+    config = _config(selection=selection, record_scores=recording)
+    loader = SelectingLoader(_batches(), selector, CountingModel(), config, 0, EpochDecisions(keep_keys=recording))
+    with caplog.at_level("INFO", logger="open_clip_dissect.openclip.training.selecting_loader"):
+        assert [len(images) for images, _ in loader] == [4, 4]
+    assert CountingModel.passes == passes and loader.trained == 8
+    assert selector.end_epoch() is None and selector.last_signals.candidates == 16  # counted either way
+    signals, curr = selector.last_signals, loader.record.columns()["curr"]
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    if passes:
+        assert not torch.isnan(curr).any() and signals.clipscore_std > 0 and "| curr " in logged
+    else:  # nothing measured: no CLIPScore in the records, the epoch's signals or the log
+        assert torch.isnan(curr).all() and signals.clipscore_mean is None and signals.clipscore_std is None
+        assert "| no scoring pass |" in logged
+        with pytest.raises(ValueError, match="'clipscore' reads scores"):  # only for those that read none
+            Selector(strategies.create_strategy("clipscore")).decide(
+                hash_keys(["a"]), BatchScores.unmeasured(1, "cpu"), 0
+            )
 
 
 def test_state_files_are_atomic_and_not_pt(tmp_path):

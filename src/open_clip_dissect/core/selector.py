@@ -50,10 +50,13 @@ def as_hashes(keys: Union[Sequence[str], torch.Tensor]) -> torch.Tensor:
     return hash_keys(list(keys))
 
 
-def first_nan(curr: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+def first_nan(curr: torch.Tensor, rank: torch.Tensor, measured: bool = True) -> torch.Tensor:
     """``[1]`` float64 on the device, no host sync: 1 + the index of the first sample whose
     CLIPScore is NaN, else of the first whose ranking score is NaN; 0 when there is none. (A
-    batch-wise loss spreads one NaN to every row: the CLIPScore names the sample behind it.)"""
+    batch-wise loss spreads one NaN to every row: the CLIPScore names the sample behind it.)
+    ``measured`` False: no scoring pass ran (NaN CLIPScores by design), only ``rank`` counts."""
+    if not measured:
+        curr = rank
     n = len(curr)
     none = torch.full((1,), n + 1, dtype=torch.float64, device=curr.device)
     code = torch.arange(1, n + 1, dtype=torch.float64, device=curr.device)
@@ -106,7 +109,8 @@ class Selector:
         self.generator = torch.Generator().manual_seed(seed)
         self.clipscore_scale = check_clipscore_scale(clipscore_scale)
         self.epoch = None  # the epoch in progress; None between epochs
-        # This rank's sums over the epoch: candidates, CLIPScore, CLIPScore^2, loss, losses counted.
+        # This rank's sums over the epoch: candidates, CLIPScores measured, CLIPScore, CLIPScore^2,
+        # loss, losses counted.
         self._totals = None
         self._retrieval = None  # R@sum measured after the epoch (one rank is enough)
         self.last_signals = None  # the EpochSignals of the last epoch that ended
@@ -138,14 +142,14 @@ class Selector:
         over every rank. One all-reduce, on every rank, also on one that took no step in the
         epoch (it adds zeros and learns the epoch from the others); nothing reaches the strategy
         when no rank has an epoch in progress. Returns the strategy's line for the log, if any."""
-        local = torch.zeros(10, dtype=torch.float64)
+        local = torch.zeros(11, dtype=torch.float64)
         if self._totals is not None:
-            local[:5] = self._totals.cpu()
+            local[:6] = self._totals.cpu()
         if self._retrieval is not None:
-            local[5:7] = torch.tensor([self._retrieval, 1.0], dtype=torch.float64)
+            local[6:8] = torch.tensor([self._retrieval, 1.0], dtype=torch.float64)
         if self.epoch is not None:
-            local[7:] = torch.tensor([1.0, self.epoch, self.epoch**2], dtype=torch.float64)
-        (n, total, squares, loss, n_loss, retrieval, n_retrieval, ranks, epochs, epoch_squares) = (
+            local[8:] = torch.tensor([1.0, self.epoch, self.epoch**2], dtype=torch.float64)
+        (n, n_scored, total, squares, loss, n_loss, retrieval, n_retrieval, ranks, epochs, epoch_squares) = (
             self.comm.all_reduce_sum(local).tolist()
         )
         self.epoch, self._totals, self._retrieval = None, None, None
@@ -154,11 +158,11 @@ class Selector:
         if abs(epoch_squares * ranks - epochs * epochs) > 0.5:  # equal iff every rank's epoch is the same
             raise RuntimeError(f"the ranks end different epochs (mean {epochs / ranks:.2f})")
         epoch = round(epochs / ranks)
-        mean = total / n if n else None
+        mean = total / n_scored if n_scored else None
         self.last_signals = EpochSignals(
             candidates=int(n),
             clipscore_mean=mean,
-            clipscore_std=max(squares / n - mean * mean, 0.0) ** 0.5 if n else None,
+            clipscore_std=max(squares / n_scored - mean * mean, 0.0) ** 0.5 if n_scored else None,
             mean_loss=loss / n_loss if n_loss else None,
             retrieval=retrieval / n_retrieval if n_retrieval else None,
         )
@@ -215,6 +219,8 @@ class Selector:
         them. With several processes the ranks agree in the same step, within a collective the
         step runs anyway, whether any rank saw a NaN, and all raise the same error.
         """
+        if not scores.measured and self.strategy.needs_scores:
+            raise ValueError(f"strategy {self.strategy.name!r} reads scores: these were not measured")
         if self.epoch != epoch:
             self.begin_epoch(epoch)
         device = scores.curr.device
@@ -233,7 +239,7 @@ class Selector:
         n = len(hashes)
         decision = self.strategy.decide(scores, history, self.num_kept(n), epoch, self.generator)
         stores = self.strategy.needs_history and decision.new_history is not None  # None: store nothing
-        parts = [first_nan(scores.curr, decision.rank)]
+        parts = [first_nan(scores.curr, decision.rank, scores.measured)]
         if stores:
             mask = decision.store_mask if decision.store_mask is not None else torch.ones_like(decision.rank)
             parts += [decision.new_history.double(), mask.double()]
@@ -275,12 +281,15 @@ class Selector:
     def _add_to_totals(self, scores: strategies.BatchScores) -> None:
         """The epoch's sums, on the device (no host sync per batch)."""
         curr = scores.curr.double()
+        n = len(curr)
+        if not scores.measured:  # no scoring pass: candidates counted, no CLIPScore
+            curr = curr.new_zeros(0)
         loss = scores.loss.double() if scores.loss is not None else curr.new_zeros(0)
 
         def count(n):  # a fill on the device, not a host-to-device copy
             return torch.full((), float(n), dtype=curr.dtype, device=curr.device)
 
-        batch = torch.stack([count(len(curr)), curr.sum(), (curr * curr).sum(), loss.sum(), count(len(loss))])
+        batch = torch.stack([count(n), count(len(curr)), curr.sum(), (curr * curr).sum(), loss.sum(), count(len(loss))])
         self._totals = batch if self._totals is None else self._totals + batch
 
     def _decide_global(self, hashes, scores, history, epoch, keys):
@@ -300,7 +309,7 @@ class Selector:
         header_rows = -(-(2 + world) // DECISION_COLUMNS)
         parts = None
         if gathered is not None:
-            parts = self._decide_for_all(gathered, fields, history is not None, epoch, header_rows)
+            parts = self._decide_for_all(gathered, fields, history is not None, epoch, header_rows, scores.measured)
         mine = comm.scatter(parts, (n + header_rows, DECISION_COLUMNS), torch.float64, device)
         read = mine.cpu()  # the step's one device-to-host read
         header = read[n:].flatten()
@@ -324,7 +333,7 @@ class Selector:
             to_device(store_mask, device) if has_new else None,
         )
 
-    def _decide_for_all(self, gathered, fields, with_history, epoch, header_rows):
+    def _decide_for_all(self, gathered, fields, with_history, epoch, header_rows, measured=True):
         """Rank 0: the decision on the global batch, as ``[world, n + header_rows, 4]`` float64
         (per sample rank, hist, new history, flags; then the header: first NaN + 1 (global
         index, 0: none), whether the history is written, each rank's kept count)."""
@@ -337,7 +346,11 @@ class Selector:
             at += width
         history = strategies.History(flat[:, at], flat[:, at + 1] > 0.5) if with_history else None
         g = self.strategy.decide(
-            strategies.BatchScores(**values), history, self.num_kept(n) * world, epoch, self.generator
+            strategies.BatchScores(**values, measured=measured),
+            history,
+            self.num_kept(n) * world,
+            epoch,
+            self.generator,
         )
         kept = torch.zeros(world * n, dtype=torch.float64, device=flat.device)
         kept[g.kept] = 1.0
@@ -348,7 +361,7 @@ class Selector:
             stored = torch.ones_like(kept) if g.store_mask is None else g.store_mask.double()
         rows = torch.stack([g.rank.double(), g.hist.double(), new, kept + 2 * stored], 1).reshape(world, n, 4)
         header = torch.zeros(header_rows * DECISION_COLUMNS, dtype=torch.float64, device=flat.device)
-        header[0:1] = first_nan(values["curr"], g.rank)
+        header[0:1] = first_nan(values["curr"], g.rank, measured)  # every rank measures alike
         header[1] = float(g.new_history is not None)
         header[2 : 2 + world] = kept.reshape(world, n).sum(1)
         return torch.cat([rows, header.reshape(1, header_rows, DECISION_COLUMNS).expand(world, -1, -1)], 1)

@@ -24,6 +24,7 @@ class BatchScores:
     oracle: Optional[torch.Tensor] = None  # [B] CLIPScore of a frozen oracle model
     oracle_loss: Optional[torch.Tensor] = None  # [B] symmetric InfoNCE of the oracle model
     gradient: Optional[torch.Tensor] = None  # [B, 2d] ``contrastive_gradient``
+    measured: bool = True  # False: no scoring pass ran, ``curr`` is NaN (``unmeasured``)
 
     @classmethod
     def from_features(cls, image_features, text_features, logit_scale=None, scale=100.0, gradient=False):
@@ -36,9 +37,16 @@ class BatchScores:
                 scores.gradient = contrastive_gradient(image_features, text_features, logit_scale)
         return scores
 
+    @classmethod
+    def unmeasured(cls, n: int, device) -> "BatchScores":
+        """The scores of a batch that no scoring pass measured, for a strategy that reads none
+        (``Strategy.needs_scores`` False): NaN CLIPScores, which the NaN check then ignores."""
+        return cls(torch.full((n,), float("nan"), device=device), measured=False)
+
     def fields(self) -> dict:
-        """The measured fields (``None`` ones left out), e.g. to gather them across ranks."""
-        return {f: getattr(self, f) for f in self.__dataclass_fields__ if getattr(self, f) is not None}
+        """The measured tensors (``None`` ones left out), e.g. to gather them across ranks."""
+        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        return {f: v for f, v in values.items() if torch.is_tensor(v)}
 
 
 @dataclass

@@ -63,6 +63,7 @@ class Strategy:
     name = "base"
     summary = ""  # one line for --selection's help
     options = ()  # the ``Option``s the constructor takes (see ``registry``)
+    needs_scores = True  # False: decides without the scoring pass (see BatchScores.unmeasured)
     needs_history = False
     needs_loss = False
     needs_oracle = False

@@ -104,6 +104,7 @@ def declarations(cls: type) -> List[str]:
         ("gradient proxy", cls.needs_gradient),
         ("its own kept count", cls.variable_kept),
         ("every candidate", cls.keeps_all),
+        ("no scoring pass (unless recording)", not cls.needs_scores),
     ]
     return [word for word, declared in words if declared]
 

@@ -11,6 +11,7 @@ class RandomSelection(Strategy):
     name = "random"
     listing_order = 10
     summary = "a uniformly random k"
+    needs_scores = False  # the draw reads only the batch size: no scoring pass unless records ask
 
     def rank(self, scores, history, epoch, generator):
         return uniform(len(scores.curr), generator, scores.curr.device)

@@ -1,7 +1,7 @@
 """``SelectingLoader``: the training loader as OpenCLIP's ``train_one_epoch`` sees it.
 
-For each candidate batch it runs the ``Scorer`` (a no-grad pass of the model being trained),
-asks the ``Selector``, and hands upstream's loop only the kept ``(images, texts)``. Gradient
+For each candidate batch it runs the ``Scorer`` (a no-grad pass of the model being trained;
+skipped for a strategy that reads no scores, unless the run records them), asks the ``Selector``, and hands upstream's loop only the kept ``(images, texts)``. Gradient
 accumulation, distillation, gradient checkpointing, the LR schedule and logging stay upstream's.
 It reads a ``LoaderConfig``, not OpenCLIP's ``args``.
 """
@@ -42,6 +42,7 @@ class LoaderConfig:
     world_size: int = 1
     wandb: bool = False
     scoring_mode: str = "eval"  # --selection-scoring-mode
+    record_scores: bool = False  # --selection-record: score every batch, whatever the strategy reads
 
     @classmethod
     def from_args(cls, args) -> "LoaderConfig":
@@ -61,6 +62,7 @@ class LoaderConfig:
             world_size=args.world_size,
             wandb=bool(getattr(args, "wandb", False)),
             scoring_mode=args.selection_scoring_mode,
+            record_scores=bool(args.selection_record),
         )
 
 
@@ -89,6 +91,8 @@ class SelectingLoader:
             logit_scale=selector.strategy.needs_loss,
             mode=config.scoring_mode,
         )
+        # random reads no score: its steps cost no scoring pass unless the records want CLIPScores
+        self.scoring = selector.strategy.needs_scores or config.record_scores
         self.noisy_keys = noisy_keys
         self.loss_weights = loss_weights  # set: the loss is a WeightedClipLoss reading it
         self.epoch, self.record, self.tb_writer = epoch, record, tb_writer
@@ -162,8 +166,11 @@ class SelectingLoader:
         # Pinned (by the data loader, else here) and asynchronous on a GPU (core.transfer).
         images = to_device(images, cfg.device).to(dtype=cfg.input_dtype)
         texts = to_device(texts, cfg.device)
-        features = self.scorer(images, texts)
-        scores = self.selector.scores(features.image, features.text, features.logit_scale, features.oracle)
+        if self.scoring:
+            features = self.scorer(images, texts)
+            scores = self.selector.scores(features.image, features.text, features.logit_scale, features.oracle)
+        else:
+            scores = strategies.BatchScores.unmeasured(len(keys), images.device)
         if self.noisy_keys is not None:
             noisy = self.noisy_keys.label(hashes)
         try:
@@ -207,12 +214,16 @@ class SelectingLoader:
         for name, values in (("curr", curr), ("hist", hist), ("delta", delta)):
             stats[f"{name}_mean"], stats[f"{name}_std"] = nan_stats(values)
         if cfg.rank == 0:
+            scores = (
+                f"curr {stats['curr_mean']:.2f}±{stats['curr_std']:.2f} hist {stats['hist_mean']:.2f}"
+                f"±{stats['hist_std']:.2f} delta {stats['delta_mean']:.3f}±{stats['delta_std']:.3f}"
+                if self.scoring
+                else "no scoring pass"
+            )
             log.info(
                 f"Selection {cfg.selection} epoch {self.epoch} step {step}: kept "
                 f"{stats['kept_fraction']:.3f} of {stats['candidates_seen']} candidates so far"
-                f"{' on rank 0' if cfg.world_size > 1 else ''} | curr "
-                f"{stats['curr_mean']:.2f}±{stats['curr_std']:.2f} hist {stats['hist_mean']:.2f}"
-                f"±{stats['hist_std']:.2f} delta {stats['delta_mean']:.3f}±{stats['delta_std']:.3f} | "
+                f"{' on rank 0' if cfg.world_size > 1 else ''} | {scores} | "
                 f"time scoring {self.time_scoring:.1f}s training {self.time_training:.1f}s"
             )
             report(cfg.wandb, self.tb_writer, {f"selection/{k}": v for k, v in stats.items()}, step)
