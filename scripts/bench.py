@@ -226,6 +226,24 @@ def time_to_accuracy(cfg, root):
 # ----------------------------------------------------------------------------- part 2
 
 
+# step_overhead.csv's columns (scripts/gpu_check.py reads them)
+OVERHEAD_COLUMNS = (
+    "device",
+    "batch",
+    "ratio",
+    "k",
+    "stock_step",
+    "scoring_pass",
+    "train_step_k",
+    "selection_step",
+    "overhead_over_floor",
+    "vs_stock",
+    "random_step",
+    "random_over_k",
+    "random_vs_stock",
+)
+
+
 def step_overhead(cfg):
     import open_clip
     import torch
@@ -312,7 +330,7 @@ def step_overhead(cfg):
             )
             steps[name] = timed(lambda: train_step(*next(batches)))
         full = steps["dissect-mome"]
-        rows.append(
+        rows.append(  # the columns: OVERHEAD_COLUMNS
             {
                 "device": device,
                 "batch": B,
@@ -569,7 +587,7 @@ def write_report(root, profile, rows, audit_rows, overhead, history, started, re
 
     pd.DataFrame(rows).to_csv(os.path.join(root, "time_to_accuracy.csv"), index=False)
     pd.DataFrame(audit_rows).to_csv(os.path.join(root, "audit.csv"), index=False)
-    pd.DataFrame(overhead).to_csv(os.path.join(root, "step_overhead.csv"), index=False)
+    pd.DataFrame(overhead, columns=list(OVERHEAD_COLUMNS)).to_csv(os.path.join(root, "step_overhead.csv"), index=False)
     pd.DataFrame(history).to_csv(os.path.join(root, "history_store.csv"), index=False)
     last_audit = {}
     for a in audit_rows:

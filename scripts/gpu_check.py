@@ -245,14 +245,16 @@ def bench_table(verdicts, work):
         f"selection step / (scoring + train on k) <= {worst:.3f} (target 1.05); table below",
     )
     table = [
-        "| B | r | stock step s | scoring s | train on k s | selection step s | over floor | vs stock |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| B | r | stock step s | scoring s | train on k s | selection step s | over floor | vs stock "
+        "| random step s (no scoring) | / stock |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         table.append(
             f"| {r['batch']} | {r['ratio']} | {float(r['stock_step']):.4f} | {float(r['scoring_pass']):.4f} | "
             f"{float(r['train_step_k']):.4f} | {float(r['selection_step']):.4f} | "
-            f"{float(r['overhead_over_floor']):.3f} | {float(r['vs_stock']):.3f} |"
+            f"{float(r['overhead_over_floor']):.3f} | {float(r['vs_stock']):.3f} | "
+            f"{float(r['random_step']):.4f} | {float(r['random_vs_stock']):.3f} |"
         )
     return table
 

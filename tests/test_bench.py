@@ -49,6 +49,7 @@ def test_bench_smoke_profile(tmp_path, forked_bench_runs, capsys):
         overhead = list(csv.DictReader(f))
     assert [float(r["ratio"]) for r in overhead] == [0.3, 0.5, 0.7]
     assert all(float(r["selection_step"]) > 0 and float(r["random_step"]) > 0 for r in overhead)
+    assert tuple(overhead[0]) == bench.OVERHEAD_COLUMNS and "" not in overhead[0].values()
 
 
 def test_paper_profile_on_a_tiny_design(tmp_path, forked_bench_runs):

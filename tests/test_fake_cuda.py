@@ -67,6 +67,18 @@ def test_a_selection_step_reads_the_gpu_once(name):
     assert len(selector.store) == (B if strategy_class(name).needs_history else 0)  # the real CPU store
 
 
+def test_a_step_without_a_scoring_pass_reads_the_gpu_once():
+    """random without --selection-record: NaN CLIPScores made on the GPU, one read a step."""
+    selector = Selector(create_strategy("random"), ratio=0.5, seed=0)
+    hashes = hash_keys(KEYS)
+    with FakeCuda() as gpu:
+        selector.decide(hashes, BatchScores.unmeasured(B, "cuda"), 0)  # the epoch's first step
+        mark = gpu.mark()
+        decision = selector.decide(hashes, BatchScores.unmeasured(B, "cuda"), 0)
+        assert gpu.since(mark) == ["d2h"] and decision.kept.device.type == "cuda"
+    assert len(decision.kept) == B // 2
+
+
 def test_every_strategy_decides_on_the_gpu_without_a_sync():
     """The strategies alone (the per-sample path), on a global-scope-sized batch."""
     for name in list_strategies():

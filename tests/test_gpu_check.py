@@ -60,3 +60,31 @@ def test_a_training_check_reads_the_runs_summary_loss_and_plot(tmp_path):
     (run / "out.log").write_text("Contrastive_loss: nan (nan)\n")
     gpu_check.check_run(verdicts, "amp", [sys.executable, "-c", "pass"], str(tmp_path), "amp", 30)
     assert verdicts.lines[-1].startswith("FAIL amp: non-finite")
+
+
+def test_the_step_time_table_reads_what_the_overhead_bench_writes(tmp_path, monkeypatch):
+    """bench_table on a step_overhead.csv with bench.py's columns (the GPU run is not here)."""
+    import csv
+
+    import bench
+
+    row = dict(device="cuda", batch=512, ratio=0.5, k=256, stock_step=0.2, scoring_pass=0.05)
+    row.update(train_step_k=0.1, selection_step=0.16, overhead_over_floor=1.07, vs_stock=0.8)
+    row.update(random_step=0.11, random_over_k=1.1, random_vs_stock=0.55)
+    assert set(row) == set(bench.OVERHEAD_COLUMNS)  # the columns bench.step_overhead writes
+
+    def fake_run(check, cmd, timeout, env=None, cwd=None):
+        out = cmd[cmd.index("--out") + 1]
+        os.makedirs(out)
+        with open(os.path.join(out, "step_overhead.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerow(row)
+        return True
+
+    out = io.StringIO()
+    verdicts = gpu_check.Verdicts(budget=60, out=out)
+    monkeypatch.setattr(verdicts, "run", fake_run)
+    table = gpu_check.bench_table(verdicts, str(tmp_path))
+    assert out.getvalue().startswith("WARN bench-step-times: selection step / (scoring + train on k) <= 1.070")
+    assert table[-1] == "| 512 | 0.5 | 0.2000 | 0.0500 | 0.1000 | 0.1600 | 1.070 | 0.800 | 0.1100 | 0.550 |"

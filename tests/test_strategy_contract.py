@@ -142,3 +142,11 @@ def test_a_new_strategy_needs_only_its_class(monkeypatch):
 
     with pytest.raises(TypeError, match="must override decide"):
         registry.register(Forgetful)
+
+    class Blind(Strategy):  # skips the scoring pass, yet ranks by the loss it would measure
+        name = "blind"
+        needs_scores = False
+        needs_loss = True
+
+    with pytest.raises(TypeError, match=r"'blind' sets needs_scores = False but reads .* \(loss\)"):
+        registry.register(Blind)

@@ -212,7 +212,8 @@ class Selector:
     def decide(
         self, hashes: torch.Tensor, scores: strategies.BatchScores, epoch: int, keys: Optional[Sequence[str]] = None
     ) -> strategies.Decision:
-        """``step`` from measured scores; ``keys`` (optional) name a sample with a NaN score.
+        """``step`` from the scores of the batch (``BatchScores.unmeasured`` for a strategy that
+        reads none); ``keys`` (optional) name a sample with a NaN score.
 
         One host sync: a single device-to-host read of the decision's few numbers (the first
         NaN, the scores to store); strategies that keep a random number add the one that counts
@@ -286,8 +287,8 @@ class Selector:
             curr = curr.new_zeros(0)
         loss = scores.loss.double() if scores.loss is not None else curr.new_zeros(0)
 
-        def count(n):  # a fill on the device, not a host-to-device copy
-            return torch.full((), float(n), dtype=curr.dtype, device=curr.device)
+        def count(how_many):  # a fill on the device, not a host-to-device copy
+            return torch.full((), float(how_many), dtype=curr.dtype, device=curr.device)
 
         batch = torch.stack([count(n), count(len(curr)), curr.sum(), (curr * curr).sum(), loss.sum(), count(len(loss))])
         self._totals = batch if self._totals is None else self._totals + batch

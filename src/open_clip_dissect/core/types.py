@@ -44,7 +44,8 @@ class BatchScores:
         return cls(torch.full((n,), float("nan"), device=device), measured=False)
 
     def fields(self) -> dict:
-        """The measured tensors (``None`` ones left out), e.g. to gather them across ranks."""
+        """The tensor fields (``None`` ones left out; ``curr`` always, NaN when unmeasured), e.g.
+        to gather them across ranks."""
         values = {f: getattr(self, f) for f in self.__dataclass_fields__}
         return {f: v for f, v in values.items() if torch.is_tensor(v)}
 

@@ -81,6 +81,13 @@ def register(cls: type) -> type:
             f"strategy {cls.name!r} reads the history, so it must override decide() "
             f"and return the scores to store (Decision.new_history)"
         )
+    measured = [w for w, needed in (("loss", cls.needs_loss), ("oracle", cls.needs_oracle)) if needed]
+    if not cls.needs_scores and (measured or cls.needs_gradient):
+        # without the scoring pass there is nothing to compute them from
+        raise TypeError(
+            f"strategy {cls.name!r} sets needs_scores = False but reads what the scoring pass "
+            f"measures ({', '.join(measured + (['gradient'] if cls.needs_gradient else []))})"
+        )
     flags = [o.flag for o in cls.options if o.flag]
     if len(set(flags)) != len(flags):
         raise ValueError(f"strategy {cls.name!r} declares a flag twice: {flags}")

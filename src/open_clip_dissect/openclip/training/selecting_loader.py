@@ -1,8 +1,9 @@
 """``SelectingLoader``: the training loader as OpenCLIP's ``train_one_epoch`` sees it.
 
 For each candidate batch it runs the ``Scorer`` (a no-grad pass of the model being trained;
-skipped for a strategy that reads no scores, unless the run records them), asks the ``Selector``, and hands upstream's loop only the kept ``(images, texts)``. Gradient
-accumulation, distillation, gradient checkpointing, the LR schedule and logging stay upstream's.
+skipped for a strategy that reads no scores, unless the run records them), asks the
+``Selector``, and hands upstream's loop only the kept ``(images, texts)``. Gradient accumulation,
+distillation, gradient checkpointing, the LR schedule and logging stay upstream's.
 It reads a ``LoaderConfig``, not OpenCLIP's ``args``.
 """
 
