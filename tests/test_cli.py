@@ -97,6 +97,20 @@ def test_a_flag_the_strategy_does_not_read_is_reported(caplog):
     assert "ignores --ratio" in caplog.text
 
 
+def test_scoring_flags_of_a_run_without_a_scoring_pass_are_reported(caplog, tmp_path):
+    flags = ["--selection", "random", "--clipscore-scale", "50", "--selection-scoring-mode", "train"]
+    with caplog.at_level("WARNING"):
+        params.parse_args(flags)
+    assert "random runs no scoring pass without --selection-record: --selection-scoring-mode, --clipscore-scale" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # recorded: scored, so both are read
+        params.parse_args(flags + ["--selection-record", str(tmp_path / "rec")])
+        params.parse_args(["--selection", "clipscore", "--clipscore-scale", "50"])
+    assert "no scoring pass" not in caplog.text
+
+
 def test_selection_flags_without_a_strategy_are_reported(caplog, tmp_path):
     with caplog.at_level("WARNING"):
         params.parse_args(["--ratio", "0.5", "--selection-record", str(tmp_path / "rec")])

@@ -307,6 +307,12 @@ def validate_args(args) -> None:
             )
     if strategy is not None and strategy.variable_kept:
         _check_variable_kept(args, given)
+    scoring_flags = [f for f in ("--selection-scoring-mode", "--clipscore-scale") if f in given]
+    if strategy is not None and not strategy.needs_scores and not args.selection_record and scoring_flags:
+        log.warning(
+            f"--selection {args.selection} runs no scoring pass without --selection-record: "
+            f"{', '.join(scoring_flags)} ignored"
+        )
     if strategy is not None and strategy.keeps_all and "--ratio" in given:
         log.warning(f"--selection {args.selection} trains on every candidate: --ratio is ignored")
     if strategy is not None and strategy.needs_validation_retrieval and not (args.val_data and args.val_frequency):
