@@ -195,3 +195,14 @@ def test_calibrate_command_line_refuses_what_it_cannot_do():
     ):
         result = paper_bench("--profile", "web", "--calibrate", *flags)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_intervals_use_students_t_at_any_number_of_values():
+    import paper_bench  # the intervals every report prints
+
+    # the table, then the expansion past it (exact: 2.0423 at 30, 2.0211 at 40, 1.9840 at 100)
+    assert paper_bench.t95(2) == 4.303 and paper_bench.t95(11) == 2.201
+    for df, exact in ((30, 2.0423), (40, 2.0211), (100, 1.9840)):
+        assert abs(paper_bench.t95(df) - exact) < 1e-3 and (df == 30 or df not in paper_bench.T95)
+    m, half, n = paper_bench.interval([1.0, 2.0, 3.0] * 4)  # 12 values: 11 degrees of freedom
+    assert (m, n) == (2.0, 12) and half == pytest.approx(2.201 * (8 / 11) ** 0.5 / 12**0.5)
