@@ -503,7 +503,8 @@ def analyse(cfg, runs):
             best = max(baseline_means, key=baseline_means.get) if baseline_means else None
             for label, cells in cells_of.items():
                 cells = [cells[s] for s in sorted(cells)]
-                lock = [c["lock_in"] for c in cells if c.get("lock_in")]
+                # a run that switched after its last epoch measured no visit from its switch on
+                lock = [c["lock_in"] for c in cells if c.get("lock_in") and c["lock_in"]["visits"]]
                 rows.append(
                     {
                         "label": label,
@@ -515,8 +516,9 @@ def analyse(cfg, runs):
                         else (None, None, 0),
                         "vs_full": interval(paired(cells, full)) if label != "full" else (None, None, 0),
                         "rare": mean_sd([final_rare(c) for c in cells])[:2],
-                        "rare_share": mean_sd([c["rare_share"]["rare_clean"] for c in cells])[:2],
-                        "clean_share": mean_sd([c["rare_share"]["clean"] for c in cells])[:2],
+                        # (mean, sd, seeds measured): a run that switched after its last epoch has no visits
+                        "rare_share": mean_sd([c["rare_share"]["rare_clean"] for c in cells]),
+                        "clean_share": mean_sd([c["rare_share"]["clean"] for c in cells]),
                         "trained": statistics.mean(trained(c) for c in cells),
                         "scored": statistics.mean(scored(c) for c in cells),
                         # Only runs made since the bench measured it (f779913) know their CPU time.
@@ -536,6 +538,7 @@ def analyse(cfg, runs):
                         }
                         if lock
                         else None,
+                        "lock_in_seeds": len(lock),
                     }
                 )
             for row in rows:
@@ -574,10 +577,11 @@ def write_report(cfg, out, report, runs):
         "R@sum; `cannot tell`: neither a difference nor equivalence at this precision); `R@sum rare` = the "
         "same on the queries about test images that show one of the rarest tenth of the concepts; `rare "
         "kept` / `clean kept` = share of the rare clean pairs' / all clean pairs' visits that were trained "
-        "(from the switch on for DISSect); `trained`, `scored` = samples back-propagated and scoring forward "
+        "(from the switch on for DISSect, from epoch 1 for a run that never switched; `(k of n)`: only k "
+        "seeds had visits to measure); `trained`, `scored` = samples back-propagated and scoring forward "
         "passes over the run, thousands (full data and random need no scoring pass of their own); `CPU s a "
-        "run` = mean CPU seconds of a run (training, scoring passes, evaluations and data workers; in this "
-        "product full data and random run the scoring pass too, for the noise audit and the records), with "
+        "run` = mean CPU seconds of a run (training, scoring passes, evaluations and data workers; these "
+        "runs record every score, so full data and random ran the scoring pass too), with "
         "how many runs measured it (one thread each).",
         "",
     ]
@@ -647,7 +651,8 @@ def write_report(cfg, out, report, runs):
                     f"| {r['label']} | {r['n']} | {fmt(*r['final'])} | {ci(r['vs_random'], r['verdict_random'])} | "
                     f"{ci(r['vs_best'], r['verdict_best'])} | "
                     f"{ci(r['vs_full'], verdict(r['vs_full'], f['final'][0], cfg['equivalence']))} | "
-                    f"{fmt(*r['rare'])} | {fmt(*r['rare_share'], digits=3)} | {fmt(*r['clean_share'], digits=3)} | "
+                    f"{fmt(*r['rare'])} | {share_cell(r['rare_share'], r['n'])} | "
+                    f"{share_cell(r['clean_share'], r['n'])} | "
                     f"{r['trained'] / 1000:.1f} | {r['scored'] / 1000:.1f} | {cpu_cell(r['cpu'])} | "
                     f"{', '.join('-' if s is None else str(s) for s in r['switches'])} |"
                 )
@@ -655,8 +660,10 @@ def write_report(cfg, out, report, runs):
             locked = [r for r in table["rows"] if r["lock_in"]]
             if locked:
                 lines += [
-                    "Lock-in (from the switch on; mean over seeds): P(kept | kept at the previous visit) and "
-                    "P(kept | dropped at the previous visit), against the pair group's kept rate.",
+                    "Lock-in (from the switch on, from epoch 1 in a run that never switched; mean over seeds, "
+                    "with how many where fewer: a run that switched after its last epoch has no visits to "
+                    "measure): P(kept | kept at the previous visit) and P(kept | dropped at the previous visit), "
+                    "against the pair group's kept rate.",
                     "",
                     "| method | clean: kept rate | after kept | after dropped | noisy: kept rate | after kept | "
                     "after dropped |",
@@ -668,10 +675,17 @@ def write_report(cfg, out, report, runs):
                         for g in ("clean", "noisy")
                         for k in ("kept_rate", "kept_after_kept", "kept_after_dropped")
                     ]
-                    lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+                    seeds = f" ({r['lock_in_seeds']} of {r['n']} seeds)" if r["lock_in_seeds"] < r["n"] else ""
+                    lines.append(f"| {r['label']}{seeds} | " + " | ".join(cells) + " |")
                 lines.append("")
             lines += spread_table(spec, table["rows"])
     return bench_data.save_report(out, lines, report)
+
+
+def share_cell(share, seeds):
+    """A kept share, mean ± sd over the seeds that measured it; how many where fewer than all."""
+    m, sd, measured = share
+    return fmt(m, sd, digits=3) + (f" ({measured} of {seeds})" if m is not None and measured < seeds else "")
 
 
 def cpu_cell(seconds):

@@ -114,6 +114,14 @@ def test_a_retired_method_runs_from_the_cache_only(tmp_path):
     assert web_bench.without_retired([j for j in todo if j[1] == "random"], str(tmp_path))[1] is None
 
 
+def test_a_share_measured_on_fewer_seeds_says_how_many():
+    import web_bench
+
+    assert web_bench.share_cell((0.5, 0.1, 3), 5) == "0.500 ± 0.100 (3 of 5)"
+    assert web_bench.share_cell((0.5, 0.1, 5), 5) == "0.500 ± 0.100"
+    assert web_bench.share_cell((None, None, 0), 5) == "-"
+
+
 def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     """The web profile's whole path (preset data per seed, runs at two ratios, records summarised
     into the cache, paired statistics against random and the best baseline, calibration table,
