@@ -123,9 +123,11 @@ def test_selection_flags_without_a_strategy_are_reported(caplog, tmp_path):
 
 @pytest.mark.parametrize("argv", [["--no-such-flag"], ["--selection", "bogus"], ["--batch-size", "x"]])
 def test_bad_flags_are_rejected(argv, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         params.parse_args(argv)
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.endswith("(--help lists every flag)\n")
+    assert err.startswith(f"open_clip_dissect: error: {'unrecognized' if argv[0] == '--no-such-flag' else 'argument'}")
 
 
 def test_csv_key_key_needs_csv():

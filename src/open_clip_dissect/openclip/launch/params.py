@@ -236,6 +236,11 @@ def _parser_with_dissect_args():
             add_dissect_args(self)
             return super().parse_args(args, namespace)
 
+        def error(self, message):
+            # One line, as for every other bad input; argparse would first print the usage of
+            # OpenCLIP's flags and ours, some 80 lines, in front of it.
+            self.exit(2, f"open_clip_dissect: error: {message} (--help lists every flag)\n")
+
     shim = types.SimpleNamespace(**{**vars(argparse), "ArgumentParser": _Parser})
     return swapped(upstream_params, argparse=shim)
 
