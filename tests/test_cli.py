@@ -283,3 +283,14 @@ def test_the_cpu_amp_warning_comes_only_once_the_inputs_are_good(tmp_path, caplo
     with caplog.at_level("WARNING"):
         params.warn_slow_settings(params.parse_args([]))
     assert "--precision amp on a CPU device" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["make-data", "summary", "eval", "embed", "score", "filter"])
+def test_every_command_reports_a_parsing_error_in_one_line(command, capsys):
+    from open_clip_dissect import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--no-such-flag"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"open-clip-dissect {command}: error: ") and "usage" not in err

@@ -12,7 +12,7 @@ import os
 import sys
 
 from open_clip_dissect.atomic import atomic_output
-from open_clip_dissect.errors import InputError
+from open_clip_dissect.errors import InputError, OneLineParser
 from open_clip_dissect.openclip.models.configs import register_model_configs
 from open_clip_dissect.openclip.models.frozen import ALLOW_PICKLE_FLAG
 
@@ -26,7 +26,7 @@ ALLOW_PICKLE_HELP = (
 def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.ArgumentParser:
     from open_clip_dissect import synthetic
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=prog,
         description=(
             "Write a synthetic image-text data set (webdataset shards, optional CSV) with noisy "
@@ -287,7 +287,7 @@ def _has_retrieval_metrics(record: dict) -> bool:
 
 
 def summary_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="open-clip-dissect summary",
         description="Print the validation retrieval metrics of a run, or with "
         "--table the paper's Table 1 over several runs.",
@@ -356,7 +356,7 @@ def summary(argv) -> int:
 def eval_parser() -> argparse.ArgumentParser:
     from open_clip_dissect.openclip.evaluation.benchmark_eval import BENCHMARKS, EXTRA
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="open-clip-dissect eval",
         description=(
             "Zero-shot retrieval (IR/TR Recall@1/5/10, R@sum) of a checkpoint, several captions per image: "
@@ -519,7 +519,7 @@ def evaluate(argv) -> int:
 
 
 def embed_command(argv) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="open-clip-dissect embed",
         description=("Image and text embeddings of a frozen (oracle) CLIP model, keyed by sample; resumable."),
     )
@@ -570,7 +570,7 @@ def embed_command(argv) -> int:
 def score_command(argv) -> int:
     from open_clip_dissect.offline import coreset
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="open-clip-dissect score",
         description=("Scores of every sample from its oracle embeddings, into one parquet (key + a column each)."),
     )
@@ -651,7 +651,7 @@ def score_command(argv) -> int:
 def filter_command(argv) -> int:
     from open_clip_dissect.offline import coreset
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="open-clip-dissect filter",
         description=(
             "Keep-list by rules applied in order: each keeps the top fraction of the pool size among "

@@ -1,11 +1,21 @@
-"""The one error type that library code raises for bad input.
+"""The one error type that library code raises for bad input, and the entry points' parser.
 
 Library code never exits the process: it raises ``InputError`` naming the flag or the file the
 problem is about, and only the command-line entry points turn it into a one-line message and
-exit status 2 (a caller's ``except ValueError`` still catches it).
+exit status 2 (a caller's ``except ValueError`` still catches it). Their flags are parsed by a
+``OneLineParser``, whose own errors (an unknown flag, a bad choice) read the same way.
 """
 
+import argparse
 from typing import Optional
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for the entry points: a parsing error is one line, ``<prog>: error: <what>``, and
+    exit status 2, without the usage argparse would print in front of it (dozens of lines)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists every flag)\n")
 
 
 class InputError(ValueError):

@@ -15,7 +15,7 @@ import open_clip_train.params as upstream_params
 from open_clip_dissect.core.scorer import SCORING_MODES
 from open_clip_dissect.core.selector import BATCH_MODES, check_clipscore_scale, check_ratio
 from open_clip_dissect.core.strategies import RUN_EPOCHS, all_options, create_strategy, list_strategies, strategy_class
-from open_clip_dissect.errors import InputError
+from open_clip_dissect.errors import InputError, OneLineParser
 from open_clip_dissect.openclip.launch.patching import swapped
 
 SAMPLE_KEY_CHOICES = ("url+key", "key")
@@ -231,15 +231,11 @@ def _parser_with_dissect_args():
     before parsing. Only that module sees the swap, and only inside this context.
     """
 
-    class _Parser(argparse.ArgumentParser):
+    class _Parser(OneLineParser):
         def parse_args(self, args=None, namespace=None):
             add_dissect_args(self)
+            self.prog = "open_clip_dissect"  # its errors: one line, as the entry point's own
             return super().parse_args(args, namespace)
-
-        def error(self, message):
-            # One line, as for every other bad input; argparse would first print the usage of
-            # OpenCLIP's flags and ours, some 80 lines, in front of it.
-            self.exit(2, f"open_clip_dissect: error: {message} (--help lists every flag)\n")
 
     shim = types.SimpleNamespace(**{**vars(argparse), "ArgumentParser": _Parser})
     return swapped(upstream_params, argparse=shim)
