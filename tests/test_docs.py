@@ -1,7 +1,6 @@
 """The README and docs/ point only at what a clone of the repository holds, and tell what they
 promise (the demo's time and machine, its one-epoch variant)."""
 
-import argparse
 import contextlib
 import glob
 import io
@@ -9,13 +8,12 @@ import os
 import re
 import shlex
 import subprocess
-import types
 
 import pytest
 from conftest import REPO
 
 from open_clip_dissect import cli
-from open_clip_dissect.errors import InputError
+from open_clip_dissect.errors import InputError, OneLineParser
 from open_clip_dissect.openclip.evaluation import benchmark_eval
 from open_clip_dissect.openclip.launch import params
 
@@ -222,18 +220,16 @@ def parse_error(kind, argv, elided, tmp_path):
             if kind not in cli.COMMANDS:
                 return f"no subcommand {kind!r} (open-clip-dissect has {', '.join(cli.COMMANDS)})"
 
-            class StopAfterParsing(argparse.ArgumentParser):
+            class StopAfterParsing(OneLineParser):
                 def parse_args(self, args=None, namespace=None):
                     if elided:
                         for item in (*self._actions, *self._mutually_exclusive_groups):
                             item.required = False
                     raise _Parsed(super().parse_args(args, namespace))
 
-            patch.setattr(
-                cli, "argparse", types.SimpleNamespace(**{**vars(argparse), "ArgumentParser": StopAfterParsing})
-            )
+            patch.setattr(cli, "OneLineParser", StopAfterParsing)
             cli.COMMANDS[kind][0](argv)
-            return f"open-clip-dissect {kind} ran without parsing through cli's argparse"
+            return f"open-clip-dissect {kind} ran without parsing through cli's OneLineParser"
     except _Parsed:
         return None
     except SystemExit as exn:
