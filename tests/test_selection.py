@@ -159,3 +159,12 @@ def test_state_files_are_atomic_and_not_pt(tmp_path):
         restore_selector(other, state_files(path), rank=0)
     with pytest.raises(InputError, match="no selection state"):
         state_files(str(tmp_path / "missing.dissect-state"))
+
+
+def test_a_run_that_records_scores_every_batch_whatever_the_strategy(tmp_path):
+    from open_clip_dissect.openclip.launch import params
+
+    for extra, recorded in (([], False), (["--selection-record", str(tmp_path / "rec")], True)):
+        args = params.parse_args(["--selection", "random", *extra])
+        args.selection_candidates, args.device, args.rank, args.world_size = 8, "cpu", 0, 1  # set by main
+        assert LoaderConfig.from_args(args).record_scores is recorded
