@@ -172,6 +172,15 @@ def test_the_fingerprint_covers_what_decides_and_not_what_is_ignored(caplog):
     with pytest.raises(InputError, match="selection_scoring_mode: saved 'eval', now 'train'"):
         state_files.check_fingerprint(fingerprint(*fixed), train_mode, "state")
     assert "ratio" not in fingerprint("infobatch") and "ratio" in fingerprint("random")
+    # random's draw reads no score: its scoring flags may change on resume, and a state written
+    # while its fingerprint still held them resumes
+    plain = fingerprint("random")
+    rescaled = fingerprint("random", "--clipscore-scale", "50", "--selection-scoring-mode", "train")
+    assert plain == rescaled
+    state_files.check_fingerprint(dict(plain, clipscore_scale=100.0, selection_scoring_mode="eval"), rescaled, "state")
+    with pytest.raises(InputError, match="clipscore_scale: saved 100.0, now 50.0"):
+        scored = fingerprint("small-loss")
+        state_files.check_fingerprint(scored, fingerprint("small-loss", "--clipscore-scale", "50"), "state")
     # A format-2 state recorded every option and no scoring mode: read in format 3's terms.
     old = dict(
         fingerprint(*fixed),

@@ -379,11 +379,12 @@ def selection_fingerprint(args) -> dict:
         "options": {k: v for k, v in options.items() if k not in unused},
         "selection_batch_mode": args.selection_batch_mode,
         "selection_scope": args.selection_scope,
-        "selection_scoring_mode": args.selection_scoring_mode,
         "seed": args.seed,
-        "clipscore_scale": args.clipscore_scale,
         "world_size": args.world_size,
     }
+    if strategy_class(args.selection).needs_scores:  # random's draw never reads a score
+        out["selection_scoring_mode"] = args.selection_scoring_mode
+        out["clipscore_scale"] = args.clipscore_scale
     if args.selection not in own_count_strategies():
         out["ratio"] = args.ratio
     return out

@@ -2,9 +2,9 @@
 read with ``torch.load(weights_only=True)`` (tensors and plain values only).
 
 Format 3 records the completed ``epoch`` and a ``fingerprint`` of what decides the selection
-(strategy, the options its settings read, the ratio where it reads one, batch mode, scope, scoring
-mode, seed, CLIPScore scale, world size). Format 2 (no scoring mode; every option) is still read. The state of completed epoch N is
-always ``epoch_N.dissect-state.rank<r>-of-<W>``, whatever checkpoint file OpenCLIP writes for that
+(strategy, the options its settings read, the ratio where it reads one, batch mode, scope, seed,
+world size, and the scoring mode and CLIPScore scale where it reads scores). Format 2 (no scoring
+mode; every option) is still read. The state of completed epoch N is always ``epoch_N.dissect-state.rank<r>-of-<W>``, whatever checkpoint file OpenCLIP writes for that
 epoch (``epoch_N.pt`` or ``epoch_latest.pt``): a resume reads the checkpoint's own epoch and
 takes the state of that epoch, never another. A state file is deleted only once no checkpoint
 needs it (``collect_stale_states``), so a kill at any instant leaves a matching pair.
@@ -111,13 +111,11 @@ def find_state(checkpoint: str, epoch: int) -> str:
 
 
 def upgrade_fingerprint(saved: Dict, current: Dict, source: str) -> Dict:
-    """A format-2 fingerprint in format 3's terms: options and ratio only where the resumed run
-    reads them, and the scoring mode (not recorded then) assumed to be the resumed run's."""
+    """A format-2 fingerprint in format 3's terms: options only where the resumed run reads
+    them, and the scoring mode (not recorded then) assumed to be the resumed run's."""
     saved = dict(saved)
     if "options" in saved and "options" in current:
         saved["options"] = {k: v for k, v in saved["options"].items() if k in current["options"]}
-    if "ratio" not in current:
-        saved.pop("ratio", None)
     if "selection_scoring_mode" in current:
         saved["selection_scoring_mode"] = current["selection_scoring_mode"]
         log.warning(
@@ -128,8 +126,11 @@ def upgrade_fingerprint(saved: Dict, current: Dict, source: str) -> Dict:
 
 
 def check_fingerprint(saved: Dict, current: Dict, source: str) -> None:
-    """The resumed run must select as the saved one did: every differing field is named."""
-    fields = sorted((set(saved) | set(current)) - set(ELASTIC_FIELDS))
+    """The resumed run must select as the saved one did: every differing field is named. Only
+    the fields the resumed run's selection reads count (``current``'s): a saved field it does
+    not read, such as the scoring mode of a ``random`` state written before its draw stopped
+    reading scores, cannot change its decisions."""
+    fields = sorted(set(current) - set(ELASTIC_FIELDS))
     differ = [f"{f}: saved {saved.get(f)!r}, now {current.get(f)!r}" for f in fields if saved.get(f) != current.get(f)]
     if differ:
         raise InputError(
