@@ -208,12 +208,17 @@ def summarise_records(record, data_dir, label, selection_rows):
     return out
 
 
+def cache_file(cache, job):
+    """Where one cell's result is cached: ``<cache>/<run name>.json``."""
+    return os.path.join(cache, f"{run_name(*job)}.json")
+
+
 def run_one(cfg, root, cache, job, threads=1):
     """Train one cell (or read its cached result)."""
     regime, label, ratio, seed = job
     spec = cfg["regimes"][regime]
     name = run_name(*job)
-    cached = os.path.join(cache, f"{name}.json")
+    cached = cache_file(cache, job)
     if os.path.isfile(cached):
         with open(cached) as f:
             return json.load(f)
@@ -269,7 +274,7 @@ def collect(job, manifest, logs, record, cached, seconds, threads, cpu_seconds=N
 def without_retired(todo, cache):
     """``todo`` less the runs of ``RETIRED`` methods that are not cached (this checkout cannot
     train them), and a line naming those, or None."""
-    skipped = [j for j in todo if j[1] in RETIRED and not os.path.isfile(os.path.join(cache, f"{run_name(*j)}.json"))]
+    skipped = [j for j in todo if j[1] in RETIRED and not os.path.isfile(cache_file(cache, j))]
     if not skipped:
         return todo, None
     labels = sorted({j[1] for j in skipped})
