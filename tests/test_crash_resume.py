@@ -178,9 +178,9 @@ def test_the_fingerprint_covers_what_decides_and_not_what_is_ignored(caplog):
     rescaled = fingerprint("random", "--clipscore-scale", "50", "--selection-scoring-mode", "train")
     assert plain == rescaled
     state_files.check_fingerprint(dict(plain, clipscore_scale=100.0, selection_scoring_mode="eval"), rescaled, "state")
+    scored, rescored = fingerprint("small-loss"), fingerprint("small-loss", "--clipscore-scale", "50")
     with pytest.raises(InputError, match="clipscore_scale: saved 100.0, now 50.0"):
-        scored = fingerprint("small-loss")
-        state_files.check_fingerprint(scored, fingerprint("small-loss", "--clipscore-scale", "50"), "state")
+        state_files.check_fingerprint(scored, rescored, "state")
     # A format-2 state recorded every option and no scoring mode: read in format 3's terms.
     old = dict(
         fingerprint(*fixed),

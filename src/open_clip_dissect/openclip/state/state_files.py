@@ -4,7 +4,8 @@ read with ``torch.load(weights_only=True)`` (tensors and plain values only).
 Format 3 records the completed ``epoch`` and a ``fingerprint`` of what decides the selection
 (strategy, the options its settings read, the ratio where it reads one, batch mode, scope, seed,
 world size, and the scoring mode and CLIPScore scale where it reads scores). Format 2 (no scoring
-mode; every option) is still read. The state of completed epoch N is always ``epoch_N.dissect-state.rank<r>-of-<W>``, whatever checkpoint file OpenCLIP writes for that
+mode; every option) is still read. The state of completed epoch N is always
+``epoch_N.dissect-state.rank<r>-of-<W>``, whatever checkpoint file OpenCLIP writes for that
 epoch (``epoch_N.pt`` or ``epoch_latest.pt``): a resume reads the checkpoint's own epoch and
 takes the state of that epoch, never another. A state file is deleted only once no checkpoint
 needs it (``collect_stale_states``), so a kill at any instant leaves a matching pair.
