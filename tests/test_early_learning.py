@@ -21,8 +21,12 @@ def _feed(detector, values, field):
     return fired
 
 
+# The plain rules, one measurement at a time and armed by any gain on the first measurement.
+PLAIN = {"window": 1, "min_gain": 0.0}
+
+
 def test_spread_detector_fires_once_after_the_peak():
-    detector = EarlyLearningDetector("spread", patience=2)
+    detector = EarlyLearningDetector("spread", patience=2, **PLAIN)
     fired = _feed(detector, [5.0, 8.0, 11.0, 10.9, 11.5, 11.2, 11.1, 9.0, 8.0], "clipscore_std")
     # 10.9 after 11.0 is one measurement below; 11.5 is a new peak; then two below it.
     assert list(fired) == [6]
@@ -31,17 +35,71 @@ def test_spread_detector_fires_once_after_the_peak():
 
 
 def test_retrieval_detector_skips_epochs_without_a_measurement():
-    detector = EarlyLearningDetector("retrieval", patience=2)
+    detector = EarlyLearningDetector("retrieval", patience=2, **PLAIN)
     fired = _feed(detector, [10.0, None, 30.0, None, 29.0, float("nan"), 28.0, 40.0], "retrieval")
     assert list(fired) == [6] and "retrieval R@sum peaked at 30.0000" in fired[6]
     assert detector.detected_epoch == 2 and detector.switch_epoch == 7
 
 
 def test_loss_detector_fires_when_improvement_falls_under_the_threshold():
-    detector = EarlyLearningDetector("loss", min_improvement=0.05)
+    detector = EarlyLearningDetector("loss", min_improvement=0.05, **PLAIN)
     fired = _feed(detector, [5.5, 4.0, 3.0, 2.9, 1.0], "mean_loss")
     assert list(fired) == [3] and "3.33% better than epoch 2's 3.0000" in fired[3]
     assert detector.switch_epoch == 4
+
+
+def test_a_dip_at_the_start_is_not_a_peak():
+    """Held-out R@sum on real digits fell 12.2, 11.0, 9.8 before it climbed to 49.8: the old
+    detector took epoch 0 for the point. Nothing is watched until the signal has gained."""
+    rsum = [12.2, 11.0, 9.8, 20.0, 35.0, 49.8, 48.0, 47.0, 45.0]
+    unarmed = EarlyLearningDetector("retrieval", patience=2, window=1, min_gain=-1.0)  # the old rule
+    assert list(_feed(unarmed, rsum, "retrieval")) == [2] and unarmed.detected_epoch == 0
+    detector = EarlyLearningDetector("retrieval", patience=2)  # the defaults: window 2, gain 0.1
+    fired = _feed(detector, rsum, "retrieval")
+    # trailing means 12.2, 11.6, 10.4, 14.9 (armed: 22% over 12.2), 27.5, 42.4, 48.9, 47.5, 46.0
+    assert list(fired) == [8] and detector.detected_epoch == 6
+    assert "peaked at 48.9000, mean of the last 2" in fired[8]
+    for signal, field in (("spread", "clipscore_std"), ("retrieval", "retrieval")):
+        flat = EarlyLearningDetector(signal, patience=1)  # never better than the start: never fires
+        assert _feed(flat, [5.0, 4.0, 3.0, 5.5, 5.4, 4.0, 3.0], field) == {} and not flat.armed
+
+
+def test_one_epochs_swing_does_not_end_the_warmup():
+    """A single high evaluation, then two lower, while the signal still climbs: a peak for
+    one measurement at a time, not for the trailing mean of two."""
+    rsum = [10.0, 20.0, 30.0, 44.0, 36.0, 40.0, 46.0, 50.0, 52.0, 51.0, 50.0]
+    single = EarlyLearningDetector("retrieval", patience=2, window=1)
+    assert list(_feed(single, rsum, "retrieval")) == [5] and single.detected_epoch == 3
+    smoothed = EarlyLearningDetector("retrieval", patience=2)
+    assert _feed(smoothed, rsum, "retrieval") == {} and smoothed.best[0] == 9
+
+
+def test_loss_that_rises_at_the_start_does_not_fire():
+    """The old rule fired at epoch 1 (no improvement on epoch 0) before anything was learned."""
+    loss = [4.0, 4.1, 4.2, 3.0, 2.0, 1.5, 1.45, 1.44]
+    assert list(_feed(EarlyLearningDetector("loss", window=1, min_gain=-1.0), loss, "mean_loss")) == [1]
+    detector = EarlyLearningDetector("loss")
+    fired = _feed(detector, loss, "mean_loss")
+    # trailing means 4.0, 4.05, 4.15, 3.6 (10% under 4.0: not more), 2.5 (armed), 1.75, 1.475, 1.445
+    assert list(fired) == [7] and detector.detected_epoch == 7
+    assert "mean of the last 2" in fired[7] and "2.03% better than epoch 6's 1.4750" in fired[7]
+
+
+def test_a_state_saved_before_the_arming_rule_resumes_armed():
+    old = {"signal": "spread", "best": [3, 8.0], "previous": None, "below": 1}
+    old.update(detected_epoch=None, fired_epoch=None)
+    detector = EarlyLearningDetector("spread", patience=2, window=1)
+    detector.load_state_dict(old)
+    assert detector.armed and list(_feed_from(detector, 4, [7.0], "clipscore_std")) == [4]
+
+
+def _feed_from(detector, start, values, field):
+    fired = {}
+    for epoch, value in enumerate(values, start):
+        line = detector.update(epoch, EpochSignals(**{field: value}))
+        if line:
+            fired[epoch] = line
+    return fired
 
 
 @pytest.mark.parametrize(
@@ -121,7 +179,9 @@ def test_selector_sums_the_epoch_signals_over_its_batches():
 @pytest.mark.parametrize("name,flag", [("dissect-warmup", "warmup_epochs"), ("dissect-mome", "warmup_epochs")])
 def test_auto_warmup_selects_at_random_until_the_spread_peaks_then_by_delta(name, flag):
     selector = Selector(
-        S.create_strategy(name, **{flag: "auto", "auto_signal": "spread", "auto_patience": 2}), ratio=0.25, seed=1
+        S.create_strategy(name, **{flag: "auto", "auto_signal": "spread", "auto_patience": 2, "auto_window": 1}),
+        ratio=0.25,
+        seed=1,
     )
     decisions, lines = _run(selector, range(6))
     # The spread peaks at epoch 2 and is below it at the ends of epochs 3 and 4: selection from 5.
@@ -141,16 +201,22 @@ def test_auto_warmup_selects_at_random_until_the_spread_peaks_then_by_delta(name
 
 def test_auto_warmup_state_travels_with_the_selector_state():
     straight = Selector(
-        S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=1
+        S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread", auto_window=1),
+        ratio=0.25,
+        seed=1,
     )
     expected, expected_lines = _run(straight, range(6))
     for cut in (3, 5):  # before the detection, after it
         first = Selector(
-            S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=1
+            S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread", auto_window=1),
+            ratio=0.25,
+            seed=1,
         )
         _, lines = _run(first, range(cut))
         resumed = Selector(
-            S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread"), ratio=0.25, seed=7
+            S.create_strategy("dissect-warmup", warmup_epochs="auto", auto_signal="spread", auto_window=1),
+            ratio=0.25,
+            seed=7,
         )
         resumed.load_state_dict(first.state_dict())
         decisions, more = _run(resumed, range(cut, 6))
@@ -161,7 +227,10 @@ def test_auto_warmup_state_travels_with_the_selector_state():
 
 def test_retrieval_signal_reads_the_score_handed_to_the_selector():
     selector = Selector(
-        S.create_strategy("dissect-mome", warmup_epochs="auto", auto_signal="retrieval", auto_patience=1), ratio=0.25
+        S.create_strategy(
+            "dissect-mome", warmup_epochs="auto", auto_signal="retrieval", auto_patience=1, auto_window=1
+        ),
+        ratio=0.25,
     )
     _, lines = _run(selector, range(4), retrieval=[10.0, 20.0, 15.0, 30.0])
     assert list(lines) == [2] and "retrieval R@sum peaked at 20.0000" in lines[2]

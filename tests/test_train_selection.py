@@ -234,6 +234,10 @@ def test_auto_warmup_detects_once_and_resumes_exactly(one_shard_data, tmp_path):
         "loss",
         "--dissect-auto-min-improvement",
         "1.0",
+        "--dissect-auto-window",  # the plain rule: fires on the first epoch that improved at all
+        "1",
+        "--dissect-auto-min-gain",
+        "0",
         "--ratio",
         "0.5",
     ]

@@ -11,9 +11,11 @@ from typing import Optional
 import torch
 
 from open_clip_dissect.core.early_learning import (
+    DEFAULT_MIN_GAIN,
     DEFAULT_MIN_IMPROVEMENT,
     DEFAULT_PATIENCE,
     DEFAULT_SIGNAL,
+    DEFAULT_WINDOW,
     SIGNALS,
     EarlyLearningDetector,
 )
@@ -66,6 +68,25 @@ AUTO_OPTIONS = (
         "loss signal: the relative epoch-over-epoch improvement under which learning has slowed down",
         in_range(0.0, 1.0),
     ),
+    Option(
+        "auto_window",
+        "--dissect-auto-window",
+        int,
+        DEFAULT_WINDOW,
+        "every signal: measurements averaged (the trailing mean) before they are compared, so that one "
+        "epoch's swing neither makes nor breaks a peak",
+        at_least(1),
+    ),
+    Option(
+        "auto_min_gain",
+        "--dissect-auto-min-gain",
+        float,
+        DEFAULT_MIN_GAIN,
+        "every signal: the detector starts watching only once the averaged signal is better than the "
+        "first measurement by more than this fraction (an early-learning point cannot come before "
+        "the model has learned anything, so a dip at the start is not a peak)",
+        at_least(0.0),
+    ),
 )
 
 
@@ -78,10 +99,14 @@ class WarmupGate:
         auto_signal=DEFAULT_SIGNAL,
         auto_patience=DEFAULT_PATIENCE,
         auto_min_improvement=DEFAULT_MIN_IMPROVEMENT,
+        auto_window=DEFAULT_WINDOW,
+        auto_min_gain=DEFAULT_MIN_GAIN,
     ):
         self.warmup_epochs = warmup_epochs
         self.detector = (
-            EarlyLearningDetector(auto_signal, auto_patience, auto_min_improvement) if warmup_epochs == AUTO else None
+            EarlyLearningDetector(auto_signal, auto_patience, auto_min_improvement, auto_window, auto_min_gain)
+            if warmup_epochs == AUTO
+            else None
         )
 
     @property
@@ -180,8 +205,12 @@ class DissectWarmup(_Gated):
         auto_signal=DEFAULT_SIGNAL,
         auto_patience=DEFAULT_PATIENCE,
         auto_min_improvement=DEFAULT_MIN_IMPROVEMENT,
+        auto_window=DEFAULT_WINDOW,
+        auto_min_gain=DEFAULT_MIN_GAIN,
     ):
-        self._gate(WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement))
+        self._gate(
+            WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement, auto_window, auto_min_gain)
+        )
 
     def decide(self, scores, history, k, epoch, generator=None):
         curr = scores.curr
@@ -241,9 +270,13 @@ class DissectMomentum(_Gated):
         auto_signal=DEFAULT_SIGNAL,
         auto_patience=DEFAULT_PATIENCE,
         auto_min_improvement=DEFAULT_MIN_IMPROVEMENT,
+        auto_window=DEFAULT_WINDOW,
+        auto_min_gain=DEFAULT_MIN_GAIN,
     ):
         self.momentum = momentum
-        self._gate(WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement))
+        self._gate(
+            WarmupGate(warmup_epochs, auto_signal, auto_patience, auto_min_improvement, auto_window, auto_min_gain)
+        )
 
     def decide(self, scores, history, k, epoch, generator=None):
         hist = torch.where(history.seen, history.score, scores.curr)
