@@ -41,7 +41,7 @@ def run_profile(name, out=None, cache=None, root=None, only=None, report_only=Fa
     return 0
 
 
-def run_paper(root, cfg=None, report_only=False, design=None):
+def run_paper(root, cfg=None, report_only=False):
     """Run (or with ``report_only`` only report) the ``paper`` profile; runs are cached in
     ``<root>/runs``, the report is written to ``root``."""
     cfg = cfg or PROFILES["paper"].design
@@ -55,13 +55,9 @@ def run_paper(root, cfg=None, report_only=False, design=None):
         runs = runner.paper_run_all(cfg, root)
     runs = in_design(runs, paper_jobs(cfg))
     plots.paper_plots(cfg, root, runs)
-    text = report.write_paper_report(cfg, root, analysis.analyse_paper(cfg, runs), runs, started, **_design(design))
+    text = report.write_paper_report(cfg, root, analysis.analyse_paper(cfg, runs), runs, started)
     print(text)
     return 0
-
-
-def _design(design):
-    return {"design": design} if design else {}
 
 
 def main(argv=None):
@@ -119,7 +115,6 @@ def main(argv=None):
         return run_paper(
             os.path.abspath(args.out or os.path.join(REPO, profile.out)),
             report_only=args.report_only,
-            design="scripts/paper_bench.py",
         )
     out = os.path.abspath(args.out or os.path.join(REPO, profile.out))
     regimes = profile.design["regimes"]
@@ -150,5 +145,4 @@ def main(argv=None):
         cache=args.cache and os.path.abspath(args.cache),
         only=args.only,
         report_only=args.report_only,
-        design="scripts/web_bench.py",
     )
