@@ -18,6 +18,8 @@
 - ``plots``: the PNGs;
 - ``cli``: the command line (``scripts/paper_bench.py``) and ``run_profile`` / ``run_paper``.
 
-Imports go one way: ``profiles`` and ``stats`` import nothing of the package; ``plan`` ->
-``cache`` -> ``runner``; ``analysis`` -> ``report`` / ``plots``; ``cli`` imports them all.
+Imports go one way (no circle): ``profiles``, ``stats``, ``plan``, ``data`` and
+``record_measures`` import nothing of the package; ``cache`` imports ``plan``; ``builders``
+imports ``data`` and ``record_measures``; ``runner`` those; ``analysis`` imports ``plan`` and
+``stats``; ``report`` imports ``stats``; ``plots`` imports ``analysis``; ``cli`` imports them all.
 """
