@@ -30,9 +30,11 @@ import time
 from open_clip_dissect.core.strategies import list_strategies, strategy_class
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_data  # noqa: E402
+from benchmarks import data as bench_data  # noqa: E402
+from benchmarks.profiles import PROFILES as SEEDED_PROFILES  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEEDED = tuple(SEEDED_PROFILES)  # the seeded profiles (paper, web, ...): scripts/paper_bench.py runs them
 # Every registered strategy: those that set their own kept counts run once each (r = "own").
 RATIO_FREE = tuple(n for n in list_strategies() if strategy_class(n).variable_kept)
 # observe trains on everything: it is the full-data run, not a ratio's strategy
@@ -697,10 +699,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--profile",
-        choices=sorted([*PROFILES, "paper", "web"]),
+        choices=sorted([*PROFILES, *SEEDED]),
         default="quick",
-        help="Profile; 'paper' and 'web' are scripts/paper_bench.py, seeds and intervals ('web': "
-        "the web preset, every baseline, 5 seeds; scripts/web_bench.py) (default: quick).",
+        help="Profile; 'paper', 'web' and every profile of scripts/benchmarks/profiles/ are the seeded "
+        "profiles of scripts/paper_bench.py, with seeds and intervals (default: quick).",
     )
     p.add_argument("--out", default=None, help="Output folder (default: bench/results/<profile>).")
     p.add_argument(
@@ -715,10 +717,10 @@ def main(argv=None):
         "runs (default: the profile's).",
     )
     args = p.parse_args(argv)
-    if args.profile in ("paper", "web"):
-        import paper_bench
+    if args.profile in SEEDED:
+        from benchmarks import cli
 
-        return paper_bench.cli(["--profile", args.profile] + (["--out", args.out] if args.out else []))
+        return cli.main(["--profile", args.profile] + (["--out", args.out] if args.out else []))
     cfg = dict(PROFILES[args.profile])
     if args.strategies:
         chosen = args.strategies.split(",")

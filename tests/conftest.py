@@ -394,10 +394,10 @@ _BENCH_RUNS = threading.Lock()  # the server takes one request at a time; a prof
 
 @pytest.fixture
 def forked_bench_runs(monkeypatch):
-    """The benchmark scripts' training runs (``scripts/bench_data.run_command``) go to the
+    """The benchmark scripts' training runs (``scripts/benchmarks/data.run_command``) go to the
     session's entry-point server like the tests' own runs."""
     sys.path.insert(0, os.path.join(REPO, "scripts"))
-    import bench_data
+    from benchmarks import data as bench_data
 
     def run(cmd, env):
         assert cmd[:3] == [sys.executable, "-m", "open_clip_dissect.main"], cmd[:3]

@@ -56,11 +56,12 @@ def test_paper_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     """The paper profile's whole path (data per seed, runs, cache, paired statistics, Fig. 3)
     on a design small enough for the test suite; an auto run that never leaves its warm-up is
     the random run of its seed, decision for decision."""
-    import paper_bench
+    from benchmarks import cli
+    from benchmarks.profiles.paper import METHODS, PAPER
 
-    cfg = dict(paper_bench.PAPER, seeds=(0, 1), parallel=1, model=TINY)
+    cfg = dict(PAPER, seeds=(0, 1), parallel=1, model=TINY)
     cfg["methods"] = {
-        **paper_bench.METHODS,
+        **METHODS,
         "dissect-warmup-auto": (
             "dissect-warmup",
             ["--dissect-warmup-epochs", "auto", "--dissect-auto-signal", "retrieval", "--dissect-auto-patience", "5"],
@@ -78,7 +79,7 @@ def test_paper_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
             methods=("full", "random", "dissect-warmup-auto"),
         )
     }
-    assert paper_bench.main(str(tmp_path), cfg) == 0
+    assert cli.run_paper(str(tmp_path), cfg) == 0
     text = (tmp_path / "results.md").read_text()
     assert "## memorising-shuffle" in text and "Full data: peak R@sum" in text
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
@@ -88,4 +89,4 @@ def test_paper_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
         assert os.path.getsize(tmp_path / name) > 0, name
     runs = sorted(os.listdir(tmp_path / "runs"))
     assert len(runs) == 6 and not os.listdir(tmp_path / "logs")  # run folders are dropped once cached
-    assert paper_bench.main(str(tmp_path), cfg, report_only=True) == 0  # from the cache alone
+    assert cli.run_paper(str(tmp_path), cfg, report_only=True) == 0  # from the cache alone

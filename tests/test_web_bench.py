@@ -11,8 +11,10 @@ import pytest
 from conftest import REPO, TINY
 
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-import bench_data  # noqa: E402
-import record_measures as rm  # noqa: E402
+from benchmarks import cli, plan, report, runner, stats  # noqa: E402
+from benchmarks import data as bench_data  # noqa: E402
+from benchmarks import record_measures as rm  # noqa: E402
+from benchmarks.profiles.web import RETIRED, WEB  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains or launches processes: not in make test-fast
 
@@ -99,35 +101,29 @@ def test_run_command_counts_the_cpu_of_the_run_and_of_the_workers_it_waited_for(
 def test_a_retired_method_runs_from_the_cache_only(tmp_path):
     """The product dropped dissect-mome-matched: its cached runs still count, the others are
     skipped with a line that names the commit able to run them."""
-    import web_bench
-
     from open_clip_dissect.core.strategies import list_strategies
 
-    assert "dissect-mome-matched" in web_bench.RETIRED and "dissect-mome-matched" not in list_strategies()
-    regime = dict(web_bench.WEB["regimes"]["memorising-shuffle"], seeds=(0, 1))
-    todo = web_bench.jobs(dict(web_bench.WEB, regimes={"memorising-shuffle": regime}))
+    assert "dissect-mome-matched" in RETIRED and "dissect-mome-matched" not in list_strategies()
+    regime = dict(WEB["regimes"]["memorising-shuffle"], seeds=(0, 1))
+    todo = plan.jobs(dict(WEB, regimes={"memorising-shuffle": regime}))
     (tmp_path / "memorising-shuffle-dissect-mome-matched-r0.5-s0.json").write_text("{}")
-    kept, note = web_bench.without_retired(todo, str(tmp_path))
+    kept, note = runner.without_retired(todo, str(tmp_path), RETIRED)
     assert ("memorising-shuffle", "dissect-mome-matched", 0.5, 0) in kept
     assert ("memorising-shuffle", "dissect-mome-matched", 0.5, 1) not in kept and len(kept) == len(todo) - 1
-    assert "1 runs skipped: dissect-mome-matched" in note and web_bench.RETIRED["dissect-mome-matched"] in note
-    assert web_bench.without_retired([j for j in todo if j[1] == "random"], str(tmp_path))[1] is None
+    assert "1 runs skipped: dissect-mome-matched" in note and RETIRED["dissect-mome-matched"] in note
+    assert runner.without_retired([j for j in todo if j[1] == "random"], str(tmp_path), RETIRED)[1] is None
 
 
 def test_a_share_measured_on_fewer_seeds_says_how_many():
-    import web_bench
-
-    assert web_bench.share_cell((0.5, 0.1, 3), 5) == "0.500 ± 0.100 (3 of 5)"
-    assert web_bench.share_cell((0.5, 0.1, 5), 5) == "0.500 ± 0.100"
-    assert web_bench.share_cell((None, None, 0), 5) == "-"
+    assert report.share_cell((0.5, 0.1, 3), 5) == "0.500 ± 0.100 (3 of 5)"
+    assert report.share_cell((0.5, 0.1, 5), 5) == "0.500 ± 0.100"
+    assert report.share_cell((None, None, 0), 5) == "-"
 
 
 def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
     """The web profile's whole path (preset data per seed, runs at two ratios, records summarised
     into the cache, paired statistics against random and the best baseline, calibration table,
     plots) on a design small enough for the test suite; the calibration command writes its JSON."""
-    import web_bench
-
     regime = dict(
         data=dict(preset="web", train=96, val=16, test=16),
         batch=32,
@@ -139,9 +135,9 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
         main=True,
         methods=("full", "random", "infobatch", "dissect-warmup-auto"),  # infobatch: a baseline without --ratio
     )
-    cfg = dict(web_bench.WEB, regimes={"web-memorising": regime}, parallel=1, model=TINY)
+    cfg = dict(WEB, regimes={"web-memorising": regime}, parallel=1, model=TINY)
     out, cache, root = tmp_path / "out", tmp_path / "cache", tmp_path / "root"
-    assert web_bench.main(str(out), cache=str(cache), root=str(root), cfg=cfg) == 0
+    assert cli.run_profile("web", str(out), cache=str(cache), root=str(root), cfg=cfg) == 0
     text = (out / "results.md").read_text()
     assert "## web-memorising" in text and "### r = 0.5" in text and "Full data (2 seeds)" in text
     rows = {
@@ -174,13 +170,13 @@ def test_web_profile_on_a_tiny_design(tmp_path, forked_bench_runs):
         "summary.json",
     ):
         assert os.path.getsize(out / name) > 0, name
-    measures, table = web_bench.calibrate(cfg, str(root), str(cache), seed=0, json_path=str(tmp_path / "c.json"))
+    measures, table = runner.calibrate(cfg, str(root), str(cache), seed=0, json_path=str(tmp_path / "c.json"))
     saved = json.loads((tmp_path / "c.json").read_text())
     assert saved["epochs"] == 3 and saved["gap_peak_epoch"] in (0, 1, 2) and saved == json.loads(json.dumps(measures))
     for seed, cpu in ((0, 100.0), (1, 121.0)):  # as a run at f779913 or later records it
         path = cache / f"web-memorising-infobatch-s{seed}.json"
         path.write_text(json.dumps(dict(json.loads(path.read_text()), cpu_seconds=cpu)))
-    assert web_bench.main(str(out), cache=str(cache), root=str(root), cfg=cfg, report_only=True) == 0
+    assert cli.run_profile("web", str(out), cache=str(cache), root=str(root), cfg=cfg, report_only=True) == 0
     text = (out / "results.md").read_text()
     infobatch = next(line.split(" | ") for line in text.splitlines() if line.startswith("| infobatch | 2 | "))
     assert infobatch[-2] == "110 (2)" and rows["random"][-2] == "-"
@@ -206,11 +202,9 @@ def test_calibrate_command_line_refuses_what_it_cannot_do():
 
 
 def test_intervals_use_students_t_at_any_number_of_values():
-    import paper_bench  # the intervals every report prints
-
     # the table, then the expansion past it (exact: 2.0423 at 30, 2.0211 at 40, 1.9840 at 100)
-    assert paper_bench.t95(2) == 4.303 and paper_bench.t95(11) == 2.201
+    assert stats.t95(2) == 4.303 and stats.t95(11) == 2.201
     for df, exact in ((30, 2.0423), (40, 2.0211), (100, 1.9840)):
-        assert abs(paper_bench.t95(df) - exact) < 1e-3 and (df == 30 or df not in paper_bench.T95)
-    m, half, n = paper_bench.interval([1.0, 2.0, 3.0] * 4)  # 12 values: 11 degrees of freedom
+        assert abs(stats.t95(df) - exact) < 1e-3 and (df == 30 or df not in stats.T95)
+    m, half, n = stats.interval([1.0, 2.0, 3.0] * 4)  # 12 values: 11 degrees of freedom
     assert (m, n) == (2.0, 12) and half == pytest.approx(2.201 * (8 / 11) ** 0.5 / 12**0.5)

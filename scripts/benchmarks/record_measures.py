@@ -8,7 +8,9 @@ generator's per-sample records (noise label, caption style, image hardness, rare
 - ``group_table``: per epoch, the mean CLIPScore of each difficulty group and both AUROCs;
 - ``lock_in``: P(kept at a visit | kept at the previous visit) and P(kept | dropped), for clean
   and noisy pairs, against the unconditional kept rate;
-- ``rare_kept_share``: the share of the rare clean pairs' visits that were kept.
+- ``rare_kept_share``: the share of the rare clean pairs' visits that were kept;
+- ``summarise_records``: what a comparison profile's cached run keeps of its records;
+- ``record_groups``: the ``paper`` profile's per-epoch clean and noisy CLIPScores (its Fig. 3).
 
 Epochs are 0-based, as the records store them.
 """
@@ -132,3 +134,38 @@ def rare_kept_share(records, since_epoch=0):
         "rare_clean": float(rare["kept"].mean()) if len(rare) else None,
         "clean": float(frame["kept"].mean()) if len(frame) else None,
     }
+
+
+def summarise_records(record, samples, label, selection_rows):
+    """What the report needs from a run's per-sample records (they are deleted afterwards);
+    ``samples``: the data builder's per-sample table."""
+    records = load_records(record, samples)
+    switch = next(
+        (row["selection_from_epoch"] for row in selection_rows if row.get("selection_from_epoch") is not None), None
+    )
+    since = switch if switch is not None else (1 if label != "full" else 0)
+    out = {"switch": switch, "rare_share": rare_kept_share(records, since)}
+    if label == "full":
+        out["calibration"] = calibration(records)
+    else:
+        out["lock_in"] = lock_in(records, since)
+    return out
+
+
+def record_groups(record, epochs):
+    """Per epoch from the records: clean and noisy CLIPScore (mean, std) and the histogram of
+    each at every epoch (20 bins over [0, 100])."""
+    import numpy as np
+
+    from open_clip_dissect.openclip.training.selection_record import read_epoch, recorded_epochs
+
+    groups = []
+    for epoch, files in recorded_epochs(record):
+        frame = read_epoch(files, ["curr", "noisy"])
+        row = {"epoch": epoch, "all_mean": float(frame["curr"].mean()), "all_std": float(frame["curr"].std(ddof=0))}
+        for name, mask in (("clean", ~frame["noisy"].astype(bool)), ("noisy", frame["noisy"].astype(bool))):
+            values = frame.loc[mask, "curr"].to_numpy()
+            row[f"{name}_mean"], row[f"{name}_std"] = float(values.mean()), float(values.std())
+            row[f"{name}_hist"] = np.histogram(values, bins=20, range=(0, 100))[0].tolist()
+        groups.append(row)
+    return groups

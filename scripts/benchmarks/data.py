@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: synthetic data sets cached by the generator's arguments, and
+"""What every benchmark shares (``scripts/bench.py`` too): synthetic data sets cached by the generator's arguments, and
 reading a finished run's results.
 
 A data set lives in ``<root>/data/<name>-<digest>/``, the digest taken over every argument of
@@ -14,7 +14,8 @@ import sys
 import tempfile
 from types import SimpleNamespace
 
-SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOURCE = os.path.join(REPO, "src")
 if SOURCE not in sys.path:  # this checkout's code, also in the benchmark's own process
     sys.path.insert(0, SOURCE)
 
@@ -137,17 +138,6 @@ def read_run(run_dir):
         events = [line.split("| INFO | ", 1)[-1].strip() for line in f if "early-learning point detected" in line]
     selection_path = os.path.join(run_dir, "selection.jsonl")
     return read_results(run_dir), read_selection(run_dir) if os.path.isfile(selection_path) else [], events
-
-
-def save_report(folder, lines, summary):
-    """``results.md`` from ``lines`` (a line naming the folder's plots appended) and ``summary.json``."""
-    lines = lines + ["Plots: " + ", ".join(sorted(p for p in os.listdir(folder) if p.endswith(".png")))]
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(folder, "results.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(folder, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    return text
 
 
 def training_command(
