@@ -145,6 +145,7 @@ def test_caption_rule_and_junk_rules(tmp_path):
     ]
     assert rules(openclipart.Metadata("pansement"), "pansement. jean.victor@gmail.com") == ["contact"]
     assert rules(openclipart.Metadata("AIGA"), "AIGA. EPS converted from http://aiga.org") == ["contact"]
+    assert rules(openclipart.Metadata("Iceland"), "Iceland. HASH(0x852c614). flag") == ["placeholder"]
     for title in ("", "Untitled", "New document 1", "1234"):
         assert rules(openclipart.Metadata(title), title) == ["placeholder"]
     assert rules(openclipart.Metadata("A pear", creator="Jo"), "A pear. fruit") == []

@@ -14,7 +14,8 @@ per folder.
 - **Junk** (``JUNK_RULES``; a sample may match several): ``collection`` (the title names a
   collection, theme or icon set), ``creator`` (the title holds the creator's name), ``contact``
   (the caption holds an e-mail address or a URL), ``placeholder`` (the title is empty, has no
-  letter, or is a placeholder such as "Untitled" or "New document 1").
+  letter, or is a placeholder such as "Untitled" or "New document 1"; or the caption holds a
+  Perl reference printed in place of a text, "HASH(0x852c614)").
 - **Images**: composited on white (the alpha channel), padded with white to a square (the
   drawing centred, its aspect kept), resized to ``image_size`` (Lanczos), RGB. Pixel-identical
   results (SHA-256 of the final pixels) are one image: the listing with the smallest path is
@@ -76,6 +77,7 @@ PLACEHOLDER_RE = re.compile(
     r"^(untitled( document)?|new document|drawing|image|picture|layer|svg|title|no title|none)[\s\d._-]*$",
     re.IGNORECASE,
 )
+PERL_REF_RE = re.compile(r"\b(HASH|ARRAY)\(0x[0-9a-f]+\)")  # a Perl reference printed for a text
 STOPWORDS = frozenset("and are but for from into its not the this that was with you".split())
 
 
@@ -250,7 +252,7 @@ def junk_rules(meta: Metadata, caption: str) -> List[str]:
         rules.append("creator")
     if CONTACT_RE.search(caption):
         rules.append("contact")
-    if not re.search(r"[^\W\d_]", meta.title) or PLACEHOLDER_RE.match(meta.title):
+    if not re.search(r"[^\W\d_]", meta.title) or PLACEHOLDER_RE.match(meta.title) or PERL_REF_RE.search(caption):
         rules.append("placeholder")
     return rules
 
