@@ -268,6 +268,24 @@ CASES = [
         lambda w, d: ["make-data", "--out", str(w["root"] / "a_file"), "--train-size", "4"],
         "--out",
     ),
+    (
+        "make-data-openclipart-from-missing",
+        CLI,
+        lambda w, d: ["make-data", "--source", "openclipart", "--out", str(d / "out"), "--from", str(d / "nowhere")],
+        "--from",
+    ),
+    (
+        "make-data-openclipart-synthetic-flag",
+        CLI,
+        lambda w, d: ["make-data", "--source", "openclipart", "--out", str(d / "out"), "--train-size", "10"],
+        "--train-size",
+    ),
+    (
+        "make-data-from-without-openclipart",
+        CLI,
+        lambda w, d: ["make-data", "--out", str(d / "out"), "--from", str(w["root"])],
+        "--from",
+    ),
     # --- summary
     (
         "summary-no-folder",

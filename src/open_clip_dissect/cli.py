@@ -16,6 +16,7 @@ from open_clip_dissect.errors import InputError, OneLineParser
 from open_clip_dissect.openclip.models.configs import register_model_configs
 from open_clip_dissect.openclip.models.frozen import ALLOW_PICKLE_FLAG
 
+SOURCES = ("synthetic", "openclipart")
 ALLOW_PICKLE_HELP = (
     "Load --checkpoint with full unpickling, for legacy checkpoints that store Python "
     "objects besides tensors; this runs any code the file carries, so use it only for "
@@ -29,18 +30,60 @@ def make_data_parser(prog: str = "open-clip-dissect make-data") -> argparse.Argu
     p = OneLineParser(
         prog=prog,
         description=(
-            "Write a synthetic image-text data set (webdataset shards, optional CSV) with noisy "
-            "correspondence injected into the training split."
+            "Write an image-text data set (webdataset shards, optional CSV) with noisy "
+            "correspondence injected into the training split: synthetic, or real pairs from the "
+            "Open Clip Art Library (--source openclipart)."
         ),
     )
     p.add_argument("--out", required=True, help="Output directory (required).")
-    p.add_argument("--train-size", type=int, default=20000, help="Training pairs (default: 20000).")
-    p.add_argument("--val-size", type=int, default=1000, help="Clean validation pairs (default: 1000).")
     p.add_argument(
-        "--test-size", type=int, default=0, help="Images in the clean retrieval split 'test' (default: 0, none)."
+        "--source",
+        choices=SOURCES,
+        default="synthetic",
+        help="synthetic: drawn shapes and their descriptions; openclipart: the Open Clip Art "
+        "Library's drawings with their authors' titles, tags and descriptions, from Debian's "
+        "openclipart-png and openclipart-svg (docs/data.md) (default: synthetic).",
     )
     p.add_argument(
-        "--test-captions", type=int, default=5, help="Differently worded captions per test image (default: 5)."
+        "--from",
+        dest="from_dir",
+        default=None,
+        metavar="DIR",
+        help="--source openclipart: read the packages where they were unpacked (dpkg-deb -x of "
+        "both into DIR) instead of fetching them (default: None, fetch into --cache).",
+    )
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="--source openclipart: where apt-get download and dpkg-deb -x put the packages, "
+        "reused by later runs (default: $XDG_CACHE_HOME or ~/.cache, then "
+        "open_clip_dissect/openclipart).",
+    )
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="Training pairs (default: 20000; with --source openclipart every sample not held out).",
+    )
+    p.add_argument(
+        "--val-size",
+        type=int,
+        default=None,
+        help="Clean validation pairs (default: 1000; 500 with --source openclipart, capped by what qualifies).",
+    )
+    p.add_argument(
+        "--test-size",
+        type=int,
+        default=None,
+        help="Images in the clean retrieval split 'test' (default: 0, none; 500 with --source "
+        "openclipart, capped by what qualifies).",
+    )
+    p.add_argument(
+        "--test-captions",
+        type=int,
+        default=None,
+        help="Differently worded captions per test image (default: 5; --source openclipart has one).",
     )
     p.add_argument("--seed", type=int, default=0, help="Seed; same seed, same bytes (default: 0).")
     p.add_argument(
@@ -159,6 +202,15 @@ def make_data(argv) -> int:
     from open_clip_dissect import synthetic
 
     args = make_data_parser().parse_args(argv)
+    if args.source == "openclipart":
+        return make_openclipart_data(args)
+    for flag, value in (("--from", args.from_dir), ("--cache", args.cache)):
+        if value is not None:
+            raise InputError(flag, "goes with --source openclipart")
+    args.train_size = 20000 if args.train_size is None else args.train_size
+    args.val_size = 1000 if args.val_size is None else args.val_size
+    args.test_size = 0 if args.test_size is None else args.test_size
+    args.test_captions = 5 if args.test_captions is None else args.test_captions
     layouts = args.coco_layout or args.flickr_layout
     if args.image_format is None:
         args.image_format = "jpg" if layouts else "png"
@@ -224,6 +276,81 @@ def make_data(argv) -> int:
                 f"test split in the {layout.split('_')[0]} layout: {info['images']} images, "
                 f"{info['captions']} captions in {info['root']}"
             )
+    return 0
+
+
+def make_openclipart_data(args) -> int:
+    """``make-data --source openclipart``: the flags that only the synthetic generator reads are
+    refused; the packages are found (``--from``) or fetched (``--cache``) before anything is
+    written."""
+    from open_clip_dissect import openclipart, synthetic
+
+    synthetic_only = [
+        ("--train-size", args.train_size),
+        ("--test-captions", args.test_captions),
+        ("--preset", args.preset),
+        ("--coco-layout", args.coco_layout),
+        ("--flickr-layout", args.flickr_layout),
+    ] + [
+        ("--" + name.replace("_", "-"), getattr(args, name))
+        for name in synthetic.SETTING_DEFAULTS
+        if "noise" not in name
+    ]
+    for flag, value in synthetic_only:
+        if value is not None:
+            raise InputError(flag, "goes with --source synthetic, not --source openclipart")
+    if args.noise_kind not in (None, "shuffle"):
+        raise InputError("--noise-kind", f"--source openclipart has shuffle noise only, got {args.noise_kind!r}")
+    noise_rate = 0.4 if args.noise_rate is None else args.noise_rate
+    val_size = 500 if args.val_size is None else args.val_size
+    test_size = 500 if args.test_size is None else args.test_size
+    for flag, value, least in (
+        ("--val-size", val_size, 0),
+        ("--test-size", test_size, 0),
+        ("--image-size", args.image_size, 1),
+        ("--shard-size", args.shard_size, 1),
+        ("--workers", args.workers, 1),
+    ):
+        if value < least:
+            raise InputError(flag, f"must be >= {least}, got {value}")
+    if not 0.0 <= noise_rate <= 1.0:
+        raise InputError("--noise-rate", f"must be in [0, 1], got {noise_rate}")
+    check_output_folder(args.out)
+    if args.cache is not None:
+        check_output_folder(args.cache, "--cache")
+    manifest_path = os.path.join(args.out, "manifest.json")
+    if os.path.exists(manifest_path) and not args.force:
+        print(f"{manifest_path} exists: the data set is already there (use --force to rewrite it).")
+        return 0
+    root = openclipart.locate(args.from_dir, args.cache)
+    manifest = openclipart.make_dataset(
+        args.out,
+        root,
+        val_size=val_size,
+        test_size=test_size,
+        seed=args.seed,
+        noise_rate=noise_rate,
+        shard_size=args.shard_size,
+        image_size=args.image_size,
+        image_format=args.image_format or "png",
+        csv=args.csv,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    counts = manifest["counts"]
+    print(
+        f"openclipart {manifest['packages']}: {counts['listings']} listings, {counts['distinct_images']} "
+        f"distinct images ({counts['duplicates_dropped']} duplicates, {counts['unreadable']} unreadable left "
+        f"out), {manifest['junk_samples']} junk ("
+        + ", ".join(f"{rule} {n}" for rule, n in manifest["junk"].items())
+        + f"), {counts['shared_captions']} with a shared caption, {counts['held_out_eligible']} "
+        f"qualify for val/test"
+    )
+    for split, info in manifest["splits"].items():
+        print(
+            f"{split}: {info['num_samples']} samples ({info['num_noisy']} noisy, {info['num_junk']} junk) in "
+            f"{info['num_shards']} shards: {info['pattern']}"
+        )
     return 0
 
 
@@ -690,7 +817,7 @@ def train(argv) -> int:
 
 COMMANDS = {
     "train": (train, "train: same as python -m open_clip_dissect.main (OpenCLIP flags + ours)"),
-    "make-data": (make_data, "make-data: write the synthetic noisy image-text data set"),
+    "make-data": (make_data, "make-data: write a noisy image-text data set (synthetic or Open Clip Art)"),
     "summary": (summary, "summary RUN_DIR: print a run's validation retrieval metrics"),
     "eval": (evaluate, "eval: zero-shot retrieval of a checkpoint, several captions per image"),
     "embed": (embed_command, "embed: a frozen model's embeddings of a data set, keyed by sample"),
