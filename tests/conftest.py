@@ -52,6 +52,7 @@ def pytest_configure(config):
 # workers of `make test` end together on short tests instead of one waiting for a long one
 # (with the one-at-a-time schedule of pytest_configure).
 LONGEST_FIRST = (  # `pytest -n 2` of 2026-12-03 (one test at a time), nothing else running
+    "test_repeatable.py::test_repeats_agree_every_time",  # 22 short runs
     "test_web_bench.py::test_web_profile_on_a_tiny_design",
     "test_distributed.py",
     "test_bench.py::test_paper_profile_on_a_tiny_design",

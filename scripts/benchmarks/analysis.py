@@ -5,6 +5,7 @@ kept and lock-in (``analyse``, a comparison profile); and the ``paper`` profile'
 
 Both read only the runs of their design (``plan.in_design``)."""
 
+import math
 import statistics
 
 from .plan import in_design, jobs, paper_jobs
@@ -164,16 +165,21 @@ def gap_peak(groups):
     return max(groups, key=lambda g: g["clean_mean"] - g["noisy_mean"])["epoch"]
 
 
-def replay_detectors(run):
-    """Each detector (default options) replayed on one run's per-epoch signals: signal ->
-    (early-learning point, epoch it fired) or None. On a ``random`` run this is where an ``auto``
-    warm-up of that signal ends, since the two runs are identical until then."""
+# The detector as the paper profile's runs had it (its report is frozen): one measurement at a
+# time, watching from the first (the arming gain and the trailing mean came after, in 72095d6).
+PAPER_DETECTOR = dict(window=1, min_gain=-math.inf)
+
+
+def replay_detectors(run, options=PAPER_DETECTOR):
+    """Each detector replayed on one run's per-epoch signals: signal -> (early-learning point,
+    epoch it fired) or None. On a ``random`` run this is where an ``auto`` warm-up of that
+    signal ends, since the two runs are identical until then."""
     from open_clip_dissect.core.early_learning import SIGNALS, EarlyLearningDetector, EpochSignals
 
     rsum = {p["epoch"]: p["rsum"] for p in run["curve"]}
     found = {}
     for signal in SIGNALS:
-        detector = EarlyLearningDetector(signal)
+        detector = EarlyLearningDetector(signal, **options)
         measured = False
         for e in run["epochs"]:
             signals = EpochSignals(

@@ -11,9 +11,13 @@ A builder is two functions:
   of the record keys), with the columns the record measures read: ``noisy``, ``noise_kind``,
   ``style``, ``hard`` and ``rare`` (``record_measures.sample_table`` reads the generator's).
 
-A new data source (real image-text pairs, say) is one more entry of ``BUILDERS``.
+A new data source is one more entry of ``BUILDERS``; ``openclipart`` (real pairs, the ``real``
+profile) is one.
 """
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,7 +37,44 @@ def synthetic(root, regime, spec, seed):
     return data.make_data(root, regime + f"-d{data_seed}", data.data_arguments(seed=data_seed, **spec["data"]))
 
 
-BUILDERS = {"synthetic": DataBuilder(make=synthetic, samples=record_measures.sample_table)}
+def openclipart(root, regime, spec, seed):
+    """Real pairs (``make-data --source openclipart``): the packages fetched once into the user's
+    cache (or read from ``$OPENCLIPART_FROM``, a folder where they are unpacked), the data set
+    written under ``<root>/data/``, named after the regime, its arguments, the packages'
+    versions and the builder's code (a changed caption or junk rule is a new data set)."""
+    from open_clip_dissect import openclipart as source
+
+    data_seed = spec.get("data_seed", seed)
+    arguments = dict(spec["data"], seed=data_seed)
+    package_root = source.locate(os.environ.get("OPENCLIPART_FROM"))
+    with open(source.__file__, "rb") as f:
+        code = hashlib.sha256(f.read()).hexdigest()
+    identity = dict(arguments, packages=source.package_versions(package_root), code=code)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    out = os.path.join(
+        root, "data", f"openclipart-d{data_seed}-{digest}"
+    )  # one set for every regime of these arguments
+    manifest_path = os.path.join(out, "manifest.json")
+    if os.path.isfile(manifest_path):
+        with open(manifest_path) as f:
+            return json.load(f)
+    return source.make_dataset(
+        out,
+        package_root,
+        val_size=arguments["val"],
+        test_size=arguments["test"],
+        seed=data_seed,
+        noise_rate=arguments["noise_rate"],
+        image_size=arguments["image_size"],
+        workers=2,
+        progress=False,
+    )
+
+
+BUILDERS = {
+    "synthetic": DataBuilder(make=synthetic, samples=record_measures.sample_table),
+    "openclipart": DataBuilder(make=openclipart, samples=record_measures.sample_table),
+}
 
 
 def builder(spec):

@@ -140,6 +140,16 @@ def read_run(run_dir):
     return read_results(run_dir), read_selection(run_dir) if os.path.isfile(selection_path) else [], events
 
 
+def cpu_kernels(run_dir):
+    """The CPU kernels a run computed with, from its log (``AVX2``, ``AVX512``, ...; None if the
+    run predates the line): runs from hosts with other kernels differ in their last digits."""
+    with open(os.path.join(run_dir, "out.log")) as f:
+        for line in f:
+            if "CPU kernels" in line:
+                return line.split("CPU kernels", 1)[1].lstrip(": ").split()[0]
+    return None
+
+
 def training_command(
     model, batch, lr, warmup, seed, epochs, manifest, logs, name, strategy, precision="fp32", workers=1, val_every=None
 ):

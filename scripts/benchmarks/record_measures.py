@@ -9,6 +9,7 @@ generator's per-sample records (noise label, caption style, image hardness, rare
 - ``lock_in``: P(kept at a visit | kept at the previous visit) and P(kept | dropped), for clean
   and noisy pairs, against the unconditional kept rate;
 - ``rare_kept_share``: the share of the rare clean pairs' visits that were kept;
+- ``junk_kept_share``: the same for the clean-labelled pairs whose caption is junk (real pairs);
 - ``summarise_records``: what a comparison profile's cached run keeps of its records;
 - ``record_groups``: the ``paper`` profile's per-epoch clean and noisy CLIPScores (its Fig. 3).
 
@@ -35,7 +36,7 @@ def auroc(positive, negative):
 
 
 def sample_table(data_dir):
-    """One row per training sample (indexed by its key): noisy, style, hard, rare."""
+    """One row per training sample (indexed by its key): noisy, style, hard, rare, junk."""
     from open_clip_dissect.synthetic import read_sample_records
 
     rows = [
@@ -46,6 +47,7 @@ def sample_table(data_dir):
             "style": r.get("caption_style", "full"),
             "hard": bool(r.get("hard")),
             "rare": "rare" in r.get("groups", []),
+            "junk": bool(r.get("junk")),  # real pairs: a caption no noise label marks (openclipart)
         }
         for r in read_sample_records(os.path.join(data_dir, "train"))
     ]
@@ -84,6 +86,10 @@ def group_table(records):
         for style in ("full", "partial", "alt"):
             row[f"clean_{style}"] = float(clean.loc[clean["style"] == style, "curr"].mean())
         row["clean_hard"] = float(clean.loc[clean["hard"], "curr"].mean())
+        if "junk" in clean and clean["junk"].any():  # real pairs: clean by label, junk by caption
+            row["clean_junk"] = float(clean.loc[clean["junk"], "curr"].mean())
+            row["clean_not_junk"] = float(clean.loc[~clean["junk"], "curr"].mean())
+            row["junk_auroc"] = auroc(clean.loc[~clean["junk"], "curr"], clean.loc[clean["junk"], "curr"])
         for kind in ("shuffle", "partial"):
             row[f"noisy_{kind}"] = float(noisy.loc[noisy["noise_kind"] == kind, "curr"].mean())
         rows.append(row)
@@ -136,6 +142,18 @@ def rare_kept_share(records, since_epoch=0):
     }
 
 
+def junk_kept_share(records, since_epoch=0):
+    """Kept visits over all visits of the clean-labelled pairs whose caption is junk, and of the
+    other clean pairs, from ``since_epoch`` on (None where the data flags no junk)."""
+    frame = records[(records["epoch"] >= since_epoch) & ~records["noisy"]]
+    if "junk" not in frame or not frame["junk"].any():
+        return None
+    return {
+        "junk": float(frame.loc[frame["junk"], "kept"].mean()),
+        "clean": float(frame.loc[~frame["junk"], "kept"].mean()),
+    }
+
+
 def summarise_records(record, samples, label, selection_rows):
     """What the report needs from a run's per-sample records (they are deleted afterwards);
     ``samples``: the data builder's per-sample table."""
@@ -145,8 +163,13 @@ def summarise_records(record, samples, label, selection_rows):
     )
     since = switch if switch is not None else (1 if label != "full" else 0)
     out = {"switch": switch, "rare_share": rare_kept_share(records, since)}
+    junk = junk_kept_share(records, since)
+    if junk is not None:
+        out["junk_share"] = junk
     if label == "full":
         out["calibration"] = calibration(records)
+        if junk is not None:  # real pairs: the score distributions of Fig. 3, per epoch
+            out["groups"] = record_groups(record, None)
     else:
         out["lock_in"] = lock_in(records, since)
     return out

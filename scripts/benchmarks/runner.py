@@ -57,6 +57,8 @@ def command(cfg, spec, manifest, logs, name, label, ratio, seed, record):
         cmd += ["--val-data", manifest["splits"]["val"]["pattern"]]
     if ratio is not None:
         cmd += ["--ratio", str(ratio)]
+    if cfg.get("deterministic"):  # the same bits on every host the profile runs on
+        cmd += ["--deterministic"]
     return cmd
 
 
@@ -100,6 +102,7 @@ def collect(cfg, job, manifest, logs, record, cached, seconds, threads, cpu_seco
         "code": data.code_version(),
         "events": events,
         "data": os.path.basename(data_dir),
+        "cpu_kernels": data.cpu_kernels(run_dir),
         "curve": [
             {"epoch": r["epoch"], "rsum": r["retrieval_R@sum"], "rsum_rare": r.get("retrieval_R@sum[rare]")}
             for r in results

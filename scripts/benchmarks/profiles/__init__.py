@@ -1,4 +1,4 @@
-"""The seeded profiles, each a frozen design written as data (``PAPER``, ``WEB``), and where each
+"""The seeded profiles, each a frozen design written as data (``PAPER``, ``WEB``, ``REAL``), and where each
 one keeps its report, its cached runs and its working files.
 
 A profile of the comparison kind (``web``, and every new one) runs through the shared machinery:
@@ -9,6 +9,7 @@ A profile of the comparison kind (``web``, and every new one) runs through the s
 from dataclasses import dataclass
 
 from .paper import PAPER
+from .real import REAL
 from .web import WEB
 
 
@@ -33,4 +34,5 @@ class Profile:
 PROFILES = {
     "paper": Profile(PAPER, out="bench/results/paper", work="bench/results/paper", kind="paper"),
     "web": Profile(WEB, out="docs/web_bench", work="bench/results/web"),
+    "real": Profile(REAL, out="docs/real_bench", work="bench/results/real"),
 }

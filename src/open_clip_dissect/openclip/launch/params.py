@@ -191,6 +191,14 @@ def add_dissect_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="For csv data sets, the column holding each sample's key; without it the row "
         "index is the key (default: None, the row index).",
     )
+    group.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="The same bits from the same command on any host: pins the CPU kernels to AVX2 on "
+        "x86-64 (AVX-512 hosts otherwise round differently) and asks for deterministic CUDA "
+        "kernels, at some cost in speed; runs on one machine repeat without it "
+        "(docs/determinism.md) (default: off).",
+    )
     for option, takers in all_options():  # each strategy's own options (core.strategies)
         default = "None" if option.default is None else option.default
         group.add_argument(

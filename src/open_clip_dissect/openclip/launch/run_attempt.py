@@ -21,7 +21,7 @@ import sys
 from datetime import datetime
 from typing import Optional
 
-from open_clip_dissect.openclip.launch import params
+from open_clip_dissect.openclip.launch import determinism, params
 from open_clip_dissect.openclip.pipeline import keyed_data as data
 from open_clip_dissect.openclip.state import checkpoint_files
 
@@ -106,6 +106,7 @@ class RunAttempt:
     def parse_args(self, argv):
         args = params.parse_args(argv)
         check_run_inputs(args)
+        determinism.request(args.deterministic)  # before the model is built: its kernels are chosen once
         params.warn_slow_settings(args)
         self.args = args
         return args

@@ -33,7 +33,7 @@ from open_clip_dissect.distributed.sharded_history import ShardedHistoryStore
 from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.evaluation.benchmark_eval import evaluate_benchmarks
 from open_clip_dissect.openclip.evaluation.retrieval import evaluate_retrieval
-from open_clip_dissect.openclip.launch import params
+from open_clip_dissect.openclip.launch import determinism, params
 from open_clip_dissect.openclip.launch.crash_points import kill_if_asked
 from open_clip_dissect.openclip.models.frozen import load_frozen_model
 from open_clip_dissect.openclip.pipeline import keyed_data as data_lib
@@ -110,6 +110,7 @@ class TrainingSession:
         """Key-carrying data; in ``fixed`` batch mode the training loader draws ceil(B / r)
         candidates per step so that B samples are trained on."""
         self.preprocess_val, self.tokenizer = preprocess_fns[1], tokenizer
+        logging.info(determinism.settle(args.deterministic))
         args.selection_candidates = candidates_per_step(args)
         return data_lib.get_data(args, preprocess_fns, epoch, tokenizer, train_batch_size=args.selection_candidates)
 
