@@ -34,7 +34,7 @@ demo: $(STAMP) $(DEMO_DATA)/manifest.json
 	$(PY) -m open_clip_dissect.main $(DEMO_FLAGS) --epochs $(DEMO_EPOCHS) \
 		--train-data '$(DEMO_DATA)/train/{00000..00019}.tar' --val-data '$(DEMO_DATA)/val/00000.tar' \
 		--dataset-type webdataset --selection $(DEMO_SELECTION) --ratio $(DEMO_RATIO) \
-		--logs $(DEMO_LOGS) --name $(DEMO_NAME)
+		--logs $(DEMO_LOGS) --name $(DEMO_NAME) --selection-record $(DEMO_LOGS)/$(DEMO_NAME)/selection-record
 	$(VENV)/bin/open-clip-dissect summary $(DEMO_LOGS)/$(DEMO_NAME)
 
 test: $(STAMP)

@@ -9,6 +9,7 @@ it held before. Two cases also run in a fresh interpreter, to show that the fork
 
 import os
 import shutil
+import tarfile
 
 import pandas as pd
 import pytest
@@ -46,6 +47,17 @@ def world(tiny_data, tmp_path_factory):
     (root / "bad_results" / "checkpoints").mkdir(parents=True)
     (root / "bad_results" / "checkpoints" / "results.jsonl").write_text('{"epoch": 1, \n')
     (root / "embeddings").mkdir()
+    (root / "taken" / "run").mkdir(parents=True)  # a run folder in use: a crashed run's, or another's
+    (root / "taken" / "run" / "out.log").write_text("epoch 1\n")
+    rows = pd.read_csv(tiny_data.train_csv, sep="\t")
+    rows.loc[3, "filepath"] = str(root / "gone.png")
+    rows.to_csv(root / "missing_image.csv", sep="\t", index=False)
+    (root / "bad_eval" / "checkpoints").mkdir(parents=True)
+    (root / "bad_eval" / "checkpoints" / "epoch_1.mscoco_captions.json").write_text('{"IR@1": 3.0}')
+    (root / "bad_selection" / "checkpoints").mkdir(parents=True)
+    recalls = ", ".join(f'"retrieval_{c}": 1.0' for c in ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10", "R@sum"))
+    (root / "bad_selection" / "checkpoints" / "results.jsonl").write_text(f'{{"epoch": 1, {recalls}}}\n')
+    (root / "bad_selection" / "selection.jsonl").write_text('{"epoch": 1, "kept"\n')
     w.update(
         shard=shard,
         train=tiny_data.train,
@@ -205,6 +217,42 @@ CASES = [
     ("model-unknown", MAIN, lambda w, d: train(d, *wds(w, "--model", "dissect-vit-tny")), "--model"),
     ("pretrained-unknown", MAIN, lambda w, d: train(d, *wds(w, "--pretrained", "laion9000")), "--pretrained"),
     ("ratio", MAIN, lambda w, d: train(d, *wds(w, "--selection", "random", "--ratio", "0")), "--ratio"),
+    (
+        "batch-keeps-one-pair",  # k = max(1, round(0.3 x 1)) = 1: no negative, loss 0, nothing learned
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--selection", "random", "--batch-size", "1", "--ratio", "0.3")),
+        "--batch-size: 1 with --ratio 0.3 keeps 1 pair a step",
+    ),
+    (
+        "train-num-samples-beyond-the-data",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--train-num-samples", "5000")),
+        "--train-num-samples: 5000 is more than the 512 samples of --train-data",
+    ),
+    (
+        "name-in-use",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--logs", str(w["root"] / "taken"))),
+        lambda w, d: f"--name: {w['root'] / 'taken' / 'run'} already holds a run",
+    ),
+    (
+        "csv-image-missing",
+        MAIN,
+        lambda w, d: train(d, "--train-data", str(w["root"] / "missing_image.csv"), "--dataset-type", "csv"),
+        lambda w, d: f"{w['root'] / 'missing_image.csv'}: row 3: image not found: {w['root'] / 'gone.png'}",
+    ),
+    (
+        "val-data-folder",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--val-data", str(w["root"] / "embeddings"))),
+        lambda w, d: f"--val-data: {w['root'] / 'embeddings'} is a directory",
+    ),
+    (
+        "auto-warmup-without-val-data",
+        MAIN,
+        lambda w, d: train(d, *wds(w, "--selection", "dissect-warmup", "--dissect-warmup-epochs", "auto")),
+        "--val-data: needed for --selection dissect-warmup",
+    ),
     ("noisy-keys-missing", MAIN, lambda w, d: train(d, *wds(w, "--noisy-keys", str(d / "noisy.txt"))), "--noisy-keys"),
     ("oracle-missing", MAIN, lambda w, d: train(d, *wds(w, "--selection", "clipscore-oracle")), "--selection"),
     (
@@ -310,6 +358,18 @@ CASES = [
         CLI,
         lambda w, d: ["summary", "--table", str(w["root"] / "bad_results"), str(w["root"] / "no_results")],
         lambda w, d: str(w["root"] / "bad_results" / "checkpoints" / "results.jsonl"),
+    ),
+    (
+        "summary-table-eval-json-without-metrics",
+        CLI,
+        lambda w, d: ["summary", "--table", str(w["root"] / "bad_eval")],
+        lambda w, d: f"{w['root'] / 'bad_eval' / 'checkpoints' / 'epoch_1.mscoco_captions.json'}: not an `eval",
+    ),
+    (
+        "summary-bad-selection-record",
+        CLI,
+        lambda w, d: ["summary", str(w["root"] / "bad_selection")],
+        lambda w, d: f"{w['root'] / 'bad_selection' / 'selection.jsonl'}: line 1 is not JSON",
     ),
     (
         "summary-table-no-folder",
@@ -626,6 +686,18 @@ def test_unreadable_shards_give_an_epoch_without_samples(selection, tmp_path):
         result, "--train-data: the epoch has no samples: none of the 2 shard(s) of --train-data holds a readable sample"
     )
     assert not os.path.exists(tmp_path / "logs" / "run" / "checkpoints")  # moved aside with the log
+
+
+def test_empty_shards_are_named_as_empty(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "00000.tar", "w"):  # a tar with no member: no warning was logged
+        pass
+    (shards / "sizes.json").write_text('{"00000.tar": 64}')
+    flags = ["--train-data", str(shards / "00000.tar"), "--dataset-type", "webdataset", "--selection", "random"]
+    result = run_module(MAIN, train(tmp_path, *flags), cwd=tmp_path)
+    assert_refused(result, "--train-data: the epoch has no samples: none of the 1 shard(s) of --train-data holds a")
+    assert "the tar files are empty" in result.stderr and "see the warnings above" not in result.stderr
 
 
 def test_a_failed_run_with_a_checkpoint_is_left_for_resume(tmp_path):

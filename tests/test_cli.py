@@ -50,7 +50,7 @@ def test_bad_selection_values_name_the_flag(argv, flag):
 def test_the_default_auto_signal_watches_val_data_never_a_reported_split(tmp_path):
     auto = ["--selection", "dissect-warmup", "--dissect-warmup-epochs", "auto"]
     assert params.parse_args([]).dissect_auto_signal == "retrieval"
-    with pytest.raises(InputError, match="--dissect-auto-signal: 'retrieval' \\(the default\\).*spread or loss"):
+    with pytest.raises(InputError, match="^--val-data: needed .*'retrieval' \\(the default\\).*spread or loss"):
         params.parse_args(auto)
     assert params.parse_args(auto + ["--dissect-auto-signal", "spread"]).dissect_warmup_epochs == "auto"
     held_out = str(tmp_path / "test.tar")
@@ -59,7 +59,7 @@ def test_the_default_auto_signal_watches_val_data_never_a_reported_split(tmp_pat
     with pytest.raises(InputError, match="--val-data.*never watches --retrieval-data"):
         params.parse_args(auto + ["--retrieval-data", held_out])
     assert params.parse_args(auto + ["--val-data", held_out]).dissect_auto_signal == "retrieval"
-    with pytest.raises(InputError, match="--dissect-auto-signal"):
+    with pytest.raises(InputError, match="^--val-frequency: must be > 0 .*--dissect-auto-signal"):
         params.parse_args(auto + ["--val-data", held_out, "--val-frequency", "0"])
 
 
@@ -229,10 +229,14 @@ def test_the_table_reads_an_epoch_latest_evaluation(tmp_path):
 
     checkpoints = tmp_path / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / "epoch_3.mscoco_captions.json").write_text(json.dumps({"R@sum": 10.0}))
-    (checkpoints / "epoch_latest.mscoco_captions.json").write_text(json.dumps({"R@sum": 30.0}))
-    (checkpoints / "epoch_2.flickr30k.json").write_text(json.dumps({"R@sum": 5.0}))
-    assert run_results(str(tmp_path / "run")) == {"mscoco_captions": {"R@sum": 30.0}, "flickr30k": {"R@sum": 5.0}}
+
+    def metrics(rsum):  # an `eval --benchmark` JSON has a number for every column of the table
+        return {"IR@1": 1.0, "IR@10": 2.0, "TR@1": 3.0, "TR@10": 4.0, "R@sum": rsum}
+
+    (checkpoints / "epoch_3.mscoco_captions.json").write_text(json.dumps(metrics(10.0)))
+    (checkpoints / "epoch_latest.mscoco_captions.json").write_text(json.dumps(metrics(30.0)))
+    (checkpoints / "epoch_2.flickr30k.json").write_text(json.dumps(metrics(5.0)))
+    assert run_results(str(tmp_path / "run")) == {"mscoco_captions": metrics(30.0), "flickr30k": metrics(5.0)}
 
 
 def test_a_key_list_that_is_not_text_is_refused_naming_the_flag(tmp_path):
@@ -294,3 +298,74 @@ def test_every_command_reports_a_parsing_error_in_one_line(command, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"open-clip-dissect {command}: error: ") and "usage" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, kept",
+    [
+        (["--selection", "random", "--batch-size", "1", "--ratio", "0.3"], 1),
+        (["--selection", "dissect-mome", "--batch-size", "4", "--ratio", "0.3"], 1),  # round(1.2)
+        (["--selection", "random", "--batch-size", "1", "--selection-batch-mode", "fixed"], 1),
+    ],
+)
+def test_a_step_that_keeps_one_pair_is_refused(argv, kept):
+    """One kept pair has no negative: its contrastive loss is 0, and the run would learn nothing."""
+    with pytest.raises(InputError, match=f"^--batch-size: .*{kept} pair.*at least 2"):
+        params.parse_args(argv)
+    params.parse_args(["--selection", "random", "--batch-size", "5", "--ratio", "0.3"])  # round(1.5) = 2
+    params.parse_args(["--selection", "none", "--batch-size", "1"])  # stock OpenCLIP: not ours to refuse
+
+
+def _finished_run(folder, epochs, selection, history_sizes, warmup_from=None, picture=True):
+    """A run folder as a training run leaves it: results, selection records, params.txt."""
+    import json
+
+    (folder / "checkpoints").mkdir(parents=True)
+    recalls = {f"retrieval_{c}": 1.0 for c in ("IR@1", "IR@5", "IR@10", "TR@1", "TR@5", "TR@10", "R@sum")}
+    (folder / "checkpoints" / "results.jsonl").write_text(
+        "".join(json.dumps({"epoch": e, **recalls}) + "\n" for e in range(1, epochs + 1))
+    )
+    records = []
+    for e, size in zip(range(1, epochs + 1), history_sizes):
+        record = {"epoch": e, "selection": selection, "candidates": 100, "kept": 50, "history_size": size}
+        record.update(audit_kept_precision=0.6, audit_random_precision=0.6, audit_auroc=0.5)
+        if warmup_from is not None:
+            record["selection_from_epoch"] = warmup_from
+        records.append(json.dumps(record) + "\n")
+    (folder / "selection.jsonl").write_text("".join(records))
+    (folder / "record").mkdir()
+    if picture:
+        (folder / "record" / "distributions.png").write_bytes(b"png")
+    (folder / "params.txt").write_text(f"selection: {selection}\nselection_record: {folder / 'record'}\n")
+
+
+def test_summary_says_when_the_history_has_not_started_and_where_the_picture_is(tmp_path, capsys):
+    from open_clip_dissect import cli
+
+    run = tmp_path / "one-epoch"
+    _finished_run(run, 1, "dissect-mome", [100])
+    assert cli.main(["summary", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "no history yet" in out and "0.600" not in out  # no random audit shown as a result
+    assert "dissect-mome has not selected by its history yet in these epochs" in out
+    assert f"Selection picture (score distributions, kept vs dropped): {run / 'record' / 'distributions.png'}" in out
+    run = tmp_path / "three-epochs"
+    _finished_run(run, 3, "dissect-warmup", [100, 100, 100], warmup_from=2, picture=False)
+    assert cli.main(["summary", str(run / "checkpoints")]) == 0  # <run>/checkpoints names the run
+    lines = capsys.readouterr().out.splitlines()
+    [one, two, three] = lines[-3:]
+    assert "no history yet" in one and "warm-up: selecting from epoch 3" in two
+    assert three.rstrip().endswith("0.500") and "picture" not in "".join(lines)
+
+
+@pytest.mark.slow  # a fresh interpreter
+@pytest.mark.parametrize("argv", [["summary", "--help"], ["make-data", "--help"], ["summary", "nowhere"]])
+def test_commands_that_train_nothing_do_not_import_open_clip(argv):
+    """open_clip's import (CoCa pulls in torchvision) took 11.7 s of a 15 s ``summary --help``."""
+    code = (
+        "import sys\nfrom open_clip_dissect import cli\n"
+        f"try:\n    cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "assert 'open_clip' not in sys.modules and 'torchvision' not in sys.modules, 'imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

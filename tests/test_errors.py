@@ -27,6 +27,23 @@ def test_an_input_error_in_a_loader_worker_reaches_the_entry_point_as_itself():
     assert str(raised.value) == "--train-data: shard /data/00003.tar: cut short"
 
 
+class _TwoLineError(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        raise InputError("/data/train.csv", "cannot read it:\nError tokenizing data at line 3")
+
+
+def test_a_worker_input_error_of_several_lines_keeps_its_subject():
+    with pytest.raises(InputError) as raised:
+        next(iter(torch.utils.data.DataLoader(_TwoLineError(), num_workers=1)))
+    assert raised.value.subject == "/data/train.csv"
+    assert str(raised.value) == "/data/train.csv: cannot read it:\nError tokenizing data at line 3"
+    again = pickle.loads(pickle.dumps(raised.value))
+    assert again.subject == "/data/train.csv" and str(again) == str(raised.value)
+
+
 def test_an_input_error_pickles():
     again = pickle.loads(pickle.dumps(InputError("--ratio", "must be in (0, 1], got 2.0")))
     assert type(again) is InputError and again.subject == "--ratio"

@@ -168,3 +168,30 @@ def test_a_run_that_records_scores_every_batch_whatever_the_strategy(tmp_path):
         args = params.parse_args(["--selection", "random", *extra])
         args.selection_candidates, args.device, args.rank, args.world_size = 8, "cpu", 0, 1  # set by main
         assert LoaderConfig.from_args(args).record_scores is recorded
+
+
+def test_the_python_api_names_a_bad_argument():
+    """docs/python-api.md: a wrong type or shape is one error naming the argument, not an error
+    from deep inside torch."""
+    import numpy as np
+
+    dissect = strategies.create_strategy("dissect-mome")
+    with pytest.raises(TypeError, match="ratio must be a number, got str '0.5'"):
+        Selector(dissect, ratio="0.5")
+    with pytest.raises(TypeError, match="clipscore_scale must be a number"):
+        Selector(dissect, clipscore_scale="100")
+    selector = Selector(dissect, ratio=0.5, seed=0)
+    image, text, scale = torch.randn(4, 8), torch.randn(4, 8), torch.tensor(10.0)
+    with pytest.raises(ValueError, match="^keys: 3 of them for a batch of 4 samples"):
+        selector.step(["a", "b", "c"], image, text, scale, 0)
+    with pytest.raises(TypeError, match="^image_features must be a torch.Tensor, got numpy.ndarray"):
+        selector.step(list("abcd"), image.numpy(), text, scale, 0)
+    with pytest.raises(ValueError, match="^image_features .* and text_features .* must have the same shape"):
+        selector.step(list("abcd"), image, torch.randn(4, 6), scale, 0)
+    with pytest.raises(TypeError, match="^epoch must be an int, got float"):
+        selector.step(list("abcd"), image, text, scale, 1.5)
+    selector.step(list("abcd"), image, text, scale, 3)
+    selector.step(list("abcd"), image, text, scale, 3)  # the same epoch again: fine
+    with pytest.raises(ValueError, match="^epoch 1 comes after epoch 3"):
+        selector.step(list("abcd"), image, text, scale, 1)
+    selector.step(list("abcd"), image, text, scale, np.int64(4))

@@ -381,8 +381,42 @@ def read_selection(run_dir: str) -> list:
     path = os.path.join(run_dir, "selection.jsonl")
     if not os.path.isfile(path):
         return []
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exn:
+                    raise InputError(path, f"line {number} is not JSON ({exn})") from None
+    return records
+
+
+def not_selecting_yet(audits: dict) -> dict:
+    """``{epoch: why}`` for the epochs in which a history strategy could not select yet, so that
+    its audit is that of a random choice: no history before the epoch (its first epoch sees every
+    sample for the first time: ``delta`` is 0), or a warm-up still running
+    (``selection_from_epoch``, 0-based, after the epoch)."""
+    out, before = {}, 0
+    for epoch in sorted(e for e in audits if isinstance(e, int)):
+        a = audits[epoch]
+        size = a.get("history_size") or 0
+        start = a.get("selection_from_epoch")
+        if size and not before:
+            out[epoch] = "no history yet: every sample is seen for the first time, so this is not a selection result"
+        elif start is not None and epoch - 1 < start:
+            out[epoch] = f"warm-up: selecting from epoch {start + 1}"
+        before = size
+    return out
+
+
+def selection_picture(run_dir: str):
+    """The ``--selection-record`` plot of the run, if it drew one."""
+    from open_clip_dissect.openclip.evaluation.benchmark_table import read_params
+
+    folder = read_params(run_dir).get("selection_record")
+    path = os.path.join(folder, "distributions.png") if folder and folder != "None" else None
+    return path if path and os.path.isfile(path) else None
 
 
 def retrieval_summary(record: dict) -> dict:
@@ -430,9 +464,20 @@ def summary_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_folder(path: str) -> str:
+    """The run folder a ``summary`` argument names: ``<run>/checkpoints`` (where the results and
+    checkpoints are) stands for ``<run>``."""
+    path = os.path.normpath(path)
+    inner = os.path.join(path, "checkpoints")
+    if os.path.basename(path) == "checkpoints" and not os.path.isdir(inner) and os.path.isdir(path):
+        return os.path.dirname(path)
+    return path
+
+
 def summary(argv) -> int:
     p = summary_parser()
     args = p.parse_args(argv)
+    args.run_dirs = [run_folder(d) for d in args.run_dirs]
     missing = [d for d in args.run_dirs if not os.path.isdir(d)]
     if missing:
         raise InputError(missing[0], "no such run folder (give <--logs>/<--name> of a training run)")
@@ -463,9 +508,11 @@ def summary(argv) -> int:
         )
     header = list(retrieval_summary(records[-1])) + list(audit_columns)
     print(f"{'epoch':>5} " + " ".join(f"{c:>9}" for c in header))
+    waiting = not_selecting_yet(audits)
     for record in records:
         row = list(retrieval_summary(record).values())
         a = audits.get(record.get("epoch"), {})
+        note = waiting.get(record.get("epoch")) if audit_columns else None
         if audit_columns:
             row += [
                 a.get("kept", float("nan")) / max(a.get("candidates", 0), 1) if a else float("nan"),
@@ -473,10 +520,19 @@ def summary(argv) -> int:
                 a.get("audit_random_precision", float("nan")),
                 a.get("audit_auroc", float("nan")),
             ]
+        if note:  # not a selection result: the note instead of a random choice's audit
+            row = row[:8]
         print(
             f"{record.get('epoch', '?'):>5} "
             + " ".join(f"{v:9.2f}" if i < 7 else f"{v:9.3f}" for i, v in enumerate(row))
+            + (f"   {note}" if note else "")
         )
+    if waiting and all(record.get("epoch") in waiting for record in records):
+        name = next((a["selection"] for a in audits.values() if "selection" in a), "the strategy")
+        print(f"{name} has not selected by its history yet in these epochs: train more epochs.")
+    picture = selection_picture(args.run_dir)
+    if picture:
+        print(f"Selection picture (score distributions, kept vs dropped): {picture}")
     return 0
 
 
@@ -826,6 +882,9 @@ COMMANDS = {
 }
 
 
+MODEL_COMMANDS = ("train", "eval", "embed")  # the commands that build a model: the tiny configs registered
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS:
@@ -839,7 +898,8 @@ def main(argv=None) -> int:
         print(f"open-clip-dissect: error: {what}; choose from {', '.join(COMMANDS)}", file=stream)
         return 2
     command, _ = COMMANDS[argv[0]]
-    register_model_configs()
+    if argv[0] in MODEL_COMMANDS:  # the others never import open_clip (seconds: CoCa pulls in torchvision)
+        register_model_configs()
     try:
         return command(argv[1:])
     except InputError as exn:

@@ -23,9 +23,12 @@ class InputError(ValueError):
 
     def __init__(self, subject: str, message: Optional[str] = None):
         if message is None:
-            # Rebuilt from its text alone: by pickle (its args), or by torch re-raising a
-            # DataLoader worker's error, whose text ends with this error's own last line.
-            lines = subject.strip().splitlines() or [""]
-            subject, _, message = lines[-1].split("InputError: ", 1)[-1].partition(": ")
+            # Rebuilt from its text alone: by pickle (its args: the text itself), or by torch
+            # re-raising a DataLoader worker's error (the worker's traceback, which ends with
+            # "...InputError: <subject>: <message>"; the message may span lines).
+            text = subject.strip()
+            at = text.rfind("InputError: ")
+            text = text[at + len("InputError: ") :] if at >= 0 else text
+            subject, _, message = text.partition(": ")
         self.subject = subject
         super().__init__(f"{subject}: {message}")

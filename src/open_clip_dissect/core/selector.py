@@ -14,6 +14,7 @@ explicitly, e.g. before saving state). Over each epoch it sums, on the device, w
 held-out retrieval score measured after the epoch is handed in with ``set_retrieval``.
 """
 
+import numbers
 from functools import partial
 from typing import Optional, Sequence, Union
 
@@ -29,13 +30,21 @@ from open_clip_dissect.errors import InputError
 BATCH_MODES = ("shrink", "fixed")
 
 
+def _check_number(value, name: str) -> None:
+    """A Python API argument that must be a real number (a ``str`` from a config file is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+
+
 def check_ratio(ratio: float) -> float:
+    _check_number(ratio, "ratio")
     if not 0.0 < ratio <= 1.0:
         raise InputError("--ratio", f"must be in (0, 1], got {ratio}")
     return ratio
 
 
 def check_clipscore_scale(scale: float) -> float:
+    _check_number(scale, "clipscore_scale")
     if scale <= 0:
         raise InputError("--clipscore-scale", f"must be > 0, got {scale}")
     return scale
@@ -109,6 +118,7 @@ class Selector:
         self.generator = torch.Generator().manual_seed(seed)
         self.clipscore_scale = check_clipscore_scale(clipscore_scale)
         self.epoch = None  # the epoch in progress; None between epochs
+        self.latest_epoch = None  # the highest epoch a step has seen: epochs never go back
         # This rank's sums over the epoch: candidates, CLIPScores measured, CLIPScore, CLIPScore^2,
         # loss, losses counted.
         self._totals = None
@@ -181,6 +191,19 @@ class Selector:
         """Decide which of the candidates to train on. ``keys``: one per sample, strings or their
         int64 hashes (``hash_keys``); features: the scoring pass's embeddings (any scale);
         ``logit_scale``: the model's (exponentiated) one, read by loss-based strategies."""
+        for name, features in (("image_features", image_features), ("text_features", text_features)):
+            if not torch.is_tensor(features):
+                raise TypeError(
+                    f"{name} must be a torch.Tensor, got {type(features).__module__}.{type(features).__name__} "
+                    "(torch.from_numpy converts a numpy array)"
+                )
+            if features.dim() != 2:
+                raise ValueError(f"{name} must be [batch, dim], got shape {tuple(features.shape)}")
+        if image_features.shape != text_features.shape:
+            raise ValueError(
+                f"image_features {tuple(image_features.shape)} and text_features {tuple(text_features.shape)} "
+                "must have the same shape"
+            )
         return self.decide(
             as_hashes(keys),
             self.scores(image_features, text_features, logit_scale, oracle),
@@ -222,6 +245,15 @@ class Selector:
         """
         if not scores.measured and self.strategy.needs_scores:
             raise ValueError(f"strategy {self.strategy.name!r} reads scores: these were not measured")
+        if len(hashes) != len(scores.curr):
+            raise ValueError(
+                f"keys: {len(hashes)} of them for a batch of {len(scores.curr)} samples; give one a sample"
+            )
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
+            raise TypeError(f"epoch must be an int, got {type(epoch).__name__} {epoch!r}")
+        if self.latest_epoch is not None and epoch < self.latest_epoch:
+            raise ValueError(f"epoch {epoch} comes after epoch {self.latest_epoch}: epochs must not go back")
+        self.latest_epoch = epoch
         if self.epoch != epoch:
             self.begin_epoch(epoch)
         device = scores.curr.device

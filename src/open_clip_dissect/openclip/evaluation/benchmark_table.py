@@ -34,11 +34,18 @@ def read_params(run_dir: str) -> Dict[str, str]:
 
 
 def _read_json(path: str) -> dict:
+    """An ``eval --benchmark`` JSON: an object with a number for every column of the table."""
     try:
         with open(path) as f:
-            return json.load(f)
+            metrics = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as exn:
         raise InputError(path, f"not a JSON evaluation file: {exn}") from None
+    lacking = [c for c in COLUMNS if not isinstance(metrics, dict) or not isinstance(metrics.get(c), (int, float))]
+    if lacking:
+        raise InputError(
+            path, f"not an `eval --benchmark` result: no number for {', '.join(lacking)} (rerun the eval, or delete it)"
+        )
+    return metrics
 
 
 def run_results(run_dir: str) -> Dict[str, dict]:

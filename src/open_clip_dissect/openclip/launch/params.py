@@ -14,7 +14,14 @@ import open_clip_train.params as upstream_params
 
 from open_clip_dissect.core.scorer import SCORING_MODES
 from open_clip_dissect.core.selector import BATCH_MODES, check_clipscore_scale, check_ratio
-from open_clip_dissect.core.strategies import RUN_EPOCHS, all_options, create_strategy, list_strategies, strategy_class
+from open_clip_dissect.core.strategies import (
+    RUN_EPOCHS,
+    all_options,
+    create_strategy,
+    list_strategies,
+    num_kept,
+    strategy_class,
+)
 from open_clip_dissect.errors import InputError, OneLineParser
 from open_clip_dissect.openclip.launch.patching import swapped
 
@@ -316,6 +323,8 @@ def validate_args(args) -> None:
             )
     if strategy is not None and strategy.variable_kept:
         _check_variable_kept(args, given)
+    if strategy is not None and args.selection not in own_count_strategies():
+        _check_contrastive_batch(args)
     scoring_flags = [f for f in ("--selection-scoring-mode", "--clipscore-scale") if f in given]
     if strategy is not None and not strategy.needs_scores and not args.selection_record and scoring_flags:
         log.warning(
@@ -325,13 +334,14 @@ def validate_args(args) -> None:
     if strategy is not None and strategy.keeps_all and "--ratio" in given:
         log.warning(f"--selection {args.selection} trains on every candidate: --ratio is ignored")
     if strategy is not None and strategy.needs_validation_retrieval and not (args.val_data and args.val_frequency):
+        missing = "--val-data" if not args.val_data else "--val-frequency"
         raise InputError(
-            "--dissect-auto-signal",
-            "'retrieval' (the default) watches the retrieval R@sum of "
-            "--val-data (a held-out split, e.g. a slice of the training "
-            "shards), evaluated every --val-frequency epochs; it never "
-            "watches --retrieval-data or --retrieval-benchmark, whose "
-            "numbers are reported. Without held-out data pass "
+            missing,
+            f"{'needed' if missing == '--val-data' else 'must be > 0'} for --selection {args.selection} "
+            "with an auto warm-up: its --dissect-auto-signal 'retrieval' (the default) watches the "
+            "retrieval R@sum of --val-data (a held-out split, e.g. a slice of the training shards), "
+            "evaluated every --val-frequency epochs; it never watches --retrieval-data or "
+            "--retrieval-benchmark, whose numbers are reported. Without held-out data pass "
             "--dissect-auto-signal spread or loss",
         )
     if strategy is not None and strategy.needs_oracle:
@@ -396,6 +406,28 @@ def selection_fingerprint(args) -> dict:
     if args.selection not in own_count_strategies():
         out["ratio"] = args.ratio
     return out
+
+
+def _check_contrastive_batch(args) -> None:
+    """A contrastive step needs at least two kept pairs on each process (one pair has no
+    negative: its loss is 0 and nothing is learned). ``shrink`` keeps ``k = max(1, round(ratio x
+    --batch-size))`` of the per-process batch; ``fixed`` trains on ``--batch-size``."""
+    batch = args.batch_size
+    kept = num_kept(batch, args.ratio) if args.selection_batch_mode == "shrink" else batch
+    if kept >= 2:
+        return
+    if args.selection_batch_mode == "fixed":
+        raise InputError(
+            "--batch-size",
+            f"{batch} with --selection-batch-mode fixed trains {batch} pair a step; a contrastive "
+            "step needs at least 2",
+        )
+    need = next(b for b in range(2, 1 << 20) if num_kept(b, args.ratio) >= 2)
+    raise InputError(
+        "--batch-size",
+        f"{batch} with --ratio {args.ratio} keeps {kept} pair a step (k = max(1, round(ratio x batch)) per "
+        f"process); a contrastive step needs at least 2: use --batch-size {need} or more, or a larger --ratio",
+    )
 
 
 def _check_variable_kept(args, given: set) -> None:

@@ -3,7 +3,10 @@ OpenCLIP writes anything, and a failed attempt that does not block its own retry
 
 ``open_clip_train.main`` creates ``<--logs>/<--name>/`` with ``out.log`` (and ``params.txt``)
 right after parsing the flags, and refuses to start in a folder that has an ``out.log`` unless
-``--resume latest`` is given ("Experiment already exists"). So:
+``--resume latest`` is given ("Experiment already exists", without the folder). So:
+
+- a ``--name`` whose folder holds a run is refused before that, naming the folder and the two
+  ways on: a new ``--name``, or ``--resume latest`` (``check_run_folder``);
 
 - ``RunAttempt.parse_args`` checks every file the flags name (data, keep-list, ``--resume``,
   the model configs) right after the flags themselves: a run refused for bad input leaves no
@@ -21,6 +24,7 @@ import sys
 from datetime import datetime
 from typing import Optional
 
+from open_clip_dissect.errors import InputError
 from open_clip_dissect.openclip.launch import determinism, params
 from open_clip_dissect.openclip.pipeline import keyed_data as data
 from open_clip_dissect.openclip.state import checkpoint_files
@@ -32,8 +36,6 @@ def check_model_name(name: str, flag: str = "--model") -> None:
     """A model config OpenCLIP knows (registered, ``local-dir:`` with its config file, or
     ``hf-hub:``, which only the download can check)."""
     import open_clip
-
-    from open_clip_dissect.errors import InputError
 
     if name.startswith("hf-hub:"):
         return
@@ -53,8 +55,6 @@ def check_pretrained(model: str, pretrained: Optional[str]) -> None:
     """``--pretrained``: a tag OpenCLIP knows for the model, or a local file (as ``create_model``)."""
     import open_clip
 
-    from open_clip_dissect.errors import InputError
-
     if not pretrained or ":" in model or os.path.exists(pretrained):
         return
     if not open_clip.get_pretrained_cfg(model, pretrained):
@@ -73,6 +73,21 @@ def check_run_inputs(args) -> None:
             check_model_name(name, flag)
     data.check_data_inputs(args)
     checkpoint_files.check_resume(args.resume)
+    check_run_folder(args)
+
+
+def check_run_folder(args) -> None:
+    """``--name`` of a folder that already holds a run (its ``out.log``) is refused by OpenCLIP
+    with a line that names neither the folder nor ``--resume latest``: refused here instead."""
+    if args.name is None or args.resume == "latest" or not args.logs:
+        return
+    folder = os.path.join(args.logs, args.name)
+    logs = glob.glob(os.path.join(glob.escape(folder), "out-*")) if args.log_local else []
+    if os.path.exists(os.path.join(folder, "out.log")) or logs:
+        raise InputError(
+            "--name",
+            f"{folder} already holds a run (its out.log); pass a new --name, or --resume latest to continue that run",
+        )
 
 
 def set_failed_attempt_aside(args) -> Optional[str]:

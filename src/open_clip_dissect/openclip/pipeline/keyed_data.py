@@ -286,6 +286,11 @@ def keep_listed(src, keep: KeySet, mode: str):
 def check_local_shards(urls, flag: str = "--train-data") -> None:
     """Fail before training, naming the flag and file, when a local shard does not exist."""
     local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+    folder = next((u for u in local if os.path.isdir(u)), None)
+    if folder is not None:
+        raise InputError(
+            flag, f"{folder} is a directory: give its shards, e.g. {os.path.join(folder, '{00000..00009}.tar')}"
+        )
     missing = [u for u in local if not os.path.isfile(u)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -329,7 +334,8 @@ def why_no_sample(
     batch. Reads the shards in this process, warnings silenced (the workers logged them)."""
     read = listed = usable = 0
     example = None
-    quiet = lambda exn: True  # noqa: E731 - shard errors were already logged by the workers
+    errors = []  # shard errors, already logged by the workers: counted here, not logged again
+    quiet = lambda exn: errors.append(exn) or True  # noqa: E731
     for sample in tarfile_to_samples_nothrow([{"url": u} for u in urls], handler=quiet):
         read += 1
         example = example or make_sample_key(sample["__url__"], sample["__key__"], mode)
@@ -341,6 +347,8 @@ def why_no_sample(
             if usable >= batch_size:
                 break
     shards = f"the {len(urls)} shard(s) of {flag}"
+    if not read and not errors:
+        return flag, f"none of {shards} holds a sample: the tar files are empty"
     if not read:
         return flag, f"none of {shards} holds a readable sample (see the warnings above)"
     if keep is not None and not listed:
@@ -349,8 +357,8 @@ def why_no_sample(
         )
     return flag, (
         f"{usable} of the {listed} samples{' listed in --keep-list' if keep is not None else ''} "
-        f"have a caption and an image, fewer than one batch of {batch_size} per worker "
-        f"(see the warnings above)"
+        f"have a caption and an image, fewer than one batch of {batch_size} per worker"
+        + (" (see the warnings above)" if errors or usable < listed else "")
     )
 
 
@@ -555,7 +563,7 @@ def check_data_inputs(args) -> None:
         kind = dataset_kind(args.train_data, args.dataset_type, "--train-data")
     if kind == "webdataset":
         _check_training_shards(args)
-    elif kind == "csv":
+    elif kind == "csv":  # every image it names too: a missing one would stop a loader worker mid-epoch
         check_csv_file(
             args.train_data,
             "--train-data",
@@ -563,12 +571,15 @@ def check_data_inputs(args) -> None:
             args.csv_img_key,
             args.csv_caption_key,
             args.csv_key_key,
+            images=True,
         )
     if args.keep_list and kind is not None:
         _check_keep_list(args, kind)
     if args.val_data and args.dataset_type != "synthetic":
         if dataset_kind(args.val_data, args.dataset_type, "--val-data") == "csv":
-            check_csv_file(args.val_data, "--val-data", args.csv_separator, args.csv_img_key, args.csv_caption_key)
+            check_csv_file(
+                args.val_data, "--val-data", args.csv_separator, args.csv_img_key, args.csv_caption_key, images=True
+            )
         else:
             check_local_shards(expand_shard_urls(args.val_data, "--val-data"), "--val-data")
     if args.retrieval_data:
@@ -587,10 +598,30 @@ def _check_training_shards(args) -> None:
     check_local_shards(urls)
     if args.train_num_samples is None and not args.keep_list:
         dataset_size(args.train_data)
+    elif args.train_num_samples is not None and not args.dataset_resampled:
+        _check_num_samples(args.train_data, args.train_num_samples)
     if not args.dataset_resampled and len(urls) < args.workers:  # times the processes: checked again later
         raise InputError(
             "--workers",
             f"{len(urls)} shards cannot feed {args.workers} workers; use fewer workers or --dataset-resampled",
+        )
+
+
+def _check_num_samples(train_data: str, wanted: int) -> None:
+    """``--train-num-samples`` beyond the samples the sizes file counts would repeat shards in
+    every epoch without a word: only ``--dataset-resampled`` samples with replacement."""
+    try:
+        count, _ = upstream.get_dataset_size(train_data)
+    except (KeyError, OSError, ValueError, SyntaxError, TypeError):
+        return  # no readable sizes file: nothing to compare with
+    if count and wanted > count:
+        folder = os.path.dirname(expand_shard_urls(train_data, "--train-data")[0])
+        sizes = os.path.join(folder, "sizes.json")
+        sizes = sizes if os.path.exists(sizes) else os.path.join(folder, "__len__")
+        raise InputError(
+            "--train-num-samples",
+            f"{wanted} is more than the {count} samples of --train-data ({sizes}): each epoch would repeat "
+            f"samples; pass --train-num-samples {count} or fewer, or --dataset-resampled to sample with replacement",
         )
 
 
