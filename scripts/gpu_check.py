@@ -7,7 +7,8 @@ Checks, each in its own process, within ``--budget`` seconds in all (default 480
 would start past it is SKIPped): the pytest tests marked ``cuda``; one epoch of ``dissect-mome``
 on tiny synthetic data with ``--precision amp`` and with ``amp_bf16`` (``--selection-record``
 on, so the epoch-end plot runs too); the same under ``--torchcompile``; the selection path under
-``torch.cuda.set_sync_debug_mode("warn")``, counting host syncs; with two or more GPUs, 2-rank
+``torch.cuda.set_sync_debug_mode("warn")``, counting host syncs; ``--deterministic`` (two runs
+bit-identical, and its cost: the epoch time against the plain amp run's); with two or more GPUs, 2-rank
 NCCL runs (torchrun) in local and in global scope; the step-time table of ``scripts/bench.py
 --profile full --parts overhead``. Nothing is downloaded.
 
@@ -149,6 +150,54 @@ def check_run(verdicts, check, cmd, logs, name, timeout, env=None):
             check,
             f"{result.seconds:.0f} s, {summary['candidates']} candidates, kept "
             f"{summary['kept']}, last loss {losses[-1]:.3f}, scoring share {share:.0%}",
+        )
+
+
+def epoch_seconds(logs, name):
+    """The scoring plus training time of a run's last epoch (its ``selection.jsonl``), or None."""
+    try:
+        with open(os.path.join(logs, name, "selection.jsonl")) as f:
+            row = json.loads(f.read().splitlines()[-1])
+        return row["time_scoring"] + row["time_training"]
+    except (OSError, ValueError, IndexError, KeyError):
+        return None
+
+
+def same_bits(logs, a, b):
+    """Whether runs ``a`` and ``b`` ended with bit-identical weights: (bool, the first tensor that differs)."""
+    import torch
+
+    first, second = (
+        torch.load(os.path.join(logs, n, "checkpoints", "epoch_1.pt"), map_location="cpu")["state_dict"] for n in (a, b)
+    )
+    differing = [k for k in first if not torch.equal(first[k], second[k])]
+    return not differing, differing[0] if differing else None
+
+
+def determinism_check(verdicts, main_module, data, logs):
+    """``--deterministic`` on this GPU: two runs of the amp epoch with the flag must end with the
+    same bits; their step time against the plain ``amp`` run's is the flag's cost here."""
+    check = "deterministic"
+    for name in ("det1", "det2"):
+        cmd = main_module + train_flags(data, logs, name, "--precision", "amp", "--deterministic")
+        if verdicts.run(check, cmd, 90) is None:
+            return
+    try:
+        same, first = same_bits(logs, "det1", "det2")
+    except (OSError, RuntimeError, KeyError) as exn:
+        verdicts.say("FAIL", check, f"no checkpoint to compare: {exn}")
+        return
+    plain, pinned = epoch_seconds(logs, "amp"), epoch_seconds(logs, "det1")
+    cost = (
+        f"epoch {pinned:.1f} s against {plain:.1f} s without the flag ({pinned / plain:.2f}x)"
+        if plain and pinned
+        else "no epoch time"
+    )
+    if same:
+        verdicts.say("PASS", check, f"two runs bit-identical; {cost}")
+    else:
+        verdicts.say(
+            "WARN", check, f"two runs differ (first in {first}): a kernel without a deterministic version; {cost}"
         )
 
 
@@ -359,6 +408,8 @@ def run_checks(verdicts, work, gpus):
         "compile",
         180,
     )
+
+    determinism_check(verdicts, main_module, data, logs)
 
     result = verdicts.run("sync-debug", [py, os.path.abspath(__file__), "--probe", "sync"], 90)
     if result is not None:

@@ -88,3 +88,24 @@ def test_the_step_time_table_reads_what_the_overhead_bench_writes(tmp_path, monk
     table = gpu_check.bench_table(verdicts, str(tmp_path))
     assert out.getvalue().startswith("WARN bench-step-times: selection step / (scoring + train on k) <= 1.070")
     assert table[-1] == "| 512 | 0.5 | 0.2000 | 0.0500 | 0.1000 | 0.1600 | 1.070 | 0.800 | 0.1100 | 0.550 |"
+
+
+def test_the_determinism_check_compares_two_runs_bits_and_times_them(tmp_path, monkeypatch):
+    """The runs are stood in for by files (the check's commands do nothing here): equal weights
+    PASS with the epoch-time ratio against the plain amp run; a differing tensor WARNs, naming it."""
+    for name, seconds in (("amp", 4.0), ("det1", 5.0), ("det2", 5.0)):
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+        (tmp_path / name / "selection.jsonl").write_text(f'{{"time_scoring": 1.0, "time_training": {seconds - 1}}}\n')
+    weights = {"a": torch.ones(3), "b": torch.zeros(2)}
+    for name in ("det1", "det2"):
+        torch.save({"state_dict": weights}, tmp_path / name / "checkpoints" / "epoch_1.pt")
+    monkeypatch.setattr(gpu_check, "train_flags", lambda *a, **k: ["-c", "pass"])
+    verdicts = gpu_check.Verdicts(budget=60, out=io.StringIO())
+    gpu_check.determinism_check(verdicts, [sys.executable], {}, str(tmp_path))
+    assert (
+        verdicts.lines[-1]
+        == "PASS deterministic: two runs bit-identical; epoch 5.0 s against 4.0 s without the flag (1.25x)"
+    )
+    torch.save({"state_dict": dict(weights, b=torch.ones(2))}, tmp_path / "det2" / "checkpoints" / "epoch_1.pt")
+    gpu_check.determinism_check(verdicts, [sys.executable], {}, str(tmp_path))
+    assert verdicts.lines[-1].startswith("WARN deterministic: two runs differ (first in b)")

@@ -161,8 +161,13 @@ def test_sbatch_tasks_find_their_gpu_whether_or_not_the_cluster_confines_them(
         "PYTHONPATH": os.pathsep.join(p for p in (FAKE_CUDA, os.environ.get("PYTHONPATH")) if p),
     }
     result = subprocess.run(
-        ["bash", SBATCH, "--workers", "1"], cwd=record, env=env, capture_output=True, text=True, timeout=300
-    )  # a later flag wins; 4 tiny shards feed one worker
+        ["bash", SBATCH, "--workers", "1", "--train-num-samples", "512"],
+        cwd=record,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # a later flag wins: 4 tiny shards feed one worker, and their 512 pairs are the epoch
     logs = "\n".join(
         (record / f"task{r}.log").read_text()[-2000:] for r in (0, 1) if (record / f"task{r}.log").exists()
     )

@@ -11,7 +11,8 @@
 #
 # ============================== what you edit ==============================
 # NPROC (processes = GPUs), DEFAULT_DATA and TRAIN_FLAGS. NPROC=... and DATA=... in the
-# environment replace them; flags after the script name are added (and win).
+# environment replace them (with DATA, give its --train-num-samples too: more than the data
+# holds is refused); flags after the script name are added (and win).
 set -euo pipefail
 NPROC="${NPROC:-8}"
 # Braces are expanded by OpenCLIP, not by bash: the default sits in single quotes on its own
