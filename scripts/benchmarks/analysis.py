@@ -1,6 +1,9 @@
-"""From cached runs to the numbers a report prints: per method and ratio the final R@sum, paired
-intervals against ``random``, the best baseline and full data, with their verdicts, cost, shares
-kept and lock-in (``analyse``, a comparison profile); and the ``paper`` profile's own analysis
+"""From cached runs to the numbers a report prints: per method and ratio the final R@sum (the mean
+of a run's last ``final_window`` evaluations), paired intervals against ``random``, the best
+baseline and full data, with their verdicts, cost, shares kept (junk captions too, where the runs
+measured them) and lock-in (``analyse``, a comparison profile); for a profile with a calibration
+regime (``real``), the calibration, the main regime's length rule (``main_length``), the premise
+table and the CPU kernels (``analyse_real``); and the ``paper`` profile's own analysis
 (``analyse_paper``: full data's peak, time to it, the detectors replayed).
 
 Both read only the runs of their design (``plan.in_design``)."""
@@ -8,16 +11,25 @@ Both read only the runs of their design (``plan.in_design``)."""
 import math
 import statistics
 
-from .plan import in_design, jobs, paper_jobs
+from .plan import in_design, job_of, jobs, paper_jobs, run_name
+from .profiles.real import CALIBRATION_EPOCHS, LEAST_EPOCHS
 from .stats import interval, mean_sd, verdict
 
 
-def final(run):
-    return run["curve"][-1]["rsum"]
+def final(run, window=1):
+    """A run's final R@sum: the mean of its last ``window`` evaluations (a profile's
+    ``final_window``; 1, the last evaluation, where it names none)."""
+    if window == 1:
+        return run["curve"][-1]["rsum"]
+    return statistics.mean(p["rsum"] for p in run["curve"][-window:])
 
 
-def final_rare(run):
-    return run["curve"][-1].get("rsum_rare")
+def final_rare(run, window=1):
+    """The same on the rare queries (None where an evaluation of the window lacks them)."""
+    values = [p.get("rsum_rare") for p in run["curve"][-window:]]
+    if None in values:
+        return None
+    return values[0] if window == 1 else statistics.mean(values)
 
 
 def trained(run):
@@ -40,22 +52,23 @@ def precision_gain(cells):
     return [None if k is None or b is None else k - b for k, b in zip(kept, base)]
 
 
-def paired(cells, reference):
+def paired(cells, reference, window=1):
     """Paired differences of the final R@sum against ``reference`` (seed -> run)."""
-    return [final(c) - final(reference[c["seed"]]) for c in cells if c["seed"] in reference]
+    return [final(c, window) - final(reference[c["seed"]], window) for c in cells if c["seed"] in reference]
 
 
 def analyse(cfg, runs):
     runs = in_design(runs, jobs(cfg))
+    window = final_window(cfg)
     by = {}
     for r in runs:
         by.setdefault((r["regime"], r["label"], r["ratio"]), {})[r["seed"]] = r
     report = {}
     for regime, spec in cfg["regimes"].items():
         full = by.get((regime, "full", None), {})
-        full_finals = [final(r) for r in full.values()]
+        full_finals = [final(r, window) for r in full.values()]
         peaks = [max(p["rsum"] for p in r["curve"]) for r in full.values()]
-        declines = [max(p["rsum"] for p in r["curve"]) - final(r) for r in full.values()]
+        declines = [max(p["rsum"] for p in r["curve"]) - final(r, window) for r in full.values()]
         m, sd, n = mean_sd(full_finals)
         info = {
             "n": n,
@@ -79,7 +92,9 @@ def analyse(cfg, runs):
                     cells_of[label] = by[key]
             random_runs = cells_of.get("random", {})
             baseline_means = {
-                b: statistics.mean(final(c) for c in cells_of[b].values()) for b in cfg["baselines"] if b in cells_of
+                b: statistics.mean(final(c, window) for c in cells_of[b].values())
+                for b in cfg["baselines"]
+                if b in cells_of
             }
             best = max(baseline_means, key=baseline_means.get) if baseline_means else None
             for label, cells in cells_of.items():
@@ -90,13 +105,15 @@ def analyse(cfg, runs):
                     {
                         "label": label,
                         "n": len(cells),
-                        "final": mean_sd([final(c) for c in cells])[:2],
-                        "vs_random": interval(paired(cells, random_runs)) if label != "random" else (None, None, 0),
-                        "vs_best": interval(paired(cells, cells_of[best]))
+                        "final": mean_sd([final(c, window) for c in cells])[:2],
+                        "vs_random": interval(paired(cells, random_runs, window))
+                        if label != "random"
+                        else (None, None, 0),
+                        "vs_best": interval(paired(cells, cells_of[best], window))
                         if best and label != best
                         else (None, None, 0),
-                        "vs_full": interval(paired(cells, full)) if label != "full" else (None, None, 0),
-                        "rare": mean_sd([final_rare(c) for c in cells])[:2],
+                        "vs_full": interval(paired(cells, full, window)) if label != "full" else (None, None, 0),
+                        "rare": mean_sd([final_rare(c, window) for c in cells])[:2],
                         # (mean, sd, seeds measured): a run that switched after its last epoch has no visits
                         "rare_share": mean_sd([c["rare_share"]["rare_clean"] for c in cells]),
                         "clean_share": mean_sd([c["rare_share"]["clean"] for c in cells]),
@@ -122,6 +139,10 @@ def analyse(cfg, runs):
                         "lock_in_seeds": len(lock),
                     }
                 )
+                junk = [c["junk_share"] for c in cells if c.get("junk_share")]
+                if junk:  # real pairs: the clean-labelled pairs with junk captions, against the other clean ones
+                    rows[-1]["junk_share"] = mean_sd([j["junk"] for j in junk])
+                    rows[-1]["junk_clean_share"] = mean_sd([j["clean"] for j in junk])
             for row in rows:
                 row["verdict_random"] = verdict(row["vs_random"], m, cfg["equivalence"])
                 row["verdict_best"] = verdict(row["vs_best"], m, cfg["equivalence"])
@@ -139,6 +160,179 @@ def analyse(cfg, runs):
             },
         }
     return report
+
+
+def final_window(cfg):
+    """How many of a run's last evaluations its final R@sum averages (``final_window``; 1 if the
+    profile names none, as ``web``)."""
+    return cfg.get("final_window", 1)
+
+
+# ----------------------------------------------------------------------------- real pairs: calibration, premise
+
+# Epochs in this part are counted from 1, as a run's length is: epoch n is the n-th epoch of
+# training (the records' 0-based epoch n - 1, scored during it; its R@sum is evaluated at its end).
+
+
+def calibration_regimes(cfg):
+    """The regimes that calibrate the main regime's length (``calibration=True``, the ``real`` profile)."""
+    return [regime for regime, spec in cfg["regimes"].items() if spec.get("calibration")]
+
+
+def full_runs(runs, regime):
+    """The full-data runs of ``regime`` that carry their records' calibration table, by seed."""
+    return sorted(
+        (r for r in runs if r["regime"] == regime and r["label"] == "full" and r.get("calibration")),
+        key=lambda r: r["seed"],
+    )
+
+
+def main_length(calibration_runs, least=LEAST_EPOCHS, most=CALIBRATION_EPOCHS):
+    """The ``real`` profile's rule for its main regime's length, on the calibration runs (full
+    data): E = the first epoch at which the clean-noisy gap of the mean CLIPScores, averaged over
+    the runs, has fallen to half of its peak or below; at least ``least``, and ``most`` if it
+    never does (nor where the gap never rises above zero: there is nothing to halve).
+
+    Returns the rule's working: the seed-mean gap per epoch, its peak (epoch, value), the epoch
+    where it halved (None: never), E, and the seeds and epochs it read."""
+    tables = [r["calibration"]["table"] for r in calibration_runs]
+    if not tables:
+        return None
+    epochs = min(len(t) for t in tables)  # (a finished run has every epoch; the shortest rules)
+    gap = [statistics.mean(t[i]["gap"] for t in tables) for i in range(epochs)]
+    top = max(range(epochs), key=gap.__getitem__)  # the first epoch of the highest gap
+    halved = None
+    if gap[top] > 0:
+        halved = next((i + 1 for i in range(top, epochs) if gap[i] <= gap[top] / 2), None)
+    return {
+        "seeds": [r["seed"] for r in calibration_runs],
+        "epochs": epochs,
+        "gap": gap,
+        "peak_epoch": top + 1,
+        "peak": gap[top],
+        "halved_epoch": halved,
+        "length": most if halved is None else max(least, halved),
+        "least": least,
+        "most": most,
+    }
+
+
+CALIBRATION_COLUMNS = ("clean", "noisy", "gap", "auroc", "clean_junk", "junk_auroc")
+
+
+def calibration_table(calibration_runs):
+    """Per epoch, the mean over the runs of the records' measures (``CALIBRATION_COLUMNS``; None
+    where a run lacks one, or it is NaN) and of the test R@sum evaluated at the epoch's end."""
+    tables = [r["calibration"]["table"] for r in calibration_runs]
+    rsum = [{p["epoch"]: p["rsum"] for p in r["curve"]} for r in calibration_runs]
+    rows = []
+    for i in range(min(len(t) for t in tables)):
+        row = {"epoch": i + 1}
+        for key in CALIBRATION_COLUMNS:
+            values = [t[i].get(key) for t in tables]
+            ok = None not in values and not any(math.isnan(v) for v in values)
+            row[key] = statistics.mean(values) if ok else None
+        values = [r.get(i + 1) for r in rsum]
+        row["rsum"] = None if None in values else statistics.mean(values)
+        rows.append(row)
+    return rows
+
+
+def analyse_calibration(cfg, runs):
+    """Per calibration regime: its seeds, the per-epoch table and the length rule; ``complete``
+    says whether every seed of its design ran (the rule's E is final only then)."""
+    out = {}
+    for regime in calibration_regimes(cfg):
+        spec, cells = cfg["regimes"][regime], full_runs(runs, regime)
+        if not cells:
+            out[regime] = None
+            continue
+        rule = main_length(cells, most=spec["epochs"])
+        out[regime] = {
+            "seeds": [r["seed"] for r in cells],
+            "complete": sorted(r["seed"] for r in cells) == sorted(spec["seeds"]) and rule["epochs"] == spec["epochs"],
+            "table": calibration_table(cells),
+            "rule": rule,
+        }
+    return out
+
+
+def premise_row(run, window):
+    """The premise measured on one full-data run: where its clean pairs' mean CLIPScore peaks, its
+    drop from there to the last epoch, the noisy pairs' rise over the same epochs, the gap's peak
+    against the end of the quarter warm-up, and its R@sum's peak and decline to the final number."""
+    table = run["calibration"]["table"]
+    clean, noisy = [t["clean"] for t in table], [t["noisy"] for t in table]
+    gap = [c - n for c, n in zip(clean, noisy)]
+    epochs = len(table)
+    top = max(range(epochs), key=clean.__getitem__)
+    gap_top = max(range(epochs), key=gap.__getitem__)
+    peak = max(run["curve"], key=lambda p: p["rsum"])
+    row = {
+        "regime": run["regime"],
+        "seed": run["seed"],
+        "epochs": epochs,
+        "clean_peak_epoch": top + 1,
+        "clean_peak": clean[top],
+        "clean_drop": clean[top] - clean[-1],
+        "noisy_rise": noisy[-1] - noisy[top],
+        "gap_peak_epoch": gap_top + 1,
+        "warmup_end": max(1, epochs // 4),  # the authors' warm-up, a quarter of the epochs (as the runner's)
+        "rsum_peak": peak["rsum"],
+        "rsum_peak_epoch": peak["epoch"],
+        "final": final(run, window),
+        "decline": peak["rsum"] - final(run, window),
+    }
+    row["early"] = top + 1 <= epochs - epochs // 4  # before the last quarter of the epochs
+    row["premise"] = row["early"] and row["clean_drop"] > 0 and row["noisy_rise"] > 0
+    return row
+
+
+def analyse_premise(cfg, runs):
+    """Per regime with full-data runs: one premise row a seed, and over the seeds the mean with
+    its 95% t-interval of the R@sum decline, the clean drop and the noisy rise."""
+    window, out = final_window(cfg), {}
+    for regime in cfg["regimes"]:
+        rows = [premise_row(r, window) for r in full_runs(runs, regime)]
+        if rows:
+            out[regime] = {
+                "rows": rows,
+                "decline": interval([r["decline"] for r in rows]),
+                "clean_drop": interval([r["clean_drop"] for r in rows]),
+                "noisy_rise": interval([r["noisy_rise"] for r in rows]),
+                "premise_seeds": [r["seed"] for r in rows if r["premise"]],
+            }
+    return out
+
+
+def kernels(cfg, runs):
+    """Which CPU kernels the runs computed with: the count of each, the kernels expected (AVX2
+    where the profile pins them with ``--deterministic``, else the most common) and the runs
+    that differ, by name (a run that predates the log line counts as None)."""
+    counts = {}
+    for r in runs:
+        counts[r.get("cpu_kernels")] = counts.get(r.get("cpu_kernels"), 0) + 1
+    expected = "AVX2" if cfg.get("deterministic") else max(counts, key=counts.get, default=None)
+    differ = sorted(
+        run_name(*job_of(r)) + f" ({r.get('cpu_kernels')})" for r in runs if r.get("cpu_kernels") != expected
+    )
+    return {
+        "counts": {str(k): v for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))},
+        "expected": expected,
+        "differ": differ,
+    }
+
+
+def analyse_real(cfg, runs):
+    """The parts of a report on real pairs beyond the comparison (``analyse``): the final window,
+    the calibration and its length rule, the premise table and the CPU kernels."""
+    runs = in_design(runs, jobs(cfg))
+    return {
+        "final_window": final_window(cfg),
+        "calibration": analyse_calibration(cfg, runs),
+        "premise": analyse_premise(cfg, runs),
+        "cpu_kernels": kernels(cfg, runs),
+    }
 
 
 # ----------------------------------------------------------------------------- the paper profile (frozen)

@@ -1,6 +1,6 @@
 """The seeded profiles' command line (``python scripts/paper_bench.py``, ``make bench
-PROFILE=paper|web``) and the two ways a profile runs: ``run_profile`` (a comparison profile:
-``web``, and every new one) and ``run_paper`` (the frozen ``paper`` profile)."""
+PROFILE=paper|web|real``) and the two ways a profile runs: ``run_profile`` (a comparison profile:
+``web``, ``real`` and every new one) and ``run_paper`` (the frozen ``paper`` profile)."""
 
 import argparse
 import json
@@ -36,7 +36,8 @@ def run_profile(name, out=None, cache=None, root=None, only=None, report_only=Fa
     if calibration:
         with open(os.path.join(out, "calibration.md"), "w") as f:
             f.write(calibration)
-    text = report.write_report(cfg, out, analysis.analyse(cfg, runs), runs, name, design)
+    real = analysis.analyse_real(cfg, runs) if analysis.calibration_regimes(cfg) else None
+    text = report.write_report(cfg, out, analysis.analyse(cfg, runs), runs, name, design, real=real)
     print(text)
     return 0
 

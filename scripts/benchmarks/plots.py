@@ -1,11 +1,13 @@
 """The plots of a report (PNG, matplotlib's Agg): R@sum against cost, score spread and the
-preset's calibration for a comparison profile (``plots``); curves with bands over seeds and the
-paper's Fig. 3 for the ``paper`` profile (``paper_plots``)."""
+preset's calibration for a comparison profile (``plots``; a profile with a calibration regime,
+``real``, draws that regime's length rule, ``calibration_<regime>.png``, and the paper's Fig. 3 of
+every regime's full-data runs instead); curves with bands over seeds and the paper's Fig. 3 for the
+``paper`` profile (``paper_plots``)."""
 
 import math
 import os
 
-from .analysis import epoch_means, gap_peak, precision_gain
+from .analysis import calibration_regimes, calibration_table, epoch_means, gap_peak, main_length, precision_gain
 
 
 def plots(cfg, out, runs):
@@ -19,6 +21,14 @@ def plots(cfg, out, runs):
     for regime, spec in cfg["regimes"].items():
         regime_runs = [r for r in runs if r["regime"] == regime]
         if not regime_runs:
+            continue
+        if spec.get("calibration"):  # full data only: its plots are the calibration's and Fig. 3
+            fulls = sorted(
+                (r for r in regime_runs if r["label"] == "full" and r.get("calibration")), key=lambda r: r["seed"]
+            )
+            if fulls:
+                length_plot(fulls, spec, out, regime, plt, np)
+            figure3(cfg, out, regime, fulls, [], banded(None, plt, np), plt, np)
             continue
         fig, axes = plt.subplots(2, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 9.5), squeeze=False)
         for column, ratio in enumerate(spec["ratios"]):
@@ -84,8 +94,82 @@ def plots(cfg, out, runs):
         plt.close(fig)
         spread_plot(cfg, spec, regime_runs, out, regime, palette, plt, np)
         fulls = [r for r in regime_runs if r["label"] == "full" and r.get("calibration")]
-        if fulls and spec.get("main"):
+        if fulls and spec.get("main") and not calibration_regimes(cfg):  # a preset's targets (web)
             calibration_plot(fulls, out, regime, plt, np)
+        if calibration_regimes(cfg):  # real pairs: Fig. 3 of every regime's full-data runs
+            figure3(cfg, out, regime, sorted(fulls, key=lambda r: r["seed"]), [], banded(None, plt, np), plt, np)
+
+
+def banded(palette, plt, np):
+    """``band(ax, xs, ys, label, style)``: the mean over seeds of ``ys`` with a ±sd band, in the
+    method's colour where ``palette`` has one."""
+
+    def band(ax, xs, ys, label, style="-"):
+        ys = np.array(ys, dtype=float)
+        m = np.nanmean(ys, axis=0)
+        (line,) = ax.plot(
+            xs, m, style, label=label, lw=1.3, **({"color": palette[label]} if palette and label in palette else {})
+        )
+        if len(ys) > 1:
+            sd = np.nanstd(ys, axis=0, ddof=1)
+            ax.fill_between(xs, m - sd, m + sd, color=line.get_color(), alpha=0.15)
+
+    return band
+
+
+def length_plot(fulls, spec, out, regime, plt, np):
+    """The calibration of the main regime's length (``calibration_<regime>.png``), per epoch from 1
+    and mean over the seeds (band: min-max): the clean, noisy and junk clean pairs' mean
+    CLIPScore; the gap with its peak, half the peak and E; the AUROCs; test R@sum."""
+    fulls = sorted(fulls, key=lambda r: r["seed"])
+    rule = main_length(fulls, most=spec["epochs"])
+    table = calibration_table(fulls)
+    epochs = [t["epoch"] for t in table]
+    per_seed = {
+        key: np.array(
+            [
+                [np.nan if t.get(key) is None else t[key] for t in r["calibration"]["table"][: len(epochs)]]
+                for r in fulls
+            ],
+            dtype=float,
+        )
+        for key in ("clean", "noisy", "clean_junk", "gap", "auroc", "junk_auroc")
+    }
+    per_seed["rsum"] = np.array(
+        [[{p["epoch"]: p["rsum"] for p in r["curve"]}.get(e, np.nan) for e in epochs] for r in fulls], dtype=float
+    )
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.6))
+
+    def draw(ax, key, label, **style):
+        ys = per_seed[key]
+        if np.isnan(ys).all():
+            return
+        with np.errstate(invalid="ignore"):
+            (line,) = ax.plot(epochs, np.nanmean(ys, 0), label=label, **style)
+            if len(fulls) > 1:
+                ax.fill_between(epochs, np.nanmin(ys, 0), np.nanmax(ys, 0), color=line.get_color(), alpha=0.12)
+
+    draw(axes[0], "clean", "clean", color="tab:blue")
+    draw(axes[0], "noisy", "noisy (shuffled)", color="tab:red")
+    draw(axes[0], "clean_junk", "clean, junk caption", color="tab:orange", ls="--")
+    axes[0].set(title=f"{regime}: mean CLIPScore", xlabel="epoch", ylabel="CLIPScore (100 x cosine)")
+    draw(axes[1], "gap", "clean - noisy", color="k")
+    axes[1].axhline(rule["peak"] / 2, color="grey", lw=0.8, ls=":", label="half the peak")
+    axes[1].axvline(rule["length"], color="tab:green", lw=1.0, ls="--", label=f"E = {rule['length']}")
+    axes[1].plot([rule["peak_epoch"]], [rule["peak"]], "o", color="k", ms=4)
+    axes[1].set(title="gap of the means (the length rule)", xlabel="epoch", ylabel="CLIPScore")
+    draw(axes[2], "auroc", "clean above noisy", color="k")
+    draw(axes[2], "junk_auroc", "other clean above junk clean", color="tab:orange", ls="--")
+    axes[2].axhline(0.5, color="grey", lw=0.8)
+    axes[2].set(title="AUROC of the absolute CLIPScore", xlabel="epoch", ylabel="AUROC")
+    draw(axes[3], "rsum", "test R@sum", color="tab:purple")
+    axes[3].set(title="test R@sum at the epoch's end", xlabel="epoch", ylabel="R@sum")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{regime}: full data, mean over seeds {', '.join(str(r['seed']) for r in fulls)} (band: min-max)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, f"calibration_{regime}.png"), dpi=90)
+    plt.close(fig)
 
 
 def spread_plot(cfg, spec, regime_runs, out, regime, palette, plt, np):
@@ -188,14 +272,7 @@ def paper_plots(cfg, root, runs):
     by = {(r["regime"], r["label"], r["seed"]): r for r in runs}
 
     palette = {label: f"C{i}" for i, label in enumerate(cfg["methods"])}  # one colour per method everywhere
-
-    def band(ax, xs, ys, label, style="-"):
-        ys = np.array(ys, dtype=float)
-        m = np.nanmean(ys, axis=0)
-        (line,) = ax.plot(xs, m, style, label=label, lw=1.3, **({"color": palette[label]} if label in palette else {}))
-        if len(ys) > 1:
-            sd = np.nanstd(ys, axis=0, ddof=1)
-            ax.fill_between(xs, m - sd, m + sd, color=line.get_color(), alpha=0.15)
+    band = banded(palette, plt, np)
 
     for regime, spec in cfg["regimes"].items():
         fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))

@@ -1,6 +1,8 @@
 """The report writer: ``results.md`` and ``summary.json`` of a comparison profile
-(``write_report``), its preset's ``calibration.md`` (``calibration_markdown``), and the ``paper``
-profile's ``results.md`` (``write_paper_report``). The plots are ``plots``.
+(``write_report``; a profile with a calibration regime, ``real``, also gets the final number's
+window, the calibration with its length rule, the premise table and the CPU kernels), its preset's
+``calibration.md`` (``calibration_markdown``, ``web``), and the ``paper`` profile's ``results.md``
+(``write_paper_report``). The plots are ``plots``.
 """
 
 import json
@@ -9,6 +11,8 @@ import os
 import statistics
 import time
 
+from .analysis import calibration_regimes, final_window
+from .profiles.real import LEAST_EPOCHS
 from .stats import mean_sd, verdict
 
 
@@ -29,9 +33,17 @@ def save_report(folder, lines, summary):
     return text
 
 
-def write_report(cfg, out, report, runs, name="web", design=None):
-    """``results.md`` and ``summary.json`` of profile ``name`` (its design: the docstring of ``design``)."""
+def write_report(cfg, out, report, runs, name="web", design=None, real=None):
+    """``results.md`` and ``summary.json`` of profile ``name`` (its design: the docstring of
+    ``design``); ``real``: ``analysis.analyse_real``'s parts (the final window, calibration,
+    premise and CPU kernels) for a profile with a calibration regime."""
     design = design or f"scripts/benchmarks/profiles/{name}.py"
+    window = final_window(cfg)
+    final_words = (
+        "R@sum after the last epoch"
+        if window == 1
+        else f"the run's final number, the mean test R@sum of its last {window} evaluations"
+    )
     lines = [
         f"# Benchmark, profile `{name}`",
         "",
@@ -39,7 +51,7 @@ def write_report(cfg, out, report, runs, name="web", design=None):
         f"{time.strftime('%Y-%m-%d')} over {len(runs)} cached runs. Design (fixed before the results): the "
         f"docstring of `{design}`. R@sum = IR@1 + IR@10 + TR@1 + TR@10 on the clean test split.",
         "",
-        "Columns: `final` = R@sum after the last epoch, mean ± sd over seeds; `vs random`, `vs best baseline`, "
+        f"Columns: `final` = {final_words}, mean ± sd over seeds; `vs random`, `vs best baseline`, "
         "`vs full` = paired difference of the final R@sum on the same seeds, mean ± 95% t-interval half-width, "
         "with the verdict the interval supports (`level`: the interval lies within ±3% of full data's mean "
         "R@sum; `cannot tell`: neither a difference nor equivalence at this precision); `R@sum rare` = the "
@@ -50,24 +62,23 @@ def write_report(cfg, out, report, runs, name="web", design=None):
         "passes over the run, thousands (full data and random need no scoring pass of their own); `CPU s a "
         "run` = mean CPU seconds of a run (training, scoring passes, evaluations and data workers; these "
         "runs record every score, so full data and random ran the scoring pass too), with "
-        "how many runs measured it (one thread each).",
+        "how many runs measured it (one thread each)."
+        + (
+            " `junk kept` / `other clean kept` = the same share for the clean-labelled pairs whose caption is "
+            "junk (a collection, a creator, an address or nothing; no noise label marks them) and for the "
+            "other clean pairs."
+            if any("junk_share" in r for part in report.values() for t in part["tables"].values() for r in t["rows"])
+            else ""
+        ),
         "",
     ]
+    if real:
+        lines += real_sections(cfg, real, window)
+    target = cfg.get("precision_target", None if calibration_regimes(cfg) else 0.03)
     for regime, part in report.items():
         spec = cfg["regimes"][regime]
         f = part["full"]
-        lines += [
-            f"## {regime}",
-            "",
-            f"{spec['data']['train']} pairs"
-            + (
-                f" (preset `{spec['data']['preset']}`)"
-                if spec["data"].get("preset")
-                else f" ({spec['data']['noise_kind']} noise, {spec['data']['noise_rate']:.0%})"
-            )
-            + f", batch {spec['batch']}, {spec['epochs']} epochs, seeds {list(spec['seeds'])}.",
-            "",
-        ]
+        lines += [f"## {regime}", "", data_line(spec), ""]
         if not f["n"]:
             lines += ["Not run yet.", ""]
             continue
@@ -82,8 +93,12 @@ def write_report(cfg, out, report, runs, name="web", design=None):
                 else "no decline beyond its interval, so 'beats full data' cannot be tested in this regime."
             )
             + (
-                f" Seed-to-seed sd / mean of the final R@sum: {100 * f['sd_over_mean']:.1f}% (target at most 3%: "
-                f"{'met' if f['sd_over_mean'] <= 0.03 else 'not met'})."
+                f" Seed-to-seed sd / mean of the final R@sum: {100 * f['sd_over_mean']:.1f}%"
+                + (
+                    f" (target at most {100 * target:.0f}%: {'met' if f['sd_over_mean'] <= target else 'not met'})."
+                    if target is not None
+                    else "."
+                )
                 if f["sd_over_mean"] is not None
                 else ""
             )
@@ -101,14 +116,20 @@ def write_report(cfg, out, report, runs, name="web", design=None):
             ),
             "",
         ]
+        if spec.get("calibration"):  # full data only: its measures are the calibration section's
+            lines += ["Full data only: the calibration runs (see the calibration section above).", ""]
+            continue
         for ratio, table in part["tables"].items():
+            junk = any("junk_share" in r for r in table["rows"])
             lines += [
                 f"### r = {ratio}"
                 + (f" (best non-DISSect method: `{table['best_baseline']}`)" if table["best_baseline"] else ""),
                 "",
                 "| method | seeds | final | vs random | vs best baseline | vs full | R@sum rare | rare kept | "
-                "clean kept | trained (k) | scored (k) | CPU s a run | switch |",
-                "| " + " | ".join(["---"] * 13) + " |",
+                "clean kept | "
+                + ("junk kept | other clean kept | " if junk else "")
+                + "trained (k) | scored (k) | CPU s a run | switch |",
+                "| " + " | ".join(["---"] * (15 if junk else 13)) + " |",
             ]
             for r in table["rows"]:
 
@@ -121,7 +142,13 @@ def write_report(cfg, out, report, runs, name="web", design=None):
                     f"{ci(r['vs_full'], verdict(r['vs_full'], f['final'][0], cfg['equivalence']))} | "
                     f"{fmt(*r['rare'])} | {share_cell(r['rare_share'], r['n'])} | "
                     f"{share_cell(r['clean_share'], r['n'])} | "
-                    f"{r['trained'] / 1000:.1f} | {r['scored'] / 1000:.1f} | {cpu_cell(r['cpu'])} | "
+                    + (
+                        f"{share_cell(r.get('junk_share', (None, None, 0)), r['n'])} | "
+                        f"{share_cell(r.get('junk_clean_share', (None, None, 0)), r['n'])} | "
+                        if junk
+                        else ""
+                    )
+                    + f"{r['trained'] / 1000:.1f} | {r['scored'] / 1000:.1f} | {cpu_cell(r['cpu'])} | "
                     f"{', '.join('-' if s is None else str(s) for s in r['switches'])} |"
                 )
             lines.append("")
@@ -147,7 +174,213 @@ def write_report(cfg, out, report, runs, name="web", design=None):
                     lines.append(f"| {r['label']}{seeds} | " + " | ".join(cells) + " |")
                 lines.append("")
             lines += spread_table(spec, table["rows"])
+    if real:
+        lines += kernels_section(cfg, real["cpu_kernels"], len(runs))
+        summary = {k: v for k, v in real.items()}
+        summary["regimes"] = report
+        return save_report(out, lines, summary)
     return save_report(out, lines, report)
+
+
+def data_line(spec):
+    """A regime's data, batch, length and seeds in words."""
+    data = spec["data"]
+    if spec.get("builder") == "openclipart":
+        what = (
+            f"Open Clip Art pairs (`make-data --source openclipart`: the authors' titles, descriptions and tags, "
+            f"{data['noise_rate']:.0%} of the training captions shuffled, images at {data['image_size']} px; "
+            f"one draw, data seed {spec.get('data_seed', 'per run seed')})"
+        )
+    else:
+        what = f"{data['train']} pairs" + (
+            f" (preset `{data['preset']}`)"
+            if data.get("preset")
+            else f" ({data['noise_kind']} noise, {data['noise_rate']:.0%})"
+        )
+    return what + f", batch {spec['batch']}, {spec['epochs']} epochs, seeds {list(spec['seeds'])}."
+
+
+def num(value, digits=1, sign=False):
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def real_sections(cfg, real, window):
+    """The final number, the calibration with its length rule, and the premise table."""
+    lines = [
+        "## The final number",
+        "",
+        (
+            f"A run's final R@sum is the mean test R@sum of its last {window} evaluations (fixed in the design "
+            "before any selection run): every `final`, interval, verdict and decline below reads it."
+            if window > 1
+            else "A run's final R@sum is its last evaluation's."
+        ),
+        "",
+    ]
+    for regime, part in real["calibration"].items():
+        lines += calibration_section(cfg, regime, part)
+    lines += premise_section(cfg, real["premise"])
+    return lines
+
+
+def calibration_section(cfg, regime, part):
+    spec = cfg["regimes"][regime]
+    lines = [
+        f"## Calibration: `{regime}`",
+        "",
+        f"Full data (`observe`), {spec['epochs']} epochs evaluated every epoch, seeds {list(spec['seeds'])}. "
+        "Epochs count from 1: epoch n's CLIPScores were recorded while it trained (the scoring pass before "
+        "each step), its R@sum evaluated at its end. The main regime's length, by the rule fixed before the "
+        f"calibration ran: E = the first epoch at which the clean-noisy gap (mean over the seeds) has fallen to "
+        f"half of its peak or below, at least {LEAST_EPOCHS}, and {spec['epochs']} if it never does.",
+        "",
+    ]
+    if part is None:
+        return lines + ["Not run yet.", ""]
+    rule = part["rule"]
+    seeds = ", ".join(map(str, part["seeds"]))
+    lines.append(
+        f"{'Seeds' if len(part['seeds']) > 1 else 'Seed'} {seeds} ({rule['epochs']} epochs): the gap peaks at epoch {rule['peak_epoch']} "
+        f"({rule['peak']:.2f}); "
+        + (
+            f"it has halved (to {rule['gap'][rule['halved_epoch'] - 1]:.2f}, at most {rule['peak'] / 2:.2f}) at "
+            f"epoch {rule['halved_epoch']}"
+            + (f", before epoch {rule['least']}, the least" if rule["halved_epoch"] < rule["least"] else "")
+            if rule["halved_epoch"] is not None
+            else (
+                f"it never halves within the {rule['epochs']} epochs"
+                if rule["peak"] > 0
+                else "it never rises above zero, so there is no peak to halve"
+            )
+        )
+        + f". **E = {rule['length']}**"
+        + (
+            "."
+            if part["complete"]
+            else f" (provisional: the design's seeds {list(spec['seeds'])} and {spec['epochs']} epochs are not all "
+            "run yet)."
+        )
+        + "".join(
+            f" The design gives `{other}` {o['epochs']} epochs"
+            + (": the rule's E." if o["epochs"] == rule["length"] else f", not the rule's E ({rule['length']}).")
+            for other, o in cfg["regimes"].items()
+            if not o.get("calibration")
+        )
+    )
+    lines += [
+        "",
+        "Per epoch, mean over the seeds: `clean`, `noisy` = mean CLIPScore of the clean and the noisy (shuffled) "
+        "training pairs; `gap` = clean - noisy; `AUROC` = the absolute CLIPScore's, clean above noisy; `R@sum` = "
+        "test R@sum at the epoch's end; `junk clean` = mean CLIPScore of the clean-labelled pairs whose caption "
+        "is junk; `junk AUROC` = P(another clean pair scores above a junk one). Plot: "
+        f"`calibration_{regime}.png`.",
+        "",
+        "| epoch | clean | noisy | gap | AUROC | R@sum | junk clean | junk AUROC |",
+        "| " + " | ".join(["---"] * 8) + " |",
+    ]
+    for t in part["table"]:
+        lines.append(
+            f"| {t['epoch']}{' (E)' if t['epoch'] == rule['length'] else ''} | {num(t['clean'])} | "
+            f"{num(t['noisy'])} | {num(t['gap'], 2)} | {num(t['auroc'], 3)} | {num(t['rsum'])} | "
+            f"{num(t['clean_junk'])} | {num(t['junk_auroc'], 3)} |"
+        )
+    return lines + [""]
+
+
+def premise_section(cfg, premise):
+    lines = [
+        "## The premise",
+        "",
+        "DISSect's premise: the clean pairs' mean CLIPScore peaks early (before the last quarter of the epochs) "
+        "and then drops while the noisy pairs' rises. Measured on every full-data run's records, one row a seed "
+        "(epochs count from 1): `clean peak` = the epoch of the clean pairs' highest mean CLIPScore, of the "
+        "run's epochs; `clean drop` = that peak minus the clean mean in the last epoch; `noisy rise` = the noisy "
+        "mean in the last epoch minus its value in the clean peak's epoch; `gap peak` = the epoch of the largest "
+        "clean-noisy gap, against the end of the authors' warm-up (a quarter of the epochs); `R@sum peak` = the "
+        "highest test R@sum (its epoch); `final` = the final number; `decline` = R@sum peak - final.",
+        "",
+    ]
+    if not premise:
+        return lines + ["No full-data run yet.", ""]
+    lines += [
+        "| regime | seed | clean peak | clean drop | noisy rise | gap peak / warm-up end | R@sum peak | final | "
+        "decline | premise |",
+        "| " + " | ".join(["---"] * 10) + " |",
+    ]
+    for regime, part in premise.items():
+        for r in part["rows"]:
+            lines.append(
+                f"| {regime} | {r['seed']} | {r['clean_peak_epoch']} of {r['epochs']} | {num(r['clean_drop'], 2)} | "
+                f"{num(r['noisy_rise'], 2, sign=True)} | {r['gap_peak_epoch']} / {r['warmup_end']} | "
+                f"{num(r['rsum_peak'])} ({r['rsum_peak_epoch']}) | {num(r['final'])} | {num(r['decline'])} | "
+                f"{'yes' if r['premise'] else 'no'} |"
+            )
+    lines.append("")
+    for regime, part in premise.items():
+        lines.append(
+            f"- `{regime}`, over {len(part['rows'])} seed{'s' if len(part['rows']) > 1 else ''} (mean ± 95% t-interval half-width): R@sum decline "
+            f"{ci_text(part['decline'])}, clean drop {ci_text(part['clean_drop'], 2)}, noisy rise "
+            f"{ci_text(part['noisy_rise'], 2)}. {premise_sentence(part)}"
+        )
+    plots = ", ".join(f"`fig3_{regime}.png`" for regime in premise)
+    return lines + [
+        "",
+        f"The paper's Fig. 3 from these runs (distributions early and late, clean and noisy means, the gap): {plots}.",
+        "",
+    ]
+
+
+def ci_text(ci, digits=1):
+    m, half, n = ci
+    if m is None:
+        return "-"
+    return f"{m:.{digits}f}" + (f" ± {half:.{digits}f}" if half is not None else " (one seed: no interval)")
+
+
+def premise_sentence(part):
+    """Whether the premise appears on each seed, in words, with what fails where it does not."""
+    rows = part["rows"]
+    held = [r["seed"] for r in rows if r["premise"]]
+
+    def why(r):
+        reasons = []
+        if not r["early"]:
+            reasons.append(
+                f"the clean mean peaks at epoch {r['clean_peak_epoch']} of {r['epochs']}, in the last quarter"
+            )
+        if r["clean_drop"] <= 0:
+            reasons.append("the clean mean does not drop")
+        if r["noisy_rise"] <= 0:
+            reasons.append("the noisy mean does not rise")
+        return f"seed {r['seed']}: " + ", ".join(reasons)
+
+    failed = "; ".join(why(r) for r in rows if not r["premise"])
+    if len(held) == len(rows):
+        return f"The premise appears on every seed ({', '.join(map(str, held))})."
+    if not held:
+        return f"The premise does not appear on any seed ({failed}): that is a result."
+    return (
+        f"The premise appears on {len(held)} of {len(rows)} seeds ({', '.join(map(str, held))}), not on the "
+        f"others ({failed})."
+    )
+
+
+def kernels_section(cfg, found, runs):
+    """Which CPU kernels the runs computed with; the runs that differ from those expected, by name."""
+    expected = found["expected"]
+    why = " (the profile runs with `--deterministic`, which pins them)" if cfg.get("deterministic") else ""
+    same = found["counts"].get(str(expected), 0)
+    lines = ["## CPU kernels", ""]
+    if not found["differ"]:
+        every = f"All {runs} runs" if runs > 1 else "The one run"
+        return lines + [f"{every} computed with the {expected} kernels{why}.", ""]
+    return lines + [
+        f"{same} of {runs} runs computed with the {expected} kernels expected{why}; these differ (their last "
+        f"digits may): {', '.join(found['differ'])}.",
+        "",
+    ]
 
 
 def share_cell(share, seeds):
@@ -193,7 +426,10 @@ def spread_table(spec, rows):
 
 def calibration_markdown(cfg, runs, name="web"):
     """``calibration.md`` (docs/web_bench/calibration.md): both measures per seed and the per-epoch
-    table of the first seed, from the full-data runs of the main regime."""
+    table of the first seed, from the full-data runs of the main regime (a preset's targets; None
+    for a profile with a calibration regime, whose report holds its own calibration)."""
+    if calibration_regimes(cfg):
+        return None
     fulls = sorted(
         (
             r
