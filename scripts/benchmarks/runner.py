@@ -125,7 +125,7 @@ def without_retired(todo, cache, retired):
     if not skipped:
         return todo, None
     labels = sorted({j[1] for j in skipped})
-    note = f"[web] {len(skipped)} runs skipped: {', '.join(labels)} left the product; " + "; ".join(
+    note = f"[bench] {len(skipped)} runs skipped: {', '.join(labels)} left the product; " + "; ".join(
         f"{label} runs at commit {retired[label]}" for label in labels
     )
     return [j for j in todo if j not in skipped], note
@@ -136,7 +136,7 @@ def run_all(cfg, root, cache, only=None):
     if skipped:
         log(skipped)
     done = []
-    log(f"[web] {len(todo)} runs, {cfg['parallel']} at a time; results cached in {cache}")
+    log(f"[bench] {len(todo)} runs, {cfg['parallel']} at a time; results cached in {cache}")
     for regime, spec in cfg["regimes"].items():  # data first, one set at a time
         if not only or regime == only:
             for seed in spec["seeds"]:
@@ -149,11 +149,11 @@ def run_all(cfg, root, cache, only=None):
             out = run_one(cfg, root, cache, job)
         except Exception as exc:  # one broken run must not stop hours of the others; named at the end
             failed.append(run_name(*job))
-            log(f"[web] {run_name(*job)} FAILED, the profile goes on: {str(exc)[-1500:]}")
+            log(f"[bench] {run_name(*job)} FAILED, the profile goes on: {str(exc)[-1500:]}")
             return None
         done.append(out)
         log(
-            f"[web] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {out['curve'][-1]['rsum']:.1f} "
+            f"[bench] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {out['curve'][-1]['rsum']:.1f} "
             f"({'?' if out['seconds'] is None else format(out['seconds'], '.0f')} s)"
             f"{' | ' + out['events'][0] if out['events'] else ''}"
         )
