@@ -63,7 +63,8 @@ HELD_OUT = ("val", "test")
 PIXEL_LIMIT = 40_000_000  # larger PNGs (a few, up to 623 million pixels) are left out, not decoded
 UNPACK_HINT = (
     "apt-get download openclipart-png openclipart-svg && dpkg-deb -x openclipart-png_*.deb DIR "
-    "&& dpkg-deb -x openclipart-svg_*.deb DIR, then give --from DIR"
+    "&& dpkg-deb -x openclipart-svg_*.deb DIR, then give --from DIR (apt-get update first if apt "
+    "cannot locate the packages)"
 )
 
 NS = {
