@@ -285,6 +285,11 @@ def premise_row(run, window):
     }
     row["early"] = top + 1 <= epochs - epochs // 4  # before the last quarter of the epochs
     row["premise"] = row["early"] and row["clean_drop"] > 0 and row["noisy_rise"] > 0
+    # What delta = hist - curr reads: not the clean pairs' absolute drop (Fig. 3b) but which pairs
+    # rise faster. Once the gap shrinks, the noisy pairs' scores rise faster than the clean ones'
+    # (Fig. 3c: the clean pairs fall against the epoch's mean), and delta ranks them last.
+    row.update(gap_peak=gap[gap_top], gap_end=gap[-1])
+    row["gap_shrinks"] = gap_top + 1 <= epochs - epochs // 4 and gap[-1] < gap[gap_top]
     return row
 
 
@@ -301,6 +306,7 @@ def analyse_premise(cfg, runs):
                 "clean_drop": interval([r["clean_drop"] for r in rows]),
                 "noisy_rise": interval([r["noisy_rise"] for r in rows]),
                 "premise_seeds": [r["seed"] for r in rows if r["premise"]],
+                "gap_shrink_seeds": [r["seed"] for r in rows if r["gap_shrinks"]],
             }
     return out
 

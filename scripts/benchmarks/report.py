@@ -299,15 +299,20 @@ def premise_section(cfg, premise):
         "run's epochs; `clean drop` = that peak minus the clean mean in the last epoch; `noisy rise` = the noisy "
         "mean in the last epoch minus its value in the clean peak's epoch; `gap peak` = the epoch of the largest "
         "clean-noisy gap, against the end of the authors' warm-up (a quarter of the epochs); `R@sum peak` = the "
-        "highest test R@sum (its epoch); `final` = the final number; `decline` = R@sum peak - final.",
+        "highest test R@sum (its epoch); `final` = the final number; `decline` = R@sum peak - final; "
+        "`gap end / peak` = the gap in the last epoch against its peak; `gap shrinks` = the gap peaks before the "
+        "last quarter and is smaller at the end, so that from its peak the noisy pairs' scores rise faster than "
+        "the clean ones': the phase in which `delta = hist - curr` ranks the noisy pairs last, whether or not "
+        "the clean mean itself drops (dissect-warmup centres both scores on their epoch's mean, as Fig. 3c "
+        "does; dissect-mome compares each pair's own rise).",
         "",
     ]
     if not premise:
         return lines + ["No full-data run yet.", ""]
     lines += [
         "| regime | seed | clean peak | clean drop | noisy rise | gap peak / warm-up end | R@sum peak | final | "
-        "decline | premise |",
-        "| " + " | ".join(["---"] * 10) + " |",
+        "decline | premise | gap end / peak | gap shrinks |",
+        "| " + " | ".join(["---"] * 12) + " |",
     ]
     for regime, part in premise.items():
         for r in part["rows"]:
@@ -315,14 +320,15 @@ def premise_section(cfg, premise):
                 f"| {regime} | {r['seed']} | {r['clean_peak_epoch']} of {r['epochs']} | {num(r['clean_drop'], 2)} | "
                 f"{num(r['noisy_rise'], 2, sign=True)} | {r['gap_peak_epoch']} / {r['warmup_end']} | "
                 f"{num(r['rsum_peak'])} ({r['rsum_peak_epoch']}) | {num(r['final'])} | {num(r['decline'])} | "
-                f"{'yes' if r['premise'] else 'no'} |"
+                f"{'yes' if r['premise'] else 'no'} | {num(r['gap_end'])} / {num(r['gap_peak'])} "
+                f"({100 * r['gap_end'] / r['gap_peak']:.0f}%) | {'yes' if r['gap_shrinks'] else 'no'} |"
             )
     lines.append("")
     for regime, part in premise.items():
         lines.append(
             f"- `{regime}`, over {len(part['rows'])} seed{'s' if len(part['rows']) > 1 else ''} (mean ± 95% t-interval half-width): R@sum decline "
             f"{ci_text(part['decline'])}, clean drop {ci_text(part['clean_drop'], 2)}, noisy rise "
-            f"{ci_text(part['noisy_rise'], 2)}. {premise_sentence(part)}"
+            f"{ci_text(part['noisy_rise'], 2)}. {premise_sentence(part)} {shrink_sentence(part)}"
         )
     plots = ", ".join(f"`fig3_{regime}.png`" for regime in premise)
     return lines + [
@@ -337,6 +343,21 @@ def ci_text(ci, digits=1):
     if m is None:
         return "-"
     return f"{m:.{digits}f}" + (f" ± {half:.{digits}f}" if half is not None else " (one seed: no interval)")
+
+
+def shrink_sentence(part):
+    """On which seeds the gap shrinks after an early peak (the phase delta ranks noisy pairs last)."""
+    rows, held = part["rows"], part["gap_shrink_seeds"]
+    if not held:
+        return "On no seed does the gap shrink after an early peak."
+    where = ", ".join(
+        f"seed {r['seed']}: from epoch {r['gap_peak_epoch']} of {r['epochs']}, to {100 * r['gap_end'] / r['gap_peak']:.0f}% "
+        f"of its peak"
+        for r in rows
+        if r["seed"] in held
+    )
+    count = "every seed" if len(held) == len(rows) else f"{len(held)} of {len(rows)} seeds"
+    return f"The gap shrinks after an early peak on {count} ({where}): the phase DISSect's delta needs."
 
 
 def premise_sentence(part):

@@ -41,6 +41,12 @@ pairs; it is not changed to favour a method (a new design is a new profile).
   peak; the paper's Fig. 3 drawn from those runs. If the premise (the clean mean peaks early
   and drops while the noisy one rises) does not appear, the report says so: that is a result.
 
+E, fixed by the rule from the calibration (2026-12-06, before any selection run): the seed-mean gap
+peaked at epoch 9 (14.31) and had halved at epoch 36: E = 36, the authors' warm-up 9 epochs.
+Cost, from the calibration's CPU time (a full-data epoch with every score recorded: about 35 s
+of one core): about 45 runs x 36 epochs x 25 s (most runs back-propagate half and score all),
+11 CPU-hours, about 6 hours on the 2-core machine with two runs at a time.
+
 Order: the calibration, then (E fixed) full data on every seed, then seed by seed every method.
 Runs are cached in ``docs/real_bench/runs/`` (committed: the profile resumes across sessions);
 data and logs live in ``bench/results/real/``.
@@ -68,6 +74,8 @@ REAL = dict(
         "real-calibration": dict(
             COMMON, epochs=CALIBRATION_EPOCHS, ratios=(0.5,), seeds=(0, 1), methods=("full",), calibration=True
         ),
+        # E = 36 by the length rule on the calibration runs (docs/real_bench/results.md).
+        "real": dict(COMMON, epochs=36, ratios=(0.5,), seeds=(0, 1, 2, 3, 4), methods=tuple(METHODS)),
     },
     model="dissect-vit-tiny",
     lr=1e-3,
