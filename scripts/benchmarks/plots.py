@@ -10,6 +10,12 @@ import os
 from .analysis import calibration_regimes, calibration_table, epoch_means, gap_peak, main_length, precision_gain
 
 
+def method_cells(cfg, regime_runs, label, ratio):
+    """The runs of ``label`` at ``ratio`` (a method that sets its own count has none: it joins every ratio)."""
+    wanted = ratio if cfg["methods"][label][2] else None
+    return [r for r in regime_runs if r["label"] == label and r["ratio"] == wanted]
+
+
 def plots(cfg, out, runs):
     import matplotlib
 
@@ -33,11 +39,7 @@ def plots(cfg, out, runs):
         fig, axes = plt.subplots(2, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 9.5), squeeze=False)
         for column, ratio in enumerate(spec["ratios"]):
             for label in spec["methods"]:
-                cells = [
-                    r
-                    for r in regime_runs
-                    if r["label"] == label and r["ratio"] == (ratio if cfg["methods"][label][2] else None)
-                ]
+                cells = method_cells(cfg, regime_runs, label, ratio)
                 if not cells:
                     continue
                 # x at each evaluation (the curve's epoch counts completed epochs): samples
@@ -179,11 +181,7 @@ def spread_plot(cfg, spec, regime_runs, out, regime, palette, plt, np):
     chance = math.log(spec["batch"])
     for column, ratio in enumerate(spec["ratios"]):
         for label in spec["methods"]:
-            cells = [
-                r
-                for r in regime_runs
-                if r["label"] == label and r["ratio"] == (ratio if cfg["methods"][label][2] else None)
-            ]
+            cells = method_cells(cfg, regime_runs, label, ratio)
             if not cells:
                 continue
             style = dict(color=palette[label], label=label, lw=1.4, ls="--" if label.startswith("dissect") else "-")
