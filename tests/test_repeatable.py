@@ -152,3 +152,9 @@ def test_a_process_that_computed_before_the_flag_is_refused(monkeypatch):
     with pytest.raises(InputError, match="--deterministic: this process computed before the flag was read"):
         determinism.request(True, environ)
     assert environ == determinism.CPU_PINS  # (a fresh environment, not this process's)
+    monkeypatch.setattr(torch.cpu, "_is_avx2_supported", lambda: False, raising=False)
+    asked = []  # (this process's own algorithms stay as they are)
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: asked.append((a, k)))
+    environ = {}
+    determinism.request(True, environ)  # a host without AVX2: nothing to refuse, its kernels are its own
+    assert asked == [((True,), {"warn_only": True})] and environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

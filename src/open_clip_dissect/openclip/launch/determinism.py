@@ -57,7 +57,9 @@ def request(deterministic: bool, environ=None) -> None:
 
     environ = os.environ if environ is None else environ
     pins = pin_cpu_kernels(environ)
-    if pins and cpu_kernels() != pins["ATEN_CPU_CAPABILITY"].upper():
+    # A host without AVX2 computes with lesser kernels whatever the pin (its log line says which).
+    avx2 = getattr(torch.cpu, "_is_avx2_supported", lambda: True)()
+    if pins and avx2 and cpu_kernels() != pins["ATEN_CPU_CAPABILITY"].upper():
         raise InputError(
             "--deterministic",
             f"this process computed before the flag was read, so its CPU kernels are already "
