@@ -314,6 +314,9 @@ def test_a_step_that_keeps_one_pair_is_refused(argv, kept):
         params.parse_args(argv)
     params.parse_args(["--selection", "random", "--batch-size", "5", "--ratio", "0.3"])  # round(1.5) = 2
     params.parse_args(["--selection", "none", "--batch-size", "1"])  # stock OpenCLIP: not ours to refuse
+    # The batch to suggest is computed, however small the ratio (no search that could run out)
+    with pytest.raises(InputError, match="use --batch-size 15000000 or more"):
+        params.parse_args(["--selection", "random", "--batch-size", "1", "--ratio", "1e-7"])
 
 
 def _finished_run(folder, epochs, selection, history_sizes, warmup_from=None, picture=True):

@@ -7,6 +7,7 @@ post-processing (per-model optimizer defaults) runs unchanged.
 
 import argparse
 import logging
+import math
 import os
 import types
 
@@ -422,7 +423,9 @@ def _check_contrastive_batch(args) -> None:
             f"{batch} with --selection-batch-mode fixed trains {batch} pair a step; a contrastive "
             "step needs at least 2",
         )
-    need = next(b for b in range(2, 1 << 20) if num_kept(b, args.ratio) >= 2)
+    need = math.ceil(1.5 / args.ratio)  # round(ratio x need) >= 2; checked, as round() halves to even
+    while num_kept(need, args.ratio) < 2:
+        need += 1
     raise InputError(
         "--batch-size",
         f"{batch} with --ratio {args.ratio} keeps {kept} pair a step (k = max(1, round(ratio x batch)) per "
