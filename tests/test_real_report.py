@@ -356,3 +356,30 @@ def test_the_gap_can_shrink_while_the_clean_mean_never_drops():
     assert row["gap_shrinks"]
     flat = dict(run, calibration={"table": [{"clean": c, "noisy": c - 5.0} for c in clean]})
     assert not analysis.premise_row(flat, 3)["gap_shrinks"]  # a gap that never shrinks
+
+
+def test_the_rare_columns_are_left_out_where_the_draw_has_too_few_rare_pairs(tmp_path):
+    write(str(tmp_path / "runs"), calibration_runs() + main_runs())
+    heads = {}
+    for name, sizes in (("small", {"train": 16, "test": 2}), ("enough", {"train": 60, "test": 25})):
+        out = tmp_path / name
+        cfg = dict(CFG, group_sizes={"rare": sizes})
+        assert (
+            cli.run_profile(
+                "real", str(out), cache=str(tmp_path / "runs"), root=str(tmp_path), cfg=cfg, report_only=True
+            )
+            == 0
+        )
+        text = (out / "results.md").read_text()
+        head = next(line for line in text.splitlines() if line.startswith("| method | seeds |"))
+        rows = [line for line in text.splitlines() if line.startswith("| dissect-mome | 2 |")]
+        # every row has as many cells as the head
+        assert rows and all(row.count("|") == head.count("|") for row in rows)
+        heads[name] = (head, text)
+    head, text = heads["small"]
+    assert "R@sum rare" not in head and "rare kept" not in head and "| clean kept |" in head
+    assert "holds 16 training pairs and 2 test images in this data draw, so `R@sum rare` and `rare kept` are " in text
+    head, text = heads["enough"]
+    assert "| R@sum rare | rare kept | clean kept |" in head and "in this data draw" not in text
+    # the profile states its draw's sizes
+    assert REAL["group_sizes"] == {"rare": {"train": 16, "test": 2}}

@@ -72,6 +72,8 @@ def write_report(cfg, out, report, runs, name="web", design=None, real=None):
         ),
         "",
     ]
+    rare_rsum, rare_kept, small = rare_columns(cfg)
+    lines += small
     if real:
         lines += real_sections(cfg, real, window)
     target = cfg.get("precision_target", None if calibration_regimes(cfg) else 0.03)
@@ -121,15 +123,20 @@ def write_report(cfg, out, report, runs, name="web", design=None, real=None):
             continue
         for ratio, table in part["tables"].items():
             junk = any("junk_share" in r for r in table["rows"])
+            heads = (
+                ["method", "seeds", "final", "vs random", "vs best baseline", "vs full"]
+                + (["R@sum rare"] if rare_rsum else [])
+                + (["rare kept"] if rare_kept else [])
+                + ["clean kept"]
+                + (["junk kept", "other clean kept"] if junk else [])
+                + ["trained (k)", "scored (k)", "CPU s a run", "switch"]
+            )
             lines += [
                 f"### r = {ratio}"
                 + (f" (best non-DISSect method: `{table['best_baseline']}`)" if table["best_baseline"] else ""),
                 "",
-                "| method | seeds | final | vs random | vs best baseline | vs full | R@sum rare | rare kept | "
-                "clean kept | "
-                + ("junk kept | other clean kept | " if junk else "")
-                + "trained (k) | scored (k) | CPU s a run | switch |",
-                "| " + " | ".join(["---"] * (15 if junk else 13)) + " |",
+                "| " + " | ".join(heads) + " |",
+                "| " + " | ".join(["---"] * len(heads)) + " |",
             ]
             for r in table["rows"]:
 
@@ -140,8 +147,9 @@ def write_report(cfg, out, report, runs, name="web", design=None, real=None):
                     f"| {r['label']} | {r['n']} | {fmt(*r['final'])} | {ci(r['vs_random'], r['verdict_random'])} | "
                     f"{ci(r['vs_best'], r['verdict_best'])} | "
                     f"{ci(r['vs_full'], verdict(r['vs_full'], f['final'][0], cfg['equivalence']))} | "
-                    f"{fmt(*r['rare'])} | {share_cell(r['rare_share'], r['n'])} | "
-                    f"{share_cell(r['clean_share'], r['n'])} | "
+                    + (f"{fmt(*r['rare'])} | " if rare_rsum else "")
+                    + (f"{share_cell(r['rare_share'], r['n'])} | " if rare_kept else "")
+                    + f"{share_cell(r['clean_share'], r['n'])} | "
                     + (
                         f"{share_cell(r.get('junk_share', (None, None, 0)), r['n'])} | "
                         f"{share_cell(r.get('junk_clean_share', (None, None, 0)), r['n'])} | "
@@ -180,6 +188,36 @@ def write_report(cfg, out, report, runs, name="web", design=None, real=None):
         summary["regimes"] = report
         return save_report(out, lines, summary)
     return save_report(out, lines, report)
+
+
+# The least group that a column measures: R@1 on fewer test images moves in steps of 5 points or
+# more, and a share of fewer training pairs is a handful of pairs' fate, not a group's.
+LEAST_RARE_TEST, LEAST_RARE_TRAIN = 20, 50
+
+
+def rare_columns(cfg):
+    """Whether the methods table shows ``R@sum rare`` and ``rare kept``, and the sentence that says
+    why not: a design whose data draw has too few rare pairs states their counts as ``group_sizes``
+    (from the draw's manifest.json)."""
+    sizes = cfg.get("group_sizes", {}).get("rare")
+    if not sizes:
+        return True, True, []
+    rsum, kept = sizes["test"] >= LEAST_RARE_TEST, sizes["train"] >= LEAST_RARE_TRAIN
+    if rsum and kept:
+        return True, True, []
+    left = [name for name, shown in (("`R@sum rare`", rsum), ("`rare kept`", kept)) if not shown]
+    return (
+        rsum,
+        kept,
+        [
+            f"The rare group (the rarest tenth of the concepts) holds {sizes['train']} training pairs and "
+            f"{sizes['test']} test images in this data draw, so {' and '.join(left)} "
+            f"{'are' if len(left) > 1 else 'is'} left out of the tables (a column needs at least "
+            f"{LEAST_RARE_TEST} test images or {LEAST_RARE_TRAIN} training pairs of its group); summary.json "
+            "keeps them.",
+            "",
+        ],
+    )
 
 
 def data_line(spec):
