@@ -383,3 +383,20 @@ def test_the_rare_columns_are_left_out_where_the_draw_has_too_few_rare_pairs(tmp
     assert "| R@sum rare | rare kept | clean kept |" in head and "in this data draw" not in text
     # the profile states its draw's sizes
     assert REAL["group_sizes"] == {"rare": {"train": 16, "test": 2}}
+
+
+def test_the_runner_logs_each_runs_final_number(tmp_path, monkeypatch, capsys):
+    from benchmarks import runner
+
+    class NoData:  # the data is the builder's business; these runs are cached already
+        def make(self, *args):
+            pass
+
+    runs = {plan.job_of(r): r for r in main_runs()}
+    monkeypatch.setattr(runner, "builder", lambda spec: NoData())
+    monkeypatch.setattr(runner, "run_one", lambda cfg, root, cache, job, threads=1: runs[job])
+    cfg = dict(CFG, regimes={"real": MAIN})
+    runner.run_all(cfg, str(tmp_path), str(tmp_path / "runs"), only="real")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "real-full-s0:" in line]
+    # the mean of the last 3 evaluations (39, 38, 37), not the last one
+    assert len(lines) == 1 and "final R@sum 38.0 (600 s)" in lines[0], lines

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import data, record_measures
+from .analysis import final, final_window
 from .builders import builder
 from .cache import cache_file, read_run, write_run
 from .plan import jobs, paper_jobs, run_name
@@ -153,7 +154,7 @@ def run_all(cfg, root, cache, only=None):
             return None
         done.append(out)
         log(
-            f"[bench] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {out['curve'][-1]['rsum']:.1f} "
+            f"[bench] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {final(out, final_window(cfg)):.1f} "
             f"({'?' if out['seconds'] is None else format(out['seconds'], '.0f')} s)"
             f"{' | ' + out['events'][0] if out['events'] else ''}"
         )
