@@ -118,3 +118,20 @@ def test_the_committed_web_report_is_what_its_committed_runs_give(tmp_path):
         if name == "results.md":  # the date of the report is the day it was written
             want, got = (re.sub(r"report of \d{4}-\d\d-\d\d", "report of DATE", t, count=1) for t in (want, got))
         assert got == want, name
+
+
+@pytest.mark.slow  # every plot of 60 runs: a few seconds
+def test_the_committed_paper_report_is_what_its_committed_runs_and_notes_give(tmp_path):
+    docs = os.path.join(REPO, "docs", "paper_bench")
+    shutil.copytree(os.path.join(docs, "runs"), tmp_path / "runs")
+    assert cli.run_paper(str(tmp_path), report_only=True) == 0
+    with open(os.path.join(docs, "results.md")) as f:
+        want = f.read().splitlines()
+    got = (tmp_path / "results.md").read_text().splitlines()
+    # the dated note written after the design froze survives a rebuild
+    assert got[2].startswith("> **Measured with a leak (noted 2026-12-02).**")
+
+    def without_command(lines):  # the command line names the day and the seconds of the invocation
+        return [line for line in lines if not line.startswith("Command: `make bench PROFILE=paper`")]
+
+    assert without_command(got) == without_command(want) and len(got) == len(want)

@@ -566,9 +566,10 @@ def calibration_markdown(cfg, runs, name="web"):
 
 
 def write_paper_report(cfg, root, report, runs, started, design="scripts/benchmarks/profiles/paper.py"):
-    lines = [
-        "# Benchmark, profile `paper`",
-        "",
+    lines = ["# Benchmark, profile `paper`", ""]
+    for note in cfg.get("notes", ()):
+        lines += [f"> {line}" for line in note] + [""]
+    lines += [
         f"Command: `make bench PROFILE=paper`; {time.strftime('%Y-%m-%d')}; {len(runs)} runs "
         f"({time.time() - started:.0f} s this invocation). Design (fixed before the results): see "
         f"`{design}`. Seeds {list(cfg['seeds'])}, r = {cfg['ratio']}, 40% noisy pairs, "
