@@ -60,11 +60,13 @@ slurm-test: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) scripts/gpu_check.py
 
-# make bench [PROFILE=quick|smoke|full]: writes bench/results/<profile>/ and prints the table.
+# make bench [PROFILE=quick|smoke|full]: writes bench/results/<profile>/ and prints the table;
+# the seeded profiles (paper, web, real) write where their committed reports and caches live.
+# BENCH_OUT=DIR writes elsewhere.
 PROFILE ?= quick
-BENCH_OUT ?= bench/results/$(PROFILE)
+BENCH_OUT ?=
 bench: $(STAMP)
-	$(PY) scripts/bench.py --profile $(PROFILE) --out $(BENCH_OUT)
+	$(PY) scripts/bench.py --profile $(PROFILE)$(if $(BENCH_OUT), --out $(BENCH_OUT))
 
 # The patch for forks of open_clip_train (patches/): regenerate it, or check that it is current,
 # applies to the pinned release and trains through the patched module.

@@ -704,7 +704,12 @@ def main(argv=None):
         help="Profile; 'paper', 'web' and every profile of scripts/benchmarks/profiles/ are the seeded "
         "profiles of scripts/paper_bench.py, with seeds and intervals (default: quick).",
     )
-    p.add_argument("--out", default=None, help="Output folder (default: bench/results/<profile>).")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="Output folder (default: bench/results/<profile>; the seeded profiles' own: docs/web_bench, "
+        "docs/real_bench, bench/results/paper).",
+    )
     p.add_argument(
         "--parts",
         default="accuracy,overhead,history",
