@@ -400,3 +400,49 @@ def test_the_runner_logs_each_runs_final_number(tmp_path, monkeypatch, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if "real-full-s0:" in line]
     # the mean of the last 3 evaluations (39, 38, 37), not the last one
     assert len(lines) == 1 and "final R@sum 38.0 (600 s)" in lines[0], lines
+
+
+def test_where_dissect_stands_in_words(built):
+    _, text, summary = built
+    section = text.split("## Where DISSect stands: real, r = 0.5\n")[1].split("\n## ")[0]
+    assert "the clean-noisy gap shrank after an early peak on" in section and "of 2 seeds" in section
+    # mome's offset -2 + 0.5 s against random's -4 - s: +2.0 and +3.5; against full data -2.0 and -1.5
+    mome = next(line for line in section.splitlines() if line.startswith("- `dissect-mome`"))
+    assert mome.startswith("- `dissect-mome` (2 seeds, final 36.5 ± 0.7): against `random` 2.8 ± 9.5 (cannot tell); ")
+    assert "against full data -1.8 ± 3.2 (cannot tell)" in mome and "(switch at epoch 4, 4, 0-based)" in mome
+    # random is the best baseline here: said once
+    assert mome.count("against `random`") == 1 and "best non-DISSect" not in mome
+    # the kept sets: 0.75 against 0.70 in every epoch from the switch on
+    assert "kept sets +0.050 cleaner than their candidates from the switch on" in mome
+    assert "The other methods' kept sets, over all epochs: `random` +0.050." in section
+    gains = summary["kept_gain"]["real"]["0.5"]
+    assert set(gains) == {"random", "dissect-mome"} and gains["dissect-mome"][0] == pytest.approx(0.05)
+    # the calibration regime has no such section, and a profile without DISSect rows none at all
+    assert "## Where DISSect stands: real-calibration" not in text
+
+
+def test_the_kept_gain_reads_the_epochs_from_the_switch_on():
+    run = fake_run("real", "dissect-mome", 0, 8)
+    for e in run["epochs"]:  # noisier before the switch (epoch index 4), cleaner after it
+        e["audit_kept_precision"] = 0.6 if e["epoch"] <= 4 else 0.9
+    never = fake_run("real", "random", 0, 8)
+    gains = analysis.kept_gains(CFG, [run, never, fake_run("real", "full", 0, 8)])["real"]["0.5"]
+    assert gains["dissect-mome"][0] == pytest.approx(0.2) and gains["random"][0] == pytest.approx(0.05)
+    assert "full" not in gains
+
+
+def test_where_dissect_stands_names_the_best_baseline_where_it_is_not_random(tmp_path):
+    main = dict(MAIN, methods=("full", "random", "clipscore", "dissect-mome"))
+    cfg = dict(CFG, regimes={"real-calibration": CALIBRATION, "real": main})
+    runs = main_runs() + [fake_run("real", "clipscore", seed, 17, offset=-1.0) for seed in (0, 1)]
+    write(str(tmp_path / "runs"), runs)
+    out = tmp_path / "report"
+    assert (
+        cli.run_profile("real", str(out), cache=str(tmp_path / "runs"), root=str(tmp_path), cfg=cfg, report_only=True)
+        == 0
+    )
+    text = (out / "results.md").read_text()
+    mome = next(line for line in text.splitlines() if line.startswith("- `dissect-mome`"))
+    # clipscore (-1, -1) above random: mome's -2 + 0.5 s against it: -1.0 and -0.5
+    assert "against the best non-DISSect method, `clipscore`, -0.8 ± 3.2 (cannot tell)" in mome
+    assert "`clipscore` +0.050" in text

@@ -329,14 +329,32 @@ def kernels(cfg, runs):
     }
 
 
+def kept_gains(cfg, runs):
+    """Per regime (not a calibration), ratio and method: how much cleaner the kept sets were than
+    their candidates, mean over the epochs from the run's switch on (every epoch for a method that
+    never switches, or a DISSect run whose switch never came), mean and sd over seeds."""
+    calibrating = set(calibration_regimes(cfg))
+    values = {}
+    for r in runs:
+        if r["regime"] not in calibrating and r["label"] != "full":
+            gain = kept_precision_gain(r, switch_epoch(r) or 0)
+            values.setdefault(r["regime"], {}).setdefault(str(r["ratio"]), {}).setdefault(r["label"], []).append(gain)
+    return {
+        regime: {ratio: {label: mean_sd(v) for label, v in labels.items()} for ratio, labels in ratios.items()}
+        for regime, ratios in values.items()
+    }
+
+
 def analyse_real(cfg, runs):
     """The parts of a report on real pairs beyond the comparison (``analyse``): the final window,
-    the calibration and its length rule, the premise table and the CPU kernels."""
+    the calibration and its length rule, the premise table, the kept sets' precision gain from
+    the switch on, and the CPU kernels."""
     runs = in_design(runs, jobs(cfg))
     return {
         "final_window": final_window(cfg),
         "calibration": analyse_calibration(cfg, runs),
         "premise": analyse_premise(cfg, runs),
+        "kept_gain": kept_gains(cfg, runs),
         "cpu_kernels": kernels(cfg, runs),
     }
 
