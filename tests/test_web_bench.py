@@ -199,6 +199,11 @@ def test_calibrate_command_line_refuses_what_it_cannot_do():
     ):
         result = paper_bench("--profile", "web", "--calibrate", *flags)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    # the real profile calibrates in a regime of its own, not a preset
+    result = paper_bench("--profile", "real", "--calibrate")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    want = "--calibrate: profile real has no preset to calibrate; its calibration is a regime: --only real-calibration"
+    assert want in result.stderr
 
 
 def test_intervals_use_students_t_at_any_number_of_values():

@@ -123,6 +123,12 @@ def main(argv=None):
         p.error(f"--only: unknown regime {args.only!r}; choose from {', '.join(regimes)}")
     if args.calibrate:
         # refused before the ten minutes of training, not after them
+        if not any(spec.get("main") for spec in regimes.values()):
+            calibrating = analysis.calibration_regimes(profile.design)
+            p.error(
+                f"--calibrate: profile {args.profile} has no preset to calibrate"
+                + (f"; its calibration is a regime: --only {calibrating[0]}" if calibrating else "")
+            )
         if not 0 <= args.seed < 2**32:
             p.error(f"--seed: must be between 0 and {2**32 - 1}, got {args.seed}")
         folder = os.path.dirname(os.path.abspath(args.json)) if args.json else None
