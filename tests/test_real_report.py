@@ -446,3 +446,15 @@ def test_where_dissect_stands_names_the_best_baseline_where_it_is_not_random(tmp
     # clipscore (-1, -1) above random: mome's -2 + 0.5 s against it: -1.0 and -0.5
     assert "against the best non-DISSect method, `clipscore`, -0.8 ± 3.2 (cannot tell)" in mome
     assert "`clipscore` +0.050" in text
+    # a best baseline that trains on more samples says how many
+    for run in runs:
+        if run["label"] == "clipscore":
+            for e in run["epochs"]:
+                e["kept"] = 800
+    write(str(tmp_path / "runs"), runs)
+    assert (
+        cli.run_profile("real", str(out), cache=str(tmp_path / "runs"), root=str(tmp_path), cfg=cfg, report_only=True)
+        == 0
+    )
+    mome = next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("- `dissect-mome`"))
+    assert "`clipscore` (which back-propagated 14k samples to DISSect's 8k), -0.8 ± 3.2 (cannot tell)" in mome

@@ -459,11 +459,18 @@ def standing_section(cfg, report, real):
                 g = gains.get(label)
                 return None if not g or g[0] is None else f"{g[0]:+.3f}"
 
-            said = []
+            said, best_cost = [], ""
+            best_row = next((r for r in table["rows"] if r["label"] == table["best_baseline"]), None)
+            if best_row and abs(best_row["trained"] - rows[0]["trained"]) > 0.05 * rows[0]["trained"]:
+                # a baseline that sets its own count (infobatch) trains on more or fewer samples
+                best_cost = (
+                    f" (which back-propagated {best_row['trained'] / 1000:.0f}k samples to DISSect's "
+                    f"{rows[0]['trained'] / 1000:.0f}k)"
+                )
             for r in rows:
                 parts = [
                     versus(r, "vs_random", "against `random`"),
-                    versus(r, "vs_best", f"against the best non-DISSect method, `{table['best_baseline']}`,")
+                    versus(r, "vs_best", f"against the best non-DISSect method, `{table['best_baseline']}`{best_cost},")
                     if table["best_baseline"] not in (None, "random")
                     else None,
                     versus(r, "vs_full", "against full data"),
@@ -471,7 +478,7 @@ def standing_section(cfg, report, real):
                 cleaner = gain(r["label"])
                 switches = ", ".join("never" if s is None else str(s) for s in r["switches"])
                 said.append(
-                    f"- `{r['label']}` ({r['n']} seeds, final {fmt(*r['final'])}): "
+                    f"- `{r['label']}` ({r['n']} seed{'s' if r['n'] > 1 else ''}, final {fmt(*r['final'])}): "
                     + "; ".join(p for p in parts if p)
                     + (f"; kept sets {cleaner} cleaner than their candidates from the switch on" if cleaner else "")
                     + f" (switch at epoch {switches}, 0-based)."
