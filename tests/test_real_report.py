@@ -299,6 +299,7 @@ def test_the_methods_table_has_the_junk_column_and_the_kernels_are_named(built):
         "fig3_real-calibration.png",
         "fig3_real.png",
         "rsum_vs_cost_real.png",
+        "ranking_auroc_real.png",
     ):
         assert (out / name).stat().st_size > 10_000, name
     assert not (out / "calibration.md").exists() and not (out / "calibration.png").exists()
@@ -415,20 +416,27 @@ def test_where_dissect_stands_in_words(built):
     # the kept sets: 0.75 against 0.70 in every epoch from the switch on
     assert "kept sets +0.050 cleaner than their candidates from the switch on" in mome
     assert "The other methods' kept sets, over all epochs: `random` +0.050." in section
-    gains = summary["kept_gain"]["real"]["0.5"]
-    assert set(gains) == {"random", "dissect-mome"} and gains["dissect-mome"][0] == pytest.approx(0.05)
+    gains = summary["from_switch"]["real"]["0.5"]
+    assert set(gains) == {"random", "dissect-mome"} and gains["dissect-mome"]["gain"][0] == pytest.approx(0.05)
+    # the fake runs' ranking AUROC is 0.5 in every epoch
+    assert gains["dissect-mome"]["auroc"][0] == pytest.approx(0.5) and ", its ranking's AUROC 0.500 (switch" in mome
     # the calibration regime has no such section, and a profile without DISSect rows none at all
     assert "## Where DISSect stands: real-calibration" not in text
 
 
-def test_the_kept_gain_reads_the_epochs_from_the_switch_on():
+def test_the_kept_gain_and_the_ranking_auroc_read_the_epochs_from_the_switch_on():
     run = fake_run("real", "dissect-mome", 0, 8)
     for e in run["epochs"]:  # noisier before the switch (epoch index 4), cleaner after it
         e["audit_kept_precision"] = 0.6 if e["epoch"] <= 4 else 0.9
+        e["audit_auroc"] = 0.5 if e["epoch"] <= 4 else (0.7 if e["epoch"] < 8 else math.nan)
     never = fake_run("real", "random", 0, 8)
-    gains = analysis.kept_gains(CFG, [run, never, fake_run("real", "full", 0, 8)])["real"]["0.5"]
-    assert gains["dissect-mome"][0] == pytest.approx(0.2) and gains["random"][0] == pytest.approx(0.05)
-    assert "full" not in gains
+    measured = analysis.from_switch(CFG, [run, never, fake_run("real", "full", 0, 8)])["real"]["0.5"]
+    assert measured["dissect-mome"]["gain"][0] == pytest.approx(0.2) and measured["random"]["gain"][0] == pytest.approx(
+        0.05
+    )
+    # NaN (an epoch without both classes) is left out of the mean
+    assert measured["dissect-mome"]["auroc"][0] == pytest.approx(0.7) and measured["random"]["auroc"][0] == 0.5
+    assert "full" not in measured
 
 
 def test_where_dissect_stands_names_the_best_baseline_where_it_is_not_random(tmp_path):

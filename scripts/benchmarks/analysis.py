@@ -329,32 +329,46 @@ def kernels(cfg, runs):
     }
 
 
-def kept_gains(cfg, runs):
-    """Per regime (not a calibration), ratio and method: how much cleaner the kept sets were than
-    their candidates, mean over the epochs from the run's switch on (every epoch for a method that
-    never switches, or a DISSect run whose switch never came), mean and sd over seeds."""
+def ranking_auroc(run, after):
+    """Mean over the epochs >= ``after`` (0-based) of how well the method's ranking score put the
+    clean pairs above the noisy ones (the audit's AUROC; 0.5 = chance)."""
+    rows = [e["audit_auroc"] for e in run["epochs"] if e["epoch"] - 1 >= after and e.get("audit_auroc") is not None]
+    rows = [v for v in rows if not math.isnan(v)]
+    return statistics.mean(rows) if rows else None
+
+
+def from_switch(cfg, runs):
+    """Per regime (not a calibration), ratio and method, mean and sd over seeds of two means over
+    the epochs from a run's switch on (every epoch for a method that never switches, or a DISSect
+    run whose switch never came): ``gain``, how much cleaner the kept sets were than their
+    candidates, and ``auroc``, how well the ranking score separated clean from noisy pairs."""
     calibrating = set(calibration_regimes(cfg))
     values = {}
     for r in runs:
         if r["regime"] not in calibrating and r["label"] != "full":
-            gain = kept_precision_gain(r, switch_epoch(r) or 0)
-            values.setdefault(r["regime"], {}).setdefault(str(r["ratio"]), {}).setdefault(r["label"], []).append(gain)
+            after = switch_epoch(r) or 0
+            cell = values.setdefault(r["regime"], {}).setdefault(str(r["ratio"]), {}).setdefault(r["label"], {})
+            cell.setdefault("gain", []).append(kept_precision_gain(r, after))
+            cell.setdefault("auroc", []).append(ranking_auroc(r, after))
     return {
-        regime: {ratio: {label: mean_sd(v) for label, v in labels.items()} for ratio, labels in ratios.items()}
+        regime: {
+            ratio: {label: {k: mean_sd(v) for k, v in cell.items()} for label, cell in labels.items()}
+            for ratio, labels in ratios.items()
+        }
         for regime, ratios in values.items()
     }
 
 
 def analyse_real(cfg, runs):
     """The parts of a report on real pairs beyond the comparison (``analyse``): the final window,
-    the calibration and its length rule, the premise table, the kept sets' precision gain from
-    the switch on, and the CPU kernels."""
+    the calibration and its length rule, the premise table, the kept sets' precision gain and the
+    ranking's AUROC from the switch on, and the CPU kernels."""
     runs = in_design(runs, jobs(cfg))
     return {
         "final_window": final_window(cfg),
         "calibration": analyse_calibration(cfg, runs),
         "premise": analyse_premise(cfg, runs),
-        "kept_gain": kept_gains(cfg, runs),
+        "from_switch": from_switch(cfg, runs),
         "cpu_kernels": kernels(cfg, runs),
     }
 

@@ -100,6 +100,47 @@ def plots(cfg, out, runs):
             calibration_plot(fulls, out, regime, plt, np)
         if calibration_regimes(cfg):  # real pairs: Fig. 3 of every regime's full-data runs
             figure3(cfg, out, regime, sorted(fulls, key=lambda r: r["seed"]), [], banded(None, plt, np), plt, np)
+            ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np)
+
+
+def ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np):
+    """Per epoch and method, how well the score a method keeps by put the clean pairs above the
+    noisy ones (the audit's AUROC; delta for DISSect, 0.5 during its warm-up), against full
+    data's absolute CLIPScore: whether a method's signal separates the pairs at all."""
+    fig, axes = plt.subplots(1, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 5), squeeze=False)
+    for column, ratio in enumerate(spec["ratios"]):
+        ax = axes[0][column]
+        if fulls:
+            table = calibration_table(fulls)  # per epoch, mean over the seeds
+            ax.plot(
+                [row["epoch"] for row in table],
+                [math.nan if row["auroc"] is None else row["auroc"] for row in table],
+                color="black",
+                lw=1.2,
+                ls=":",
+                label="full data: absolute CLIPScore",
+            )
+        for label in spec["methods"]:
+            cells = method_cells(cfg, regime_runs, label, ratio) if label != "full" else []
+            ys = np.array(epoch_means(cells, "audit_auroc"), dtype=float) if cells else np.array([])
+            if ys.size and not np.isnan(ys).all():
+                style = dict(color=palette[label], lw=1.4, ls="--" if label.startswith("dissect") else "-")
+                ax.plot(
+                    np.arange(1, len(ys) + 1),
+                    ys,
+                    label=f"{label} ({len(cells)} seed{'s' if len(cells) > 1 else ''})",
+                    **style,
+                )
+        ax.axhline(0.5, color="grey", lw=0.8)
+        ax.set(
+            title=f"{regime}, r = {ratio}: AUROC of the score each method keeps by (mean over seeds)",
+            xlabel="epoch",
+            ylabel="P(a clean pair ranks above a noisy one)",
+        )
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, f"ranking_auroc_{regime}.png"), dpi=90)
+    plt.close(fig)
 
 
 def banded(palette, plt, np):

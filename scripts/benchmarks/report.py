@@ -445,7 +445,7 @@ def standing_section(cfg, report, real):
             rows = [r for r in table["rows"] if r["label"].startswith("dissect")]
             if not rows:
                 continue
-            gains = real["kept_gain"].get(regime, {}).get(str(ratio), {})
+            measured = real["from_switch"].get(regime, {}).get(str(ratio), {})
             full_mean = part["full"]["final"][0]
 
             def versus(r, key, words):
@@ -455,9 +455,9 @@ def standing_section(cfg, report, real):
                 word = verdict(r[key], full_mean, cfg["equivalence"])
                 return f"{words} {fmt(m, h)}" + (f" ({word})" if h is not None else " (one seed: no interval)")
 
-            def gain(label):
-                g = gains.get(label)
-                return None if not g or g[0] is None else f"{g[0]:+.3f}"
+            def gain(label, key="gain", sign=True):
+                g = measured.get(label, {}).get(key)
+                return None if not g or g[0] is None else (f"{g[0]:+.3f}" if sign else f"{g[0]:.3f}")
 
             said, best_cost = [], ""
             best_row = next((r for r in table["rows"] if r["label"] == table["best_baseline"]), None)
@@ -475,16 +475,18 @@ def standing_section(cfg, report, real):
                     else None,
                     versus(r, "vs_full", "against full data"),
                 ]
-                cleaner = gain(r["label"])
+                cleaner, separated = gain(r["label"]), gain(r["label"], "auroc", sign=False)
                 switches = ", ".join("never" if s is None else str(s) for s in r["switches"])
                 said.append(
                     f"- `{r['label']}` ({r['n']} seed{'s' if r['n'] > 1 else ''}, final {fmt(*r['final'])}): "
                     + "; ".join(p for p in parts if p)
                     + (f"; kept sets {cleaner} cleaner than their candidates from the switch on" if cleaner else "")
+                    + (f", its ranking's AUROC {separated}" if separated else "")
                     + f" (switch at epoch {switches}, 0-based)."
                 )
             others = [
                 f"`{label}` {gain(label)}"
+                + (f" (AUROC {gain(label, 'auroc', sign=False)})" if label != "random" and gain(label, "auroc") else "")
                 for label in (r["label"] for r in table["rows"])
                 if not label.startswith("dissect") and gain(label) is not None
             ]
@@ -500,7 +502,9 @@ def standing_section(cfg, report, real):
                 "",
                 phase + "Paired differences of the final R@sum, mean ± 95% t-interval half-width, with the verdict "
                 "each interval supports; the kept sets' precision gain is the kept clean share minus the "
-                "candidates', mean over the epochs from the switch on, then over seeds.",
+                "candidates', and the ranking's AUROC how well the score a method keeps by (delta for DISSect) "
+                "put the clean pairs above the noisy ones (0.5: chance), each a mean over the epochs from the "
+                f"switch on, then over seeds. Plot, per epoch: `ranking_auroc_{regime}.png`.",
                 "",
                 *said,
                 "",
