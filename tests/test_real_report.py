@@ -414,7 +414,7 @@ def test_where_dissect_stands_in_words(built):
     # random is the best baseline here: said once
     assert mome.count("against `random`") == 1 and "best non-DISSect" not in mome
     # the kept sets: 0.75 against 0.70 in every epoch from the switch on
-    assert "kept sets +0.050 cleaner than their candidates from the switch on" in mome
+    assert "kept sets' clean share +0.050 against their candidates' from the switch on" in mome
     assert "The other methods' kept sets, over all epochs: `random` +0.050." in section
     gains = summary["from_switch"]["real"]["0.5"]
     assert set(gains) == {"random", "dissect-mome"} and gains["dissect-mome"]["gain"][0] == pytest.approx(0.05)

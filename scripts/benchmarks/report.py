@@ -480,7 +480,11 @@ def standing_section(cfg, report, real):
                 said.append(
                     f"- `{r['label']}` ({r['n']} seed{'s' if r['n'] > 1 else ''}, final {fmt(*r['final'])}): "
                     + "; ".join(p for p in parts if p)
-                    + (f"; kept sets {cleaner} cleaner than their candidates from the switch on" if cleaner else "")
+                    + (
+                        f"; kept sets' clean share {cleaner} against their candidates' from the switch on"
+                        if cleaner
+                        else ""
+                    )
                     + (f", its ranking's AUROC {separated}" if separated else "")
                     + f" (switch at epoch {switches}, 0-based)."
                 )
