@@ -75,6 +75,19 @@ def test_lock_in_compares_the_decision_after_kept_and_after_dropped():
     assert share == {"rare_clean": 0.5, "clean": pytest.approx(2 / 3)}
 
 
+def test_the_score_curve_reads_each_epochs_clean_and_noisy_means():
+    rows = [
+        (i, epoch, (30.0 if i < 3 else 10.0) + epoch, True, i >= 3, False, "full", False, None)
+        for epoch in range(3)
+        for i in range(5)
+    ]
+    rows.append((4, 2, 50.0, True, True, False, "full", False, None))  # a noisy pair above every clean one
+    curve = rm.score_curve(_records(rows))
+    assert [r["epoch"] for r in curve] == [0, 1, 2]
+    assert curve[0] == {"epoch": 0, "clean": 30.0, "noisy": 10.0, "auroc": 1.0}
+    assert curve[2]["noisy"] == pytest.approx((12 + 12 + 50) / 3) and curve[2]["auroc"] == pytest.approx(2 / 3)
+
+
 def test_data_cache_is_keyed_by_the_generator_arguments(tmp_path):
     a = bench_data.data_arguments(train=40, test=8, seed=0, val=4)
     b = bench_data.data_arguments(train=40, test=8, seed=0, val=4, noise_rate=0.2)
