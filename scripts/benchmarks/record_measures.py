@@ -10,6 +10,8 @@ generator's per-sample records (noise label, caption style, image hardness, rare
   and noisy pairs, against the unconditional kept rate;
 - ``rare_kept_share``: the share of the rare clean pairs' visits that were kept;
 - ``junk_kept_share``: the same for the clean-labelled pairs whose caption is junk (real pairs);
+- ``score_curve``: per epoch of a selection run, the clean and noisy mean CLIPScore and the
+  absolute-score AUROC;
 - ``summarise_records``: what a comparison profile's cached run keeps of its records;
 - ``record_groups``: the ``paper`` profile's per-epoch clean and noisy CLIPScores (its Fig. 3).
 
@@ -172,7 +174,26 @@ def summarise_records(record, samples, label, selection_rows):
             out["groups"] = record_groups(record, None)
     else:
         out["lock_in"] = lock_in(records, since)
+        out["scores"] = score_curve(records)
     return out
+
+
+def score_curve(records):
+    """Per epoch of a selection run: the clean and noisy pairs' mean CLIPScore and the
+    absolute-score AUROC, whether or not the method kept by that score (how far the run got
+    towards memorising the noisy pairs, next to full data's calibration table)."""
+    rows = []
+    for epoch, frame in records.groupby("epoch", sort=True):
+        clean, noisy = frame.loc[~frame["noisy"], "curr"], frame.loc[frame["noisy"], "curr"]
+        rows.append(
+            {
+                "epoch": int(epoch),
+                "clean": float(clean.mean()),
+                "noisy": float(noisy.mean()),
+                "auroc": auroc(clean, noisy),
+            }
+        )
+    return rows
 
 
 def record_groups(record, epochs):
