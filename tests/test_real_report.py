@@ -189,6 +189,11 @@ def fake_run(regime, label, seed, epochs, offset=0.0, kernels="AVX2", rising=Fal
             for i, (clean, noisy) in enumerate(means)
         ]
     else:
+        if seed == 1 or label == "random":  # a run made before the curve was kept has none (mome seed 0)
+            run["scores"] = [
+                {"epoch": i, "clean": 30.0 + i + offset, "noisy": 20.0 + 1.2 * i, "auroc": 0.7 + 0.01 * seed}
+                for i in range(epochs)
+            ]
         group = {"kept_rate": 0.5, "kept_after_kept": 0.6, "kept_after_dropped": 0.4}
         run["lock_in"] = {"visits": 4000, "kept_rate": 0.5, "clean": group, "noisy": dict(group, kept_rate=0.45)}
     return run
@@ -300,6 +305,7 @@ def test_the_methods_table_has_the_junk_column_and_the_kernels_are_named(built):
         "fig3_real.png",
         "rsum_vs_cost_real.png",
         "ranking_auroc_real.png",
+        "scores_real.png",
     ):
         assert (out / name).stat().st_size > 10_000, name
     assert not (out / "calibration.md").exists() and not (out / "calibration.png").exists()
@@ -422,6 +428,13 @@ def test_where_dissect_stands_in_words(built):
     assert gains["dissect-mome"]["auroc"][0] == pytest.approx(0.5) and ", its ranking's AUROC 0.500 (switch" in mome
     # the calibration regime has no such section, and a profile without DISSect rows none at all
     assert "## Where DISSect stands: real-calibration" not in text
+    # how far the runs got: random's curve on both seeds (epoch 16: clean 46 - 4 - s, noisy 39.2),
+    # mome's on seed 1 only (46 - 2 + 0.5); full data's from its calibration table
+    reached = next(line for line in section.splitlines() if line.startswith("How far the runs got"))
+    assert "`random` 41.5 / 39.2, AUROC 0.705 (2 seeds); `dissect-mome` 44.5 / 39.2, AUROC 0.710 (1 seed)." in reached
+    # full data at epoch 17: seed 0's clean mean 28 - 3, seed 1's (rising) 37; noisy 19 and 20
+    assert "curve: `full` 31.0 / 19.5, AUROC 0.760 (2 seeds); `random`" in reached
+    assert summary["scores"]["real"]["0.5"]["dissect-mome"]["seeds"] == [1]
 
 
 def test_the_kept_gain_and_the_ranking_auroc_read_the_epochs_from_the_switch_on():

@@ -359,6 +359,33 @@ def from_switch(cfg, runs):
     }
 
 
+def score_curves(cfg, runs):
+    """Per regime (not a calibration), ratio and method: per epoch (0-based), the mean over the
+    seeds that recorded it of the clean and noisy pairs' mean CLIPScore and the absolute-score
+    AUROC (selection runs: ``scores``; full data: its calibration table; runs made before the
+    curve was kept have none), with those seeds."""
+    calibrating = set(calibration_regimes(cfg))
+    cells = {}
+    for r in runs:
+        curve = r.get("scores") or (r.get("calibration") or {}).get("table")
+        if r["regime"] not in calibrating and curve:
+            key = str(r["ratio"]) if r["ratio"] is not None else "all"
+            cells.setdefault(r["regime"], {}).setdefault(key, {}).setdefault(r["label"], []).append((r["seed"], curve))
+    out = {}
+    for regime, ratios in cells.items():
+        for ratio, labels in ratios.items():
+            for label, seeded in labels.items():
+                n = min(len(curve) for _, curve in seeded)
+                out.setdefault(regime, {}).setdefault(ratio, {})[label] = {
+                    "seeds": sorted(seed for seed, _ in seeded),
+                    **{
+                        k: [statistics.mean(curve[i][k] for _, curve in seeded) for i in range(n)]
+                        for k in ("clean", "noisy", "auroc")
+                    },
+                }
+    return out
+
+
 def analyse_real(cfg, runs):
     """The parts of a report on real pairs beyond the comparison (``analyse``): the final window,
     the calibration and its length rule, the premise table, the kept sets' precision gain and the
@@ -369,6 +396,7 @@ def analyse_real(cfg, runs):
         "calibration": analyse_calibration(cfg, runs),
         "premise": analyse_premise(cfg, runs),
         "from_switch": from_switch(cfg, runs),
+        "scores": score_curves(cfg, runs),
         "cpu_kernels": kernels(cfg, runs),
     }
 

@@ -7,7 +7,15 @@ every regime's full-data runs instead); curves with bands over seeds and the pap
 import math
 import os
 
-from .analysis import calibration_regimes, calibration_table, epoch_means, gap_peak, main_length, precision_gain
+from .analysis import (
+    calibration_regimes,
+    calibration_table,
+    epoch_means,
+    gap_peak,
+    main_length,
+    precision_gain,
+    score_curves,
+)
 
 
 def method_cells(cfg, regime_runs, label, ratio):
@@ -101,6 +109,45 @@ def plots(cfg, out, runs):
         if calibration_regimes(cfg):  # real pairs: Fig. 3 of every regime's full-data runs
             figure3(cfg, out, regime, sorted(fulls, key=lambda r: r["seed"]), [], banded(None, plt, np), plt, np)
             ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np)
+            scores_plot(cfg, spec, regime_runs, out, regime, palette, plt, np)
+
+
+def scores_plot(cfg, spec, regime_runs, out, regime, palette, plt, np):
+    """Per epoch and method (the seeds whose runs kept the curve): the clean and noisy pairs' mean
+    CLIPScore and the absolute-score AUROC: how far each run got towards memorising the noisy
+    pairs (full data: its calibration table)."""
+    curves = score_curves(cfg, regime_runs).get(regime, {})
+    if not curves:
+        return
+    fig, axes = plt.subplots(2, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 9.5), squeeze=False)
+    for column, ratio in enumerate(spec["ratios"]):
+        for label in spec["methods"]:
+            curve = curves.get(str(ratio), {}).get(label) or curves.get("all", {}).get(label)
+            if not curve:
+                continue
+            n = len(curve["seeds"])
+            xs = np.arange(1, len(curve["clean"]) + 1)
+            ls = "--" if label.startswith("dissect") else "-"
+            name = f"{label} ({n} seed{'s' if n > 1 else ''})"
+            axes[0][column].plot(xs, curve["clean"], color=palette[label], lw=1.4, ls=ls, label=f"{name}, clean")
+            axes[0][column].plot(xs, curve["noisy"], color=palette[label], lw=0.9, ls=":", label=f"{label}, noisy")
+            axes[1][column].plot(xs, curve["auroc"], color=palette[label], lw=1.4, ls=ls, label=name)
+        axes[0][column].set(
+            title=f"{regime}, r = {ratio}: mean CLIPScore of the clean and the noisy pairs",
+            xlabel="epoch",
+            ylabel="mean CLIPScore (100 x cosine)",
+        )
+        axes[1][column].axhline(0.5, color="grey", lw=0.8)
+        axes[1][column].set(
+            title=f"{regime}, r = {ratio}: absolute-score AUROC (clean above noisy)",
+            xlabel="epoch",
+            ylabel="AUROC of the CLIPScore",
+        )
+        for ax in axes[:, column]:
+            ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, f"scores_{regime}.png"), dpi=90)
+    plt.close(fig)
 
 
 def ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np):

@@ -515,7 +515,31 @@ def standing_section(cfg, report, real):
             ]
             if others:
                 lines += ["The other methods' kept sets, over all epochs: " + ", ".join(others) + ".", ""]
+            lines += reached_sentence(regime, ratio, table, real.get("scores", {}).get(regime, {}))
     return lines
+
+
+def reached_sentence(regime, ratio, table, scores):
+    """How far each method's runs got towards memorising the noisy pairs: the clean and noisy
+    pairs' mean CLIPScore and the absolute-score AUROC in the last epoch (the seeds that kept
+    the curve), in the table's order."""
+    said = []
+    for r in table["rows"]:
+        curve = scores.get(str(ratio), {}).get(r["label"]) or scores.get("all", {}).get(r["label"])
+        if curve and curve["clean"]:
+            n = len(curve["seeds"])
+            said.append(
+                f"`{r['label']}` {curve['clean'][-1]:.1f} / {curve['noisy'][-1]:.1f}, AUROC {curve['auroc'][-1]:.3f} "
+                f"({n} seed{'s' if n > 1 else ''})"
+            )
+    if not said:
+        return []
+    return [
+        "How far the runs got towards memorising the noisy pairs, in the last epoch: the clean / noisy pairs' "
+        "mean CLIPScore and the AUROC of that absolute score (not of the score a method keeps by), mean over the "
+        "seeds whose runs kept the curve: " + "; ".join(said) + f". Plot, per epoch: `scores_{regime}.png`.",
+        "",
+    ]
 
 
 def kernels_section(cfg, found, runs):
