@@ -412,7 +412,10 @@ def test_the_runner_logs_each_runs_final_number(tmp_path, monkeypatch, capsys):
 def test_where_dissect_stands_in_words(built):
     _, text, summary = built
     section = text.split("## Where DISSect stands: real, r = 0.5\n")[1].split("\n## ")[0]
-    assert "the clean-noisy gap shrank after an early peak on" in section and "of 2 seeds" in section
+    assert (
+        "the clean-noisy gap shrank after an early peak on 1 of 2 seeds, and the clean mean dropped after an "
+        "early peak on 1 of them (the premise table)." in section
+    )
     # mome's offset -2 + 0.5 s against random's -4 - s: +2.0 and +3.5; against full data -2.0 and -1.5
     mome = next(line for line in section.splitlines() if line.startswith("- `dissect-mome`"))
     assert mome.startswith("- `dissect-mome` (2 seeds, final 36.5 ± 0.7): against `random` 2.8 ± 9.5 (cannot tell); ")

@@ -497,7 +497,7 @@ def standing_section(cfg, report, real):
             phase = (
                 f"On full data the clean-noisy gap shrank after an early peak on {len(premise['gap_shrink_seeds'])} "
                 f"of {len(premise['rows'])} seeds, and the clean mean dropped after an early peak on "
-                f"{len(premise['premise_seeds'])} (the premise table). "
+                f"{len(premise['premise_seeds'])} of them (the premise table). "
                 if premise
                 else ""
             )
