@@ -386,6 +386,12 @@ def score_curves(cfg, runs):
     return out
 
 
+def curve_of(curves, ratio, label):
+    """A method's score curve at ``ratio`` from one regime's ``score_curves``: full data and a
+    method that sets its own count are kept under "all" (they join every ratio)."""
+    return curves.get(str(ratio), {}).get(label) or curves.get("all", {}).get(label)
+
+
 def analyse_real(cfg, runs):
     """The parts of a report on real pairs beyond the comparison (``analyse``): the final window,
     the calibration and its length rule, the premise table, the kept sets' precision gain and the

@@ -10,6 +10,7 @@ import os
 from .analysis import (
     calibration_regimes,
     calibration_table,
+    curve_of,
     epoch_means,
     gap_peak,
     main_length,
@@ -122,7 +123,7 @@ def scores_plot(cfg, spec, regime_runs, out, regime, palette, plt, np):
     fig, axes = plt.subplots(2, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 9.5), squeeze=False)
     for column, ratio in enumerate(spec["ratios"]):
         for label in spec["methods"]:
-            curve = curves.get(str(ratio), {}).get(label) or curves.get("all", {}).get(label)
+            curve = curve_of(curves, ratio, label)
             if not curve:
                 continue
             n = len(curve["seeds"])

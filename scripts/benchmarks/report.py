@@ -11,7 +11,7 @@ import os
 import statistics
 import time
 
-from .analysis import calibration_regimes, final_window
+from .analysis import calibration_regimes, curve_of, final_window
 from .profiles.real import LEAST_EPOCHS
 from .stats import mean_sd, verdict
 
@@ -525,7 +525,7 @@ def reached_sentence(regime, ratio, table, scores):
     the curve), in the table's order."""
     said = []
     for r in table["rows"]:
-        curve = scores.get(str(ratio), {}).get(r["label"]) or scores.get("all", {}).get(r["label"])
+        curve = curve_of(scores, ratio, r["label"])
         if curve and curve["clean"]:
             n = len(curve["seeds"])
             said.append(
