@@ -438,6 +438,7 @@ def test_where_dissect_stands_in_words(built):
     # full data at epoch 17: seed 0's clean mean 28 - 3, seed 1's (rising) 37; noisy 19 and 20
     assert "curve: `full` 31.0 / 19.5, AUROC 0.760 (2 seeds); `random`" in reached
     assert summary["scores"]["real"]["0.5"]["dissect-mome"]["seeds"] == [1]
+    assert "Identical runs" not in section and summary["identical"] == {}
 
 
 def test_the_kept_gain_and_the_ranking_auroc_read_the_epochs_from_the_switch_on():
@@ -455,16 +456,26 @@ def test_the_kept_gain_and_the_ranking_auroc_read_the_epochs_from_the_switch_on(
     assert "full" not in measured
 
 
-def test_where_dissect_stands_names_the_best_baseline_where_it_is_not_random(tmp_path):
+def with_clipscore():
     main = dict(MAIN, methods=("full", "random", "clipscore", "dissect-mome"))
-    cfg = dict(CFG, regimes={"real-calibration": CALIBRATION, "real": main})
-    runs = main_runs() + [fake_run("real", "clipscore", seed, 17, offset=-1.0) for seed in (0, 1)]
+    return dict(CFG, regimes={"real-calibration": CALIBRATION, "real": main})
+
+
+def report_of(tmp_path, cfg, runs):
+    """Writes ``runs`` into a cache under ``tmp_path`` and builds the report from it; its folder."""
     write(str(tmp_path / "runs"), runs)
     out = tmp_path / "report"
     assert (
         cli.run_profile("real", str(out), cache=str(tmp_path / "runs"), root=str(tmp_path), cfg=cfg, report_only=True)
         == 0
     )
+    return out
+
+
+def test_where_dissect_stands_names_the_best_baseline_where_it_is_not_random(tmp_path):
+    cfg = with_clipscore()
+    runs = main_runs() + [fake_run("real", "clipscore", seed, 17, offset=-1.0) for seed in (0, 1)]
+    out = report_of(tmp_path, cfg, runs)
     text = (out / "results.md").read_text()
     mome = next(line for line in text.splitlines() if line.startswith("- `dissect-mome`"))
     # clipscore (-1, -1) above random: mome's -2 + 0.5 s against it: -1.0 and -0.5
@@ -475,10 +486,19 @@ def test_where_dissect_stands_names_the_best_baseline_where_it_is_not_random(tmp
         if run["label"] == "clipscore":
             for e in run["epochs"]:
                 e["kept"] = 800
-    write(str(tmp_path / "runs"), runs)
-    assert (
-        cli.run_profile("real", str(out), cache=str(tmp_path / "runs"), root=str(tmp_path), cfg=cfg, report_only=True)
-        == 0
-    )
+    report_of(tmp_path, cfg, runs)
     mome = next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("- `dissect-mome`"))
     assert "`clipscore` (which back-propagated 14k samples to DISSect's 8k), -0.8 ± 3.2 (cannot tell)" in mome
+
+
+def test_runs_that_evaluated_to_the_same_curve_are_named_as_identical(tmp_path):
+    cfg = with_clipscore()
+    # clipscore on seed 1 evaluates exactly as mome does (offset -2 + 0.5); on seed 0 it does not
+    runs = main_runs() + [fake_run("real", "clipscore", seed, 17, offset=-1.5 if seed else -1.0) for seed in (0, 1)]
+    assert analysis.identical_runs(cfg, runs) == {"real": {"0.5": [[1, ["clipscore", "dissect-mome"]]]}}
+    out = report_of(tmp_path, cfg, runs)
+    text = (out / "results.md").read_text()
+    assert "so their paired difference on that seed is exactly 0: seed 1: `clipscore`, `dissect-mome`." in text
+    # no two runs alike: no such sentence
+    runs[-1]["curve"][-1]["rsum"] += 0.1
+    assert analysis.identical_runs(cfg, runs) == {}

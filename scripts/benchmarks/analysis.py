@@ -8,6 +8,7 @@ table and the CPU kernels (``analyse_real``); and the ``paper`` profile's own an
 
 Both read only the runs of their design (``plan.in_design``)."""
 
+import json
 import math
 import statistics
 
@@ -386,6 +387,25 @@ def score_curves(cfg, runs):
     return out
 
 
+def identical_runs(cfg, runs):
+    """Per regime (not a calibration) and ratio: the sets of methods whose runs on one seed
+    evaluated to the same test curve, epoch for epoch, as [seed, [labels]]. With
+    ``--deterministic`` that happens when two methods made the same choices, as
+    dissect-warmup-auto does when its detector switches at the fixed epoch: such a pair's
+    paired difference is exactly 0 on that seed, not an independent measurement."""
+    calibrating = set(calibration_regimes(cfg))
+    groups = {}
+    for r in runs:
+        if r["regime"] not in calibrating and r["label"] != "full" and r.get("curve"):
+            key = (r["regime"], str(r["ratio"]), r["seed"], json.dumps(r["curve"], sort_keys=True))
+            groups.setdefault(key, []).append(r["label"])
+    out = {}
+    for (regime, ratio, seed, _), labels in sorted(groups.items(), key=lambda kv: kv[0][:3]):
+        if len(labels) > 1:
+            out.setdefault(regime, {}).setdefault(ratio, []).append([seed, sorted(labels)])
+    return out
+
+
 def curve_of(curves, ratio, label):
     """A method's score curve at ``ratio`` from one regime's ``score_curves``: full data and a
     method that sets its own count are kept under "all" (they join every ratio)."""
@@ -403,6 +423,7 @@ def analyse_real(cfg, runs):
         "premise": analyse_premise(cfg, runs),
         "from_switch": from_switch(cfg, runs),
         "scores": score_curves(cfg, runs),
+        "identical": identical_runs(cfg, runs),
         "cpu_kernels": kernels(cfg, runs),
     }
 

@@ -513,6 +513,16 @@ def standing_section(cfg, report, real):
                 *said,
                 "",
             ]
+            same = real.get("identical", {}).get(regime, {}).get(str(ratio), [])
+            if same:
+                lines += [
+                    "Identical runs (the same test R@sum at every evaluation, with `--deterministic`: the methods "
+                    "made the same choices, as dissect-warmup-auto does when its detector switches at the fixed "
+                    "epoch), so their paired difference on that seed is exactly 0: "
+                    + "; ".join(f"seed {seed}: " + ", ".join(f"`{x}`" for x in labels) for seed, labels in same)
+                    + ".",
+                    "",
+                ]
             if others:
                 lines += ["The other methods' kept sets, over all epochs: " + ", ".join(others) + ".", ""]
             lines += reached_sentence(regime, ratio, table, real.get("scores", {}).get(regime, {}))
