@@ -5,13 +5,20 @@ length rule, the premise table and its sentence, the junk column, the CPU kernel
 import json
 import math
 import os
+import subprocess
 import sys
+from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
 from conftest import REPO
 
+from open_clip_dissect.openclip.training.selection_record import write_epoch
+
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-from benchmarks import analysis, cli, plan  # noqa: E402
+from benchmarks import analysis, cli, plan, runner  # noqa: E402
 from benchmarks.cache import cache_file  # noqa: E402
 from benchmarks.profiles.real import COMMON, REAL  # noqa: E402
 
@@ -502,3 +509,67 @@ def test_runs_that_evaluated_to_the_same_curve_are_named_as_identical(tmp_path):
     # no two runs alike: no such sentence
     runs[-1]["curve"][-1]["rsum"] += 0.1
     assert analysis.identical_runs(cfg, runs) == {}
+
+
+def kept_records(folder, epochs, clean=5, noisy=3):
+    """A random run's --selection-record folder: the clean pairs rise to 30 by epoch 4 and stay,
+    the noisy ones rise 2 an epoch from 5. Keys end with the sample's key, as the runner's."""
+    n = clean + noisy
+    keys = [f"/data/train/00000.tar/{i:08d}" for i in range(n)]
+    for epoch in range(epochs):
+        curr = np.array([10.0 + 5 * min(epoch, 4)] * clean + [5.0 + 2 * epoch] * noisy)
+        zeros = torch.zeros(n)
+        columns = dict(curr=torch.tensor(curr), hist=zeros, delta=zeros, kept=torch.ones(n, dtype=torch.bool))
+        write_epoch(str(folder), epoch, keys, dict(columns, noisy=torch.full((n,), -1)))
+    return pd.DataFrame(
+        {"noisy": [False] * clean + [True] * noisy, "noise_kind": None, "style": "alt", "hard": False, "rare": False}
+        | {"junk": False},
+        index=pd.Index([f"{i:08d}" for i in range(n)], name="key"),
+    )
+
+
+def test_the_delta_replay_is_added_from_kept_records_and_reported(tmp_path, monkeypatch):
+    runs = calibration_runs() + main_runs()
+    write(str(tmp_path / "runs"), runs)
+    root, kept = tmp_path / "root", tmp_path / "kept"
+    (root / "data" / runs[-1]["data"]).mkdir(parents=True)
+    samples = kept_records(kept / "real-random-r0.5-s0", 17)
+    monkeypatch.setattr(runner, "builder", lambda spec: SimpleNamespace(samples=lambda data_dir: samples))
+    assert runner.add_replay(CFG, str(root), str(tmp_path / "runs"), str(kept)) == ["real-random-r0.5-s0"]
+    run = json.loads((tmp_path / "runs" / "real-random-r0.5-s0.json").read_text())
+    assert run["replay_source"] == "kept records" and len(run["replay"]) == 17
+    # the warm-up's history is epoch 3's (a quarter of 17 epochs: 4); the clean pairs rank below
+    # the noisy ones at epochs 4 and 5, above them from epoch 6 on
+    assert [r["warmup_auroc"] for r in run["replay"][4:7]] == [0.0, 0.0, 1.0]
+    # a run that has its replay is left as it is; a folder of fewer epochs than the run is refused
+    assert runner.add_replay(CFG, str(root), str(tmp_path / "runs"), str(kept)) == []
+    kept_records(kept / "real-random-r0.5-s1", 5)
+    with pytest.raises(ValueError, match="records of 5 epochs, the run had 17"):
+        runner.add_replay(CFG, str(root), str(tmp_path / "runs"), str(kept))
+    out = tmp_path / "report"
+    assert (
+        cli.run_profile("real", str(out), cache=str(tmp_path / "runs"), root=str(tmp_path), cfg=CFG, report_only=True)
+        == 0
+    )
+    text = (out / "results.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("Before any feedback"))
+    assert "the recorded scores of `random` (seed 0; its choices ignore the scores)" in line
+    assert "AUROC 0.846 for the warm-up's history, from the authors' switch on (ranks the clean pairs above" in line
+    assert (
+        "for the moving average's, every epoch" in line and "against `dissect-mome` 0.500 in DISSect's own runs" in line
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["replay"]["real"]["random"]["seeds"] == [0]
+
+
+def test_the_replay_command_line_refuses_a_missing_folder():
+    script = os.path.join(REPO, "scripts", "paper_bench.py")
+    for flags, message in (
+        (
+            ["--profile", "real", "--add-replay", "/no/such/folder"],
+            "--add-replay: folder /no/such/folder does not exist",
+        ),
+        (["--add-replay", "/tmp"], "--add-replay belong to --profile"),
+    ):
+        result = subprocess.run([sys.executable, script, *flags], capture_output=True, text=True)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

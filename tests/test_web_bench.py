@@ -88,6 +88,30 @@ def test_the_score_curve_reads_each_epochs_clean_and_noisy_means():
     assert curve[2]["noisy"] == pytest.approx((12 + 12 + 50) / 3) and curve[2]["auroc"] == pytest.approx(2 / 3)
 
 
+def test_the_delta_replay_follows_both_histories_on_recorded_scores():
+    # clean pairs (0, 1) rise early and plateau, noisy ones (2, 3) rise late; pair 3 misses epoch 1
+    scores = {0: (10, 20, 25, 26), 1: (10, 20, 25, 26), 2: (5, 8, 15, 30), 3: (5, None, 15, 30)}
+    rows = [
+        (i, epoch, float(v), True, i >= 2, False, "alt", False, None)
+        for i, values in scores.items()
+        for epoch, v in enumerate(values)
+        if v is not None
+    ]
+    rows.append((2, 2, 99.0, True, True, False, "alt", False, None))  # a repeat in an epoch: its first visit counts
+    replay = rm.delta_replay(_records(rows), warmup_epochs=2, momentum=0.5)
+    assert [r["epoch"] for r in replay] == [0, 1, 2, 3] and "warmup_auroc" not in replay[1]
+    # warm-up: each pair's last visit before epoch 2 (pair 3: epoch 0's 5)
+    assert replay[2]["warmup_gap"] == pytest.approx(-5 - (-7 - 10) / 2) and replay[2]["warmup_auroc"] == 1.0
+    assert replay[3]["warmup_gap"] == pytest.approx(-6 - (-22 - 25) / 2)
+    # moving average: 0 at a first visit; pair 3 keeps its history (5) through the missed epoch
+    assert replay[0] == {"epoch": 0, "mome_auroc": 0.5, "mome_gap": 0.0}
+    assert replay[1]["mome_gap"] == pytest.approx(-10 - (-3)) and replay[1]["mome_auroc"] == 0.0
+    # epoch 2: clean 15 - 25; noisy 6.5 - 15 and 5 - 15 (a tie with the clean pairs counts half)
+    assert replay[2]["mome_gap"] == pytest.approx(-10 - (-8.5 - 10) / 2) and replay[2]["mome_auroc"] == 0.25
+    # the default beta is dissect-mome's own
+    assert rm.momentum_default() == 0.9
+
+
 def test_data_cache_is_keyed_by_the_generator_arguments(tmp_path):
     a = bench_data.data_arguments(train=40, test=8, seed=0, val=4)
     b = bench_data.data_arguments(train=40, test=8, seed=0, val=4, noise_rate=0.2)

@@ -12,7 +12,7 @@ import json
 import math
 import statistics
 
-from .plan import in_design, job_of, jobs, paper_jobs, run_name
+from .plan import authors_warmup, in_design, job_of, jobs, paper_jobs, run_name
 from .profiles.real import CALIBRATION_EPOCHS, LEAST_EPOCHS
 from .stats import interval, mean_sd, verdict
 
@@ -278,7 +278,7 @@ def premise_row(run, window):
         "clean_drop": clean[top] - clean[-1],
         "noisy_rise": noisy[-1] - noisy[top],
         "gap_peak_epoch": gap_top + 1,
-        "warmup_end": max(1, epochs // 4),  # the authors' warm-up, a quarter of the epochs (as the runner's)
+        "warmup_end": authors_warmup(epochs),
         "rsum_peak": peak["rsum"],
         "rsum_peak_epoch": peak["epoch"],
         "final": final(run, window),
@@ -387,6 +387,42 @@ def score_curves(cfg, runs):
     return out
 
 
+def delta_replays(cfg, runs):
+    """Per regime (not a calibration) and method whose choices ignore the scores (full data,
+    ``random``; the runs that kept the replay): per epoch (0-based), the mean over seeds of the
+    replayed deltas' AUROC (``record_measures.delta_replay``), and the mean over the epochs that
+    DISSect's ranking AUROC reads (from the authors' warm-up for the warm-up's delta, every epoch
+    for the moving average's), as ``ranking_auroc`` reads them, then over seeds (mean, sd)."""
+    calibrating = set(calibration_regimes(cfg))
+    cells = {}
+    for r in runs:
+        if r["regime"] not in calibrating and r.get("replay"):
+            cells.setdefault(r["regime"], {}).setdefault(r["label"], []).append(r)
+    out = {}
+    for regime, labels in cells.items():
+        warmup = authors_warmup(cfg["regimes"][regime]["epochs"])
+        for label, seeded in labels.items():
+            n = min(len(r["replay"]) for r in seeded)
+            cell = {"seeds": sorted(r["seed"] for r in seeded)}
+            for kind, start in (("warmup", warmup), ("mome", 0)):
+                key = f"{kind}_auroc"
+                cell[key] = [
+                    None if i < start else statistics.mean(r["replay"][i][key] for r in seeded) for i in range(n)
+                ]
+                cell[f"{kind}_mean"] = mean_sd(
+                    [
+                        statistics.mean(
+                            row[key]
+                            for row in r["replay"][start:]
+                            if row.get(key) is not None and not math.isnan(row[key])
+                        )
+                        for r in seeded
+                    ]
+                )
+            out.setdefault(regime, {})[label] = cell
+    return out
+
+
 def identical_runs(cfg, runs):
     """Per regime (not a calibration) and ratio: the sets of methods whose runs on one seed
     evaluated to the same test curve, epoch for epoch, as [seed, [labels]]. With
@@ -424,6 +460,7 @@ def analyse_real(cfg, runs):
         "from_switch": from_switch(cfg, runs),
         "scores": score_curves(cfg, runs),
         "identical": identical_runs(cfg, runs),
+        "replay": delta_replays(cfg, runs),
         "cpu_kernels": kernels(cfg, runs),
     }
 

@@ -97,6 +97,14 @@ def main(argv=None):
         "report's cache where the profile made it, else trained into --calibration-cache; about 10 minutes "
         "on 2 cores), printed and written to --json (default: off).",
     )
+    p.add_argument(
+        "--add-replay",
+        default=None,
+        metavar="DIR",
+        help="comparison profiles: add the delta replay to the cached runs of full data and random from their "
+        "--selection-record folders kept in DIR (one folder a run, named as the run), then rebuild the report "
+        "(default: None; runs made since the replay was added to the runner have it already).",
+    )
     p.add_argument("--seed", type=int, default=0, help="--calibrate: the data and training seed (default: 0).")
     p.add_argument("--json", default=None, help="--calibrate: write the measures to this file (default: None).")
     p.add_argument(
@@ -109,9 +117,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     profile = PROFILES[args.profile]
     if profile.kind == "paper":
-        if args.calibrate or args.only or args.cache or args.calibration_cache:
+        if args.calibrate or args.only or args.cache or args.calibration_cache or args.add_replay:
             p.error(
-                f"--calibrate, --only, --cache and --calibration-cache belong to --profile {' or '.join(COMPARISON)}"
+                "--calibrate, --only, --cache, --calibration-cache and --add-replay belong to --profile "
+                + " or ".join(COMPARISON)
             )
         return run_paper(
             os.path.abspath(args.out or os.path.join(REPO, profile.out)),
@@ -146,6 +155,16 @@ def main(argv=None):
         )
         print(json.dumps(measures, indent=1))
         return 0
+    if args.add_replay:
+        if not os.path.isdir(args.add_replay):
+            p.error(f"--add-replay: folder {args.add_replay} does not exist")
+        cache = os.path.abspath(args.cache or profile.cache(out))
+        try:
+            added = runner.add_replay(profile.design, os.path.join(REPO, profile.work), cache, args.add_replay)
+        except (OSError, ValueError) as e:
+            p.error(f"--add-replay: {e}")
+        print(f"--add-replay: added to {len(added)} run(s): {', '.join(added) or 'none'}")
+        args.report_only = True
     return run_profile(
         args.profile,
         out,

@@ -11,6 +11,7 @@ from .analysis import (
     calibration_regimes,
     calibration_table,
     curve_of,
+    delta_replays,
     epoch_means,
     gap_peak,
     main_length,
@@ -168,6 +169,18 @@ def ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np):
                 ls=":",
                 label="full data: absolute CLIPScore",
             )
+        for label, cell in delta_replays(cfg, regime_runs).get(regime, {}).items():
+            for kind, name in (("warmup", "warm-up delta"), ("mome", "moving-average delta")):
+                ys = np.array([math.nan if v is None else v for v in cell[f"{kind}_auroc"]], dtype=float)
+                ax.plot(
+                    np.arange(1, len(ys) + 1),
+                    ys,
+                    color=palette["dissect-warmup-fixed" if kind == "warmup" else "dissect-mome"],
+                    lw=1.0,
+                    ls=":",
+                    label=f"{name} replayed on {label}'s scores ({len(cell['seeds'])} seed"
+                    f"{'s' if len(cell['seeds']) > 1 else ''})",
+                )
         for label in spec["methods"]:
             cells = method_cells(cfg, regime_runs, label, ratio) if label != "full" else []
             ys = np.array(epoch_means(cells, "audit_auroc"), dtype=float) if cells else np.array([])

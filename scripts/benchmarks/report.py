@@ -513,6 +513,7 @@ def standing_section(cfg, report, real):
                 *said,
                 "",
             ]
+            lines += replay_sentences(regime, real.get("replay", {}).get(regime, {}), measured)
             same = real.get("identical", {}).get(regime, {}).get(str(ratio), [])
             if same:
                 lines += [
@@ -527,6 +528,53 @@ def standing_section(cfg, report, real):
                 lines += ["The other methods' kept sets, over all epochs: " + ", ".join(others) + ".", ""]
             lines += reached_sentence(regime, ratio, table, real.get("scores", {}).get(regime, {}))
     return lines
+
+
+def side(auroc):
+    """Which way an AUROC of clean above noisy ranks the clean pairs, in words."""
+    if auroc < 0.48:
+        return "the clean pairs below the noisy ones"
+    if auroc > 0.52:
+        return "the clean pairs above the noisy ones"
+    return "at chance"
+
+
+def replay_sentences(regime, replays, measured):
+    """The deltas replayed on the scores of runs whose choices ignore them (full data,
+    ``random``), against DISSect's own runs' ranking AUROC: whether the signal separated the
+    pairs before DISSect's choices fed back into the scores."""
+    said = []
+    for label, cell in replays.items():
+        parts = []
+        for kind, variants, where in (
+            (
+                "warmup",
+                ("dissect-warmup-fixed", "dissect-warmup-auto"),
+                "the warm-up's history, from the authors' switch on",
+            ),
+            ("mome", ("dissect-mome",), "the moving average's, every epoch"),
+        ):
+            m, sd, n = cell[f"{kind}_mean"]
+            if m is None:
+                continue
+            own = [
+                f"`{v}` {measured[v]['auroc'][0]:.3f}"
+                for v in variants
+                if measured.get(v, {}).get("auroc") and measured[v]["auroc"][0] is not None
+            ]
+            parts.append(
+                f"{m:.3f}{f' ± {sd:.3f} sd' if sd is not None else ''} for {where} (ranks {side(m)})"
+                + (f", against {' and '.join(own)} in DISSect's own runs" if own else "")
+            )
+        if parts:
+            seeds = ", ".join(str(x) for x in cell["seeds"])
+            said.append(
+                f"Before any feedback of DISSect's choices: its deltas replayed on the recorded scores of `{label}` "
+                f"(seed{'s' if len(cell['seeds']) > 1 else ''} {seeds}; its choices ignore the scores) put the clean "
+                "pairs above the noisy ones with AUROC " + "; ".join(parts) + f". Plot: `ranking_auroc_{regime}.png` "
+                "(dotted)."
+            )
+    return [*(line for s in said for line in (s, ""))]
 
 
 def reached_sentence(regime, ratio, table, scores):
