@@ -2,6 +2,11 @@
 None where the method sets its own count, and in the ``paper`` profile, which has one ratio)."""
 
 
+def authors_warmup(epochs):
+    """The authors' warm-up of DISSect: a quarter of the epochs, at least one (``{quarter}``)."""
+    return max(1, epochs // 4)
+
+
 def run_name(regime, label, ratio, seed):
     return f"{regime}-{label}" + (f"-r{ratio}" if ratio is not None else "") + f"-s{seed}"
 

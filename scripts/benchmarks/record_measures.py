@@ -12,6 +12,9 @@ generator's per-sample records (noise label, caption style, image hardness, rare
 - ``junk_kept_share``: the same for the clean-labelled pairs whose caption is junk (real pairs);
 - ``score_curve``: per epoch of a selection run, the clean and noisy mean CLIPScore and the
   absolute-score AUROC;
+- ``delta_replay``: per epoch of a run whose choices ignore the scores (full data, ``random``),
+  how well DISSect's two deltas, computed on that run's own recorded scores, would have put the
+  clean pairs above the noisy ones (the signal before any feedback of its own choices);
 - ``summarise_records``: what a comparison profile's cached run keeps of its records;
 - ``record_groups``: the ``paper`` profile's per-epoch clean and noisy CLIPScores (its Fig. 3).
 
@@ -23,6 +26,8 @@ import os
 
 import numpy as np
 import pandas as pd
+
+REPLAYED = ("full", "random")  # the methods whose choices ignore the scores: delta replayed on their records
 
 
 def auroc(positive, negative):
@@ -156,9 +161,10 @@ def junk_kept_share(records, since_epoch=0):
     }
 
 
-def summarise_records(record, samples, label, selection_rows):
+def summarise_records(record, samples, label, selection_rows, warmup_epochs=None):
     """What the report needs from a run's per-sample records (they are deleted afterwards);
-    ``samples``: the data builder's per-sample table."""
+    ``samples``: the data builder's per-sample table; ``warmup_epochs``: the authors' warm-up in
+    the run's regime, for the delta replay of the runs whose choices ignore the scores."""
     records = load_records(record, samples)
     switch = next(
         (row["selection_from_epoch"] for row in selection_rows if row.get("selection_from_epoch") is not None), None
@@ -175,6 +181,8 @@ def summarise_records(record, samples, label, selection_rows):
     else:
         out["lock_in"] = lock_in(records, since)
         out["scores"] = score_curve(records)
+    if label in REPLAYED and warmup_epochs is not None:
+        out["replay"] = delta_replay(records, warmup_epochs)
     return out
 
 
@@ -193,6 +201,54 @@ def score_curve(records):
                 "auroc": auroc(clean, noisy),
             }
         )
+    return rows
+
+
+def momentum_default():
+    """dissect-mome's default beta (read from the strategy, so the replay follows it)."""
+    from open_clip_dissect.core.strategies.dissect import DissectMomentum
+
+    return next(o.default for o in DissectMomentum.options if o.name == "momentum")
+
+
+def delta_replay(records, warmup_epochs, momentum=None):
+    """Per epoch, DISSect's ``delta = hist - curr`` replayed on a run's recorded CLIPScores:
+    ``warmup``, the history a warm-up of ``warmup_epochs`` leaves (each pair's score at its last
+    visit before that epoch; rows from that epoch on), and ``mome``, the moving average of each
+    pair's earlier scores (beta ``momentum``, dissect-mome's default; a first visit has delta 0).
+    For each: ``*_auroc``, P(a clean pair's delta above a noisy one's) (0.5: chance; below it
+    delta ranks the clean pairs last), and ``*_gap``, the clean pairs' mean delta minus the noisy
+    pairs'. Meaningful for runs whose choices ignore the scores (full data, ``random``): what
+    the signal was before any feedback of DISSect's own choices. A pair not visited in an
+    epoch (the last partial batch is dropped) keeps its history."""
+    beta = momentum_default() if momentum is None else momentum
+    visits = records.drop_duplicates(["sample", "epoch"], keep="first")
+    curr = visits.pivot(index="sample", columns="epoch", values="curr").sort_index(axis=1)
+    noisy = visits.groupby("sample")["noisy"].first().reindex(curr.index).astype(bool).to_numpy()
+    scores = curr.to_numpy(dtype=float)
+
+    def measured(prefix, delta):
+        seen = np.isfinite(delta)
+        clean, noise = delta[seen & ~noisy], delta[seen & noisy]
+        return {
+            f"{prefix}_auroc": auroc(clean, noise),
+            f"{prefix}_gap": float(clean.mean() - noise.mean()) if len(clean) and len(noise) else float("nan"),
+        }
+
+    rows = []
+    average = np.full(len(scores), np.nan)  # the moving average; NaN until a pair's first visit
+    warm = np.full(len(scores), np.nan)  # the warm-up's history: the last visit before its end
+    for column, epoch in enumerate(curr.columns):
+        now = scores[:, column]
+        seen = np.isfinite(now)
+        hist = np.where(np.isfinite(average), average, now)
+        row = {"epoch": int(epoch), **measured("mome", hist - now)}
+        average = np.where(seen, beta * hist + (1.0 - beta) * now, average)
+        if epoch < warmup_epochs:
+            warm = np.where(seen, now, warm)
+        else:
+            row.update(measured("warmup", warm - now))
+        rows.append(row)
     return rows
 
 

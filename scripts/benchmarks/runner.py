@@ -14,9 +14,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import data, record_measures
+from .analysis import final, final_window
 from .builders import builder
 from .cache import cache_file, read_run, write_run
-from .plan import jobs, paper_jobs, run_name
+from .plan import authors_warmup, jobs, paper_jobs, run_name
 
 SELECTION_FIELDS = (
     "epoch",
@@ -38,7 +39,7 @@ def log(msg):
 
 def command(cfg, spec, manifest, logs, name, label, ratio, seed, record):
     strategy, flags, _ = cfg["methods"][label]
-    quarter = str(max(1, spec["epochs"] // 4))
+    quarter = str(authors_warmup(spec["epochs"]))
     cmd = data.training_command(
         cfg["model"],
         spec["batch"],
@@ -111,7 +112,11 @@ def collect(cfg, job, manifest, logs, record, cached, seconds, threads, cpu_seco
         "epochs": [{k: row[k] for k in SELECTION_FIELDS if k in row} for row in selection],
     }
     samples = builder(cfg["regimes"][regime]).samples(data_dir)
-    out.update(record_measures.summarise_records(record, samples, label, selection))
+    out.update(
+        record_measures.summarise_records(
+            record, samples, label, selection, warmup_epochs=authors_warmup(cfg["regimes"][regime]["epochs"])
+        )
+    )
     write_run(cached, out)
     shutil.rmtree(run_dir, ignore_errors=True)  # the cached json holds what the report reads
     shutil.rmtree(record, ignore_errors=True)
@@ -153,7 +158,7 @@ def run_all(cfg, root, cache, only=None):
             return None
         done.append(out)
         log(
-            f"[bench] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {out['curve'][-1]['rsum']:.1f} "
+            f"[bench] {len(done)}/{len(todo)} {run_name(*job)}: final R@sum {final(out, final_window(cfg)):.1f} "
             f"({'?' if out['seconds'] is None else format(out['seconds'], '.0f')} s)"
             f"{' | ' + out['events'][0] if out['events'] else ''}"
         )
@@ -231,6 +236,35 @@ def paper_command(cfg, spec, manifest, logs, name, strategy, flags, seed, record
     if record:
         cmd += ["--selection-record", record]
     return cmd
+
+
+def add_replay(cfg, root, cache, kept):
+    """Add the delta replay (``record_measures.delta_replay``) to the cached runs of the methods
+    whose choices ignore the scores, from their ``--selection-record`` folders kept in ``kept``
+    (one folder a run, named as the run; the runner deletes its own after reading them, so they
+    are kept while it runs, e.g. by hard links). A run that has its replay, or whose folder is
+    missing, is left as it is. The names of the runs it added the replay to."""
+    added = []
+    for job in jobs(cfg):
+        regime, label, _, _ = job
+        cached, folder = cache_file(cache, job), os.path.join(kept, run_name(*job))
+        if label not in record_measures.REPLAYED or not os.path.isfile(cached) or not os.path.isdir(folder):
+            continue
+        run = read_run(cached)
+        if run.get("replay"):
+            continue
+        data_dir = os.path.join(root, "data", run["data"])
+        if not os.path.isdir(data_dir):
+            raise FileNotFoundError(f"{run_name(*job)}: its data set {data_dir} is missing (run the profile first)")
+        records = record_measures.load_records(folder, builder(cfg["regimes"][regime]).samples(data_dir))
+        epochs = cfg["regimes"][regime]["epochs"]
+        if records["epoch"].nunique() != epochs:
+            raise ValueError(f"{folder}: records of {records['epoch'].nunique()} epochs, the run had {epochs}")
+        run["replay"] = record_measures.delta_replay(records, authors_warmup(epochs))
+        run["replay_source"] = "kept records"  # added after the run, from its records
+        write_run(cached, run)
+        added.append(run_name(*job))
+    return added
 
 
 def paper_run_one(cfg, root, regime, spec, label, seed):
