@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""``make bench PROFILE=paper|web``: the seeded benchmark profiles' command line.
+"""``make bench PROFILE=paper|web|real``: the seeded benchmark profiles' command line.
 
-``python scripts/paper_bench.py [--profile paper|web] [--report-only] [--only REGIME]
-[--calibrate --seed S --json FILE]``; ``--help`` lists every flag. The profiles live in
-``scripts/benchmarks/`` (its ``__init__`` maps the package); their designs, fixed before their
-first results, are the docstrings of ``scripts/benchmarks/profiles/paper.py`` and ``web.py``.
+``python scripts/paper_bench.py [--profile paper|web|real] [--report-only] [--only REGIME]
+[--calibrate --seed S --json FILE] [--add-replay DIR]``; ``--help`` lists every flag. The
+profiles live in ``scripts/benchmarks/`` (its ``__init__`` maps the package); their designs,
+fixed before their first results, are the docstrings of ``scripts/benchmarks/profiles/``.
 """
 
 import os
