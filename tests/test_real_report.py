@@ -554,7 +554,10 @@ def test_the_delta_replay_is_added_from_kept_records_and_reported(tmp_path, monk
     text = (out / "results.md").read_text()
     line = next(x for x in text.splitlines() if x.startswith("Before any feedback"))
     assert "the recorded scores of `random` (seed 0; its choices ignore the scores)" in line
-    assert "AUROC 0.846 for the warm-up's history, from the authors' switch on (ranks the clean pairs above" in line
+    assert (
+        "AUROC 0.846 for the warm-up's history, from the authors' switch on (ranks the clean pairs above the noisy "
+        "ones; 1.000 in the last epoch)" in line
+    )
     assert (
         "for the moving average's, every epoch" in line and "against `dissect-mome` 0.500 in DISSect's own runs" in line
     )

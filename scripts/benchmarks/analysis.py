@@ -392,7 +392,8 @@ def delta_replays(cfg, runs):
     ``random``; the runs that kept the replay): per epoch (0-based), the mean over seeds of the
     replayed deltas' AUROC (``record_measures.delta_replay``), and the mean over the epochs that
     DISSect's ranking AUROC reads (from the authors' warm-up for the warm-up's delta, every epoch
-    for the moving average's), as ``ranking_auroc`` reads them, then over seeds (mean, sd)."""
+    for the moving average's), as ``ranking_auroc`` reads them, then over seeds (mean, sd); and
+    the last epoch's (the mean over every epoch hides a turn from anti-clean to clean)."""
     calibrating = set(calibration_regimes(cfg))
     cells = {}
     for r in runs:
@@ -409,6 +410,7 @@ def delta_replays(cfg, runs):
                 cell[key] = [
                     None if i < start else statistics.mean(r["replay"][i][key] for r in seeded) for i in range(n)
                 ]
+                cell[f"{kind}_last"] = cell[key][-1] if n else None
                 cell[f"{kind}_mean"] = mean_sd(
                     [
                         statistics.mean(

@@ -156,7 +156,7 @@ def ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np):
     """Per epoch and method, how well the score a method keeps by put the clean pairs above the
     noisy ones (the audit's AUROC; delta for DISSect, 0.5 during its warm-up), against full
     data's absolute CLIPScore: whether a method's signal separates the pairs at all."""
-    fig, axes = plt.subplots(1, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(spec["ratios"]), figsize=(10.5 * len(spec["ratios"]), 5.5), squeeze=False)
     for column, ratio in enumerate(spec["ratios"]):
         ax = axes[0][column]
         if fulls:
@@ -169,7 +169,7 @@ def ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np):
                 ls=":",
                 label="full data: absolute CLIPScore",
             )
-        for label, cell in delta_replays(cfg, regime_runs).get(regime, {}).items():
+        for (label, cell), ls in zip(delta_replays(cfg, regime_runs).get(regime, {}).items(), (":", "-.")):
             for kind, name in (("warmup", "warm-up delta"), ("mome", "moving-average delta")):
                 ys = np.array([math.nan if v is None else v for v in cell[f"{kind}_auroc"]], dtype=float)
                 ax.plot(
@@ -177,7 +177,7 @@ def ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np):
                     ys,
                     color=palette["dissect-warmup-fixed" if kind == "warmup" else "dissect-mome"],
                     lw=1.0,
-                    ls=":",
+                    ls=ls,
                     label=f"{name} replayed on {label}'s scores ({len(cell['seeds'])} seed"
                     f"{'s' if len(cell['seeds']) > 1 else ''})",
                 )
@@ -198,9 +198,9 @@ def ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np):
             xlabel="epoch",
             ylabel="P(a clean pair ranks above a noisy one)",
         )
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the lines cross the middle
     fig.tight_layout()
-    fig.savefig(os.path.join(out, f"ranking_auroc_{regime}.png"), dpi=90)
+    fig.savefig(os.path.join(out, f"ranking_auroc_{regime}.png"), dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -563,7 +563,8 @@ def replay_sentences(regime, replays, measured):
                 if measured.get(v, {}).get("auroc") and measured[v]["auroc"][0] is not None
             ]
             parts.append(
-                f"{m:.3f}{f' ± {sd:.3f} sd' if sd is not None else ''} for {where} (ranks {side(m)})"
+                f"{m:.3f}{f' ± {sd:.3f} sd' if sd is not None else ''} for {where} (ranks {side(m)}; "
+                f"{cell[f'{kind}_last']:.3f} in the last epoch)"
                 + (f", against {' and '.join(own)} in DISSect's own runs" if own else "")
             )
         if parts:
@@ -572,7 +573,7 @@ def replay_sentences(regime, replays, measured):
                 f"Before any feedback of DISSect's choices: its deltas replayed on the recorded scores of `{label}` "
                 f"(seed{'s' if len(cell['seeds']) > 1 else ''} {seeds}; its choices ignore the scores) put the clean "
                 "pairs above the noisy ones with AUROC " + "; ".join(parts) + f". Plot: `ranking_auroc_{regime}.png` "
-                "(dotted)."
+                "(the thin lines)."
             )
     return [*(line for s in said for line in (s, ""))]
 
