@@ -441,9 +441,14 @@ def test_where_dissect_stands_in_words(built):
     # how far the runs got: random's curve on both seeds (epoch 16: clean 46 - 4 - s, noisy 39.2),
     # mome's on seed 1 only (46 - 2 + 0.5); full data's from its calibration table
     reached = next(line for line in section.splitlines() if line.startswith("How far the runs got"))
-    assert "`random` 41.5 / 39.2, AUROC 0.705 (2 seeds); `dissect-mome` 44.5 / 39.2, AUROC 0.710 (1 seed)." in reached
+    # the gap: random's 5.5 - 0.2 epochs (seed mean) falls to 2.3, mome's 8.5 - 0.2 epochs to 5.3
+    assert (
+        "`random` 41.5 / 39.2, AUROC 0.705, gap 42% of its peak (epoch 1) (2 seeds); `dissect-mome` 44.5 / 39.2, "
+        "AUROC 0.710, gap 62% of its peak (epoch 1) (1 seed)." in reached
+    )
     # full data at epoch 17: seed 0's clean mean 28 - 3, seed 1's (rising) 37; noisy 19 and 20
-    assert "curve: `full` 31.0 / 19.5, AUROC 0.760 (2 seeds); `random`" in reached
+    # (seed 1's gap grows to the end, so the seed mean's peak is the last epoch)
+    assert "curve: `full` 31.0 / 19.5, AUROC 0.760, gap 100% of its peak (epoch 17) (2 seeds); `random`" in reached
     assert summary["scores"]["real"]["0.5"]["dissect-mome"]["seeds"] == [1]
     assert "Identical runs" not in section and summary["identical"] == {}
 

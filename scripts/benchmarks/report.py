@@ -580,23 +580,26 @@ def replay_sentences(regime, replays, measured):
 
 def reached_sentence(regime, ratio, table, scores):
     """How far each method's runs got towards memorising the noisy pairs: the clean and noisy
-    pairs' mean CLIPScore and the absolute-score AUROC in the last epoch (the seeds that kept
-    the curve), in the table's order."""
+    pairs' mean CLIPScore, the absolute-score AUROC and the gap against its peak in the last
+    epoch (the seeds that kept the curve), in the table's order."""
     said = []
     for r in table["rows"]:
         curve = curve_of(scores, ratio, r["label"])
         if curve and curve["clean"]:
             n = len(curve["seeds"])
+            gaps = [c - x for c, x in zip(curve["clean"], curve["noisy"])]
+            top = max(range(len(gaps)), key=gaps.__getitem__)
             said.append(
-                f"`{r['label']}` {curve['clean'][-1]:.1f} / {curve['noisy'][-1]:.1f}, AUROC {curve['auroc'][-1]:.3f} "
-                f"({n} seed{'s' if n > 1 else ''})"
+                f"`{r['label']}` {curve['clean'][-1]:.1f} / {curve['noisy'][-1]:.1f}, AUROC {curve['auroc'][-1]:.3f}, "
+                f"gap {gaps[-1] / gaps[top]:.0%} of its peak (epoch {top + 1}) ({n} seed{'s' if n > 1 else ''})"
             )
     if not said:
         return []
     return [
         "How far the runs got towards memorising the noisy pairs, in the last epoch: the clean / noisy pairs' "
-        "mean CLIPScore and the AUROC of that absolute score (not of the score a method keeps by), mean over the "
-        "seeds whose runs kept the curve: " + "; ".join(said) + f". Plot, per epoch: `scores_{regime}.png`.",
+        "mean CLIPScore, the AUROC of that absolute score (not of the score a method keeps by) and the clean-noisy "
+        "gap against its peak (epochs from 1; it shrinks as the noisy pairs are memorised), mean over the seeds "
+        "whose runs kept the curve: " + "; ".join(said) + f". Plot, per epoch: `scores_{regime}.png`.",
         "",
     ]
 
