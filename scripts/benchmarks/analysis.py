@@ -333,9 +333,7 @@ def kernels(cfg, runs):
 def ranking_auroc(run, after):
     """Mean over the epochs >= ``after`` (0-based) of how well the method's ranking score put the
     clean pairs above the noisy ones (the audit's AUROC; 0.5 = chance)."""
-    rows = [e["audit_auroc"] for e in run["epochs"] if e["epoch"] - 1 >= after and e.get("audit_auroc") is not None]
-    rows = [v for v in rows if not math.isnan(v)]
-    return statistics.mean(rows) if rows else None
+    return mean_of(e.get("audit_auroc") for e in run["epochs"] if e["epoch"] - 1 >= after)
 
 
 def from_switch(cfg, runs):
@@ -387,6 +385,12 @@ def score_curves(cfg, runs):
     return out
 
 
+def mean_of(values):
+    """The mean of the values that are numbers (None and NaN left out); None if there are none."""
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.mean(kept) if kept else None
+
+
 def delta_replays(cfg, runs):
     """Per regime (not a calibration) and method whose choices ignore the scores (full data,
     ``random``; the runs that kept the replay): per epoch (0-based), the mean over seeds of the
@@ -411,16 +415,7 @@ def delta_replays(cfg, runs):
                     None if i < start else statistics.mean(r["replay"][i][key] for r in seeded) for i in range(n)
                 ]
                 cell[f"{kind}_last"] = cell[key][-1] if n else None
-                cell[f"{kind}_mean"] = mean_sd(
-                    [
-                        statistics.mean(
-                            row[key]
-                            for row in r["replay"][start:]
-                            if row.get(key) is not None and not math.isnan(row[key])
-                        )
-                        for r in seeded
-                    ]
-                )
+                cell[f"{kind}_mean"] = mean_sd([mean_of(row.get(key) for row in r["replay"][start:]) for r in seeded])
             out.setdefault(regime, {})[label] = cell
     return out
 

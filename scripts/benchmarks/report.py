@@ -575,7 +575,7 @@ def replay_sentences(regime, replays, measured):
                 "pairs above the noisy ones with AUROC " + "; ".join(parts) + f". Plot: `ranking_auroc_{regime}.png` "
                 "(the thin lines)."
             )
-    return [*(line for s in said for line in (s, ""))]
+    return [line for sentence in said for line in (sentence, "")]
 
 
 def reached_sentence(regime, ratio, table, scores):
