@@ -551,6 +551,15 @@ def test_the_delta_replay_is_added_from_kept_records_and_reported(tmp_path, monk
     kept_records(kept / "real-random-r0.5-s1", 5)
     with pytest.raises(ValueError, match="records of 5 epochs, the run had 17"):
         runner.add_replay(CFG, str(root), str(tmp_path / "runs"), str(kept))
+    # a folder without records, or with a truncated file, is named
+    for name in os.listdir(kept / "real-random-r0.5-s1"):
+        if name.endswith(".parquet"):
+            os.remove(kept / "real-random-r0.5-s1" / name)
+    with pytest.raises(ValueError, match="real-random-r0.5-s1: its records cannot be read"):
+        runner.add_replay(CFG, str(root), str(tmp_path / "runs"), str(kept))
+    (kept / "real-random-r0.5-s1" / "epoch_0.rank0-of-1.parquet").write_bytes(b"")
+    with pytest.raises(ValueError, match="real-random-r0.5-s1: its records cannot be read"):
+        runner.add_replay(CFG, str(root), str(tmp_path / "runs"), str(kept))
     out = tmp_path / "report"
     assert (
         cli.run_profile("real", str(out), cache=str(tmp_path / "runs"), root=str(tmp_path), cfg=CFG, report_only=True)

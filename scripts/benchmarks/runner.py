@@ -256,7 +256,11 @@ def add_replay(cfg, root, cache, kept):
         data_dir = os.path.join(root, "data", run["data"])
         if not os.path.isdir(data_dir):
             raise FileNotFoundError(f"{run_name(*job)}: its data set {data_dir} is missing (run the profile first)")
-        records = record_measures.load_records(folder, builder(cfg["regimes"][regime]).samples(data_dir))
+        samples = builder(cfg["regimes"][regime]).samples(data_dir)
+        try:
+            records = record_measures.load_records(folder, samples)
+        except (OSError, ValueError) as e:  # an empty folder, a truncated file
+            raise ValueError(f"{folder}: its records cannot be read ({e})") from e
         epochs = cfg["regimes"][regime]["epochs"]
         if records["epoch"].nunique() != epochs:
             raise ValueError(f"{folder}: records of {records['epoch'].nunique()} epochs, the run had {epochs}")
