@@ -576,7 +576,33 @@ def test_the_delta_replay_is_added_from_kept_records_and_reported(tmp_path, monk
         "for the moving average's, every epoch" in line and "against `dissect-mome` 0.500 in DISSect's own runs" in line
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["replay"]["real"]["random"]["seeds"] == [0]
+    assert summary["replay"]["real"]["0.5"]["random"]["seeds"] == [0]
+
+
+def test_the_replay_keeps_each_ratio_apart_and_full_data_joins_every_ratio():
+    cfg = dict(CFG, regimes={**CFG["regimes"], "real": dict(MAIN, ratios=(0.3, 0.5))})
+
+    def run(label, ratio, seed, auroc):
+        rows = [{"epoch": i, "warmup_auroc": auroc, "mome_auroc": auroc} for i in range(17)]
+        return {"regime": "real", "label": label, "ratio": ratio, "seed": seed, "replay": rows}
+
+    runs = [
+        run("full", None, 0, 0.7),
+        run("random", 0.3, 0, 0.2),
+        run("random", 0.5, 0, 0.6),
+        run("random", 0.5, 1, 0.4),
+        # a calibration run's replay is not the main regime's
+        dict(run("full", None, 0, 0.9), regime="real-calibration"),
+    ]
+    replays = analysis.delta_replays(cfg, runs)
+    assert set(replays) == {"real"} and set(replays["real"]) == {"all", "0.3", "0.5"}
+    at_half = analysis.replays_at(replays["real"], 0.5)
+    assert list(at_half) == ["full", "random"] and at_half["random"]["seeds"] == [0, 1]
+    assert at_half["random"]["mome_mean"][0] == pytest.approx(0.5) and at_half["full"]["mome_last"] == 0.7
+    # the warm-up's delta is read from the authors' switch on (a quarter of 17 epochs: 4)
+    assert at_half["random"]["warmup_auroc"][:5] == [None] * 4 + [pytest.approx(0.5)]
+    assert analysis.replays_at(replays["real"], 0.3)["random"]["mome_last"] == 0.2
+    assert analysis.replays_at({}, 0.5) == {}
 
 
 def test_the_replay_command_line_refuses_a_missing_folder():

@@ -392,32 +392,43 @@ def mean_of(values):
 
 
 def delta_replays(cfg, runs):
-    """Per regime (not a calibration) and method whose choices ignore the scores (full data,
-    ``random``; the runs that kept the replay): per epoch (0-based), the mean over seeds of the
-    replayed deltas' AUROC (``record_measures.delta_replay``), and the mean over the epochs that
-    DISSect's ranking AUROC reads (from the authors' warm-up for the warm-up's delta, every epoch
-    for the moving average's), as ``ranking_auroc`` reads them, then over seeds (mean, sd); and
-    the last epoch's (the mean over every epoch hides a turn from anti-clean to clean)."""
+    """Per regime (not a calibration), ratio and method whose choices ignore the scores (full
+    data under "all", as it joins every ratio; ``random`` at its ratio; the runs that kept the
+    replay): per epoch (0-based), the mean over seeds of the replayed deltas' AUROC
+    (``record_measures.delta_replay``), and the mean over the epochs that DISSect's ranking AUROC
+    reads (from the authors' warm-up for the warm-up's delta, every epoch for the moving
+    average's), as ``ranking_auroc`` reads them, then over seeds (mean, sd); and the last epoch's
+    (the mean over every epoch hides a turn from anti-clean to clean)."""
     calibrating = set(calibration_regimes(cfg))
     cells = {}
     for r in runs:
         if r["regime"] not in calibrating and r.get("replay"):
-            cells.setdefault(r["regime"], {}).setdefault(r["label"], []).append(r)
+            key = str(r["ratio"]) if r["ratio"] is not None else "all"
+            cells.setdefault(r["regime"], {}).setdefault(key, {}).setdefault(r["label"], []).append(r)
     out = {}
-    for regime, labels in cells.items():
+    for regime, ratios in cells.items():
         warmup = authors_warmup(cfg["regimes"][regime]["epochs"])
-        for label, seeded in labels.items():
-            n = min(len(r["replay"]) for r in seeded)
-            cell = {"seeds": sorted(r["seed"] for r in seeded)}
-            for kind, start in (("warmup", warmup), ("mome", 0)):
-                key = f"{kind}_auroc"
-                cell[key] = [
-                    None if i < start else statistics.mean(r["replay"][i][key] for r in seeded) for i in range(n)
-                ]
-                cell[f"{kind}_last"] = cell[key][-1] if n else None
-                cell[f"{kind}_mean"] = mean_sd([mean_of(row.get(key) for row in r["replay"][start:]) for r in seeded])
-            out.setdefault(regime, {})[label] = cell
+        for ratio, labels in ratios.items():
+            for label, seeded in labels.items():
+                n = min(len(r["replay"]) for r in seeded)
+                cell = {"seeds": sorted(r["seed"] for r in seeded)}
+                for kind, start in (("warmup", warmup), ("mome", 0)):
+                    key = f"{kind}_auroc"
+                    cell[key] = [
+                        None if i < start else statistics.mean(r["replay"][i][key] for r in seeded) for i in range(n)
+                    ]
+                    cell[f"{kind}_last"] = cell[key][-1] if n else None
+                    cell[f"{kind}_mean"] = mean_sd(
+                        [mean_of(row.get(key) for row in r["replay"][start:]) for r in seeded]
+                    )
+                out.setdefault(regime, {}).setdefault(ratio, {})[label] = cell
     return out
+
+
+def replays_at(replays, ratio):
+    """The replayed methods at ``ratio`` from one regime's ``delta_replays``, full data (kept
+    under "all") first."""
+    return {**replays.get("all", {}), **replays.get(str(ratio), {})}
 
 
 def identical_runs(cfg, runs):

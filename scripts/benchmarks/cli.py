@@ -31,12 +31,12 @@ def run_profile(name, out=None, cache=None, root=None, only=None, report_only=Fa
     runs = in_design(read_cache(cache), jobs(cfg))
     if report_only and not runs:
         raise SystemExit(f"--report-only: no runs of the design in {cache} (run the profile first, or pass --out)")
-    plots.plots(cfg, out, runs)
+    real = analysis.analyse_real(cfg, runs) if analysis.calibration_regimes(cfg) else None
+    plots.plots(cfg, out, runs, real=real)
     calibration = report.calibration_markdown(cfg, runs, name)
     if calibration:
         with open(os.path.join(out, "calibration.md"), "w") as f:
             f.write(calibration)
-    real = analysis.analyse_real(cfg, runs) if analysis.calibration_regimes(cfg) else None
     text = report.write_report(cfg, out, analysis.analyse(cfg, runs), runs, name, design, real=real)
     print(text)
     return 0

@@ -8,16 +8,20 @@ import math
 import os
 
 from .analysis import (
+    analyse_real,
     calibration_regimes,
     calibration_table,
     curve_of,
-    delta_replays,
     epoch_means,
     gap_peak,
     main_length,
     precision_gain,
-    score_curves,
+    replays_at,
 )
+
+# the replayed runs' line styles, in the order they come (full data first); thin lines beside
+# the methods' own (solid, or dashed for DISSect)
+REPLAY_STYLES = (":", "-.", (0, (1, 4)), (0, (6, 2, 1, 2, 1, 2)))
 
 
 def method_cells(cfg, regime_runs, label, ratio):
@@ -26,7 +30,9 @@ def method_cells(cfg, regime_runs, label, ratio):
     return [r for r in regime_runs if r["label"] == label and r["ratio"] == wanted]
 
 
-def plots(cfg, out, runs):
+def plots(cfg, out, runs, real=None):
+    """The comparison profile's plots of ``runs`` in ``out``; a profile with a calibration regime
+    also draws from ``real``, ``analyse_real``'s result (computed here when not given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,6 +40,8 @@ def plots(cfg, out, runs):
     import numpy as np
 
     palette = {label: f"C{i}" for i, label in enumerate(cfg["methods"])}
+    if real is None and calibration_regimes(cfg):
+        real = analyse_real(cfg, runs)
     for regime, spec in cfg["regimes"].items():
         regime_runs = [r for r in runs if r["regime"] == regime]
         if not regime_runs:
@@ -110,15 +118,15 @@ def plots(cfg, out, runs):
             calibration_plot(fulls, out, regime, plt, np)
         if calibration_regimes(cfg):  # real pairs: Fig. 3 of every regime's full-data runs
             figure3(cfg, out, regime, sorted(fulls, key=lambda r: r["seed"]), [], banded(None, plt, np), plt, np)
-            ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np)
-            scores_plot(cfg, spec, regime_runs, out, regime, palette, plt, np)
+            replays = real["replay"].get(regime, {})
+            ranking_plot(cfg, spec, regime_runs, fulls, replays, out, regime, palette, plt, np)
+            scores_plot(spec, real["scores"].get(regime, {}), out, regime, palette, plt, np)
 
 
-def scores_plot(cfg, spec, regime_runs, out, regime, palette, plt, np):
-    """Per epoch and method (the seeds whose runs kept the curve): the clean and noisy pairs' mean
-    CLIPScore and the absolute-score AUROC: how far each run got towards memorising the noisy
-    pairs (full data: its calibration table)."""
-    curves = score_curves(cfg, regime_runs).get(regime, {})
+def scores_plot(spec, curves, out, regime, palette, plt, np):
+    """Per epoch and method (the seeds whose runs kept the curve; ``curves``, one regime's
+    ``score_curves``): the clean and noisy pairs' mean CLIPScore and the absolute-score AUROC:
+    how far each run got towards memorising the noisy pairs (full data: its calibration table)."""
     if not curves:
         return
     fig, axes = plt.subplots(2, len(spec["ratios"]), figsize=(7.5 * len(spec["ratios"]), 9.5), squeeze=False)
@@ -152,10 +160,12 @@ def scores_plot(cfg, spec, regime_runs, out, regime, palette, plt, np):
     plt.close(fig)
 
 
-def ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np):
+def ranking_plot(cfg, spec, regime_runs, fulls, replays, out, regime, palette, plt, np):
     """Per epoch and method, how well the score a method keeps by put the clean pairs above the
     noisy ones (the audit's AUROC; delta for DISSect, 0.5 during its warm-up), against full
-    data's absolute CLIPScore: whether a method's signal separates the pairs at all."""
+    data's absolute CLIPScore and DISSect's deltas replayed on the scores of the runs in
+    ``replays`` (one regime's ``delta_replays``): whether a method's signal separates the pairs
+    at all."""
     fig, axes = plt.subplots(1, len(spec["ratios"]), figsize=(10.5 * len(spec["ratios"]), 5.5), squeeze=False)
     for column, ratio in enumerate(spec["ratios"]):
         ax = axes[0][column]
@@ -169,7 +179,8 @@ def ranking_plot(cfg, spec, regime_runs, fulls, out, regime, palette, plt, np):
                 ls=":",
                 label="full data: absolute CLIPScore",
             )
-        for (label, cell), ls in zip(delta_replays(cfg, regime_runs).get(regime, {}).items(), (":", "-.")):
+        for i, (label, cell) in enumerate(replays_at(replays, ratio).items()):
+            ls = REPLAY_STYLES[i % len(REPLAY_STYLES)]  # more replayed runs than styles repeat, never drop
             for kind, name in (("warmup", "warm-up delta"), ("mome", "moving-average delta")):
                 ys = np.array([math.nan if v is None else v for v in cell[f"{kind}_auroc"]], dtype=float)
                 ax.plot(

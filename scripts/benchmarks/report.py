@@ -11,7 +11,7 @@ import os
 import statistics
 import time
 
-from .analysis import calibration_regimes, curve_of, final_window
+from .analysis import calibration_regimes, curve_of, final_window, replays_at
 from .profiles.real import LEAST_EPOCHS
 from .stats import mean_sd, verdict
 
@@ -513,7 +513,7 @@ def standing_section(cfg, report, real):
                 *said,
                 "",
             ]
-            lines += replay_sentences(regime, real.get("replay", {}).get(regime, {}), measured)
+            lines += replay_sentences(regime, replays_at(real.get("replay", {}).get(regime, {}), ratio), measured)
             same = real.get("identical", {}).get(regime, {}).get(str(ratio), [])
             if same:
                 lines += [
